@@ -1,0 +1,35 @@
+# The same commands on a laptop and in CI. `make test` sets up everything it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format bench venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/pipenb run examples/demo.yml
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipenb tests bench examples
+	$(BIN)/ruff format --check pipenb tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format pipenb tests bench
+	$(BIN)/ruff check --fix pipenb tests bench
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/engine_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,315 @@
+"""Commands that work on pipe files here, without a server: run, check, test, preview."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from pipenb.engine.checkpoints import checkpoint_path, default_data_dir
+from pipenb.errors import PipenbError, PipeSyntaxError, Problem, UsageError
+from pipenb.pipe import Pipe
+from pipenb.tables import format_table
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run a pipe here, in the foreground")
+    p.add_argument("file", help="pipe file (YAML)")
+    _param_arg(p)
+    p.add_argument(
+        "--data-dir",
+        help="where checkpoints live (default: $PIPENB_DATA_DIR or ~/.local/state/pipenb)",
+    )
+    p.add_argument(
+        "--reset", action="store_true", help="forget the saved checkpoint and start over"
+    )
+    p.add_argument("--json", action="store_true", help="final metrics as JSON (on stderr)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "check", help="validate pipe files; every error as file:line:column: message"
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    _param_arg(p)
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("test", help="run the tests: sections of pipe files")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("preview", help="run a pipe on a sample and show what each stage produced")
+    p.add_argument("file", help="pipe file (YAML)")
+    p.add_argument(
+        "--sample", help="file of lines or NDJSON events (default: the pipe's own input)"
+    )
+    p.add_argument("--limit", type=int, default=1000, help="events to read (default 1000)")
+    _param_arg(p)
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.set_defaults(func=cmd_preview)
+
+
+def _param_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--param", action="append", default=[], metavar="K=V", help="set a parameter (repeatable)"
+    )
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--param takes NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        params[k.strip()] = v
+    return params
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _load(path: str, params: dict[str, Any], *, require: bool = False) -> Pipe:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    from pipenb.lang.validate import load_pipe
+
+    return Pipe(load_pipe(text, path, params, require_params=require))
+
+
+def _problems(exc: PipeSyntaxError) -> None:
+    for p in exc.problems:
+        _err(str(p))
+
+
+def _usage(exc: UsageError) -> int:
+    _err(f"pipenb: {exc}")
+    return 2
+
+
+# ---------------------------------------------------------------------------- check
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        params = parse_params(args.param)
+    except UsageError as exc:
+        return _usage(exc)
+    results = []
+    failed = False
+    for path in args.files:
+        try:
+            pipe = _load(path, params)
+            results.append({"file": path, "ok": True, "pipe": pipe.name, "problems": []})
+            if not args.json:
+                print(
+                    f"{path}: ok ({pipe.name}: {pipe.spec.input.name} -> {len(pipe.spec.actions)} action(s) -> {pipe.spec.output.name})"
+                )
+        except PipeSyntaxError as exc:
+            failed = True
+            results.append(
+                {"file": path, "ok": False, "problems": [p.to_dict() for p in exc.problems]}
+            )
+            if not args.json:
+                _problems(exc)
+        except UsageError as exc:
+            failed = True
+            results.append(
+                {
+                    "file": path,
+                    "ok": False,
+                    "problems": [Problem(0, 0, str(exc), (), path).to_dict()],
+                }
+            )
+            if not args.json:
+                _err(f"{path}: {exc}")
+    if args.json:
+        sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif failed:
+        _err(f"{sum(not r['ok'] for r in results)} of {len(results)} file(s) invalid")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------- test
+def cmd_test(args: argparse.Namespace) -> int:
+    out: list[dict[str, Any]] = []
+    passed = failed = 0
+    for path in args.files:
+        try:
+            pipe = _load(path, {})
+        except PipeSyntaxError as exc:
+            failed += 1
+            out.append({"file": path, "error": str(exc), "tests": []})
+            if not args.json:
+                _problems(exc)
+            continue
+        except UsageError as exc:
+            return _usage(exc)
+        report = pipe.test()
+        out.append(
+            {"file": path, "pipe": pipe.name, "tests": [r.as_dict() for r in report.results]}
+        )
+        if not args.json:
+            if not report.results:
+                print(f"{path}: no tests")
+            for r in report.results:
+                print(f"{'PASS' if r.passed else 'FAIL'} {path}:{r.line} {pipe.name}: {r.name}")
+                if not r.passed:
+                    for line in r.message.splitlines():
+                        print(f"     {line}")
+        passed += sum(r.passed for r in report.results)
+        failed += sum(not r.passed for r in report.results)
+    if args.json:
+        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+    else:
+        print(f"pipe tests: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------- preview
+def cmd_preview(args: argparse.Namespace) -> int:
+    try:
+        pipe = _load(args.file, parse_params(args.param))
+        result = pipe.preview(args.sample, limit=args.limit)
+    except PipeSyntaxError as exc:
+        _problems(exc)
+        return 1
+    except UsageError as exc:
+        return _usage(exc)
+    except PipenbError as exc:
+        _err(f"pipenb: {exc}")
+        return 1
+    if args.json:
+        doc = {
+            "pipe": pipe.name,
+            "stages": result.counts,
+            "events": result.events,
+            "errors": result.errors,
+        }
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+        return 0
+    print(format_table(result.counts))
+    print()
+    print(f"{len(result.events)} event(s) out:")
+    print(format_table(result.events[:50]))
+    if len(result.events) > 50:
+        print(f"... {len(result.events) - 50} more (use --json for all)")
+    if result.errors:
+        print()
+        print(f"{len(result.errors)} error(s):")
+        print(
+            format_table(
+                [
+                    {
+                        "stage": e["_error"]["stage"],
+                        "error": e["_error"]["message"],
+                        "event": {k: v for k, v in e.items() if k != "_error"},
+                    }
+                    for e in result.errors[:20]
+                ]
+            )
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        pipe = _load(args.file, parse_params(args.param), require=True)
+    except PipeSyntaxError as exc:
+        _problems(exc)
+        return 1
+    except UsageError as exc:
+        return _usage(exc)
+    data_dir = args.data_dir or default_data_dir()
+    ckpt = checkpoint_path(data_dir, pipe.name)
+    if args.reset and os.path.exists(ckpt):
+        os.unlink(ckpt)
+    elif os.path.exists(ckpt) and not args.quiet:
+        _err(f"pipenb: resuming {pipe.name} from checkpoint {ckpt} (--reset to start over)")
+    try:
+        engine = pipe.engine(data_dir=data_dir)
+    except PipenbError as exc:
+        _err(f"pipenb: {exc}")
+        return 1
+    progress = sys.stderr.isatty() and not args.quiet and not args.json
+    try:
+        asyncio.run(_run(engine, progress))
+    except PipenbError as exc:
+        _err(f"pipenb: pipe {pipe.name} failed: {exc}")
+        _summary(engine, args)
+        return 1
+    _summary(engine, args)
+    return 0
+
+
+async def _run(engine: Any, progress: bool) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, engine.stop)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not on POSIX
+            pass
+    ticker = asyncio.create_task(_progress(engine)) if progress else None
+    try:
+        await engine.run()
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+            sys.stderr.write("\r\033[K")
+
+
+async def _progress(engine: Any) -> None:
+    t0 = time.monotonic()
+    while True:
+        await asyncio.sleep(1.0)
+        m = engine.metrics
+        rate = m.input_events / max(1e-9, time.monotonic() - t0)
+        sys.stderr.write(
+            f"\r{engine.spec.name}: {m.input_events} in, {m.output.events} out, "
+            f"{m.dead_letters} errors, {rate:,.0f} events/s\033[K"
+        )
+        sys.stderr.flush()
+
+
+def _summary(engine: Any, args: argparse.Namespace) -> None:
+    if args.quiet:
+        return
+    snap = engine.snapshot()
+    if args.json:
+        sys.stderr.write(orjson.dumps(snap, default=str).decode() + "\n")
+        return
+    rows = [
+        {
+            "stage": f"input:{snap['input']['name']}",
+            "in": snap["input"]["events"],
+            "out": snap["input"]["events"],
+            "dropped": 0,
+            "errors": snap["input"]["errors"],
+        }
+    ]
+    rows += snap["actions"]
+    o = snap["output"]
+    rows.append(
+        {
+            "stage": f"output:{o['name']}",
+            "in": o["events"] + o["errors"],
+            "out": o["events"],
+            "dropped": 0,
+            "errors": o["errors"],
+        }
+    )
+    _err(format_table(rows))
+    if snap["dead_letters_dropped"]:
+        _err(
+            f"{snap['dead_letters_dropped']} failed event(s) were dropped: add an errors: output to keep them"
+        )

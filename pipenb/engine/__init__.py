@@ -1,0 +1,1 @@
+"""The engine: inputs, compiled actions and outputs run in batches with checkpoints."""

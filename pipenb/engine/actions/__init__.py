@@ -1,0 +1,1 @@
+"""Actions: each module registers one family of actions and compiles them to engine steps."""

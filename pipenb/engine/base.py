@@ -1,0 +1,84 @@
+"""The small contracts at the engine's seams: inputs yield batches, outputs write them.
+
+An input is an async iterator of ``Batch`` objects. ``Batch.position`` is the input's checkpoint
+*after* that batch (or None for inputs that cannot resume); the engine persists it only once the
+output confirmed every event of the batch, which is what makes delivery at-least-once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+Event = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Batch:
+    events: list[Event]
+    position: Any = None
+    bytes: int = 0
+    rejects: list[Event] = field(default_factory=list)  # undecodable input, already dead-lettered
+
+
+@dataclass
+class RunContext:
+    """What a component may know about the run it belongs to."""
+
+    pipe: str = "pipe"
+    data_dir: str | None = None
+    preview: bool = False
+    allow: frozenset[str] = frozenset({"exec", "script"})  # capabilities this run permits
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+class Input:
+    """Base class of inputs. Subclasses implement ``batches``; the rest has sane defaults."""
+
+    #: True when ``batches`` ends by itself (a file read once, an echo without interval)
+    finite: bool = False
+
+    def __init__(self, options: Any, ctx: RunContext):
+        self.options = options
+        self.ctx = ctx
+
+    def restore(self, position: Any) -> None:
+        """Resume from a checkpoint written by an earlier run. Inputs without one ignore it."""
+
+    async def batches(self) -> AsyncIterator[Batch]:  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
+
+    def lag(self) -> int | None:
+        """How far behind the source this input is (bytes for files), for the lag metric."""
+        return None
+
+    async def close(self) -> None:
+        """Release what ``batches`` opened. Called once, after the input stopped."""
+
+
+class Output:
+    """Base class of outputs. ``write`` returns only when the batch is durably handed over."""
+
+    def __init__(self, options: Any, ctx: RunContext):
+        self.options = options
+        self.ctx = ctx
+
+    async def open(self) -> None:
+        """Prepare to write (open files, connect). Failures here are retried by the engine."""
+
+    async def write(self, events: list[Event]) -> list[tuple[Event, str]]:
+        """Write ``events``; return the ones that can never be written, with why.
+
+        Raise ``OSError`` (or ``RetryableOutputError``) for trouble that may pass: the engine
+        retries with backoff and holds the input back meanwhile.
+        """
+        raise NotImplementedError  # pragma: no cover
+
+    async def close(self) -> None:
+        """Flush and release. Called once, after the last write."""
+
+
+class RetryableOutputError(Exception):
+    """An output failed in a way worth retrying (connection refused, 503, disk full)."""

@@ -1,0 +1,128 @@
+"""``exec``: run a command once or every ``interval``; events from its output.
+
+Capability ``exec``: agents can refuse pipes that use it (``--disable exec``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from pydantic import field_validator
+
+from pipenb.engine.base import Batch, Input, RunContext
+from pipenb.engine.inputs.decode import decode_chunk, reject
+from pipenb.errors import PipeRuntimeError
+from pipenb.lang.registry import Options, registry
+from pipenb.lang.types import Duration
+
+
+class ExecOptions(Options):
+    """Options of ``exec``.
+
+    ``command``: a string (run by ``/bin/sh -c``) or a list (run directly). ``interval`` runs it
+    again that long after each run started; without it the command runs once. ``events``:
+    ``per-line`` (default; ``format: lines|json`` as for files) or ``per-run`` (one event per run:
+    ``{"_raw": stdout, "_exit_code": N, "_stderr": "..."}``). ``timeout`` kills a run that takes
+    longer. A non-zero exit is reported in the event (per-run) or logged (per-line). No checkpoint.
+    """
+
+    command: str | list[str]
+    interval: Duration | None = None
+    events: Literal["per-line", "per-run"] = "per-line"
+    format: Literal["lines", "json"] = "lines"
+    timeout: Duration | None = None
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _nonempty(cls, v: str | list[str]) -> str | list[str]:
+        if not v or (isinstance(v, list) and not all(isinstance(x, str) and x for x in v)):
+            raise ValueError("command must be a non-empty string or list of strings")
+        return v
+
+
+class ExecInput(Input):
+    def __init__(self, options: ExecOptions, ctx: RunContext):
+        super().__init__(options, ctx)
+        self.finite = options.interval is None
+        self.last_exit: int | None = None
+
+    async def _run_once(self) -> tuple[bytes, bytes, int]:
+        o = self.options
+        env = {**os.environ, **(o.env or {})}
+        if isinstance(o.command, str):
+            proc = await asyncio.create_subprocess_shell(
+                o.command,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.DEVNULL,
+                cwd=o.cwd,
+                env=env,
+            )
+        else:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *o.command,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    cwd=o.cwd,
+                    env=env,
+                )
+            except FileNotFoundError:
+                raise PipeRuntimeError(
+                    f"exec: command not found: {o.command[0]!r}; check the path or PATH"
+                ) from None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), o.timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            out, err = await proc.communicate()
+            err += f"\n(killed after timeout of {o.timeout}s)".encode()
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
+        self.last_exit = proc.returncode
+        return out, err, proc.returncode or 0
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        o = self.options
+        while True:
+            started = time.monotonic()
+            out, err, code = await self._run_once()
+            if o.events == "per-run":
+                yield Batch(
+                    [
+                        {
+                            "_raw": out.decode("utf-8", "replace"),
+                            "_exit_code": code,
+                            "_stderr": err.decode("utf-8", "replace"),
+                        }
+                    ],
+                    None,
+                    len(out),
+                )
+            else:
+                events, rejects = decode_chunk(out, o.format)
+                if code != 0:
+                    rejects.append(reject(err, f"command exited with status {code}", stage="input"))
+                yield Batch(events, None, len(out), rejects)
+            if o.interval is None:
+                return
+            await asyncio.sleep(max(0.0, o.interval - (time.monotonic() - started)))
+
+
+@registry.register("input", "exec", ExecOptions, capability="exec")
+def exec_input(opts: ExecOptions, ctx: RunContext) -> ExecInput:
+    """Run a command once or every interval; one event per output line or per run."""
+    if "exec" not in ctx.allow:
+        raise PipeRuntimeError(
+            "the exec input is disabled here; start the agent without --disable exec to allow it"
+        )
+    return ExecInput(opts, ctx)

@@ -1,0 +1,271 @@
+"""``files``: read or tail the files a glob matches, surviving rotation and truncation.
+
+Each file is tracked by identity (device and inode), not by name, so a rename-rotation keeps
+reading the old file to its end while the new file under the same name starts from its
+beginning, and a copy-truncate is seen as the size dropping below our offset. The checkpoint
+holds, per file, the offset just past the last complete line handed to the engine plus a
+fingerprint (hash of the first bytes) so a reused inode is not mistaken for the old file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Literal
+
+from pipenb.engine.base import Batch, Event, Input, RunContext
+from pipenb.engine.inputs.decode import decode_chunk
+from pipenb.lang.registry import Options, registry
+from pipenb.lang.types import Duration, Size
+
+log = logging.getLogger("pipenb.engine.files")
+
+
+class FilesOptions(Options):
+    """Options of ``files``.
+
+    ``path``: a glob or a list of globs (``/var/log/app/*.log``); ``exclude``: globs to skip.
+    ``start-at``: where to start in files that exist when the pipe first starts (``beginning`` or
+    ``end``); files that appear later, and every file after a restart, are read from where the
+    checkpoint says or from their beginning. ``follow: false`` reads each file to its end once and
+    finishes. ``format``: ``lines`` (``{"_raw": line}``) or ``json`` (one object per line).
+    ``metadata: true`` adds ``_path`` and ``_offset`` (byte offset of the line) to each event.
+    ``max-line-bytes``: a longer line is cut into pieces of that size.
+    Checkpoint: per file, device, inode, fingerprint and offset.
+    """
+
+    path: str | list[str]
+    exclude: list[str] = []
+    start_at: Literal["beginning", "end"] = "beginning"
+    follow: bool = True
+    format: Literal["lines", "json"] = "lines"
+    metadata: bool = False
+    poll_interval: Duration = 0.25
+    glob_interval: Duration = 1.0
+    rotate_wait: Duration = 2.0
+    read_bytes: Size = 1 << 20
+    max_line_bytes: Size = 1 << 20
+    fingerprint_bytes: int = 256
+
+    @property
+    def globs(self) -> list[str]:
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+
+@dataclass
+class _File:
+    key: str
+    path: str
+    fh: BinaryIO
+    offset: int  # just past the last complete line handed on
+    fp: str = ""
+    fp_len: int = 0
+    partial: bytes = b""
+    gone_since: float | None = None  # when it stopped matching any glob (rotated away)
+    last_data: float = 0.0
+
+
+def _fingerprint(fh: BinaryIO, n: int) -> tuple[str, int]:
+    data = os.pread(fh.fileno(), n, 0)
+    return hashlib.sha1(data).hexdigest()[:16], len(data)
+
+
+class FilesInput(Input):
+    def __init__(self, options: FilesOptions, ctx: RunContext):
+        super().__init__(options, ctx)
+        self.finite = not options.follow
+        self.files: dict[str, _File] = {}
+        self.restored: dict[str, dict[str, Any]] | None = None
+        self._last_scan = 0.0
+
+    # ------------------------------------------------------------------ checkpoint
+    def restore(self, position: Any) -> None:
+        if isinstance(position, dict) and isinstance(position.get("files"), dict):
+            self.restored = position["files"]
+
+    def position(self) -> dict[str, Any]:
+        fpn = self.options.fingerprint_bytes
+        files = {}
+        for f in self.files.values():
+            if f.fp_len < fpn and f.offset > f.fp_len:
+                f.fp, f.fp_len = _fingerprint(f.fh, fpn)
+            files[f.key] = {"path": f.path, "offset": f.offset, "fp": f.fp, "fp_len": f.fp_len}
+        return {"files": files}
+
+    def lag(self) -> int:
+        total = 0
+        for f in self.files.values():
+            try:
+                total += max(0, os.fstat(f.fh.fileno()).st_size - f.offset)
+            except OSError:
+                pass
+        return total
+
+    # ------------------------------------------------------------------ discovery
+    def _matches(self) -> dict[str, str]:
+        """key -> path of every file the globs match now."""
+        found: dict[str, str] = {}
+        excluded: set[str] = set()
+        for pattern in self.options.exclude:
+            excluded.update(glob.glob(pattern))
+        for pattern in self.options.globs:
+            for path in sorted(glob.glob(pattern)):
+                if path in excluded:
+                    continue
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if not os.path.isfile(path):
+                    continue
+                found.setdefault(f"{st.st_dev}:{st.st_ino}", path)
+        return found
+
+    def _scan(self, initial: bool) -> None:
+        now = time.monotonic()
+        self._last_scan = now
+        found = self._matches()
+        for key, path in found.items():
+            f = self.files.get(key)
+            if f is not None:
+                f.path = path
+                f.gone_since = None
+                continue
+            self._open(key, path, initial)
+        for key, f in self.files.items():
+            if key not in found and f.gone_since is None:
+                f.gone_since = now
+
+    def _open(self, key: str, path: str, initial: bool) -> None:
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - kept open while tailed
+        except OSError as exc:
+            log.warning("files: cannot open %s: %s", path, exc)
+            return
+        st = os.fstat(fh.fileno())
+        if f"{st.st_dev}:{st.st_ino}" != key:  # replaced between stat and open
+            fh.close()
+            return
+        fp, fp_len = _fingerprint(fh, self.options.fingerprint_bytes)
+        offset = 0
+        saved = (self.restored or {}).get(key)
+        if saved is not None:
+            n = int(saved.get("fp_len", 0))
+            same = n <= st.st_size and _fingerprint(fh, n)[0] == saved.get("fp", "")
+            if same and int(saved.get("offset", 0)) <= st.st_size:
+                offset = int(saved["offset"])
+        elif initial and self.restored is None and self.options.start_at == "end":
+            offset = st.st_size
+        fh.seek(offset)
+        self.files[key] = _File(key, path, fh, offset, fp, fp_len, last_data=time.monotonic())
+
+    # ------------------------------------------------------------------ reading
+    def _read(self, f: _File) -> Batch | None:
+        o = self.options
+        try:
+            st = os.fstat(f.fh.fileno())
+        except OSError:
+            return None
+        if st.st_size < f.offset + len(f.partial):  # truncated (copytruncate)
+            log.info("files: %s was truncated; reading it from the start", f.path)
+            f.fh.seek(0)
+            f.offset, f.partial = 0, b""
+            f.fp, f.fp_len = _fingerprint(f.fh, o.fingerprint_bytes)
+        chunk = f.fh.read(o.read_bytes)
+        if not chunk:
+            return None
+        f.last_data = time.monotonic()
+        data = f.partial + chunk if f.partial else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if len(data) <= o.max_line_bytes:
+                f.partial = data
+                return None
+            cut = o.max_line_bytes - 1  # cut an over-long line into pieces
+            data = data[: cut + 1] + b"\n" + data[cut + 1 :]
+            complete, f.partial = data[: cut + 2], data[cut + 2 :]
+            consumed = cut + 1
+        else:
+            complete, f.partial = data[: cut + 1], data[cut + 1 :]
+            consumed = len(complete)
+        return self._batch(f, complete, consumed)
+
+    def _batch(self, f: _File, complete: bytes, consumed: int) -> Batch:
+        start = f.offset
+        events, rejects = decode_chunk(complete, self.options.format)
+        f.offset += consumed
+        if self.options.metadata:
+            self._add_metadata(f.path, start, complete, events)
+        return Batch(events, self.position(), consumed, rejects)
+
+    def _add_metadata(self, path: str, start: int, complete: bytes, events: list[Event]) -> None:
+        offsets = []
+        pos = start
+        for line in (
+            complete.split(b"\n")[:-1] if complete.endswith(b"\n") else complete.split(b"\n")
+        ):
+            if self.options.format == "lines" or line.strip():
+                offsets.append(pos)
+            pos += len(line) + 1
+        for ev, off in zip(events, offsets):
+            ev["_path"] = path
+            ev["_offset"] = off
+
+    def _flush_partial(self, f: _File) -> Batch | None:
+        if not f.partial:
+            return None
+        data, f.partial = f.partial, b""
+        return self._batch(f, data, len(data))
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        o = self.options
+        self._scan(initial=True)
+        if not self.files and not o.follow:
+            log.warning("files: no file matches %s", ", ".join(o.globs))
+        while True:
+            produced = False
+            for f in list(self.files.values()):
+                batch = self._read(f)
+                if batch is not None:
+                    produced = True
+                    yield batch
+            if produced:
+                if o.follow and time.monotonic() - self._last_scan > o.glob_interval:
+                    self._scan(initial=False)
+                continue
+            if not o.follow:
+                for f in list(self.files.values()):
+                    batch = self._flush_partial(f)
+                    if batch is not None:
+                        yield batch
+                return
+            now = time.monotonic()
+            for key, f in list(self.files.items()):
+                if (
+                    f.gone_since is not None
+                    and now - max(f.gone_since, f.last_data) >= o.rotate_wait
+                ):
+                    batch = self._flush_partial(f)
+                    if batch is not None:
+                        yield batch
+                    f.fh.close()
+                    del self.files[key]
+                    yield Batch([], self.position())
+            await asyncio.sleep(o.poll_interval)
+            self._scan(initial=False)
+
+    async def close(self) -> None:
+        for f in self.files.values():
+            f.fh.close()
+
+
+@registry.register("input", "files", FilesOptions)
+def files_input(opts: FilesOptions, ctx: RunContext) -> FilesInput:
+    """Read or tail files matching a glob; survives rotation and truncation."""
+    return FilesInput(opts, ctx)

@@ -1,0 +1,48 @@
+"""What every output shares: ``batch:`` options and NDJSON serialisation that isolates bad events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from pipenb.engine.base import Event
+from pipenb.lang.registry import Options
+from pipenb.lang.types import Duration
+
+_NL = orjson.OPT_APPEND_NEWLINE
+_dumps = orjson.dumps
+
+
+class BatchOptions(Options):
+    """``batch: {size: N, timeout: DURATION}``: write when N events wait or the oldest waited."""
+
+    size: int = 1000
+    timeout: Duration = 0.25
+
+
+class OutputOptions(Options):
+    batch: BatchOptions = BatchOptions()
+
+
+def ndjson(events: list[Event]) -> tuple[bytes, list[tuple[Event, str]]]:
+    """One NDJSON blob; events orjson cannot encode are returned as rejects, not raised."""
+    try:
+        return b"".join([_dumps(e, option=_NL) for e in events]), []
+    except TypeError:
+        pass
+    parts: list[bytes] = []
+    rejects: list[tuple[Event, str]] = []
+    for e in events:
+        try:
+            parts.append(_dumps(e, option=_NL))
+        except TypeError as exc:
+            try:
+                parts.append(_dumps(e, default=str, option=_NL))
+            except TypeError:
+                rejects.append((e, f"cannot encode event as JSON: {exc}"))
+    return b"".join(parts), rejects
+
+
+def dumps_default(value: Any) -> bytes:
+    return _dumps(value, default=str)

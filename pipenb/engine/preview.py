@@ -1,0 +1,267 @@
+"""Preview: run a pipe's actions on a sample and keep every stage's events, counts and errors.
+
+Preview never builds the pipe's output, so it cannot write anywhere real. Stages run one at a time
+(not fused) so each stage's events can be shown as they were when that stage finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from pipenb.engine.base import Event, RunContext
+from pipenb.engine.build import compile_chain
+from pipenb.engine.inputs.decode import decode_lines
+from pipenb.engine.steps import Chain, deep_copy
+from pipenb.errors import UsageError
+from pipenb.lang.spec import PipeSpec
+
+
+def to_dataframe(records: list[dict[str, Any]]) -> Any:
+    """A pandas DataFrame of events (pandas is imported here, only when asked for)."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - depends on the install
+        raise UsageError("DataFrames need pandas: pip install 'pipenb[jupyter]'") from None
+    return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+
+
+@dataclass
+class StagePreview:
+    """One stage of a preview: the events it emitted and its counters."""
+
+    name: str
+    events: list[Event]
+    events_in: int = 0
+    events_out: int = 0
+    dropped: int = 0
+    errors: int = 0
+
+    @property
+    def df(self) -> Any:
+        return to_dataframe(self.events)
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "stage": self.name,
+            "in": self.events_in,
+            "out": self.events_out,
+            "dropped": self.dropped,
+            "errors": self.errors,
+        }
+
+
+@dataclass
+class PreviewResult:
+    """What a preview produced. ``.df`` is the output; ``.stages[i].df`` any stage's events."""
+
+    pipe: str
+    stages: list[StagePreview]
+    errors: list[Event] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[Event]:
+        return self.stages[-1].events if self.stages else []
+
+    @property
+    def df(self) -> Any:
+        return to_dataframe(self.events)
+
+    @property
+    def errors_df(self) -> Any:
+        return to_dataframe(
+            [
+                {
+                    "stage": e.get("_error", {}).get("stage"),
+                    "error": e.get("_error", {}).get("message"),
+                    "event": orjson.dumps(
+                        {k: v for k, v in e.items() if k != "_error"}, default=str
+                    ).decode(),
+                }
+                for e in self.errors
+            ]
+        )
+
+    @property
+    def counts(self) -> list[dict[str, Any]]:
+        return [s.counts() for s in self.stages]
+
+    @property
+    def counts_df(self) -> Any:
+        return to_dataframe(self.counts)
+
+    def __repr__(self) -> str:
+        from pipenb.tables import format_table
+
+        out = f"Preview of {self.pipe}: {len(self.events)} event(s) out, {len(self.errors)} error(s)\n"
+        out += format_table(self.counts) + "\n"
+        if self.events:
+            out += format_table(self.events[:20])
+            if len(self.events) > 20:
+                out += f"\n... {len(self.events) - 20} more"
+        return out
+
+    def _repr_html_(self) -> str:
+        parts = [
+            f"<h4>Preview of <code>{self.pipe}</code>: {len(self.events)} event(s) out, "
+            f"{len(self.errors)} error(s)</h4>",
+            self.counts_df.to_html(index=False),
+        ]
+        if self.events:
+            parts.append(self.df.head(50).to_html(index=False, max_cols=30))
+        if self.errors:
+            parts.append("<h4>Errors</h4>" + self.errors_df.head(50).to_html(index=False))
+        return "\n".join(parts)
+
+
+def sample_events(sample: Any, spec: PipeSpec, limit: int | None) -> list[Event]:
+    """Normalise a sample: a list of events or lines, a DataFrame, or a file path."""
+    fmt = getattr(spec.input.options, "format", "lines")
+    if fmt not in ("lines", "json"):
+        fmt = "lines"
+    if hasattr(sample, "to_dict") and hasattr(sample, "columns"):  # a pandas DataFrame
+        records = sample.to_dict("records")
+        events = [{k: _clean(v) for k, v in r.items()} for r in records]
+    elif isinstance(sample, (str, os.PathLike)):
+        path = os.fspath(sample)
+        if not os.path.exists(path):
+            raise UsageError(f"sample file {path!r} does not exist")
+        if path.endswith((".ndjson", ".jsonl")):
+            fmt = "json"
+        with open(path, "rb") as fh:
+            lines = []
+            for line in fh:
+                lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))
+                if limit is not None and len(lines) >= limit:
+                    break
+        events, _ = decode_lines(lines, fmt)
+    elif isinstance(sample, (list, tuple)):
+        lines = [s for s in sample if isinstance(s, str)]
+        if lines and len(lines) == len(sample):
+            events, _ = decode_lines(list(lines), fmt)
+        else:
+            events = []
+            for i, s in enumerate(sample):
+                if isinstance(s, dict):
+                    events.append(dict(s))
+                elif isinstance(s, str):
+                    events.extend(decode_lines([s], fmt)[0])
+                else:
+                    raise UsageError(
+                        f"sample item {i} is a {type(s).__name__}; use dicts or strings"
+                    )
+    else:
+        raise UsageError(
+            "a sample is a list of events or lines, a pandas DataFrame, or a file path"
+        )
+    return events[:limit] if limit is not None else events
+
+
+def _clean(v: Any) -> Any:
+    try:
+        if v != v:  # NaN from pandas means missing
+            return None
+    except (TypeError, ValueError):
+        return v
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    if hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+def input_sample(spec: PipeSpec, limit: int, timeout: float) -> list[Event]:
+    """The first ``limit`` events of the pipe's own input, read once, from the beginning."""
+    from pipenb.engine.build import check_capabilities
+
+    ctx = RunContext(pipe=spec.name, preview=True, values=spec.values)
+    check_capabilities(spec, ctx)
+    opts = spec.input.options
+    update = {
+        k: v
+        for k, v in (("follow", False), ("start_at", "beginning"), ("interval", None))
+        if k in type(opts).model_fields
+    }
+    if "count" in type(opts).model_fields and getattr(opts, "interval", None) is not None:
+        update["count"] = 1
+    opts = opts.model_copy(update=update)
+    inp = spec.input.component.factory(opts, ctx)
+
+    async def collect() -> list[Event]:
+        out: list[Event] = []
+        agen = inp.batches()
+        try:
+            async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _nullctx():
+                async for batch in agen:
+                    out.extend(batch.events)
+                    if len(out) >= limit:
+                        break
+        except TimeoutError:
+            pass
+        finally:
+            await agen.aclose()
+            await inp.close()
+        return out[:limit]
+
+    return run_sync(collect())
+
+
+class _nullctx:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *a: Any) -> None:
+        return None
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine to completion, also from inside a running loop (a Jupyter kernel)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def preview(
+    spec: PipeSpec, sample: Any = None, limit: int | None = 1000, timeout: float = 10.0
+) -> PreviewResult:
+    if sample is None:
+        events = input_sample(spec, limit or 1000, timeout)
+    else:
+        events = sample_events(sample, spec, limit)
+    ctx = RunContext(pipe=spec.name, preview=True, values=spec.values)
+    chain = compile_chain(spec, ctx, fuse=False)
+    stages = [StagePreview(f"input:{spec.input.name}", deep_copy(events), len(events), len(events))]
+    errors: list[Event] = []
+    current = events
+    for seg in chain.segments:
+        (idx,) = seg[2]
+        one = Chain(chain.names, [seg], chain.counts)
+        before = len(current)
+        current, failures = one.run(current)
+        for f in failures:
+            rec = dict(f.event)
+            rec["_error"] = {"stage": chain.names[f.stage], "message": str(f.error)}
+            errors.append(rec)
+        c = chain.counts[idx]
+        stages.append(
+            StagePreview(
+                chain.names[idx], deep_copy(current), before, len(current), c.dropped, c.errors
+            )
+        )
+    tail, failures = chain.flush()
+    if tail:
+        stages[-1].events.extend(deep_copy(tail))
+        stages[-1].events_out += len(tail)
+    for f in failures:
+        errors.append(
+            {**f.event, "_error": {"stage": chain.names[f.stage], "message": str(f.error)}}
+        )
+    return PreviewResult(spec.name, stages, errors)

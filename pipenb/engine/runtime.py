@@ -1,0 +1,305 @@
+"""The engine: input -> actions -> output in batches, on asyncio, with checkpoints and drain.
+
+One reader task pulls batches from the input into a bounded queue (the bound is what holds the
+input back when the output is slow). The main loop runs the compiled action chain on each batch,
+gathers events until the output's ``batch.size`` or ``batch.timeout``, writes them (retrying with
+backoff), writes dead letters, and only then saves the input position. So a crash replays at
+most the batches in flight, and nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipenb.engine.base import Batch, Event, Output, RetryableOutputError, RunContext
+from pipenb.engine.build import Parts, build
+from pipenb.engine.checkpoints import CheckpointStore, MemoryCheckpointStore
+from pipenb.engine.steps import Failure
+from pipenb.errors import PipeRuntimeError
+from pipenb.lang.spec import PipeSpec
+
+log = logging.getLogger("pipenb.engine")
+_END = object()
+RETRYABLE = (OSError, RetryableOutputError, ConnectionError, asyncio.TimeoutError)
+
+
+@dataclass
+class OutputCounts:
+    events: int = 0
+    bytes: int = 0
+    batches: int = 0
+    errors: int = 0
+    retries: int = 0
+    write_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        avg = self.write_seconds / self.batches * 1000 if self.batches else 0.0
+        return {
+            "events": self.events,
+            "batches": self.batches,
+            "errors": self.errors,
+            "retries": self.retries,
+            "latency_ms": round(avg, 3),
+        }
+
+
+@dataclass
+class Metrics:
+    """Per-stage counters of one run; ``snapshot()`` is what agents report."""
+
+    pipe: str
+    started: float = field(default_factory=time.time)
+    input_events: int = 0
+    input_bytes: int = 0
+    input_errors: int = 0
+    output: OutputCounts = field(default_factory=OutputCounts)
+    dead_letters: int = 0
+    dead_letters_dropped: int = 0
+    checkpoints: int = 0
+    last_checkpoint: float | None = None
+
+
+class Engine:
+    """Runs one pipe. ``await run()`` until the input ends or ``stop()`` is called."""
+
+    def __init__(
+        self,
+        spec: PipeSpec,
+        ctx: RunContext | None = None,
+        *,
+        checkpoints: CheckpointStore | None = None,
+        parts: Parts | None = None,
+        queue_batches: int = 4,
+        drain_timeout: float = 30.0,
+    ):
+        self.spec = spec
+        self.ctx = ctx or RunContext(pipe=spec.name, values=spec.values)
+        self.parts = parts or build(spec, self.ctx)
+        self.checkpoints = checkpoints or MemoryCheckpointStore()
+        self.metrics = Metrics(spec.name)
+        self.state = "created"
+        self.error: str | None = None
+        self.drain_timeout = drain_timeout
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._room = asyncio.Semaphore(queue_batches)
+        self._stopping = False
+        self._reader: asyncio.Task | None = None
+        self._reader_error: BaseException | None = None
+        opts = getattr(spec.output.options, "batch", None)
+        self.batch_size = getattr(opts, "size", 1000)
+        self.batch_timeout = getattr(opts, "timeout", 0.25)
+        self._dead: list[Event] = []
+        self._last_position: Any = None
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """Ask the engine to stop: the input stops, what was read is written, then it returns."""
+        self._stopping = True
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+
+    async def run(self) -> Metrics:
+        inp, chain, out = self.parts.input, self.parts.chain, self.parts.output
+        position = self.checkpoints.load()
+        if position is not None:
+            inp.restore(position)
+            self._last_position = position
+        self.state = "running"
+        await self._open(out)
+        if self.parts.errors is not None:
+            await self._open(self.parts.errors)
+        self._reader = asyncio.create_task(self._read(), name=f"pipenb-read-{self.spec.name}")
+        pending: list[Event] = []
+        pending_pos: Any = None
+        have_pos = False
+        since = 0.0
+        try:
+            while True:
+                timeout = None
+                if pending or self._dead:
+                    timeout = max(0.0, self.batch_timeout - (time.monotonic() - since))
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    await self._flush(pending, pending_pos, have_pos)
+                    pending, have_pos = [], False
+                    continue
+                if item is _END:
+                    break
+                self._room.release()
+                batch: Batch = item
+                m = self.metrics
+                m.input_events += len(batch.events)
+                m.input_bytes += batch.bytes
+                if batch.rejects:
+                    m.input_errors += len(batch.rejects)
+                    self._dead.extend(batch.rejects)
+                events, failures = chain.run(batch.events)
+                if failures:
+                    self._dead_letter(failures)
+                if not pending and not self._dead:
+                    since = time.monotonic()
+                if events:
+                    if not pending:
+                        since = time.monotonic()
+                    pending.extend(events)
+                if batch.position is not None:
+                    pending_pos, have_pos = batch.position, True
+                if len(pending) >= self.batch_size or (have_pos and not pending):
+                    await self._flush(pending, pending_pos, have_pos)
+                    pending, have_pos = [], False
+            if self._reader_error is not None:
+                raise self._reader_error
+            tail, failures = chain.flush()
+            pending.extend(tail)
+            if failures:
+                self._dead_letter(failures)
+            await self._flush(pending, pending_pos, have_pos)
+            self.state = "stopped" if self._stopping else "finished"
+        except asyncio.CancelledError:
+            self.state = "stopped"
+            raise
+        except BaseException as exc:
+            self.state = "failed"
+            self.error = str(exc) or type(exc).__name__
+            raise
+        finally:
+            if self._reader is not None and not self._reader.done():
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._reader
+            with contextlib.suppress(Exception):
+                await inp.close()
+            with contextlib.suppress(Exception):
+                await out.close()
+            if self.parts.errors is not None:
+                with contextlib.suppress(Exception):
+                    await self.parts.errors.close()
+        return self.metrics
+
+    # ------------------------------------------------------------------ reading
+    async def _read(self) -> None:
+        try:
+            async for batch in self.parts.input.batches():
+                await self._room.acquire()
+                self._queue.put_nowait(batch)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # an input failure fails the pipe, after a drain
+            log.error("pipe %s: input failed: %s", self.spec.name, exc)
+            self._reader_error = (
+                exc
+                if isinstance(exc, PipeRuntimeError)
+                else PipeRuntimeError(f"input {self.spec.input.name}: {exc}")
+            )
+        finally:
+            self._queue.put_nowait(_END)
+
+    # ------------------------------------------------------------------ writing
+    async def _open(self, out: Output) -> None:
+        await self._retry(out.open, "open")
+
+    async def _retry(self, fn: Any, what: str, *args: Any) -> Any:
+        delay = 0.05
+        deadline = None
+        while True:
+            try:
+                return await fn(*args)
+            except RETRYABLE as exc:
+                self.metrics.output.retries += 1
+                if self._stopping:
+                    deadline = deadline or time.monotonic() + self.drain_timeout
+                    if time.monotonic() > deadline:
+                        raise PipeRuntimeError(
+                            f"output could not {what} while stopping: {exc}; "
+                            "unwritten events stay in the input for the next run"
+                        ) from exc
+                log.warning(
+                    "pipe %s: output %s failed (%s); retrying in %.2fs",
+                    self.spec.name,
+                    what,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 30.0)
+
+    def _dead_letter(self, failures: list[Failure]) -> None:
+        names = self.parts.chain.names
+        for f in failures:
+            ev = f.event if isinstance(f.event, dict) else {"_value": f.event}
+            rec = dict(ev)
+            rec["_error"] = {
+                "stage": names[f.stage] if f.stage < len(names) else str(f.stage),
+                "message": str(f.error) or type(f.error).__name__,
+            }
+            self._dead.append(rec)
+
+    async def _flush(self, events: list[Event], position: Any, have_pos: bool) -> None:
+        out = self.parts.output
+        m = self.metrics
+        if events:
+            t0 = time.perf_counter()
+            rejects = await self._retry(out.write, "write", events)
+            m.output.write_seconds += time.perf_counter() - t0
+            m.output.batches += 1
+            m.output.events += len(events) - len(rejects)
+            if rejects:
+                m.output.errors += len(rejects)
+                for ev, why in rejects:
+                    rec = dict(ev)
+                    rec["_error"] = {"stage": "output", "message": why}
+                    self._dead.append(rec)
+        if self._dead:
+            dead, self._dead = self._dead, []
+            m.dead_letters += len(dead)
+            if self.parts.errors is not None:
+                await self._retry(self.parts.errors.write, "write errors", dead)
+            else:
+                m.dead_letters_dropped += len(dead)
+                first = dead[0].get("_error", {})
+                log.warning(
+                    "pipe %s: %d event(s) failed (first: %s: %s); set errors: to keep them",
+                    self.spec.name,
+                    len(dead),
+                    first.get("stage"),
+                    first.get("message"),
+                )
+        if have_pos:
+            self.checkpoints.save(position)
+            self._last_position = position
+            m.checkpoints += 1
+            m.last_checkpoint = time.time()
+
+    # ------------------------------------------------------------------ reporting
+    def snapshot(self) -> dict[str, Any]:
+        """Metrics as plain data: per stage in/out/dropped/errors, output, lag, checkpoint."""
+        m = self.metrics
+        lag = None
+        with contextlib.suppress(Exception):
+            lag = self.parts.input.lag()
+        return {
+            "pipe": self.spec.name,
+            "state": self.state,
+            "error": self.error,
+            "uptime_s": round(time.time() - m.started, 3),
+            "input": {
+                "name": self.spec.input.name,
+                "events": m.input_events,
+                "bytes": m.input_bytes,
+                "errors": m.input_errors,
+                "lag": lag,
+            },
+            "actions": [c.as_dict() for c in self.parts.chain.counts],
+            "output": {"name": self.spec.output.name, **m.output.as_dict()},
+            "dead_letters": m.dead_letters,
+            "dead_letters_dropped": m.dead_letters_dropped,
+            "checkpoints": m.checkpoints,
+            "position": self._last_position,
+        }

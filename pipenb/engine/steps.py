@@ -1,0 +1,223 @@
+"""Actions compile to steps; consecutive per-event steps are fused into one generated loop.
+
+Why generate code: a pipe of three simple actions run as three Python callables per event costs
+three calls per event, which alone would put the engine well under a hand-written loop. Fusing the
+steps' source into a single ``for e in batch`` loop costs what the hand-written loop costs. Each
+event runs inside ``try``, so one bad event goes to ``errors:`` and the batch goes on; the stage
+that failed is recovered from the traceback's line number, which costs nothing when nothing fails.
+
+A step's code is a list of statements over the variable ``e``. The marker statement ``DROP``
+drops the event (counted as dropped by that stage). Steps that change the number of events in
+ways a loop body cannot (aggregate, unnest) are ``BatchStep``s and cut the fusion.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipenb.engine.base import Event
+from pipenb.lang.expressions import Namespace
+
+
+@dataclass
+class EventStep:
+    """Per-event statements over ``e``; ``DROP`` drops the event. ``when`` guards them."""
+
+    code: list[str]
+    ns: Namespace
+    when: str | None = None  # Python source of the guard, already compiled
+
+
+@dataclass
+class BatchStep:
+    """A whole-batch function: ``fn(events, errors) -> events``. For stateful actions."""
+
+    fn: Callable[[list[Event], list[tuple[Event, BaseException]]], list[Event]]
+    flush: Callable[[], list[Event]] | None = None  # called when the pipe stops
+
+
+Step = EventStep | BatchStep
+
+
+@dataclass
+class StageCounts:
+    """Counters of one action stage. ``in`` and ``out`` are derived for fused stages."""
+
+    name: str
+    events_in: int = 0
+    events_out: int = 0
+    dropped: int = 0
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.name,
+            "in": self.events_in,
+            "out": self.events_out,
+            "dropped": self.dropped,
+            "errors": self.errors,
+        }
+
+
+@dataclass
+class Failure:
+    event: Event
+    stage: int
+    error: BaseException
+
+
+@dataclass
+class Chain:
+    """The compiled action list of a pipe: ``run(events) -> (events, failures)``."""
+
+    names: list[str]
+    segments: list[tuple[str, Any, list[int]]] = field(default_factory=list)
+    counts: list[StageCounts] = field(default_factory=list)
+
+    def run(self, events: list[Event]) -> tuple[list[Event], list[Failure]]:
+        failures: list[Failure] = []
+        for kind, fn, stages in self.segments:
+            if not events:
+                break
+            n_in = len(events)
+            if kind == "fused":
+                dropped = [0] * len(stages)
+                errs: list[tuple[Event, BaseException, int]] = []
+                events = fn(events, dropped, errs)
+                err_by_stage = [0] * len(stages)
+                for ev, exc, local in errs:
+                    err_by_stage[local] += 1
+                    failures.append(Failure(ev, stages[local], exc))
+                for local, idx in enumerate(stages):
+                    c = self.counts[idx]
+                    c.events_in += n_in
+                    n_in -= dropped[local] + err_by_stage[local]
+                    c.events_out += n_in
+                    c.dropped += dropped[local]
+                    c.errors += err_by_stage[local]
+            else:
+                (idx,) = stages
+                errs2: list[tuple[Event, BaseException]] = []
+                events = fn.fn(events, errs2)
+                c = self.counts[idx]
+                c.events_in += n_in
+                c.events_out += len(events)
+                c.errors += len(errs2)
+                c.dropped += max(0, n_in - len(events) - len(errs2))
+                failures.extend(Failure(ev, idx, exc) for ev, exc in errs2)
+        return events, failures
+
+    def flush(self) -> tuple[list[Event], list[Failure]]:
+        """Flush stateful steps (open windows) at stop, passing what they emit down the chain."""
+        out: list[Event] = []
+        failures: list[Failure] = []
+        for si, (kind, fn, _stages) in enumerate(self.segments):
+            if kind == "batch" and fn.flush is not None:
+                emitted = fn.flush()
+                if emitted:
+                    rest = Chain(self.names, self.segments[si + 1 :], self.counts)
+                    evs, fails = rest.run(emitted)
+                    out.extend(evs)
+                    failures.extend(fails)
+        return out, failures
+
+
+def build_chain(names: list[str], steps: list[Step], *, fuse: bool = True) -> Chain:
+    """Compile ``steps`` (one per action) into a Chain; ``fuse=False`` keeps one loop a stage."""
+    chain = Chain(names=list(names), counts=[StageCounts(n) for n in names])
+    pending: list[int] = []
+
+    def close_pending() -> None:
+        if pending:
+            chain.segments.append(("fused", _fuse([steps[i] for i in pending]), list(pending)))
+            pending.clear()
+
+    for i, step in enumerate(steps):
+        if isinstance(step, BatchStep):
+            close_pending()
+            chain.segments.append(("batch", step, [i]))
+        else:
+            pending.append(i)
+            if not fuse:
+                close_pending()
+    close_pending()
+    return chain
+
+
+def _fuse(steps: list[EventStep]) -> Callable[..., list[Event]]:
+    ns: dict[str, Any] = {"__builtins__": {"Exception": Exception, "len": len}}
+    for s in steps:
+        ns.update(s.ns.values)
+    lines = [
+        "def _run(batch, _drops, _errs):",
+        "    _out = []",
+        "    _ap = _out.append",
+        "    for e in batch:",
+        "        try:",
+    ]
+    line_stage: list[int] = []  # generated line number -> local stage index
+    header = len(lines)
+    for local, step in enumerate(steps):
+        body = step.code or ["pass"]
+        indent = "            "
+        if step.when:
+            lines.append(f"{indent}if {step.when}:")
+            line_stage.append(local)
+            indent += "    "
+        for stmt in body:
+            for sub in stmt.split("\n"):
+                if sub.strip() == "DROP":
+                    lines.append(f"{indent}{_leading(sub)}_drops[{local}] += 1")
+                    line_stage.append(local)
+                    lines.append(f"{indent}{_leading(sub)}continue")
+                else:
+                    lines.append(f"{indent}{sub}")
+                line_stage.append(local)
+    lines += [
+        "        except Exception as _x:",
+        "            _errs.append((e, _x, _stage_of(_x)))",
+        "            continue",
+        "        _ap(e)",
+        "    return _out",
+    ]
+    first = header + 1  # 1-based line of the first step statement
+
+    def stage_of(exc: BaseException) -> int:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_name != "_run":
+            tb = tb.tb_next
+        if tb is None:
+            return 0
+        i = tb.tb_lineno - first
+        return line_stage[i] if 0 <= i < len(line_stage) else 0
+
+    ns["_stage_of"] = stage_of
+    src = "\n".join(lines)
+    code = compile(src, "<pipenb-actions>", "exec")
+    exec(code, ns)
+    fn = ns["_run"]
+    fn.source = src  # for debugging: print(chain.segments[0][1].source)
+    return fn
+
+
+def _leading(s: str) -> str:
+    return s[: len(s) - len(s.lstrip())]
+
+
+def fn_step(fn: Callable[[Event], Any], ns: Namespace, hint: str = "f") -> list[str]:
+    """Code lines for a per-event Python function: the event is replaced by its result."""
+    name = ns.const(fn, hint)
+    return [f"e = {name}(e)", "if e is None:\n    DROP"]
+
+
+def deep_copy(events: list[Event]) -> list[Event]:
+    """Independent copies, so a preview can show each stage's events as they were."""
+    try:
+        import orjson
+
+        return [orjson.loads(orjson.dumps(e)) for e in events]
+    except TypeError:
+        return copy.deepcopy(events)

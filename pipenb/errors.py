@@ -1,0 +1,84 @@
+"""The pipenb exception tree, in one place so callers can catch exactly what they mean.
+
+PipenbError                 root of everything pipenb raises on purpose
+├── PipeSyntaxError         a pipe document is invalid; ``.problems`` lists every located one
+├── PipeRuntimeError        a pipe could not start or run (an input could not open, ...)
+├── EventError              one event failed one action; it goes to ``errors:``, never fatal
+├── PipeTestFailure         a pipe's ``tests:`` section did not pass
+├── ApiError                the server answered with an error (status, code, message, details)
+│   └── AuthError           401/403: missing, wrong or out-of-scope credentials
+└── UsageError              a command line or API call was used wrongly
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class PipenbError(Exception):
+    """Root of every error pipenb raises deliberately."""
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One located problem in a pipe document: where it is, what is wrong, how to fix it."""
+
+    line: int  # 1-based; 0 when unknown
+    column: int  # 1-based; 0 when unknown
+    message: str
+    path: tuple[Any, ...] = field(default=(), compare=False)
+    file: str = field(default="<pipe>", compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": ".".join(str(p) for p in self.path),
+            "message": self.message,
+        }
+
+
+class PipeSyntaxError(PipenbError):
+    """A pipe document is invalid. Carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems) or "invalid pipe")
+
+
+class PipeRuntimeError(PipenbError):
+    """A pipe could not start or keep running (an input could not open, an output failed)."""
+
+
+class EventError(PipenbError):
+    """One event failed one action. The engine sends it to ``errors:`` and goes on."""
+
+
+class PipeTestFailure(PipenbError):
+    """A pipe's own ``tests:`` did not pass."""
+
+
+class UsageError(PipenbError):
+    """A command or API was called with arguments that cannot work."""
+
+
+class ApiError(PipenbError):
+    """The server answered with an error body ``{"error": {code, message, details}}``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: list[Any] | None = None
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or []
+        super().__init__(f"{status} {code}: {message}")
+
+
+class AuthError(ApiError):
+    """Credentials were missing, wrong, or do not reach the data asked for."""

@@ -1,0 +1,112 @@
+"""Load YAML into plain Python values while remembering where every value came from.
+
+Validation reports ``file:line:column``; PyYAML's composer keeps marks on nodes, so we build plain
+dicts/lists from the node tree and keep a side table from value path to position. Plain values keep
+the runtime fast; the table is only read when something is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from pipenb.errors import PipeSyntaxError, Problem
+
+Path = tuple[Any, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1 surprises that bite pipe authors (``on``/``no`` as booleans)."""
+
+
+# YAML 1.1 reads `on`, `off`, `yes`, `no` as booleans; `on-miss: keep` would still work but
+# `level: no` would not. Keep only true/false as booleans, as YAML 1.2 does.
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+@dataclass
+class SourceMap:
+    """Positions of the values of one document, keyed by their path from the root."""
+
+    file: str = "<pipe>"
+    positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    key_positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    line_offset: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    def where(self, path: Path, *, key: bool = False) -> tuple[int, int]:
+        """Position of ``path``, or of its nearest ancestor we know."""
+        table = self.key_positions if key else self.positions
+        p = tuple(path)
+        while True:
+            if p in table:
+                line, col = table[p]
+                return line + self.line_offset, col
+            if key and p in self.positions:
+                line, col = self.positions[p]
+                return line + self.line_offset, col
+            if not p:
+                return (1 + self.line_offset, 1)
+            p = p[:-1]
+
+    def problem(self, path: Path, message: str, *, key: bool = False) -> Problem:
+        line, col = self.where(path, key=key)
+        return Problem(line, col, message, tuple(path), self.file)
+
+
+def load_yaml(text: str, file: str = "<pipe>", line_offset: int = 0) -> tuple[Any, SourceMap]:
+    """Parse one YAML document; return its value and a SourceMap. Raises PipeSyntaxError."""
+    smap = SourceMap(file=file, line_offset=line_offset, lines=text.splitlines())
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        msg = f"YAML syntax: {exc.problem or exc.context}"
+        if exc.context and exc.problem:
+            msg = f"YAML syntax: {exc.problem} ({exc.context})"
+        raise PipeSyntaxError([Problem(line + line_offset, col, msg, (), file)]) from None
+    except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare
+        raise PipeSyntaxError([Problem(1 + line_offset, 1, f"YAML: {exc}", (), file)]) from None
+    if node is None:
+        return None, smap
+    loader = _Loader("")
+    try:
+        return _build(node, (), smap, loader), smap
+    finally:
+        loader.dispose()
+
+
+def _build(node: yaml.Node, path: Path, smap: SourceMap, loader: _Loader) -> Any:
+    smap.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        problems = []
+        for knode, vnode in node.value:
+            key = loader.construct_object(knode, deep=True)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                key = str(key)
+            if key in out:
+                line, col = knode.start_mark.line + 1, knode.start_mark.column + 1
+                problems.append(
+                    Problem(line + smap.line_offset, col, f"duplicate key {key!r}", path, smap.file)
+                )
+            kpath = (*path, key)
+            smap.key_positions[kpath] = (knode.start_mark.line + 1, knode.start_mark.column + 1)
+            out[key] = _build(vnode, kpath, smap, loader)
+        if problems:
+            raise PipeSyntaxError(problems)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(v, (*path, i), smap, loader) for i, v in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)

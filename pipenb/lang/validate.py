@@ -1,0 +1,469 @@
+"""Validate a whole pipe document and report every problem at once, each with its position.
+
+The flow: YAML with positions -> top-level keys -> params -> ``{{templates}}`` rendered -> each
+component looked up in the registry and its options checked by its pydantic model. Problems are
+collected rather than raised one by one, because an analyst fixing a cell wants them all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import socket
+from typing import Any
+
+from pydantic import ValidationError
+
+from pipenb.errors import PipeSyntaxError, Problem
+from pipenb.lang.expressions import ExpressionError
+from pipenb.lang.registry import Kind, registry
+from pipenb.lang.source import Path, SourceMap, load_yaml
+from pipenb.lang.spec import ComponentSpec, ParamSpec, PipeSpec, PipeTestCase
+from pipenb.lang.templates import BUILTINS, render
+
+TOP_KEYS = (
+    "name",
+    "description",
+    "labels",
+    "params",
+    "input",
+    "actions",
+    "output",
+    "errors",
+    "tests",
+)
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+PARAM_KEYS = ("default", "enum", "type", "description")
+PARAM_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+TEST_KEYS = ("name", "input", "expect", "expect-count", "expect-errors", "params")
+
+
+def did_you_mean(word: Any, options: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def local_builtins(name: str) -> dict[str, Any]:
+    """Built-in template values for a pipe run outside an agent (preview, ``pipenb run``)."""
+    host = socket.gethostname()
+    return {"agent.id": "local", "agent.name": host, "pipe.name": name, "deployment.id": "local"}
+
+
+def load_pipe(
+    text: str,
+    file: str = "<pipe>",
+    params: dict[str, Any] | None = None,
+    builtins: dict[str, Any] | None = None,
+    *,
+    line_offset: int = 0,
+    require_params: bool = False,
+) -> PipeSpec:
+    """Parse and validate ``text``; raise PipeSyntaxError listing every located problem.
+
+    ``params`` override declared defaults (strings from a command line are converted to the
+    declared type). With ``require_params`` a parameter without default and value is an error;
+    otherwise a placeholder is used, so ``pipenb check`` can validate a pipe meant for deploys.
+    """
+    doc, smap = load_yaml(text, file, line_offset)
+    checker = _Checker(smap)
+    spec = checker.document(doc, params or {}, builtins, require_params)
+    if checker.problems:
+        raise PipeSyntaxError(checker.problems)
+    assert spec is not None
+    spec.source = text
+    spec.file = file
+    spec.smap = smap
+    return spec
+
+
+class _Checker:
+    def __init__(self, smap: SourceMap):
+        self.smap = smap
+        self.problems: list[Problem] = []
+
+    def add(self, path: Path, message: str, *, key: bool = False) -> None:
+        self.problems.append(self.smap.problem(path, message, key=key))
+
+    # ------------------------------------------------------------------ document
+    def document(
+        self,
+        doc: Any,
+        given: dict[str, Any],
+        builtins: dict[str, Any] | None,
+        require_params: bool,
+    ) -> PipeSpec | None:
+        if not isinstance(doc, dict):
+            self.add((), "a pipe is a YAML mapping with name, input, actions and output")
+            return None
+        for key in doc:
+            if key not in TOP_KEYS:
+                self.add(
+                    (key,),
+                    f"unknown key {key!r}{did_you_mean(key, TOP_KEYS)}; "
+                    f"a pipe has: {', '.join(TOP_KEYS)}",
+                    key=True,
+                )
+        for key in ("name", "input", "output"):
+            if key not in doc:
+                self.add((), f"missing required key {key!r}")
+
+        name = doc.get("name")
+        if "name" in doc and (not isinstance(name, str) or not NAME_RE.match(name)):
+            self.add(
+                ("name",),
+                f"invalid name {name!r}: use lower-case letters, digits, '-' and '_', "
+                "starting with a letter or digit",
+            )
+            name = None
+        name = name if isinstance(name, str) else "pipe"
+        description = doc.get("description") or ""
+        if not isinstance(description, str):
+            self.add(("description",), "description must be a string")
+            description = ""
+        labels = self.labels(doc.get("labels"))
+        params = self.params(doc.get("params"))
+        values = self.values(params, given, require_params)
+        values.update(local_builtins(name) if builtins is None else builtins)
+        values.setdefault("pipe.name", name)
+
+        rendered: dict[str, Any] = {}
+        for section in ("input", "actions", "output", "errors"):
+            if section in doc:
+                rendered[section], errs = render(doc[section], values, (section,))
+                for err in errs:
+                    self.add(err.path, str(err))
+        inp = self.component("input", rendered["input"], ("input",)) if "input" in doc else None
+        out = self.component("output", rendered["output"], ("output",)) if "output" in doc else None
+        errs_out = None
+        if doc.get("errors") is not None:
+            errs_out = self.component("output", rendered["errors"], ("errors",))
+        actions: list[ComponentSpec] = []
+        raw_actions = rendered.get("actions")
+        if raw_actions is None:
+            raw_actions = []
+        if not isinstance(raw_actions, list):
+            self.add(("actions",), "actions must be a list, e.g. '- filter: level == \"error\"'")
+            raw_actions = []
+        for i, raw in enumerate(raw_actions):
+            spec = self.component("action", raw, ("actions", i))
+            if spec is not None:
+                actions.append(spec)
+        tests = self.tests(doc.get("tests"), values)
+        if inp is None or out is None:
+            return None
+        return PipeSpec(
+            name=name,
+            description=description,
+            labels=labels,
+            params=params,
+            input=inp,
+            actions=actions,
+            output=out,
+            errors=errs_out,
+            tests=tests,
+            values=values,
+        )
+
+    def labels(self, raw: Any) -> list[str]:
+        if raw is None:
+            return []
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
+            self.add(("labels",), "labels must be a list of strings, e.g. labels: [web, eu]")
+            return []
+        return list(raw)
+
+    # ------------------------------------------------------------------ params
+    def params(self, raw: Any) -> dict[str, ParamSpec]:
+        out: dict[str, ParamSpec] = {}
+        if raw is None:
+            return out
+        if not isinstance(raw, dict):
+            self.add(("params",), "params must be a mapping of name: {default: ..., enum: [...]}")
+            return out
+        for pname, pdef in raw.items():
+            path = ("params", pname)
+            if not isinstance(pname, str) or not re.match(r"^[A-Za-z_][\w-]*$", pname):
+                self.add(path, f"invalid parameter name {pname!r}", key=True)
+                continue
+            if pname.split(".")[0] in ("agent", "pipe", "deployment"):
+                self.add(path, f"{pname!r} is a built-in name; choose another", key=True)
+                continue
+            if not isinstance(pdef, dict):
+                out[pname] = ParamSpec(pname, default=pdef, type=_type_name(pdef))
+                continue
+            for k in pdef:
+                if k not in PARAM_KEYS:
+                    self.add(
+                        (*path, k),
+                        f"unknown key {k!r} in parameter {pname!r}{did_you_mean(k, PARAM_KEYS)}; "
+                        f"allowed: {', '.join(PARAM_KEYS)}",
+                        key=True,
+                    )
+            ptype = pdef.get("type")
+            if ptype is not None and ptype not in PARAM_TYPES:
+                self.add(
+                    (*path, "type"),
+                    f"unknown type {ptype!r}; use one of {', '.join(PARAM_TYPES)}",
+                )
+                ptype = None
+            enum = pdef.get("enum")
+            if enum is not None and not isinstance(enum, list):
+                self.add((*path, "enum"), "enum must be a list of allowed values")
+                enum = None
+            required = "default" not in pdef
+            default = pdef.get("default")
+            if ptype is None and not required:
+                ptype = _type_name(default)
+            if not required and enum is not None and default not in enum:
+                self.add((*path, "default"), f"default {default!r} is not one of {enum}")
+            desc = pdef.get("description") or ""
+            out[pname] = ParamSpec(
+                pname, default, required, tuple(enum) if enum else None, ptype, str(desc)
+            )
+        return out
+
+    def values(
+        self, params: dict[str, ParamSpec], given: dict[str, Any], require: bool
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for k in given:
+            if k not in params and k not in BUILTINS:
+                self.problems.append(
+                    Problem(
+                        0,
+                        0,
+                        f"unknown parameter {k!r}{did_you_mean(k, list(params))}; "
+                        f"declared: {', '.join(params) or 'none'}",
+                        ("params", k),
+                        self.smap.file,
+                    )
+                )
+        for pname, p in params.items():
+            if pname in given:
+                try:
+                    v = coerce_param(p, given[pname])
+                except ValueError as exc:
+                    self.add(("params", pname), str(exc), key=True)
+                    continue
+                values[pname] = v
+            elif p.required:
+                if require:
+                    self.add(
+                        ("params", pname),
+                        f"parameter {pname!r} has no default and no value was given; "
+                        f"pass it (e.g. --param {pname}=...)",
+                        key=True,
+                    )
+                values[pname] = _placeholder(p)
+            else:
+                values[pname] = p.default
+        return values
+
+    # ------------------------------------------------------------------ components
+    def component(self, kind: Kind, raw: Any, path: Path) -> ComponentSpec | None:
+        names = registry.names(kind)
+        example = {"input": "files: {path: /var/log/*.log}", "output": "file: {path: out.ndjson}"}
+        if not isinstance(raw, dict) or len(raw) != 1:
+            what = "an action" if kind == "action" else f"the {kind}"
+            eg = example.get(kind, 'filter: level == "error"')
+            self.add(
+                path,
+                f"{what} must be a mapping with exactly one {kind} name, e.g. '{eg}'; "
+                f"{kind}s: {', '.join(names)}",
+            )
+            return None
+        ((name, body),) = raw.items()
+        cpath = (*path, name)
+        comp = registry.get(kind, name)
+        if comp is None:
+            self.add(
+                cpath,
+                f"unknown {kind} {name!r}{did_you_mean(name, names)}; {kind}s: {', '.join(names)}",
+                key=True,
+            )
+            return None
+        try:
+            opts = comp.options.model_validate(comp.normalise(body))
+        except ValidationError as exc:
+            for err in _relevant(exc.errors()):
+                self.option_error(comp.name, comp.options, cpath, body, err)
+            return None
+        except (ValueError, TypeError) as exc:
+            self.add(cpath, f"{name}: {exc}")
+            return None
+        return ComponentSpec(comp, opts, cpath)
+
+    def option_error(self, cname: str, model: type, cpath: Path, body: Any, err: dict) -> None:
+        loc = tuple(err.get("loc", ()))
+        path = self.locate(cpath, loc, body)
+        etype = err.get("type", "")
+        where = ".".join(str(x) for x in loc)
+        if etype == "extra_forbidden":
+            key = loc[-1] if loc else "?"
+            allowed = _allowed(model, loc[:-1])
+            self.add(
+                path,
+                f"unknown option {key!r} for {cname}{did_you_mean(key, allowed)}; "
+                f"allowed: {', '.join(allowed)}",
+                key=True,
+            )
+            return
+        if etype == "missing":
+            self.add(
+                path[:-1] if path[-1] == loc[-1] else path,
+                f"{cname}: missing required option {where!r}",
+            )
+            return
+        cause = (err.get("ctx") or {}).get("error")
+        msg = str(cause) if isinstance(cause, Exception) else err.get("msg", "invalid")
+        if isinstance(cause, ExpressionError):
+            line, col = self.smap.where(path)
+            col += cause.offset + self.quote_shift(line, col)
+            self.problems.append(
+                Problem(
+                    line,
+                    col,
+                    f"{cname}.{where}: {msg}" if where else f"{cname}: {msg}",
+                    path,
+                    self.smap.file,
+                )
+            )
+            return
+        msg = msg.removeprefix("Value error, ")
+        self.add(path, f"{cname}.{where}: {msg}" if where else f"{cname}: {msg}")
+
+    def quote_shift(self, line: int, col: int) -> int:
+        """An expression written in quotes starts one column after the value's mark."""
+        idx = line - self.smap.line_offset - 1
+        if 0 <= idx < len(self.smap.lines):
+            text = self.smap.lines[idx]
+            if 0 < col <= len(text) and text[col - 1] in "'\"":
+                return 1
+        return 0
+
+    def locate(self, cpath: Path, loc: tuple, body: Any) -> Path:
+        """Map a pydantic location to a document path, undoing shorthands where needed."""
+        full = (*cpath, *loc)
+        if full in self.smap.positions or full in self.smap.key_positions:
+            return full
+        if loc and loc[0] == "fields" and isinstance(body, dict) and "fields" not in body:
+            alt = (*cpath, *loc[1:])
+            if alt in self.smap.positions or alt in self.smap.key_positions:
+                return alt
+        # scalar shorthand: the value itself is the option
+        if not isinstance(body, dict):
+            return cpath if len(loc) <= 1 else (*cpath, *loc[1:])
+        return full
+
+    # ------------------------------------------------------------------ tests
+    def tests(self, raw: Any, values: dict[str, Any]) -> list[PipeTestCase]:
+        out: list[PipeTestCase] = []
+        if raw is None:
+            return out
+        if not isinstance(raw, list):
+            self.add(("tests",), "tests must be a list of {name, input, expect}")
+            return out
+        for i, t in enumerate(raw):
+            path = ("tests", i)
+            if not isinstance(t, dict):
+                self.add(path, "a test is a mapping with name, input and expect or expect-count")
+                continue
+            for k in t:
+                if k not in TEST_KEYS:
+                    self.add(
+                        (*path, k),
+                        f"unknown key {k!r} in test{did_you_mean(k, TEST_KEYS)}; "
+                        f"allowed: {', '.join(TEST_KEYS)}",
+                        key=True,
+                    )
+            t, errs = render(t, values, path)
+            for err in errs:
+                self.add(err.path, str(err))
+            name = str(t.get("name") or f"test {i + 1}")
+            inp = t.get("input")
+            if not isinstance(inp, list):
+                self.add((*path, "input"), "input must be a list of lines (strings) or events")
+                continue
+            for j, item in enumerate(inp):
+                if not isinstance(item, (str, dict)):
+                    self.add((*path, "input", j), "each input item is a line (string) or an event")
+            expect = t.get("expect")
+            if expect is not None and (
+                not isinstance(expect, list) or not all(isinstance(x, dict) for x in expect)
+            ):
+                self.add((*path, "expect"), "expect must be a list of events (mappings)")
+                expect = None
+            count = t.get("expect-count")
+            nerr = t.get("expect-errors")
+            for key, v in (("expect-count", count), ("expect-errors", nerr)):
+                if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                    self.add((*path, key), f"{key} must be a whole number")
+            if expect is None and count is None and nerr is None:
+                self.add(path, f"test {name!r} needs expect, expect-count or expect-errors")
+            tparams = t.get("params") or {}
+            if not isinstance(tparams, dict):
+                self.add((*path, "params"), "params must be a mapping of name: value")
+                tparams = {}
+            out.append(PipeTestCase(name, inp, expect, count, nerr, tparams, path))
+        return out
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "literal", "tuple"}
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    """Drop pydantic's union-member tags (``str``, ``list[...]``) from an error location."""
+    return tuple(
+        x for x in loc if not (isinstance(x, str) and ("[" in x or "(" in x or x in _TYPE_TAGS))
+    )
+
+
+def _relevant(errors: list[dict]) -> list[dict]:
+    """One error per location: of a union's failed members keep the most telling one."""
+    by_loc: dict[tuple, list[dict]] = {}
+    for err in errors:
+        err = {**err, "loc": _clean_loc(tuple(err.get("loc", ())))}
+        by_loc.setdefault(err["loc"], []).append(err)
+    out = []
+    for errs in by_loc.values():
+        telling = [e for e in errs if e.get("type") in ("value_error", "assertion_error")]
+        out.append((telling or errs)[0])
+    return out
+
+
+def _allowed(model: type, loc: tuple) -> list[str]:
+    fields = getattr(model, "model_fields", {})
+    return sorted((f.alias or n) for n, f in fields.items())
+
+
+def _type_name(v: Any) -> str | None:
+    for name, t in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+        if isinstance(v, t):
+            return name
+    return None
+
+
+def _placeholder(p: ParamSpec) -> Any:
+    if p.enum:
+        return p.enum[0]
+    return {"int": 0, "float": 0.0, "bool": False}.get(p.type or "str", f"<{p.name}>")
+
+
+def coerce_param(p: ParamSpec, value: Any) -> Any:
+    """Convert a given parameter value (often a string from a command line) to its type."""
+    if p.type and isinstance(value, str) and p.type != "str":
+        try:
+            if p.type == "bool":
+                low = value.lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                value = low in ("true", "1", "yes")
+            else:
+                value = PARAM_TYPES[p.type](value)
+        except ValueError:
+            raise ValueError(f"parameter {p.name!r} expects {p.type}, got {value!r}") from None
+    if p.enum is not None and value not in p.enum:
+        raise ValueError(f"parameter {p.name!r} must be one of {list(p.enum)}, got {value!r}")
+    return value

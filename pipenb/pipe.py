@@ -1,0 +1,88 @@
+"""``pipenb.Pipe``: a validated pipe you can preview, test and run from Python."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from pipenb.engine.base import RunContext
+from pipenb.engine.checkpoints import (
+    CheckpointStore,
+    FileCheckpointStore,
+    checkpoint_path,
+    default_data_dir,
+)
+from pipenb.engine.pipetests import PipeTestReport, run_tests
+from pipenb.engine.preview import PreviewResult, preview
+from pipenb.engine.runtime import Engine
+from pipenb.lang.spec import PipeSpec
+from pipenb.lang.validate import load_pipe
+
+
+class Pipe:
+    """A pipe document, validated. Build one with ``Pipe.from_yaml`` or ``Pipe.from_file``."""
+
+    def __init__(self, spec: PipeSpec):
+        self.spec = spec
+
+    @classmethod
+    def from_yaml(
+        cls,
+        text: str,
+        params: dict[str, Any] | None = None,
+        *,
+        file: str = "<pipe>",
+        line_offset: int = 0,
+        builtins: dict[str, Any] | None = None,
+    ) -> Pipe:
+        """Validate ``text``; raises PipeSyntaxError with every located problem."""
+        return cls(load_pipe(text, file, params, builtins, line_offset=line_offset))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, params: dict[str, Any] | None = None) -> Pipe:
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_yaml(fh.read(), params, file=os.fspath(path))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def yaml(self) -> str:
+        return self.spec.source
+
+    def preview(
+        self, sample: Any = None, limit: int | None = 1000, timeout: float = 10.0
+    ) -> PreviewResult:
+        """Run the actions on ``sample`` (events, lines, DataFrame, file; default: own input).
+
+        The pipe's output is never opened: a preview cannot write anywhere real.
+        """
+        return preview(self.spec, sample, limit, timeout)
+
+    def test(self) -> PipeTestReport:
+        """Run the pipe's ``tests:`` section."""
+        return run_tests(self.spec)
+
+    def engine(
+        self,
+        *,
+        data_dir: str | None = None,
+        checkpoints: CheckpointStore | None = None,
+        allow: frozenset[str] = frozenset({"exec", "script"}),
+    ) -> Engine:
+        """An Engine for this pipe; checkpoints go to ``data_dir`` unless a store is given."""
+        data_dir = data_dir or default_data_dir()
+        ctx = RunContext(pipe=self.name, data_dir=data_dir, allow=allow, values=self.spec.values)
+        store = checkpoints or FileCheckpointStore(checkpoint_path(data_dir, self.name))
+        return Engine(self.spec, ctx, checkpoints=store)
+
+    def run(self, **kwargs: Any) -> dict[str, Any]:
+        """Run in the foreground until the input ends; return the final metrics."""
+        engine = self.engine(**kwargs)
+        asyncio.run(engine.run())
+        return engine.snapshot()
+
+    def __repr__(self) -> str:
+        return f"Pipe({self.name!r}, input={self.spec.input.name}, actions={len(self.spec.actions)}, output={self.spec.output.name})"
