@@ -56,6 +56,16 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable result")
     p.set_defaults(func=cmd_preview)
 
+    p = sub.add_parser("reference", help="print the reference of every input, action and output")
+    p.set_defaults(func=cmd_reference)
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from pipenb.lang.reference import render_reference
+
+    sys.stdout.write(render_reference())
+    return 0
+
 
 def _param_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(

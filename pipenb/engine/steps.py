@@ -148,9 +148,11 @@ def build_chain(names: list[str], steps: list[Step], *, fuse: bool = True) -> Ch
 
 
 def _fuse(steps: list[EventStep]) -> Callable[..., list[Event]]:
-    ns: dict[str, Any] = {"__builtins__": {"Exception": Exception, "len": len}}
+    ns: dict[str, Any] = {}
     for s in steps:
         ns.update(s.ns.values)
+    # after the update: every Namespace carries an empty __builtins__ of its own
+    ns["__builtins__"] = {"Exception": Exception, "len": len}
     lines = [
         "def _run(batch, _drops, _errs):",
         "    _out = []",

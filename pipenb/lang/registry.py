@@ -26,7 +26,11 @@ class Options(BaseModel):
     """Base of every component's options: unknown keys are errors; YAML uses dashes."""
 
     model_config = ConfigDict(
-        extra="forbid", alias_generator=_alias, populate_by_name=True, frozen=True
+        extra="forbid",
+        alias_generator=_alias,
+        populate_by_name=True,
+        frozen=True,
+        defer_build=True,  # build a model's validator on first use: start-up stays fast
     )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from pipenb.engine.actions.common import get_src, set_code, step
 from pipenb.engine.base import RunContext
@@ -103,6 +103,10 @@ def _check_type(name: Any) -> str:
 
 
 CastName = Annotated[str, AfterValidator(_check_type)]
+# YAML reads `on-error: null` as None; it means the option value "null".
+OnError = Annotated[
+    Literal["error", "null", "keep"], BeforeValidator(lambda v: "null" if v is None else v)
+]
 
 
 class ConvertOptions(ActionOptions):
@@ -119,7 +123,7 @@ class ConvertOptions(ActionOptions):
     """
 
     fields: dict[str, CastName]
-    on_error: Literal["error", "null", "keep"] = "error"
+    on_error: OnError = "error"
 
 
 def _caster(field: str, type_name: str, on_error: str) -> Callable[[Any], Any]:

@@ -99,12 +99,20 @@ def _card_replacer(replacement: str) -> Callable[[re.Match], str]:
     return repl
 
 
+def _literal(replacement: str, m: re.Match) -> str:
+    return replacement
+
+
 def _masker(opts: MaskOptions) -> Callable[[str], str]:
     """``text -> masked text``: ``re.sub`` bound to the pattern and a literal replacement."""
     rx = re.compile(PRESETS.get(opts.pattern, opts.pattern))
     if opts.pattern == "credit-card":
         return functools.partial(rx.sub, _card_replacer(opts.with_))
-    return functools.partial(rx.sub, opts.with_.replace("\\", "\\\\"))
+    if "\\" in opts.with_:
+        # A template with backslashes would be parsed by ``re`` (and imported lazily, which the
+        # generated code's empty builtins cannot do): a function returns it literally instead.
+        return functools.partial(rx.sub, functools.partial(_literal, opts.with_))
+    return functools.partial(rx.sub, opts.with_)
 
 
 @registry.register("action", "mask", MaskOptions)

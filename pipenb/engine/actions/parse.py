@@ -85,7 +85,12 @@ def _text(v: Any) -> str:
 
 
 def _kind(v: Any) -> str:
-    return {dict: "an object", list: "an array", bool: "a boolean"}.get(type(v), type(v).__name__)
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if v is None:
+        return "null"
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return "a number"
+    return kinds.get(type(v), type(v).__name__)
 
 
 def _json_decoder(copy_decoded: bool) -> Callable[[Any], Any]:
@@ -106,7 +111,12 @@ def _csv_decoder(columns: tuple[str, ...], delimiter: str) -> Callable[[Any], di
     ncols = len(columns)
 
     def decode(v: Any) -> dict:
-        row = next(reader((_text(v),), delimiter=delimiter, strict=True), [])
+        try:
+            row = next(reader((_text(v),), delimiter=delimiter, strict=True), [])
+        except csv.Error as exc:
+            if "new-line" in str(exc):
+                raise ValueError("a line break outside quotes (csv reads one line)") from None
+            raise ValueError(str(exc)) from None
         out = dict(zip(columns, row))
         for i in range(ncols, len(row)):
             out[f"column_{i + 1}"] = row[i]
@@ -203,11 +213,11 @@ def _decoder(opts: ParseOptions) -> Callable[[Any], Any]:
     def parse(v: Any) -> Any:
         try:
             out = decode(v)
-        except (ValueError, csv.Error) as exc:
+        except ValueError as exc:
             raise EventError(f"parse: field {field!r} is not valid {fmt}: {exc}{hint}") from None
         if merge and not isinstance(out, dict):
             raise EventError(
-                f"parse: field {field!r} holds JSON {_kind(out)}, not an object, so its keys "
+                f"parse: field {field!r} holds {_kind(out)} in JSON, not an object, so its keys "
                 "cannot be merged into the event; set target: to put it under a field"
             )
         return out

@@ -9,9 +9,9 @@ import re
 import zoneinfo
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import field_validator
+from pydantic import BeforeValidator, field_validator
 
 from pipenb.engine.actions.common import get_src, set_code, step
 from pipenb.engine.base import RunContext
@@ -27,6 +27,12 @@ _UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 _DIRECTIVE = re.compile(r"%(.)", re.S)
 _YEAR_DIRECTIVES = frozenset("YyGcx")
+
+
+# YAML reads `on-error: null` as None; it means the option value "null".
+OnError = Annotated[
+    Literal["error", "keep", "drop", "null"], BeforeValidator(lambda v: "null" if v is None else v)
+]
 
 
 def _zone(name: str) -> tzinfo:
@@ -56,7 +62,7 @@ class TimeOptions(ActionOptions):
     to: FieldName | None = None
     output: Literal["iso8601", "epoch", "epoch_ms"] = "iso8601"
     timezone: str = "UTC"
-    on_error: Literal["error", "keep", "drop", "null"] = "error"
+    on_error: OnError = "error"
 
     @field_validator("format")
     @classmethod
@@ -248,7 +254,11 @@ _WRITERS = {"iso8601": iso8601, "epoch": epoch, "epoch_ms": epoch_ms}
 
 def _converters(opts: TimeOptions) -> tuple[Callable[[str], Any], Callable[[Any], Any]]:
     """The step's cached converter for strings and one for any other value."""
-    read, write, field = _reader(opts.format, _zone(opts.timezone)), _WRITERS[opts.output], opts.field
+    read, write, field = (
+        _reader(opts.format, _zone(opts.timezone)),
+        _WRITERS[opts.output],
+        opts.field,
+    )
     hint = "; check format:, or set on-error: keep, drop or null"
 
     @functools.lru_cache(maxsize=CACHE_SIZE, typed=True)

