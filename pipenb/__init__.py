@@ -1,11 +1,14 @@
 """pipenb: prototype a data pipeline in a notebook, preview it as DataFrames, deploy it to agents.
 
-The public API is what this module exports; everything else is an implementation detail.
+The public API is what this module exports; everything else is an implementation detail. Names
+are imported on first use, so ``pipenb run`` does not pay for preview or test machinery.
 """
 
-from pipenb.engine.pipetests import PipeTestReport, PipeTestResult
-from pipenb.engine.preview import PreviewResult, StagePreview
-from pipenb.engine.runtime import Engine
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from pipenb.errors import (
     ApiError,
     AuthError,
@@ -17,9 +20,37 @@ from pipenb.errors import (
     Problem,
     UsageError,
 )
-from pipenb.pipe import Pipe
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Engine": "pipenb.engine.runtime",
+    "Pipe": "pipenb.pipe",
+    "PipeTestReport": "pipenb.engine.pipetests",
+    "PipeTestResult": "pipenb.engine.pipetests",
+    "PreviewResult": "pipenb.engine.preview",
+    "StagePreview": "pipenb.engine.preview",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipenb.engine.pipetests import PipeTestReport, PipeTestResult
+    from pipenb.engine.preview import PreviewResult, StagePreview
+    from pipenb.engine.runtime import Engine
+    from pipenb.pipe import Pipe
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipenb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "ApiError",

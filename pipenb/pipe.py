@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipenb.engine.base import RunContext
 from pipenb.engine.checkpoints import (
@@ -13,11 +13,13 @@ from pipenb.engine.checkpoints import (
     checkpoint_path,
     default_data_dir,
 )
-from pipenb.engine.pipetests import PipeTestReport, run_tests
-from pipenb.engine.preview import PreviewResult, preview
 from pipenb.engine.runtime import Engine
 from pipenb.lang.spec import PipeSpec
 from pipenb.lang.validate import load_pipe
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipenb.engine.pipetests import PipeTestReport
+    from pipenb.engine.preview import PreviewResult
 
 
 class Pipe:
@@ -59,10 +61,14 @@ class Pipe:
 
         The pipe's output is never opened: a preview cannot write anywhere real.
         """
+        from pipenb.engine.preview import preview
+
         return preview(self.spec, sample, limit, timeout)
 
     def test(self) -> PipeTestReport:
         """Run the pipe's ``tests:`` section."""
+        from pipenb.engine.pipetests import run_tests
+
         return run_tests(self.spec)
 
     def engine(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -106,6 +107,9 @@ class Engine:
 
     async def run(self) -> Metrics:
         inp, chain, out = self.parts.input, self.parts.chain, self.parts.output
+        # Everything alive now (modules, compiled pipe) lives as long as the run: keep it out
+        # of the cyclic collector's way, so full collections only walk the events in flight.
+        gc.freeze()
         position = self.checkpoints.load()
         if position is not None:
             inp.restore(position)

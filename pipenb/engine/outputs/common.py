@@ -28,9 +28,15 @@ class OutputOptions(Options):
 def ndjson(events: list[Event]) -> tuple[bytes, list[tuple[Event, str]]]:
     """One NDJSON blob; events orjson cannot encode are returned as rejects, not raised."""
     try:
-        return b"".join([_dumps(e, option=_NL) for e in events]), []
+        # One orjson call for the batch; its "},{" separators become newlines. When the count
+        # of "},{" shows one inside an event (a string, an array of objects), encode one by one.
+        blob = _dumps(events)
     except TypeError:
         pass
+    else:
+        if blob.count(b"},{") == len(events) - 1:
+            return blob[1:-1].replace(b"},{", b"}\n{") + b"\n", []
+        return b"".join([_dumps(e, option=_NL) for e in events]), []
     parts: list[bytes] = []
     rejects: list[tuple[Event, str]] = []
     for e in events:
