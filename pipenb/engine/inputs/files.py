@@ -199,6 +199,8 @@ class FilesInput(Input):
     def _batch(self, f: _File, complete: bytes, consumed: int) -> Batch:
         start = f.offset
         events, rejects = decode_chunk(complete, self.options.format)
+        for r in rejects:  # rare: say where the bad line came from
+            r["_path"] = f.path
         f.offset += consumed
         if self.options.metadata:
             self._add_metadata(f.path, start, complete, events)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -25,12 +26,33 @@ class StdinInput(Input):
     finite = True
 
     async def batches(self) -> AsyncIterator[Batch]:
-        fd = sys.stdin.fileno()
+        # A daemon thread does the blocking reads: a pipe stopped while stdin is an idle
+        # terminal must not wait for a line that never comes (an executor thread would).
         loop = asyncio.get_running_loop()
-        rest = b""
+        chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+        fd = sys.stdin.fileno()
         size = self.options.read_bytes
+
+        def put(chunk: bytes) -> None:
+            asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
+
+        def reader() -> None:
+            try:
+                while True:
+                    chunk = os.read(fd, size)
+                    put(chunk)
+                    if not chunk:
+                        return
+            except (OSError, RuntimeError):  # stdin closed, or the loop is gone
+                try:
+                    put(b"")
+                except RuntimeError:
+                    pass
+
+        threading.Thread(target=reader, name="pipenb-stdin", daemon=True).start()
+        rest = b""
         while True:
-            chunk = await loop.run_in_executor(None, os.read, fd, size)
+            chunk = await chunks.get()
             if not chunk:
                 break
             data = rest + chunk
