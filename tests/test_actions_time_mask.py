@@ -69,13 +69,13 @@ def test_time_spec_examples():
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("2017-06-09T22:10:40+02:00", "2017-06-09T20:10:40Z"),
-        ("2017-06-09T20:10:40Z", "2017-06-09T20:10:40Z"),
-        ("2017-06-09T20:10:40.000Z", "2017-06-09T20:10:40Z"),
+        ("2017-06-09T22:10:40+02:00", "2017-06-09T20:10:40.000Z"),
+        ("2017-06-09T20:10:40.000Z", "2017-06-09T20:10:40.000Z"),
+        ("2017-06-09T20:10:40.000Z", "2017-06-09T20:10:40.000Z"),
         ("2017-06-09T20:10:40.12Z", "2017-06-09T20:10:40.120Z"),
-        ("2017-06-09T20:10:40.123456Z", "2017-06-09T20:10:40.123456Z"),
-        ("2017-06-09 20:10:40", "2017-06-09T20:10:40Z"),
-        ("2017-06-09", "2017-06-09T00:00:00Z"),
+        ("2017-06-09T20:10:40.123456Z", "2017-06-09T20:10:40.123Z"),
+        ("2017-06-09 20:10:40", "2017-06-09T20:10:40.000Z"),
+        ("2017-06-09", "2017-06-09T00:00:00.000Z"),
     ],
 )
 def test_time_iso8601_to_utc(value, expected):
@@ -87,13 +87,13 @@ def test_time_iso8601_to_utc(value, expected):
 @pytest.mark.parametrize(
     ("fmt", "value", "expected"),
     [
-        ("epoch", 1497039040, "2017-06-09T20:10:40Z"),
+        ("epoch", 1497039040, "2017-06-09T20:10:40.000Z"),
         ("epoch", 1497039040.25, "2017-06-09T20:10:40.250Z"),
-        ("epoch", "1497039040", "2017-06-09T20:10:40Z"),
+        ("epoch", "1497039040", "2017-06-09T20:10:40.000Z"),
         ("epoch_ms", 1497039040123, "2017-06-09T20:10:40.123Z"),
         ("epoch_ms", "1497039040123", "2017-06-09T20:10:40.123Z"),
-        ("auto", "2017-06-09T20:10:40Z", "2017-06-09T20:10:40Z"),
-        ("auto", 1497039040, "2017-06-09T20:10:40Z"),
+        ("auto", "2017-06-09T20:10:40.000Z", "2017-06-09T20:10:40.000Z"),
+        ("auto", 1497039040, "2017-06-09T20:10:40.000Z"),
         ("auto", "1497039040.5", "2017-06-09T20:10:40.500Z"),
     ],
 )
@@ -104,8 +104,8 @@ def test_time_epoch_and_auto_inputs(fmt, value, expected):
 
 
 def test_time_format_defaults_to_auto():
-    out, _ = run("- time: {field: t}", [{"t": 0}, {"t": "1970-01-02T00:00:00Z"}])
-    assert out == [{"t": "1970-01-01T00:00:00Z"}, {"t": "1970-01-02T00:00:00Z"}]
+    out, _ = run("- time: {field: t}", [{"t": 0}, {"t": "1970-01-02T00:00:00.000Z"}])
+    assert out == [{"t": "1970-01-01T00:00:00.000Z"}, {"t": "1970-01-02T00:00:00.000Z"}]
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def test_time_explicit_offset_wins_over_timezone():
         "- time: {field: t, format: iso8601, timezone: America/New_York}",
         [{"t": "2017-06-09T20:10:40+00:00"}, {"t": "2017-06-09T20:10:40"}],
     )
-    assert out == [{"t": "2017-06-09T20:10:40Z"}, {"t": "2017-06-10T00:10:40Z"}]
+    assert out == [{"t": "2017-06-09T20:10:40.000Z"}, {"t": "2017-06-10T00:10:40.000Z"}]
 
 
 def _yearless(delta: timedelta) -> tuple[str, datetime]:
@@ -163,7 +163,7 @@ def test_time_without_year_takes_this_year_or_the_last():
 
 def test_time_to_another_field_keeps_the_source():
     out, _ = run("- time: {field: raw.ts, to: meta.time, format: epoch}", [{"raw": {"ts": 1}}])
-    assert out == [{"raw": {"ts": 1}, "meta": {"time": "1970-01-01T00:00:01Z"}}]
+    assert out == [{"raw": {"ts": 1}, "meta": {"time": "1970-01-01T00:00:01.000Z"}}]
 
 
 def test_time_leaves_missing_and_null_alone():
@@ -200,9 +200,9 @@ def test_time_bad_values_go_to_failures(fmt, value, reason):
 @pytest.mark.parametrize(
     ("on_error", "expected"),
     [
-        ("keep", [{"t": "bad"}, {"t": "1970-01-01T00:00:00Z"}]),
-        ("drop", [{"t": "1970-01-01T00:00:00Z"}]),
-        ("null", [{"t": None}, {"t": "1970-01-01T00:00:00Z"}]),
+        ("keep", [{"t": "bad"}, {"t": "1970-01-01T00:00:00.000Z"}]),
+        ("drop", [{"t": "1970-01-01T00:00:00.000Z"}]),
+        ("null", [{"t": None}, {"t": "1970-01-01T00:00:00.000Z"}]),
     ],
 )
 def test_time_on_error(on_error, expected):
@@ -227,7 +227,7 @@ def test_time_when():
     )
     assert failures == []
     assert out == [
-        {"kind": "epoch", "t": "1970-01-01T00:00:00Z"},
+        {"kind": "epoch", "t": "1970-01-01T00:00:00.000Z"},
         {"kind": "text", "t": "whenever"},
     ]
 
@@ -358,3 +358,35 @@ def test_mask_validation_reports_lines():
     assert "matches the empty text" in by_line[FIRST_ACTION_LINE + 1]
     assert "unknown option 'wiht' for mask (did you mean 'with'?)" in by_line[FIRST_ACTION_LINE + 2]
     assert "missing required option 'fields'" in by_line[FIRST_ACTION_LINE + 3]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "precision", "values", "expected"),
+    [
+        # auto: a strptime format without %f writes whole seconds
+        ("'%Y-%m-%d %H:%M:%S'", "auto", ["2017-06-09 20:10:40"], ["2017-06-09T20:10:40Z"]),
+        # auto: a format that may carry fractions writes milliseconds on every event, so the
+        # strings of one pipe sort in time order (".000Z" < ".5Z" would not hold for "40Z")
+        (
+            "iso8601",
+            "auto",
+            ["2017-06-09T20:10:40Z", "2017-06-09T20:10:40.5Z"],
+            ["2017-06-09T20:10:40.000Z", "2017-06-09T20:10:40.500Z"],
+        ),
+        (
+            "'%Y-%m-%d %H:%M:%S,%f'",
+            "auto",
+            ["2015-07-29 19:28:22,000", "2015-07-29 19:28:22,747"],
+            ["2015-07-29T19:28:22.000Z", "2015-07-29T19:28:22.747Z"],
+        ),
+        ("iso8601", "s", ["2017-06-09T20:10:40.987Z"], ["2017-06-09T20:10:40Z"]),
+        ("iso8601", "us", ["2017-06-09T20:10:40.5Z"], ["2017-06-09T20:10:40.500000Z"]),
+    ],
+)
+def test_time_precision_is_fixed_per_pipe(fmt, precision, values, expected):
+    out, failures = run(
+        f"- time: {{field: t, format: {fmt}, precision: {precision}}}", [{"t": v} for v in values]
+    )
+    assert failures == []
+    assert [e["t"] for e in out] == expected
+    assert sorted(e["t"] for e in out) == [e["t"] for e in out]

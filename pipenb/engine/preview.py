@@ -175,7 +175,7 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def input_sample(spec: PipeSpec, limit: int, timeout: float) -> list[Event]:
+def input_sample(spec: PipeSpec, limit: int | None, timeout: float) -> list[Event]:
     """The first ``limit`` events of the pipe's own input, read once, from the beginning."""
     from pipenb.engine.build import check_capabilities
 
@@ -199,14 +199,14 @@ def input_sample(spec: PipeSpec, limit: int, timeout: float) -> list[Event]:
             async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _nullctx():
                 async for batch in agen:
                     out.extend(batch.events)
-                    if len(out) >= limit:
+                    if limit is not None and len(out) >= limit:
                         break
         except TimeoutError:
             pass
         finally:
             await agen.aclose()
             await inp.close()
-        return out[:limit]
+        return out if limit is None else out[:limit]
 
     return run_sync(collect())
 
@@ -233,7 +233,7 @@ def preview(
     spec: PipeSpec, sample: Any = None, limit: int | None = 1000, timeout: float = 10.0
 ) -> PreviewResult:
     if sample is None:
-        events = input_sample(spec, limit or 1000, timeout)
+        events = input_sample(spec, limit, timeout)
     else:
         events = sample_events(sample, spec, limit)
     ctx = RunContext(pipe=spec.name, preview=True, values=spec.values)

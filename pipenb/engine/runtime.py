@@ -158,13 +158,15 @@ class Engine:
                 if len(pending) >= self.batch_size or (have_pos and not pending):
                     await self._flush(pending, pending_pos, have_pos)
                     pending, have_pos = [], False
+            if self._reader_error is None:
+                tail, failures = chain.flush()
+                pending.extend(tail)
+                if failures:
+                    self._dead_letter(failures)
+            # what was read is written and checkpointed even when the input then failed
+            await self._flush(pending, pending_pos, have_pos)
             if self._reader_error is not None:
                 raise self._reader_error
-            tail, failures = chain.flush()
-            pending.extend(tail)
-            if failures:
-                self._dead_letter(failures)
-            await self._flush(pending, pending_pos, have_pos)
             self.state = "stopped" if self._stopping else "finished"
         except asyncio.CancelledError:
             self.state = "stopped"

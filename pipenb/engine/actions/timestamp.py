@@ -50,9 +50,11 @@ class TimeOptions(ActionOptions):
     strptime format without a year (syslog's ``%b %d %H:%M:%S``) takes the current year, or the
     previous one when that would put the time more than a day in the future. Times without an
     offset are in ``timezone`` (an IANA name, ``UTC`` by default). The result goes to ``to``
-    (default: ``field`` itself) as ``output``: ``iso8601`` (UTC, ``2017-06-09T20:10:40Z``, with
-    fractional seconds only when there are some), ``epoch`` (seconds: a whole number when whole)
-    or ``epoch_ms`` (whole milliseconds). A missing or null field is left alone. ``on-error`` says
+    (default: ``field`` itself) as ``output``: ``iso8601`` (UTC, ``2017-06-09T20:10:40Z``),
+    ``epoch`` (seconds: a whole number when whole)
+    or ``epoch_ms`` (whole milliseconds). ``precision`` fixes the ISO 8601 fraction for the whole
+    pipe, so the strings sort in time order: ``s``, ``ms`` (``.123``), ``us`` (``.123456``), or
+    ``auto``: seconds for a strptime format without ``%f``, else milliseconds. A missing or null field is left alone. ``on-error`` says
     what happens to a value that cannot be read: send the event to ``errors:`` (``error``, the
     default), ``keep`` it unchanged, ``drop`` it, or set ``to`` to ``null``.
     """
@@ -61,6 +63,7 @@ class TimeOptions(ActionOptions):
     format: str = "auto"
     to: FieldName | None = None
     output: Literal["iso8601", "epoch", "epoch_ms"] = "iso8601"
+    precision: Literal["auto", "s", "ms", "us"] = "auto"
     timezone: str = "UTC"
     on_error: OnError = "error"
 
@@ -225,15 +228,23 @@ def _reader(fmt: str, tz: tzinfo) -> Callable[[Any], datetime]:
 # ---------------------------------------------------------------------------------- writing
 
 
-def iso8601(dt: datetime) -> str:
-    """``2017-06-09T20:10:40Z``, with ``.123`` or ``.123456`` when there are fractions."""
+def iso8601(dt: datetime, precision: str = "ms") -> str:
+    """``2017-06-09T20:10:40Z`` with no, 3 or 6 fraction digits: one width for a whole pipe."""
     dt = dt.astimezone(_UTC)
     us = dt.microsecond
-    frac = "" if not us else f".{us // 1000:03d}" if us % 1000 == 0 else f".{us:06d}"
+    frac = {"s": "", "ms": f".{us // 1000:03d}", "us": f".{us:06d}"}[precision]
     return (
         f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}"
         f"T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}{frac}Z"
     )
+
+
+def iso_precision(opts: TimeOptions) -> str:
+    if opts.precision != "auto":
+        return opts.precision
+    if opts.format not in NAMED_FORMATS and "%f" not in opts.format:
+        return "s"
+    return "ms"
 
 
 def epoch(dt: datetime) -> int | float:
@@ -249,14 +260,17 @@ def epoch_ms(dt: datetime) -> int:
     return (d.days * 86400 + d.seconds) * 1000 + d.microseconds // 1000
 
 
-_WRITERS = {"iso8601": iso8601, "epoch": epoch, "epoch_ms": epoch_ms}
+def _writer(opts: TimeOptions) -> Callable[[datetime], Any]:
+    if opts.output == "iso8601":
+        return functools.partial(iso8601, precision=iso_precision(opts))
+    return epoch if opts.output == "epoch" else epoch_ms
 
 
 def _converters(opts: TimeOptions) -> tuple[Callable[[str], Any], Callable[[Any], Any]]:
     """The step's cached converter for strings and one for any other value."""
     read, write, field = (
         _reader(opts.format, _zone(opts.timezone)),
-        _WRITERS[opts.output],
+        _writer(opts),
         opts.field,
     )
     hint = "; check format:, or set on-error: keep, drop or null"
