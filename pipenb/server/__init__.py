@@ -1,0 +1,5 @@
+"""The control plane: stores pipes, agents, keys and deployments; answers agents' check-ins.
+
+It never calls an agent. ``make_app`` builds the tornado application whose handlers also mount
+inside Jupyter; ``pipenb server`` runs it on its own.
+"""

@@ -1,0 +1,113 @@
+"""The control plane object: database, live state and services, shared by every handler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from pipenb.server.db import make_engine, migrate, session_factory
+from pipenb.server.live import Live
+from pipenb.server.settings import ServerSettings
+from pipenb.server.tables import AgentRow, CommandRow
+
+log = logging.getLogger("pipenb.server")
+
+
+class ControlPlane:
+    def __init__(self, settings: ServerSettings):
+        from pipenb.server.services.agents import AgentService
+        from pipenb.server.services.checkin import CheckinService
+        from pipenb.server.services.commands import CommandService
+        from pipenb.server.services.deployments import DeploymentService
+        from pipenb.server.services.pipes import PipeService
+        from pipenb.server.services.telemetry import TelemetryService
+
+        self.settings = settings
+        self.engine = make_engine(settings.db_url)
+        migrate(self.engine)
+        self.sessions = session_factory(self.engine)
+        self.live = Live()
+        self.pipes = PipeService(self)
+        self.agents = AgentService(self)
+        self.deployments = DeploymentService(self)
+        self.commands = CommandService(self)
+        self.telemetry = TelemetryService(self)
+        self.checkin = CheckinService(self)
+        self._task: asyncio.Task | None = None
+        self._load()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions() as s, s.begin():
+            yield s
+
+    def _load(self) -> None:
+        """Live state from the database after a restart: presence and pending commands."""
+        with self.session() as s:
+            for agent_id, last_seen in s.execute(select(AgentRow.id, AgentRow.last_seen)):
+                if last_seen is not None:
+                    p = self.live.presence[agent_id]
+                    p.last_seen = _aware(last_seen).timestamp()
+            pending = s.scalars(select(CommandRow.agent_id).where(CommandRow.acked_at.is_(None)))
+            self.live.pending_commands.update(pending)
+
+    # ------------------------------------------------------------------ background work
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._background())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.flush_presence()
+        self.engine.dispose()
+
+    async def _background(self) -> None:
+        """Every second: flush presence, notice agents that went silent (failover)."""
+        ticks = 0
+        was_online: dict[str, bool] = {}
+        while True:
+            await asyncio.sleep(1.0)
+            ticks += 1
+            try:
+                changed = False
+                for agent_id in list(self.live.presence):
+                    online = self.live.is_online(agent_id, self.settings.offline_seconds)
+                    if was_online.get(agent_id, online) != online:
+                        changed = True
+                        log.info("agent %s is %s", agent_id, "online" if online else "offline")
+                    was_online[agent_id] = online
+                if changed:
+                    self.deployments.reconcile_all()
+                if ticks % 5 == 0:
+                    self.flush_presence()
+                if ticks % 60 == 0:
+                    self.telemetry.expire()
+            except Exception:  # the loop must survive a bad moment (database locked, ...)
+                log.exception("background task")
+
+    def flush_presence(self) -> None:
+        dirty = [(a, p) for a, p in self.live.presence.items() if p.dirty]
+        if not dirty:
+            return
+        with self.session() as s:
+            for agent_id, p in dirty:
+                s.execute(
+                    update(AgentRow)
+                    .where(AgentRow.id == agent_id)
+                    .values(last_seen=datetime.fromtimestamp(p.last_seen, timezone.utc))
+                )
+                p.dirty = False
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)

@@ -1,0 +1,1 @@
+"""Tornado handlers of the HTTP API: parse, call a service, serialise. No business logic here."""

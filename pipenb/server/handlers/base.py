@@ -1,0 +1,178 @@
+"""The base handler: JSON errors, body limits, user and agent authentication, API metadata.
+
+Every handler method is decorated with ``@api(...)``: the decorator records what the method
+accepts and returns, and the OpenAPI document is built from those records, so it lists exactly
+the routes that are mounted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+import tornado.web
+from pydantic import BaseModel, ValidationError
+
+from pipenb.errors import ApiError, AuthError
+
+log = logging.getLogger("pipenb.server.http")
+Auth = Literal["user", "agent", "none"]
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    auth: Auth
+    body: type[BaseModel] | None
+    response: type[BaseModel] | None
+    status: int
+    query: tuple[str, ...]
+
+
+def api(
+    summary: str,
+    *,
+    auth: Auth = "user",
+    body: type[BaseModel] | None = None,
+    response: type[BaseModel] | None = None,
+    status: int = 200,
+    query: tuple[str, ...] = (),
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__pipenb_api__ = Operation(summary, auth, body, response, status, query)  # type: ignore[attr-defined]
+        return fn
+
+    return deco
+
+
+def user_token_auth(handler: ApiHandler) -> bool:
+    """Standalone server: the user token in ``Authorization: Bearer T``."""
+    from pipenb.server.security import same_token
+
+    expected = handler.cp.settings.token
+    return bool(expected) and same_token(handler.bearer(), expected)
+
+
+class ApiHandler(tornado.web.RequestHandler):
+    """Base of every API handler. Subclasses implement ``get``/``post``/... with ``@api``."""
+
+    @property
+    def cp(self) -> Any:
+        return self.settings["pipenb"]
+
+    def check_xsrf_cookie(self) -> None:
+        """API clients send bearer tokens, not cookies; XSRF does not apply."""
+
+    def bearer(self) -> str | None:
+        header = self.request.headers.get("Authorization", "")
+        for scheme in ("Bearer ", "bearer ", "token ", "Token "):
+            if header.startswith(scheme):
+                return header[len(scheme) :].strip()
+        return None
+
+    def operation(self) -> Operation | None:
+        fn = getattr(self, self.request.method.lower(), None)
+        return getattr(fn, "__pipenb_api__", None)
+
+    def prepare(self) -> None:
+        length = self.request.headers.get("Content-Length")
+        limit = self.cp.settings.max_body
+        if (length and length.isdigit() and int(length) > limit) or len(
+            self.request.body or b""
+        ) > limit:
+            raise ApiError(413, "too_large", f"request body over {limit} bytes")
+        op = self.operation()
+        if op is None:
+            return
+        if op.auth == "user":
+            self.authorize_user()
+        elif op.auth == "agent":
+            self.agent_id = self.cp.agents.authenticate(self.bearer())
+
+    def authorize_user(self) -> None:
+        """User endpoints: the host's authorizer (token here, Jupyter's auth inside Jupyter)."""
+        authorize = self.settings.get("pipenb_authorize_user", user_token_auth)
+        if self.bearer() and self.bearer().startswith("pnb_") and not authorize(self):
+            raise AuthError(403, "forbidden", "agent keys are for agent endpoints only")
+        if not authorize(self):
+            raise AuthError(
+                401, "unauthorized", "a user token is required (Authorization: Bearer TOKEN)"
+            )
+
+    # ------------------------------------------------------------------ bodies
+    def body(self, model: type[BaseModel]) -> Any:
+        raw = self.request.body or b"{}"
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            details = [
+                {
+                    "field": ".".join(str(x) for x in e["loc"]),
+                    "message": e["msg"],
+                    "type": e["type"],
+                }
+                for e in exc.errors()
+            ]
+            first = details[0]
+            raise ApiError(
+                400, "invalid_body", f"{first['field'] or 'body'}: {first['message']}", details
+            ) from None
+
+    def query(self, name: str, default: Any = None, kind: type = str) -> Any:
+        value = self.get_query_argument(name, None)
+        if value is None:
+            return default
+        try:
+            return kind(value)
+        except ValueError:
+            raise ApiError(
+                400, "bad_request", f"query parameter {name!r} must be {kind.__name__}"
+            ) from None
+
+    def send(self, model: BaseModel | None, status: int | None = None) -> None:
+        op = self.operation()
+        self.set_status(status or (op.status if op else 200))
+        if model is None:
+            self.finish()
+            return
+        self.set_header("Content-Type", "application/json")
+        self.finish(model.__pydantic_serializer__.to_json(model))
+
+    # ------------------------------------------------------------------ errors
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            status, code, message, details = exc.status, exc.code, exc.message, exc.details
+            for d in details:
+                if isinstance(d, dict) and "retry_after" in d:
+                    self.set_header("Retry-After", str(d["retry_after"]))
+        elif isinstance(exc, tornado.web.HTTPError):
+            status = exc.status_code
+            code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+                status, "http_error"
+            )
+            message, details = exc.log_message or self._reason, []
+        else:
+            status, code, message, details = status_code, "internal", "internal server error", []
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps({"error": {"code": code, "message": message, "details": details}}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ApiError):
+            return  # an answer, not a fault
+        super().log_exception(typ, value, tb)
+
+
+class NotFoundHandler(ApiHandler):
+    """Unknown paths under the API prefix answer JSON 404, not tornado's HTML."""
+
+    def prepare(self) -> None:
+        raise ApiError(404, "not_found", f"no API route {self.request.method} {self.request.path}")

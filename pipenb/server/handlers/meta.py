@@ -1,0 +1,29 @@
+"""Health and the OpenAPI document."""
+
+from __future__ import annotations
+
+import orjson
+
+from pipenb import __version__
+from pipenb.server import models as M
+from pipenb.server.handlers.base import ApiHandler, api
+
+
+class HealthHandler(ApiHandler):
+    @api("Liveness of the server", auth="none", response=M.Health)
+    def get(self) -> None:
+        self.send(M.Health(status="ok", version=__version__))
+
+
+class OpenApiHandler(ApiHandler):
+    @api("This OpenAPI document", auth="none")
+    def get(self) -> None:
+        from pipenb.server.openapi import openapi_document
+
+        doc = self.settings.get("pipenb_openapi")
+        if doc is None:
+            doc = self.settings["pipenb_openapi"] = orjson.dumps(
+                openapi_document(self.settings["pipenb_routes"], self.settings["pipenb_prefix"])
+            )
+        self.set_header("Content-Type", "application/json")
+        self.finish(doc)

@@ -1,0 +1,229 @@
+"""User endpoints: pipes, agents and their keys, deployments, commands, metrics and logs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pipenb.errors import ApiError
+from pipenb.server import models as M
+from pipenb.server.handlers.base import ApiHandler, api
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, "bad_request", "since must be an ISO 8601 time") from None
+
+
+# ---------------------------------------------------------------------------- pipes
+class PipesHandler(ApiHandler):
+    @api("List pipes", response=M.PipeList)
+    def get(self) -> None:
+        self.send(self.cp.pipes.list())
+
+    @api(
+        "Push a pipe: a new version unless identical to the newest",
+        body=M.PipePush,
+        response=M.PipePushResult,
+        status=201,
+    )
+    def post(self) -> None:
+        result = self.cp.pipes.push(self.body(M.PipePush))
+        self.send(result, 201 if result.created else 200)
+
+
+class PipeHandler(ApiHandler):
+    @api("Show a pipe version (default: the newest)", response=M.PipeVersion, query=("version",))
+    def get(self, name: str) -> None:
+        self.send(self.cp.pipes.show(name, self.query("version", None, int)))
+
+    @api("Delete a pipe and its versions (refused while deployed)", status=204)
+    def delete(self, name: str) -> None:
+        self.cp.pipes.delete(name)
+        self.send(None, 204)
+
+
+class PipeVersionsHandler(ApiHandler):
+    @api("List a pipe's versions", response=M.PipeVersionList)
+    def get(self, name: str) -> None:
+        self.send(self.cp.pipes.versions(name))
+
+
+class PipeDiffHandler(ApiHandler):
+    @api("Unified diff between two versions", response=M.PipeDiff, query=("from", "to"))
+    def get(self, name: str) -> None:
+        v1, v2 = self.query("from", None, int), self.query("to", None, int)
+        if v1 is None or v2 is None:
+            raise ApiError(400, "bad_request", "give both ?from=V1&to=V2")
+        self.send(self.cp.pipes.diff(name, v1, v2))
+
+
+# ---------------------------------------------------------------------------- agents
+class AgentsHandler(ApiHandler):
+    @api("List agents with their state", response=M.AgentList)
+    def get(self) -> None:
+        self.send(self.cp.agents.list())
+
+    @api("Add an agent by hand", body=M.AgentCreate, response=M.Agent, status=201)
+    def post(self) -> None:
+        self.send(self.cp.agents.add(self.body(M.AgentCreate)))
+
+
+class AgentHandler(ApiHandler):
+    @api("Show an agent", response=M.Agent)
+    def get(self, agent_id: str) -> None:
+        self.send(self.cp.agents.get(agent_id))
+
+    @api("Change an agent's name or labels", body=M.AgentUpdate, response=M.Agent)
+    def patch(self, agent_id: str) -> None:
+        self.send(self.cp.agents.update(agent_id, self.body(M.AgentUpdate)))
+
+    @api("Remove an agent and its keys", status=204)
+    def delete(self, agent_id: str) -> None:
+        self.cp.agents.remove(agent_id)
+        self.send(None, 204)
+
+
+class AgentKeysHandler(ApiHandler):
+    @api("List an agent's API keys (never the keys themselves)", response=M.ApiKeyList)
+    def get(self, agent_id: str) -> None:
+        self.send(self.cp.agents.keys(agent_id))
+
+    @api("Create an API key: shown once, stored hashed", response=M.ApiKeyCreated, status=201)
+    def post(self, agent_id: str) -> None:
+        self.send(self.cp.agents.create_key(agent_id))
+
+
+class AgentKeyHandler(ApiHandler):
+    @api("Revoke an API key", status=204)
+    def delete(self, agent_id: str, key_id: str) -> None:
+        self.cp.agents.revoke_key(agent_id, key_id)
+        self.send(None, 204)
+
+
+class AgentMetricsHandler(ApiHandler):
+    @api("Metrics reported by an agent", response=M.MetricList, query=("since", "limit"))
+    def get(self, agent_id: str) -> None:
+        self.cp.agents.get(agent_id)
+        self.send(
+            self.cp.telemetry.metrics(
+                agent_id=agent_id,
+                since=_since(self.query("since")),
+                limit=self.query("limit", 1000, int),
+            )
+        )
+
+
+class AgentLogsHandler(ApiHandler):
+    @api("Log lines reported by an agent", response=M.LogList, query=("since", "limit"))
+    def get(self, agent_id: str) -> None:
+        self.cp.agents.get(agent_id)
+        self.send(
+            self.cp.telemetry.logs(
+                agent_id=agent_id,
+                since=_since(self.query("since")),
+                limit=self.query("limit", 1000, int),
+            )
+        )
+
+
+# ---------------------------------------------------------------------------- deployments
+class DeploymentsHandler(ApiHandler):
+    @api("List deployments with their instances' state", response=M.DeploymentList)
+    def get(self) -> None:
+        self.send(self.cp.deployments.list())
+
+    @api(
+        "Deploy a pipe version to agents (by id or labels)",
+        body=M.DeploymentCreate,
+        response=M.Deployment,
+        status=201,
+    )
+    def post(self) -> None:
+        self.send(self.cp.deployments.create(self.body(M.DeploymentCreate)))
+
+
+class DeploymentHandler(ApiHandler):
+    @api("Show a deployment and the state of each instance", response=M.Deployment)
+    def get(self, dep_id: str) -> None:
+        self.send(self.cp.deployments.get(dep_id))
+
+    @api("Delete a deployment (its agents stop the pipe)", status=204)
+    def delete(self, dep_id: str) -> None:
+        self.cp.deployments.delete(dep_id)
+        self.send(None, 204)
+
+
+class DeploymentStartHandler(ApiHandler):
+    @api("Start a stopped deployment", response=M.Deployment)
+    def post(self, dep_id: str) -> None:
+        self.send(self.cp.deployments.set_running(dep_id, True))
+
+
+class DeploymentStopHandler(ApiHandler):
+    @api("Stop a deployment (kept, can be started again)", response=M.Deployment)
+    def post(self, dep_id: str) -> None:
+        self.send(self.cp.deployments.set_running(dep_id, False))
+
+
+class DeploymentUpgradeHandler(ApiHandler):
+    @api(
+        "Move a deployment to another pipe version (default: latest)",
+        body=M.DeploymentUpgrade,
+        response=M.Deployment,
+    )
+    def post(self, dep_id: str) -> None:
+        self.send(self.cp.deployments.upgrade(dep_id, self.body(M.DeploymentUpgrade)))
+
+
+class DeploymentCommandsHandler(ApiHandler):
+    @api("Commands sent to a deployment's agents", response=M.CommandList)
+    def get(self, dep_id: str) -> None:
+        self.cp.deployments.get(dep_id)
+        self.send(self.cp.commands.list(dep_id))
+
+    @api(
+        "Queue a command (restart, reset-checkpoint, capture) for its agents",
+        body=M.CommandCreate,
+        response=M.CommandList,
+        status=201,
+    )
+    def post(self, dep_id: str) -> None:
+        self.send(self.cp.commands.create(dep_id, self.body(M.CommandCreate)))
+
+
+class DeploymentMetricsHandler(ApiHandler):
+    @api("Metrics of a deployment", response=M.MetricList, query=("agent", "since", "limit"))
+    def get(self, dep_id: str) -> None:
+        self.cp.deployments.get(dep_id)
+        self.send(
+            self.cp.telemetry.metrics(
+                dep_id,
+                self.query("agent"),
+                _since(self.query("since")),
+                self.query("limit", 1000, int),
+            )
+        )
+
+
+class DeploymentLogsHandler(ApiHandler):
+    @api("Log lines of a deployment", response=M.LogList, query=("agent", "since", "limit"))
+    def get(self, dep_id: str) -> None:
+        self.cp.deployments.get(dep_id)
+        self.send(
+            self.cp.telemetry.logs(
+                dep_id,
+                self.query("agent"),
+                _since(self.query("since")),
+                self.query("limit", 1000, int),
+            )
+        )
+
+
+class CommandHandler(ApiHandler):
+    @api("Show a command and, for a capture, the events it caught", response=M.Command)
+    def get(self, command_id: str) -> None:
+        self.send(self.cp.commands.get(command_id))

@@ -1,0 +1,87 @@
+"""In-memory state of the server process: who is online, who waits in a long poll, and caches.
+
+The check-in handler is the hot path: an agent that has nothing new costs a key lookup, a
+presence update and a cached answer, with no database write. Presence is flushed to the
+database every few seconds by the background task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Presence:
+    last_seen: float = 0.0  # time.time()
+    open_polls: int = 0
+    seq: int = -1
+    leaving: bool = False
+    failed: set[str] = field(default_factory=set)  # deployments whose pipe reported failed
+
+    @property
+    def failing(self) -> bool:
+        return bool(self.failed)
+
+    dirty: bool = False  # last_seen not yet flushed
+
+
+@dataclass
+class Live:
+    presence: dict[str, Presence] = field(default_factory=lambda: defaultdict(Presence))
+    waiters: dict[str, set[asyncio.Future[None]]] = field(default_factory=lambda: defaultdict(set))
+    desired_cache: dict[str, Any] = field(default_factory=dict)
+    pending_commands: set[str] = field(default_factory=set)  # agents with unacked commands
+    key_cache: dict[str, tuple[str, str]] = field(default_factory=dict)  # key_id -> (hash, agent)
+
+    def seen(self, agent_id: str, *, poll_open: bool = False) -> Presence:
+        p = self.presence[agent_id]
+        p.last_seen = time.time()
+        p.dirty = True
+        p.leaving = False
+        return p
+
+    def is_online(self, agent_id: str, offline_after: float) -> bool:
+        p = self.presence.get(agent_id)
+        if p is None or p.leaving:
+            return False
+        return p.open_polls > 0 or time.time() - p.last_seen <= offline_after
+
+    # ------------------------------------------------------------------ long poll
+    async def wait(self, agent_id: str, timeout: float) -> bool:
+        """Wait until ``notify(agent_id)`` or ``timeout``; True when woken."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters[agent_id].add(fut)
+        p = self.presence[agent_id]
+        p.open_polls += 1
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            p.open_polls -= 1
+            p.last_seen = time.time()
+            p.dirty = True
+            self.waiters[agent_id].discard(fut)
+            if not self.waiters[agent_id]:
+                del self.waiters[agent_id]
+
+    def notify(self, *agent_ids: str) -> None:
+        """What these agents should run changed: drop their cached answer and wake them."""
+        for agent_id in agent_ids:
+            self.desired_cache.pop(agent_id, None)
+        self.wake(*agent_ids)
+
+    def wake(self, *agent_ids: str) -> None:
+        """Answer these agents' held check-ins now."""
+        for agent_id in agent_ids:
+            for fut in self.waiters.get(agent_id, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def notify_all(self) -> None:
+        self.notify(*list(self.waiters), *list(self.desired_cache))

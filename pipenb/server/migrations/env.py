@@ -1,0 +1,20 @@
+"""Alembic environment: runs on the connection the server hands over (see ``db.migrate``)."""
+
+from alembic import context
+
+from pipenb.server.tables import Base
+
+config = context.config
+connection = config.attributes.get("connection")
+if connection is None:  # `alembic` command line, for developers writing a migration
+    from sqlalchemy import create_engine
+
+    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    connection = engine.connect()
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=True,  # SQLite alters tables by copying them
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,50 @@
+"""Run the control plane on its own (``pipenb server``): one process, one port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import tornado.httpserver
+
+from pipenb.server.app import PREFIX, make_app
+from pipenb.server.core import ControlPlane
+from pipenb.server.settings import ServerSettings
+
+log = logging.getLogger("pipenb.server")
+
+
+async def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8765) -> None:
+    cp = ControlPlane(settings)
+    app = make_app(cp)
+    server = tornado.httpserver.HTTPServer(
+        app, max_body_size=settings.max_body * 2, idle_connection_timeout=3600, xheaders=False
+    )
+    sockets = tornado.netutil.bind_sockets(port, host)
+    server.add_sockets(sockets)
+    bound = sockets[0].getsockname()[1]
+    cp.start()
+    url = f"http://{host}:{bound}"
+    sys.stdout.write(f"pipenb server listening on {url}{PREFIX}\n")
+    sys.stdout.write(f"  PIPENB_URL={url}\n")
+    if settings.token:
+        sys.stdout.write(f"  PIPENB_TOKEN={settings.token}\n")
+    sys.stdout.write(
+        f"  enrollment: {'on' if settings.enroll_key else 'off (--enroll-key to allow)'}\n"
+    )
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    server.stop()
+    cp.live.wake(*list(cp.live.waiters))  # answer held check-ins before closing
+    await cp.stop()
+    await server.close_all_connections()
+
+
+import tornado.netutil  # noqa: E402  (kept next to its use above for readers)

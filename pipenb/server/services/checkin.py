@@ -1,0 +1,107 @@
+"""The agent check-in: the hot path of the server.
+
+An agent with nothing new costs a cached key check, a presence update in memory, and the cached
+desired set; nothing is written to the database. When the agent already runs what it should
+(``desired_hash`` matches) and no command waits, the request is held (long poll) until something
+changes for that agent or the hold expires, so a deploy reaches the agent in milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from pipenb.errors import AuthError
+from pipenb.server import models as M
+from pipenb.server.tables import AgentRow, PipeStatusRow, utcnow
+
+if TYPE_CHECKING:
+    from pipenb.server.core import ControlPlane
+
+
+class CheckinService:
+    def __init__(self, cp: ControlPlane):
+        self.cp = cp
+
+    async def checkin(self, key_agent: str, body: M.CheckinRequest) -> M.CheckinResponse:
+        if body.agent_id != key_agent:
+            raise AuthError(
+                403,
+                "forbidden",
+                f"this API key belongs to agent {key_agent!r}, not {body.agent_id!r}",
+            )
+        agent_id = body.agent_id
+        live = self.cp.live
+        live.wake(agent_id)  # a newer check-in supersedes a held one
+        p = live.seen(agent_id)
+        full_report = not body.full and (p.seq < 0 or body.seq != p.seq + 1)
+        p.seq = body.seq
+        if body.full:
+            p.failed = {r.deployment_id for r in body.pipes if r.state == "failed"}
+        else:
+            for r in body.pipes:
+                if r.state == "failed":
+                    p.failed.add(r.deployment_id)
+                else:
+                    p.failed.discard(r.deployment_id)
+        if (
+            body.pipes
+            or body.acks
+            or body.captures
+            or body.logs
+            or body.attributes is not None
+            or body.full
+        ):
+            self._write(agent_id, body)
+        if body.leaving:
+            p.leaving = True
+        desired, dhash = self.cp.deployments.desired(agent_id)
+        commands = self.cp.commands.pending(agent_id)
+        hold = min(body.wait, self.cp.settings.long_poll)
+        idle = not body.leaving and not commands and not full_report
+        if hold > 0 and idle and body.desired_hash == dhash and await live.wait(agent_id, hold):
+            desired, dhash = self.cp.deployments.desired(agent_id)
+            commands = self.cp.commands.pending(agent_id)
+        return M.CheckinResponse(
+            seq=body.seq,
+            desired=desired,
+            desired_hash=dhash,
+            commands=commands,
+            poll_interval=self.cp.settings.poll_interval,
+            full_report=full_report,
+        )
+
+    def _write(self, agent_id: str, body: M.CheckinRequest) -> None:
+        with self.cp.session() as s:
+            if body.attributes is not None:
+                agent = s.get(AgentRow, agent_id)
+                if agent is not None and agent.attributes != body.attributes:
+                    agent.attributes = body.attributes
+            now = utcnow()
+            reported = set()
+            for r in body.pipes:
+                reported.add(r.deployment_id)
+                row = s.get(PipeStatusRow, (agent_id, r.deployment_id))
+                if row is None:
+                    row = PipeStatusRow(
+                        agent_id=agent_id, deployment_id=r.deployment_id, state=r.state
+                    )
+                    s.add(row)
+                row.hash = r.hash
+                row.state = r.state
+                row.error = r.error
+                if r.metrics is not None:
+                    row.metrics = r.metrics
+                if r.checkpoint is not None:
+                    row.checkpoint = r.checkpoint
+                row.updated_at = now
+            if body.full:  # what the agent no longer runs is no longer its status
+                for row in s.scalars(
+                    select(PipeStatusRow).where(PipeStatusRow.agent_id == agent_id)
+                ):
+                    if row.deployment_id not in reported:
+                        s.delete(row)
+            self.cp.telemetry.record(s, agent_id, body.pipes, body.logs)
+            if body.acks or body.captures:
+                self.cp.commands.ack(s, agent_id, body.acks, body.captures)

@@ -1,0 +1,372 @@
+"""Deployments: which pipe version runs where, placement of instances, failover, desired sets.
+
+Placement is recomputed by ``reconcile`` whenever something it depends on changes (a deploy, an
+agent's labels, an agent going offline or coming back). It is idempotent: it only adds and
+removes the assignments that differ from what the deployment asks for, so instances stay where
+they are unless they must move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import select
+
+from pipenb.errors import ApiError, PipeSyntaxError
+from pipenb.lang.validate import load_pipe
+from pipenb.server import models as M
+from pipenb.server.security import new_id
+from pipenb.server.services.pipes import invalid_pipe, not_found
+from pipenb.server.tables import (
+    AgentRow,
+    AssignmentRow,
+    DeploymentRow,
+    PipeRow,
+    PipeStatusRow,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from pipenb.server.core import ControlPlane
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class DeploymentService:
+    def __init__(self, cp: ControlPlane):
+        self.cp = cp
+
+    # ------------------------------------------------------------------ create and change
+    def create(self, body: M.DeploymentCreate) -> M.Deployment:
+        version = None if body.version == "latest" else int(body.version)
+        instances = -1 if body.instances == "all" else int(body.instances)
+        if instances == 0 or instances < -1:
+            raise ApiError(400, "bad_request", "instances must be 'all' or a number of 1 or more")
+        with self.cp.session() as s:
+            pipe = s.scalar(select(PipeRow).where(PipeRow.name == body.pipe))
+            if pipe is None:
+                raise not_found("pipe", body.pipe)
+            vrow = self.cp.pipes.version_row(s, body.pipe, version)
+            labels = body.labels
+            if labels is None:
+                labels = _pipe_labels(vrow.yaml)
+            dep_id = new_id("dep-")
+            self._check_params(vrow.yaml, body.params, dep_id)
+            now = utcnow()
+            s.add(
+                DeploymentRow(
+                    id=dep_id,
+                    pipe_id=pipe.id,
+                    version=version,
+                    params=body.params,
+                    target_agents=list(body.agents),
+                    target_labels=list(labels),
+                    instances=instances,
+                    failover=body.failover,
+                    running=body.start,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        self.reconcile([dep_id])
+        return self.get(dep_id)
+
+    def _check_params(self, yaml_text: str, params: dict[str, Any], dep_id: str) -> None:
+        try:
+            load_pipe(
+                yaml_text,
+                "<deployment>",
+                params,
+                {
+                    "agent.id": "agent",
+                    "agent.name": "agent",
+                    "pipe.name": "p",
+                    "deployment.id": dep_id,
+                },
+                require_params=True,
+            )
+        except PipeSyntaxError as exc:
+            raise invalid_pipe(exc) from None
+
+    def _row(self, s, dep_id: str) -> DeploymentRow:  # type: ignore[no-untyped-def]
+        row = s.get(DeploymentRow, dep_id)
+        if row is None:
+            raise not_found("deployment", dep_id)
+        return row
+
+    def set_running(self, dep_id: str, running: bool) -> M.Deployment:
+        with self.cp.session() as s:
+            row = self._row(s, dep_id)
+            row.running = running
+            row.updated_at = utcnow()
+        self.reconcile([dep_id])
+        self.touch([dep_id])  # running or not reaches agents through their desired sets
+        return self.get(dep_id)
+
+    def upgrade(self, dep_id: str, body: M.DeploymentUpgrade) -> M.Deployment:
+        with self.cp.session() as s:
+            row = self._row(s, dep_id)
+            pipe = s.get(PipeRow, row.pipe_id)
+            version = None if body.version == "latest" else int(body.version)
+            vrow = self.cp.pipes.version_row(s, pipe.name, version)
+            params = body.params if body.params is not None else row.params
+            self._check_params(vrow.yaml, params, dep_id)
+            row.version = version
+            row.params = params
+            row.updated_at = utcnow()
+        self.touch([dep_id])
+        return self.get(dep_id)
+
+    def delete(self, dep_id: str) -> None:
+        with self.cp.session() as s:
+            row = self._row(s, dep_id)
+            agents = [
+                a.agent_id
+                for a in s.scalars(
+                    select(AssignmentRow).where(AssignmentRow.deployment_id == dep_id)
+                )
+            ]
+            s.query(PipeStatusRow).filter(PipeStatusRow.deployment_id == dep_id).delete()
+            s.delete(row)
+        self.cp.live.notify(*agents)
+
+    def touch(self, dep_ids: list[str]) -> None:
+        """Something about these deployments changed: wake the agents that run them."""
+        with self.cp.session() as s:
+            agents = s.scalars(
+                select(AssignmentRow.agent_id).where(AssignmentRow.deployment_id.in_(dep_ids))
+            ).all()
+        self.cp.live.notify(*agents)
+
+    # ------------------------------------------------------------------ placement
+    def reconcile_all(self) -> None:
+        with self.cp.session() as s:
+            ids = s.scalars(select(DeploymentRow.id)).all()
+        self.reconcile(list(ids))
+
+    def reconcile(self, dep_ids: list[str]) -> None:
+        changed: set[str] = set()
+        offline_after = self.cp.settings.offline_seconds
+        with self.cp.session() as s:
+            agents = {a.id: a for a in s.scalars(select(AgentRow))}
+            load: dict[str, int] = {}
+            for a in s.scalars(select(AssignmentRow)):
+                load[a.agent_id] = load.get(a.agent_id, 0) + 1
+            for dep_id in dep_ids:
+                dep = s.get(DeploymentRow, dep_id)
+                if dep is None:
+                    continue
+                current = {
+                    a.agent_id: a
+                    for a in s.scalars(
+                        select(AssignmentRow).where(AssignmentRow.deployment_id == dep_id)
+                    )
+                }
+                eligible = [a for a in agents.values() if _eligible(dep, a)]
+                online = {a.id for a in eligible if self.cp.live.is_online(a.id, offline_after)}
+                if dep.instances == -1:
+                    want = {a.id for a in eligible}
+                    moved_from: list[str] = []
+                else:
+                    keep = [aid for aid in current if aid in {a.id for a in eligible}]
+                    moved_from = []
+                    if dep.failover:
+                        moved_from = [aid for aid in keep if aid not in online]
+                        keep = [aid for aid in keep if aid in online]
+                    keep = keep[: dep.instances]
+                    candidates = sorted(
+                        (a for a in eligible if a.id not in keep and a.id not in moved_from),
+                        key=lambda a: (a.id not in online, load.get(a.id, 0), a.id),
+                    )
+                    if dep.failover:
+                        candidates = [a for a in candidates if a.id in online]
+                    want = set(keep)
+                    for a in candidates:
+                        if len(want) >= dep.instances:
+                            break
+                        want.add(a.id)
+                    if len(want) < dep.instances and dep.failover:
+                        # not enough online agents: keep the silent ones rather than nothing
+                        for aid in moved_from:
+                            if len(want) < dep.instances:
+                                want.add(aid)
+                        moved_from = [aid for aid in moved_from if aid not in want]
+                handover = self._handover(s, dep_id, moved_from)
+                for aid, a in current.items():
+                    if aid not in want:
+                        s.delete(a)
+                        load[aid] = load.get(aid, 1) - 1
+                        changed.add(aid)
+                for aid in sorted(want - set(current)):
+                    checkpoint = handover.pop(0) if handover else None
+                    s.add(
+                        AssignmentRow(
+                            deployment_id=dep_id,
+                            agent_id=aid,
+                            checkpoint=checkpoint,
+                            checkpoint_seq=1 if checkpoint is not None else 0,
+                            created_at=utcnow(),
+                        )
+                    )
+                    load[aid] = load.get(aid, 0) + 1
+                    changed.add(aid)
+        if changed:
+            self.cp.live.notify(*changed)
+
+    def _handover(self, s, dep_id: str, from_agents: list[str]) -> list[Any]:  # type: ignore[no-untyped-def]
+        """The last checkpoints reported by agents an instance moves away from."""
+        out = []
+        for aid in from_agents:
+            st = s.get(PipeStatusRow, (aid, dep_id))
+            if st is not None and st.checkpoint is not None:
+                out.append(st.checkpoint)
+        return out
+
+    def reset_checkpoint(self, dep_id: str, agent_id: str) -> None:
+        with self.cp.session() as s:
+            a = s.scalar(
+                select(AssignmentRow).where(
+                    AssignmentRow.deployment_id == dep_id, AssignmentRow.agent_id == agent_id
+                )
+            )
+            if a is not None:
+                a.checkpoint = None
+                a.checkpoint_seq += 1
+        self.cp.live.notify(agent_id)
+
+    # ------------------------------------------------------------------ what an agent runs
+    def desired(self, agent_id: str) -> tuple[list[M.DesiredPipe], str]:
+        cached = self.cp.live.desired_cache.get(agent_id)
+        if cached is not None:
+            return cached
+        out: list[M.DesiredPipe] = []
+        with self.cp.session() as s:
+            agent = s.get(AgentRow, agent_id)
+            rows = s.execute(
+                select(AssignmentRow, DeploymentRow, PipeRow)
+                .join(DeploymentRow, AssignmentRow.deployment_id == DeploymentRow.id)
+                .join(PipeRow, DeploymentRow.pipe_id == PipeRow.id)
+                .where(AssignmentRow.agent_id == agent_id, DeploymentRow.running.is_(True))
+                .order_by(DeploymentRow.id)
+            ).all()
+            for a, dep, pipe in rows:
+                vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
+                builtins = {
+                    "agent.id": agent_id,
+                    "agent.name": agent.name if agent else agent_id,
+                    "pipe.name": pipe.name,
+                    "deployment.id": dep.id,
+                }
+                h = _hash(vrow.hash, dep.params, builtins, a.checkpoint_seq)
+                out.append(
+                    M.DesiredPipe(
+                        deployment_id=dep.id,
+                        pipe=pipe.name,
+                        version=vrow.version,
+                        yaml=vrow.yaml,
+                        params=dict(dep.params or {}),
+                        builtins=builtins,
+                        hash=h,
+                        checkpoint=a.checkpoint,
+                        checkpoint_seq=a.checkpoint_seq,
+                    )
+                )
+        result = (out, _hash(*[p.hash for p in out]))
+        self.cp.live.desired_cache[agent_id] = result
+        return result
+
+    # ------------------------------------------------------------------ reading
+    def list(self) -> M.DeploymentList:
+        with self.cp.session() as s:
+            ids = s.scalars(select(DeploymentRow.id).order_by(DeploymentRow.created_at)).all()
+        return M.DeploymentList(deployments=[self.get(i) for i in ids])
+
+    def get(self, dep_id: str) -> M.Deployment:
+        offline_after = self.cp.settings.offline_seconds
+        with self.cp.session() as s:
+            dep = self._row(s, dep_id)
+            pipe = s.get(PipeRow, dep.pipe_id)
+            vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
+            statuses = []
+            for a in s.scalars(
+                select(AssignmentRow)
+                .where(AssignmentRow.deployment_id == dep_id)
+                .order_by(AssignmentRow.agent_id)
+            ):
+                st = s.get(PipeStatusRow, (a.agent_id, dep_id))
+                want_hash = None
+                if dep.running:
+                    desired, _ = self.desired(a.agent_id)
+                    want_hash = next((d.hash for d in desired if d.deployment_id == dep_id), None)
+                agent_state = self.cp.agents.state(a.agent_id)
+                state = st.state if st is not None else "pending"
+                if not dep.running:
+                    state = (
+                        "stopped" if st is None or st.state in ("stopped", "finished") else st.state
+                    )
+                statuses.append(
+                    M.InstanceStatus(
+                        agent_id=a.agent_id,
+                        agent_state=agent_state,  # type: ignore[arg-type]
+                        state=state,
+                        error=st.error if st else None,
+                        hash=st.hash if st else None,
+                        in_sync=bool(st and st.hash == want_hash)
+                        if dep.running
+                        else st is None or st.state != "running",
+                        metrics=st.metrics if st else None,
+                        checkpoint=st.checkpoint if st else None,
+                        updated_at=st.updated_at if st else None,
+                    )
+                )
+            wanted = len(statuses) if dep.instances == -1 else dep.instances
+            if not dep.running:
+                state = "stopped"
+            elif any(x.state == "failed" for x in statuses):
+                state = "degraded"
+            elif (
+                statuses
+                and len(statuses) >= wanted
+                and all(x.state == "running" and x.in_sync for x in statuses)
+            ):
+                state = "running"
+            else:
+                state = "pending"
+            del offline_after
+            return M.Deployment(
+                id=dep.id,
+                pipe=pipe.name,
+                version="latest" if dep.version is None else dep.version,
+                resolved_version=vrow.version,
+                params=dict(dep.params or {}),
+                agents=list(dep.target_agents or []),
+                labels=list(dep.target_labels or []),
+                instances="all" if dep.instances == -1 else dep.instances,
+                failover=dep.failover,
+                running=dep.running,
+                state=state,
+                created_at=dep.created_at,
+                updated_at=dep.updated_at,
+                status=statuses,
+            )
+
+
+def _eligible(dep: DeploymentRow, agent: AgentRow) -> bool:
+    if dep.target_agents and agent.id not in dep.target_agents:
+        return False
+    labels = set(agent.labels or [])
+    return all(label in labels for label in dep.target_labels or [])
+
+
+def _pipe_labels(yaml_text: str) -> list[str]:
+    try:
+        return load_pipe(
+            yaml_text,
+            builtins={"agent.id": "a", "agent.name": "a", "pipe.name": "p", "deployment.id": "d"},
+        ).labels
+    except PipeSyntaxError:
+        return []

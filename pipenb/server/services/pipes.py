@@ -1,0 +1,202 @@
+"""Pipes: validated on push, immutable numbered versions, diffs, delete refused while deployed."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+
+from pipenb.errors import ApiError, PipeSyntaxError
+from pipenb.lang.validate import load_pipe
+from pipenb.server import models as M
+from pipenb.server.tables import DeploymentRow, PipeRow, PipeVersionRow, utcnow
+
+if TYPE_CHECKING:
+    from pipenb.server.core import ControlPlane
+
+PLACEHOLDER_BUILTINS = {
+    "agent.id": "agent",
+    "agent.name": "agent",
+    "pipe.name": "pipe",
+    "deployment.id": "deployment",
+}
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def not_found(what: str, name: object) -> ApiError:
+    return ApiError(404, "not_found", f"{what} {name!r} does not exist")
+
+
+def invalid_pipe(exc: PipeSyntaxError) -> ApiError:
+    return ApiError(
+        400,
+        "invalid_pipe",
+        f"the pipe has {len(exc.problems)} problem(s): {exc.problems[0]}",
+        [p.to_dict() for p in exc.problems],
+    )
+
+
+class PipeService:
+    def __init__(self, cp: ControlPlane):
+        self.cp = cp
+
+    def push(self, body: M.PipePush) -> M.PipePushResult:
+        try:
+            spec = load_pipe(body.yaml, "<pushed>", builtins=PLACEHOLDER_BUILTINS)
+        except PipeSyntaxError as exc:
+            raise invalid_pipe(exc) from None
+        digest = content_hash(body.yaml)
+        with self.cp.session() as s:
+            pipe = s.scalar(select(PipeRow).where(PipeRow.name == spec.name))
+            if pipe is None:
+                pipe = PipeRow(name=spec.name, created_at=utcnow())
+                s.add(pipe)
+                s.flush()
+            latest = self._latest(s, pipe.id)
+            if latest is not None and latest.hash == digest:
+                return M.PipePushResult(pipe=spec.name, version=latest.version, created=False)
+            version = (latest.version if latest else 0) + 1
+            s.add(
+                PipeVersionRow(
+                    pipe_id=pipe.id,
+                    version=version,
+                    yaml=body.yaml,
+                    hash=digest,
+                    message=body.message,
+                    created_at=utcnow(),
+                )
+            )
+            follows = s.scalars(
+                select(DeploymentRow.id).where(
+                    DeploymentRow.pipe_id == pipe.id, DeploymentRow.version.is_(None)
+                )
+            ).all()
+        if follows:  # deployments of "latest" move to the new version
+            self.cp.deployments.touch(follows)
+        return M.PipePushResult(pipe=spec.name, version=version, created=True)
+
+    @staticmethod
+    def _latest(s, pipe_id: int) -> PipeVersionRow | None:  # type: ignore[no-untyped-def]
+        return s.scalar(
+            select(PipeVersionRow)
+            .where(PipeVersionRow.pipe_id == pipe_id)
+            .order_by(PipeVersionRow.version.desc())
+            .limit(1)
+        )
+
+    def _pipe(self, s, name: str) -> PipeRow:  # type: ignore[no-untyped-def]
+        pipe = s.scalar(select(PipeRow).where(PipeRow.name == name))
+        if pipe is None:
+            raise not_found("pipe", name)
+        return pipe
+
+    def version_row(self, s, name: str, version: int | None) -> PipeVersionRow:  # type: ignore[no-untyped-def]
+        pipe = self._pipe(s, name)
+        if version is None:
+            row = self._latest(s, pipe.id)
+        else:
+            row = s.scalar(
+                select(PipeVersionRow).where(
+                    PipeVersionRow.pipe_id == pipe.id, PipeVersionRow.version == version
+                )
+            )
+        if row is None:
+            raise ApiError(404, "not_found", f"pipe {name!r} has no version {version}")
+        return row
+
+    def list(self) -> M.PipeList:
+        with self.cp.session() as s:
+            counts = dict(
+                s.execute(
+                    select(PipeVersionRow.pipe_id, func.count()).group_by(PipeVersionRow.pipe_id)
+                ).all()
+            )
+            deps = dict(
+                s.execute(
+                    select(DeploymentRow.pipe_id, func.count()).group_by(DeploymentRow.pipe_id)
+                ).all()
+            )
+            out = []
+            for pipe in s.scalars(select(PipeRow).order_by(PipeRow.name)):
+                latest = self._latest(s, pipe.id)
+                if latest is None:
+                    continue
+                desc, labels = _describe(latest.yaml)
+                out.append(
+                    M.PipeSummary(
+                        name=pipe.name,
+                        latest_version=latest.version,
+                        versions=counts.get(pipe.id, 0),
+                        description=desc,
+                        labels=labels,
+                        deployments=deps.get(pipe.id, 0),
+                        updated_at=latest.created_at,
+                    )
+                )
+        return M.PipeList(pipes=out)
+
+    def show(self, name: str, version: int | None = None) -> M.PipeVersion:
+        with self.cp.session() as s:
+            row = self.version_row(s, name, version)
+            return _version(name, row, with_yaml=True)
+
+    def versions(self, name: str) -> M.PipeVersionList:
+        with self.cp.session() as s:
+            pipe = self._pipe(s, name)
+            rows = s.scalars(
+                select(PipeVersionRow)
+                .where(PipeVersionRow.pipe_id == pipe.id)
+                .order_by(PipeVersionRow.version)
+            ).all()
+            return M.PipeVersionList(pipe=name, versions=[_version(name, r) for r in rows])
+
+    def diff(self, name: str, v1: int, v2: int) -> M.PipeDiff:
+        with self.cp.session() as s:
+            a = self.version_row(s, name, v1)
+            b = self.version_row(s, name, v2)
+            text = "".join(
+                difflib.unified_diff(
+                    a.yaml.splitlines(keepends=True),
+                    b.yaml.splitlines(keepends=True),
+                    f"{name} v{v1}",
+                    f"{name} v{v2}",
+                )
+            )
+        return M.PipeDiff(pipe=name, from_version=v1, to_version=v2, diff=text)
+
+    def delete(self, name: str) -> None:
+        with self.cp.session() as s:
+            pipe = self._pipe(s, name)
+            deps = s.scalars(select(DeploymentRow.id).where(DeploymentRow.pipe_id == pipe.id)).all()
+            if deps:
+                raise ApiError(
+                    409,
+                    "deployed",
+                    f"pipe {name!r} is deployed ({', '.join(deps)}); delete those deployments first",
+                    list(deps),
+                )
+            s.delete(pipe)
+
+
+def _version(name: str, row: PipeVersionRow, with_yaml: bool = False) -> M.PipeVersion:
+    return M.PipeVersion(
+        pipe=name,
+        version=row.version,
+        hash=row.hash,
+        message=row.message,
+        created_at=row.created_at,
+        yaml=row.yaml if with_yaml else None,
+    )
+
+
+def _describe(yaml_text: str) -> tuple[str, list[str]]:
+    try:
+        spec = load_pipe(yaml_text, builtins=PLACEHOLDER_BUILTINS)
+    except PipeSyntaxError:
+        return "", []
+    return spec.description, spec.labels

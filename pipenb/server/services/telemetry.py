@@ -1,0 +1,109 @@
+"""Metrics and logs reported by agents, kept for a retention window."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select
+
+from pipenb.server import models as M
+from pipenb.server.tables import LogRow, MetricRow, utcnow
+
+if TYPE_CHECKING:
+    from pipenb.server.core import ControlPlane
+
+MAX_LOGS_PER_CHECKIN = 500
+
+
+class TelemetryService:
+    def __init__(self, cp: ControlPlane):
+        self.cp = cp
+        self._last_point: dict[tuple[str, str], float] = {}
+
+    def record(self, s, agent_id: str, reports: list[M.PipeReport], logs: list[M.AgentLog]) -> None:  # type: ignore[no-untyped-def]
+        now = time.time()
+        every = self.cp.settings.metrics_interval
+        for r in reports:
+            if r.metrics is None:
+                continue
+            key = (agent_id, r.deployment_id)
+            if now - self._last_point.get(key, 0.0) < every:
+                continue
+            self._last_point[key] = now
+            s.add(
+                MetricRow(
+                    agent_id=agent_id, deployment_id=r.deployment_id, time=utcnow(), data=r.metrics
+                )
+            )
+        for line in logs[:MAX_LOGS_PER_CHECKIN]:
+            s.add(
+                LogRow(
+                    agent_id=agent_id,
+                    deployment_id=line.deployment_id,
+                    time=line.time or utcnow(),
+                    level=line.level[:10],
+                    message=line.message[:10000],
+                )
+            )
+
+    def metrics(
+        self,
+        dep_id: str | None = None,
+        agent_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> M.MetricList:
+        q = select(MetricRow).order_by(MetricRow.time.desc()).limit(limit)
+        if dep_id:
+            q = q.where(MetricRow.deployment_id == dep_id)
+        if agent_id:
+            q = q.where(MetricRow.agent_id == agent_id)
+        if since:
+            q = q.where(MetricRow.time >= since)
+        with self.cp.session() as s:
+            rows = list(reversed(s.scalars(q).all()))
+            return M.MetricList(
+                metrics=[
+                    M.MetricPoint(
+                        agent_id=r.agent_id, deployment_id=r.deployment_id, time=r.time, data=r.data
+                    )
+                    for r in rows
+                ]
+            )
+
+    def logs(
+        self,
+        dep_id: str | None = None,
+        agent_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> M.LogList:
+        q = select(LogRow).order_by(LogRow.time.desc(), LogRow.id.desc()).limit(limit)
+        if dep_id:
+            q = q.where(LogRow.deployment_id == dep_id)
+        if agent_id:
+            q = q.where(LogRow.agent_id == agent_id)
+        if since:
+            q = q.where(LogRow.time >= since)
+        with self.cp.session() as s:
+            rows = list(reversed(s.scalars(q).all()))
+            return M.LogList(
+                logs=[
+                    M.LogLine(
+                        agent_id=r.agent_id,
+                        deployment_id=r.deployment_id,
+                        time=r.time,
+                        level=r.level,
+                        message=r.message,
+                    )
+                    for r in rows
+                ]
+            )
+
+    def expire(self) -> None:
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.cp.settings.retention)
+        with self.cp.session() as s:
+            s.execute(delete(MetricRow).where(MetricRow.time < cutoff))
+            s.execute(delete(LogRow).where(LogRow.time < cutoff))

@@ -1,0 +1,23 @@
+"""Server settings, one dataclass; the CLI and the Jupyter extension fill it from their options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ServerSettings:
+    db_url: str = "sqlite:///pipenb.db"
+    token: str | None = None  # user token; None: user auth is done by the host (Jupyter)
+    enroll_key: str | None = None  # None: auto-enrollment is off
+    poll_interval: float = 5.0  # how often agents check in at the least
+    long_poll: float = 30.0  # how long a check-in with nothing new may be held
+    offline_after: float | None = None  # default: 3 poll intervals
+    retention: float = 7 * 86400.0  # seconds metrics and logs are kept
+    metrics_interval: float = 60.0  # at most one stored metrics point per pipe per this
+    max_body: int = 16 * 1024 * 1024  # bytes; larger requests get 413
+    enroll_rate: float = 10.0  # enrollments per second allowed (burst the same)
+
+    @property
+    def offline_seconds(self) -> float:
+        return self.offline_after if self.offline_after is not None else 3 * self.poll_interval
