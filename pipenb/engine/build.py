@@ -27,12 +27,31 @@ def check_capabilities(spec: PipeSpec, ctx: RunContext) -> None:
         )
 
 
-def compile_steps(spec: PipeSpec, ctx: RunContext) -> list[Step]:
-    return [a.component.factory(a.options, ctx) for a in spec.actions]
+def compile_steps(spec: PipeSpec, ctx: RunContext, *, optimize: bool = True) -> list[Step]:
+    """One step per action; with ``optimize``, an extract+filter pair runs pushed down."""
+    from pipenb.engine.pushdown import fuse_extract_filter
+
+    actions = spec.actions
+    steps: list[Step] = []
+    i = 0
+    while i < len(actions):
+        a = actions[i]
+        nxt = actions[i + 1] if i + 1 < len(actions) else None
+        if optimize and a.name == "extract" and nxt is not None and nxt.name in ("filter", "drop"):
+            pair = fuse_extract_filter(a.options, nxt.options, keep_when_true=nxt.name == "filter")  # type: ignore[arg-type]
+            if pair is not None:
+                steps.extend(pair)
+                i += 2
+                continue
+        steps.append(a.component.factory(a.options, ctx))
+        i += 1
+    return steps
 
 
 def compile_chain(spec: PipeSpec, ctx: RunContext, *, fuse: bool = True) -> Chain:
-    return build_chain([a.label for a in spec.actions], compile_steps(spec, ctx), fuse=fuse)
+    """The runnable action chain; ``fuse=False`` (preview) keeps every stage separate."""
+    steps = compile_steps(spec, ctx, optimize=fuse)
+    return build_chain([a.label for a in spec.actions], steps, fuse=fuse)
 
 
 def build(spec: PipeSpec, ctx: RunContext, *, fuse: bool = True) -> Parts:

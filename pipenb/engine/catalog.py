@@ -1,13 +1,24 @@
-"""Imports every built-in component so it registers itself in ``pipenb.lang.registry``."""
+"""Where each built-in component lives. Modules are imported when a pipe first uses them, so a
+pipe of three components does not pay for building the option models of thirty."""
 
-from pipenb.engine.actions import (  # noqa: F401
-    convert,
-    extract,
-    fields,
-    filter,
-    mask,
-    parse,
-    timestamp,
-)
-from pipenb.engine.inputs import echo, exec, files, stdin  # noqa: F401
-from pipenb.engine.outputs import discard, file, print  # noqa: F401
+BUILTINS: dict[tuple[str, str], str] = {
+    ("input", "echo"): "pipenb.engine.inputs.echo",
+    ("input", "exec"): "pipenb.engine.inputs.exec",
+    ("input", "files"): "pipenb.engine.inputs.files",
+    ("input", "stdin"): "pipenb.engine.inputs.stdin",
+    ("action", "filter"): "pipenb.engine.actions.filter",
+    ("action", "drop"): "pipenb.engine.actions.filter",
+    ("action", "add"): "pipenb.engine.actions.fields",
+    ("action", "set"): "pipenb.engine.actions.fields",
+    ("action", "remove"): "pipenb.engine.actions.fields",
+    ("action", "keep"): "pipenb.engine.actions.fields",
+    ("action", "rename"): "pipenb.engine.actions.fields",
+    ("action", "extract"): "pipenb.engine.actions.extract",
+    ("action", "parse"): "pipenb.engine.actions.parse",
+    ("action", "convert"): "pipenb.engine.actions.convert",
+    ("action", "time"): "pipenb.engine.actions.timestamp",
+    ("action", "mask"): "pipenb.engine.actions.mask",
+    ("output", "print"): "pipenb.engine.outputs.print",
+    ("output", "file"): "pipenb.engine.outputs.file",
+    ("output", "discard"): "pipenb.engine.outputs.discard",
+}

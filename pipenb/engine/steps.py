@@ -171,13 +171,22 @@ def _fuse(steps: list[EventStep]) -> Callable[..., list[Event]]:
             indent += "    "
         for stmt in body:
             for sub in stmt.split("\n"):
-                if sub.strip() == "DROP":
-                    lines.append(f"{indent}{_leading(sub)}_drops[{local}] += 1")
-                    line_stage.append(local)
-                    lines.append(f"{indent}{_leading(sub)}continue")
+                # "@+N " attributes a line to the Nth next stage (a pushed-down filter);
+                # "DROP+N" counts the drop there.
+                stage = local
+                lead, rest = _leading(sub), sub.lstrip()
+                if rest.startswith("@+"):
+                    marker, _, rest = rest.partition(" ")
+                    stage = local + int(marker[2:])
+                    lead, rest = lead + _leading(rest), rest.lstrip()
+                if rest.strip().startswith("DROP"):
+                    target = local + int(rest.strip()[5:] or 0) if "+" in rest else stage
+                    lines.append(f"{indent}{lead}_drops[{target}] += 1")
+                    line_stage.append(stage)
+                    lines.append(f"{indent}{lead}continue")
                 else:
-                    lines.append(f"{indent}{sub}")
-                line_stage.append(local)
+                    lines.append(f"{indent}{lead}{rest}")
+                line_stage.append(stage)
     lines += [
         "        except Exception as _x:",
         "            _errs.append((e, _x, _stage_of(_x)))",

@@ -361,11 +361,31 @@ def parse(text: str) -> ast.expr:
     return tree.body
 
 
-def to_source(text: str, ns: Namespace, var: str = "e") -> str:
-    """Compile ``text`` to a Python expression over the event variable ``var``."""
+FieldHook = Callable[[tuple], "str | None"]
+
+
+def to_source(text: str, ns: Namespace, var: str = "e", fields: FieldHook | None = None) -> str:
+    """Compile ``text`` to a Python expression over the event variable ``var``.
+
+    ``fields`` may supply the source that reads a field path (None: read it from the event);
+    the engine uses it to evaluate a filter on a regex match before the event is built.
+    """
     parse(text)
     tree = ast.parse(text.strip().replace("\n", " "), mode="eval")
-    return _Compiler(ns, var).visit(tree.body)
+    return _Compiler(ns, var, fields).visit(tree.body)
+
+
+def field_paths(text: str) -> set[tuple]:
+    """Every field path an expression reads; ``()`` stands for the whole event."""
+    tree = ast.parse(text.strip().replace("\n", " "), mode="eval")
+    seen: set[tuple] = set()
+
+    def hook(keys: tuple) -> str:
+        seen.add(keys)
+        return "None"
+
+    _Compiler(Namespace(), "e", hook).visit(tree.body)
+    return seen
 
 
 def compile_expression(text: str, ns: Namespace | None = None) -> Expression:
@@ -378,9 +398,10 @@ def compile_expression(text: str, ns: Namespace | None = None) -> Expression:
 class _Compiler:
     """Turns a whitelisted AST into Python source; any other node is an ExpressionError."""
 
-    def __init__(self, ns: Namespace, var: str = "e"):
+    def __init__(self, ns: Namespace, var: str = "e", fields: FieldHook | None = None):
         self.ns = ns
         self.var = var
+        self.fields = fields
 
     def fail(self, node: ast.AST, message: str) -> ExpressionError:
         return ExpressionError(message, getattr(node, "col_offset", 0))
@@ -421,8 +442,8 @@ class _Compiler:
         if node.id in LITERAL_NAMES:
             return repr(LITERAL_NAMES[node.id])
         if node.id == "event":
-            return self.var
-        return f"{self.var}.get({node.id!r})"
+            return self._keys(())
+        return self._keys((node.id,))
 
     def visit_Attribute(self, node: ast.Attribute) -> str:
         keys = self.field_path(node)
@@ -434,6 +455,10 @@ class _Compiler:
         return self._keys(keys)
 
     def _keys(self, keys: tuple) -> str:
+        if self.fields is not None:
+            src = self.fields(keys)
+            if src is not None:
+                return src
         if len(keys) == 0:
             return self.var
         if len(keys) == 1:
@@ -575,6 +600,8 @@ class _Compiler:
             keys = self.field_path(node.args[0])
             if not keys:
                 raise self.fail(node, "exists() takes a field name, e.g. exists(http.status)")
+            if self.fields is not None:
+                self.fields(("<exists>", *keys))  # tells field_paths; exists reads the event
             return f"_exists({self.var}, {keys!r})"
         args = [self.visit(a) for a in node.args]
         if name == "matches":

@@ -7,6 +7,7 @@ calls with validated options. Nothing else in pipenb keeps a list of component n
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -82,28 +83,30 @@ class Registry:
         return deco
 
     def get(self, kind: Kind, name: str) -> Component | None:
-        load_builtins()
-        return self._items.get((kind, name))
+        key = (kind, name)
+        if key not in self._items:
+            module = _builtins().get(key)
+            if module is None:
+                return None
+            importlib.import_module(module)
+        return self._items.get(key)
 
     def names(self, kind: Kind) -> list[str]:
-        load_builtins()
-        return sorted(n for k, n in self._items if k == kind)
+        return sorted({n for k, n in (*self._items, *_builtins()) if k == kind})
 
     def all(self) -> list[Component]:
-        load_builtins()
+        for module in set(_builtins().values()):
+            importlib.import_module(module)
         return sorted(self._items.values(), key=lambda c: (c.kind, c.name))
 
 
 registry = Registry()
-_loaded = False
 
 
-def load_builtins() -> None:
-    """Import the engine's component modules, which register themselves."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        import pipenb.engine.catalog  # noqa: F401
+def _builtins() -> dict[tuple[str, str], str]:
+    from pipenb.engine.catalog import BUILTINS
+
+    return BUILTINS
 
 
 def mapping_shorthand(reserved: set[str], key: str = "fields") -> Callable[[Any], dict[str, Any]]:

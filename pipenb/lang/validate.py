@@ -19,7 +19,7 @@ from pipenb.lang.expressions import ExpressionError
 from pipenb.lang.registry import Kind, registry
 from pipenb.lang.source import Path, SourceMap, load_yaml
 from pipenb.lang.spec import ComponentSpec, ParamSpec, PipeSpec, PipeTestCase
-from pipenb.lang.templates import BUILTINS, render
+from pipenb.lang.templates import BUILTINS, TEMPLATE, render
 
 TOP_KEYS = (
     "name",
@@ -80,6 +80,8 @@ class _Checker:
     def __init__(self, smap: SourceMap):
         self.smap = smap
         self.problems: list[Problem] = []
+        self.doc: Any = None
+        self.unresolved: set[str] = set()  # required params checked with a placeholder value
 
     def add(self, path: Path, message: str, *, key: bool = False) -> None:
         self.problems.append(self.smap.problem(path, message, key=key))
@@ -95,6 +97,7 @@ class _Checker:
         if not isinstance(doc, dict):
             self.add((), "a pipe is a YAML mapping with name, input, actions and output")
             return None
+        self.doc = doc
         for key in doc:
             if key not in TOP_KEYS:
                 self.add(
@@ -249,6 +252,7 @@ class _Checker:
                     continue
                 values[pname] = v
             elif p.required:
+                self.unresolved.add(pname)
                 if require:
                     self.add(
                         ("params", pname),
@@ -284,20 +288,34 @@ class _Checker:
                 key=True,
             )
             return None
+        raw = comp.normalise(body)
         try:
-            opts = comp.options.model_validate(comp.normalise(body))
+            opts = comp.options.model_validate(raw)
         except ValidationError as exc:
-            for err in _relevant(exc.errors()):
+            reported = [
                 self.option_error(comp.name, comp.options, cpath, body, err)
-            return None
+                for err in _relevant(exc.errors())
+            ]
+            if any(reported) or not isinstance(raw, dict):
+                return None
+            # every error came from a placeholder of a parameter given at run or deploy time:
+            # valid as far as can be told now (this spec is only checked, never run)
+            opts = comp.options.model_construct(**raw)
         except (ValueError, TypeError) as exc:
             self.add(cpath, f"{name}: {exc}")
             return None
         return ComponentSpec(comp, opts, cpath)
 
-    def option_error(self, cname: str, model: type, cpath: Path, body: Any, err: dict) -> None:
+    def option_error(self, cname: str, model: type, cpath: Path, body: Any, err: dict) -> bool:
+        """Report one pydantic error at its place; False when it was not worth reporting."""
         loc = tuple(err.get("loc", ()))
         path = self.locate(cpath, loc, body)
+        if self.from_placeholder(path):
+            return False  # the value comes from a parameter given only at run or deploy time
+        self._option_error(cname, model, path, loc, err)
+        return True
+
+    def _option_error(self, cname: str, model: type, path: Path, loc: tuple, err: dict) -> None:
         etype = err.get("type", "")
         where = ".".join(str(x) for x in loc)
         if etype == "extra_forbidden":
@@ -333,6 +351,21 @@ class _Checker:
             return
         msg = msg.removeprefix("Value error, ")
         self.add(path, f"{cname}.{where}: {msg}" if where else f"{cname}: {msg}")
+
+    def from_placeholder(self, path: Path) -> bool:
+        if not self.unresolved:
+            return False
+        raw: Any = self.doc
+        for key in path:
+            if (isinstance(raw, dict) and key in raw) or (
+                isinstance(raw, list) and isinstance(key, int) and key < len(raw)
+            ):
+                raw = raw[key]
+            else:
+                return False
+        if not isinstance(raw, str):
+            return False
+        return any(m.group(1) in self.unresolved for m in TEMPLATE.finditer(raw))
 
     def quote_shift(self, line: int, col: int) -> int:
         """An expression written in quotes starts one column after the value's mark."""

@@ -10,6 +10,7 @@ from pydantic import model_validator
 from pipenb.engine.actions.common import get_src, pop_code, set_code, step
 from pipenb.engine.base import RunContext
 from pipenb.engine.steps import EventStep
+from pipenb.errors import EventError
 from pipenb.lang.expressions import Namespace
 from pipenb.lang.registry import ActionOptions, registry
 from pipenb.lang.types import FieldList, Regex
@@ -67,8 +68,20 @@ def _nonnull(d: dict) -> dict:
 def extract_action(opts: ExtractOptions, ctx: RunContext) -> EventStep:
     """Apply a regex to a field; named groups (or ``fields``) become event fields."""
     ns = Namespace()
+    return step(opts, extract_code(opts, ns), ns)
+
+
+def extract_code(
+    opts: ExtractOptions,
+    ns: Namespace,
+    *,
+    before_build: list[str] = (),  # type: ignore[assignment]
+    after_miss: list[str] = (),  # type: ignore[assignment]
+) -> list[str]:
+    """Statements of an extract; ``before_build`` runs on a match before the event changes."""
     ns.values["isinstance"] = isinstance
     ns.values["_str"] = str
+    ns.values.setdefault("_EventError", EventError)
     rxs = [re.compile(p) for p in opts.patterns]
     if len(rxs) == 1:
         rx = ns.const(rxs[0], "rx")
@@ -88,7 +101,7 @@ def extract_action(opts: ExtractOptions, ctx: RunContext) -> EventStep:
     else:
         captured = "_m.groupdict()"
     ns.values["_nonnull"] = _nonnull
-    hit = [f"_d = {captured}", "if None in _d.values():\n    _d = _nonnull(_d)"]
+    hit = [*before_build, f"_d = {captured}", "if None in _d.values():\n    _d = _nonnull(_d)"]
     if opts.remove:
         hit.append(pop_code(opts.field, ns))
     if opts.target:
@@ -96,7 +109,7 @@ def extract_action(opts: ExtractOptions, ctx: RunContext) -> EventStep:
     else:
         hit.append("e.update(_d)")
     if opts.on_miss == "keep":
-        miss: list[str] = []
+        miss: list[str] = list(after_miss)
     elif opts.on_miss == "drop":
         miss = ["DROP"]
     else:
@@ -106,7 +119,7 @@ def extract_action(opts: ExtractOptions, ctx: RunContext) -> EventStep:
     if miss:
         body += "\nelse:\n" + _indent(miss)
     code.append(body)
-    return step(opts, code, ns)
+    return code
 
 
 def _indent(lines: list[str]) -> str:

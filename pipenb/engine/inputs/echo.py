@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from pipenb.engine.base import Batch, Input, RunContext
 from pipenb.lang.registry import Options, registry
@@ -24,14 +24,12 @@ class EchoOptions(Options):
     events: list[dict[str, Any]] | None = None
     lines: list[str] | None = None
     interval: Duration | None = None
-    count: int | None = None
+    count: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _one(self) -> EchoOptions:
         if (self.events is None) == (self.lines is None):
             raise ValueError("give either events: [...] (objects) or lines: [...] (strings)")
-        if self.count is not None and self.count < 1:
-            raise ValueError("count must be 1 or more")
         return self
 
 

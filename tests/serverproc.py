@@ -1,0 +1,129 @@
+"""A real ``pipenb server`` in a subprocess on 127.0.0.1, for integration tests.
+
+Import it from a test module (``from serverproc import ServerProcess``); it picks a free port,
+waits until the server answers, and stops it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+PREFIX = "/pipenb/api/v1"
+
+
+class ServerProcess:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        token: str = "test-token",
+        enroll_key: str | None = None,
+        db_url: str | None = None,
+        poll_interval: float = 1.0,
+        long_poll: float = 30.0,
+        extra: tuple[str, ...] = (),
+    ):
+        self.data_dir = Path(data_dir)
+        self.token = token
+        self.enroll_key = enroll_key
+        self.db_url = db_url or f"sqlite:///{self.data_dir / 'server.db'}"
+        self.poll_interval = poll_interval
+        self.long_poll = long_poll
+        self.extra = extra
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.log = self.data_dir / "server.log"
+
+    @property
+    def api(self) -> str:
+        return self.url + PREFIX
+
+    def start(self, port: int = 0, timeout: float = 20.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            sys.executable, "-m", "pipenb", "server",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--db-url", self.db_url, "--token", self.token,
+            "--poll-interval", str(self.poll_interval), "--long-poll", str(self.long_poll),
+        ]  # fmt: skip
+        if self.enroll_key:
+            args += ["--enroll-key", self.enroll_key]
+        args += list(self.extra)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=open(self.log, "a"),  # noqa: SIM115 - lives as long as the process
+            text=True,
+            env=env,
+        )
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        line = (
+            self.proc.stdout.readline()
+        )  # "pipenb server listening on http://...": blocks until up
+        m = re.search(r"(http://[\d.]+:\d+)", line)
+        if not m:
+            self.stop()
+            raise RuntimeError(f"server did not start: {line!r}\n{self.log.read_text()}")
+        self.url = m.group(1)
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.api + "/health", timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.05)  # poll
+        raise RuntimeError("server did not answer /health in time")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def request(
+        self, method: str, path: str, *, token: str | bool | None = True, **kw: Any
+    ) -> requests.Response:
+        headers = dict(kw.pop("headers", {}))
+        if token is True:
+            headers["Authorization"] = f"Bearer {self.token}"
+        elif isinstance(token, str):
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.request(
+            method, self.api + path, headers=headers, timeout=kw.pop("timeout", 30), **kw
+        )
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stop()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

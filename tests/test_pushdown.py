@@ -1,0 +1,86 @@
+"""Predicate pushdown (extract + filter) must not change a single event or count."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipenb.engine.base import RunContext
+from pipenb.engine.build import compile_chain
+from pipenb.engine.pushdown import always_set_groups
+from pipenb.lang.validate import load_pipe
+
+EVENTS = [
+    {"_raw": "t1 ERROR hello world"},
+    {"_raw": "t2 INFO hi"},
+    {"_raw": "nomatch"},
+    {"_raw": "t3 ERROR x y"},
+    {"_raw": 5},
+    {"other": 1},
+    {"_raw": "t4 WARN w", "level": "ERROR"},
+    {"_raw": None, "level": "ERROR", "msg": "kept as is"},
+]
+
+CASES = [
+    (
+        "extract: {pattern: '^(?P<ts>\\S+) (?P<level>\\S+) (?P<msg>.*)$'}",
+        'filter: level == "ERROR"',
+    ),
+    (
+        "extract: {pattern: '^(?P<ts>\\S+) (?P<level>\\S+) (?P<msg>.*)$', remove: true}",
+        'filter: level == "ERROR"',
+    ),
+    (
+        "extract: {pattern: '^(?P<ts>\\S+) (?P<level>\\S+) (?P<msg>.*)$', on-miss: drop}",
+        'drop: level == "INFO"',
+    ),
+    (
+        "extract: {pattern: '^(?P<ts>\\S+) (?P<level>\\S+) (?P<msg>.*)$', on-miss: error}",
+        "filter: len(msg) > 2",
+    ),
+    (
+        "extract: {pattern: '^(?P<ts>\\S+) (?P<level>\\S+)(?: (?P<opt>x))? (?P<msg>.*)$'}",
+        'filter: opt == "x" or level == "WARN"',
+    ),
+    (
+        "extract: {pattern: '^(?P<ts>\\S+) (?P<level>\\S+) (?P<msg>.*)$', remove: true}",
+        "filter: _raw is null",
+    ),
+    ("extract: {pattern: '^(?P<ts>\\S+) (?P<level>\\S+) (?P<msg>.*)$'}", "filter: exists(level)"),
+    (
+        "extract: {pattern: '^(?P<ts>\\S+) (?P<level>\\S+) (?P<msg>.*)$'}",
+        "filter: event.level == 'ERROR'",
+    ),
+    ("extract: {pattern: '^(?P<ts>\\S+) (?P<level>\\S+) (?P<msg>.*)$'}", "filter: level > 3"),
+]
+
+
+@pytest.mark.parametrize(("extract", "flt"), CASES)
+def test_pushdown_changes_nothing(extract: str, flt: str) -> None:
+    spec = load_pipe(
+        f"name: t\ninput: {{echo: {{lines: [a]}}}}\nactions:\n  - {extract}\n  - {flt}\n"
+        "output: {discard: {}}\n"
+    )
+    fused = compile_chain(spec, RunContext(), fuse=True)
+    plain = compile_chain(spec, RunContext(), fuse=False)
+    out_f, fail_f = fused.run([dict(e) for e in EVENTS])
+    out_p, fail_p = plain.run([dict(e) for e in EVENTS])
+    assert out_f == out_p
+    assert [(f.stage, str(f.error)) for f in fail_f] == [(f.stage, str(f.error)) for f in fail_p]
+    assert [c.as_dict() for c in fused.counts] == [c.as_dict() for c in plain.counts]
+
+
+def test_pushdown_is_used_for_the_common_shape() -> None:
+    spec = load_pipe(
+        "name: t\ninput: {echo: {lines: [a]}}\nactions:\n"
+        "  - extract: {pattern: '^(?P<level>\\S+) (?P<msg>.*)$', remove: true}\n"
+        '  - filter: level == "ERROR"\noutput: {discard: {}}\n'
+    )
+    source = compile_chain(spec, RunContext()).segments[0][1].source
+    assert "_m['level'] == 'ERROR'" in source
+    assert source.index("_m['level']") < source.index("groupdict")
+
+
+def test_always_set_groups() -> None:
+    assert always_set_groups(r"(?P<a>x)(?P<b>y)?(?:(?P<c>z)|w)(?P<d>\d+)") == {"a", "d"}
+    assert always_set_groups(r"(?P<a>x)(?:(?P<b>y))*") == {"a"}
+    assert always_set_groups(r"(?P<a>x)(?:(?P<b>y))+") == {"a", "b"}
