@@ -24,6 +24,7 @@ from pipenb.errors import (
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Client": "pipenb.client",
     "Engine": "pipenb.engine.runtime",
     "Pipe": "pipenb.pipe",
     "PipeTestReport": "pipenb.engine.pipetests",
@@ -33,6 +34,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pipenb.client import Client
     from pipenb.engine.pipetests import PipeTestReport, PipeTestResult
     from pipenb.engine.preview import PreviewResult, StagePreview
     from pipenb.engine.runtime import Engine
@@ -55,6 +57,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ApiError",
     "AuthError",
+    "Client",
     "Engine",
     "EventError",
     "Pipe",

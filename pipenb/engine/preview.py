@@ -119,8 +119,11 @@ class PreviewResult:
         return "\n".join(parts)
 
 
-def sample_events(sample: Any, spec: PipeSpec, limit: int | None) -> list[Event]:
-    """Normalise a sample: a list of events or lines, a DataFrame, or a file path."""
+def sample_events(
+    sample: Any, spec: PipeSpec, limit: int | None
+) -> tuple[list[Event], list[Event]]:
+    """Events (and rejects) from a sample: a list of events or lines, a DataFrame, a file."""
+    rejects: list[Event] = []
     fmt = getattr(spec.input.options, "format", "lines")
     if fmt not in ("lines", "json"):
         fmt = "lines"
@@ -139,18 +142,20 @@ def sample_events(sample: Any, spec: PipeSpec, limit: int | None) -> list[Event]
                 lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))
                 if limit is not None and len(lines) >= limit:
                     break
-        events, _ = decode_lines(lines, fmt)
+        events, rejects = decode_lines(lines, fmt)
     elif isinstance(sample, (list, tuple)):
         lines = [s for s in sample if isinstance(s, str)]
         if lines and len(lines) == len(sample):
-            events, _ = decode_lines(list(lines), fmt)
+            events, rejects = decode_lines(list(lines), fmt)
         else:
             events = []
             for i, s in enumerate(sample):
                 if isinstance(s, dict):
                     events.append(dict(s))
                 elif isinstance(s, str):
-                    events.extend(decode_lines([s], fmt)[0])
+                    good, bad = decode_lines([s], fmt)
+                    events.extend(good)
+                    rejects.extend(bad)
                 else:
                     raise UsageError(
                         f"sample item {i} is a {type(s).__name__}; use dicts or strings"
@@ -159,7 +164,7 @@ def sample_events(sample: Any, spec: PipeSpec, limit: int | None) -> list[Event]
         raise UsageError(
             "a sample is a list of events or lines, a pandas DataFrame, or a file path"
         )
-    return events[:limit] if limit is not None else events
+    return (events[:limit] if limit is not None else events), rejects
 
 
 def _clean(v: Any) -> Any:
@@ -175,7 +180,9 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def input_sample(spec: PipeSpec, limit: int | None, timeout: float) -> list[Event]:
+def input_sample(
+    spec: PipeSpec, limit: int | None, timeout: float
+) -> tuple[list[Event], list[Event]]:
     """The first ``limit`` events of the pipe's own input, read once, from the beginning."""
     from pipenb.engine.build import check_capabilities
 
@@ -192,6 +199,8 @@ def input_sample(spec: PipeSpec, limit: int | None, timeout: float) -> list[Even
     opts = opts.model_copy(update=update)
     inp = spec.input.component.factory(opts, ctx)
 
+    rejects: list[Event] = []
+
     async def collect() -> list[Event]:
         out: list[Event] = []
         agen = inp.batches()
@@ -199,6 +208,7 @@ def input_sample(spec: PipeSpec, limit: int | None, timeout: float) -> list[Even
             async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _nullctx():
                 async for batch in agen:
                     out.extend(batch.events)
+                    rejects.extend(batch.rejects)
                     if limit is not None and len(out) >= limit:
                         break
         except TimeoutError:
@@ -208,7 +218,7 @@ def input_sample(spec: PipeSpec, limit: int | None, timeout: float) -> list[Even
             await inp.close()
         return out if limit is None else out[:limit]
 
-    return run_sync(collect())
+    return run_sync(collect()), rejects
 
 
 class _nullctx:
@@ -233,13 +243,21 @@ def preview(
     spec: PipeSpec, sample: Any = None, limit: int | None = 1000, timeout: float = 10.0
 ) -> PreviewResult:
     if sample is None:
-        events = input_sample(spec, limit, timeout)
+        events, rejects = input_sample(spec, limit, timeout)
     else:
-        events = sample_events(sample, spec, limit)
+        events, rejects = sample_events(sample, spec, limit)
     ctx = RunContext(pipe=spec.name, preview=True, values=spec.values)
     chain = compile_chain(spec, ctx, fuse=False)
-    stages = [StagePreview(f"input:{spec.input.name}", deep_copy(events), len(events), len(events))]
-    errors: list[Event] = []
+    stages = [
+        StagePreview(
+            f"input:{spec.input.name}",
+            deep_copy(events),
+            len(events) + len(rejects),
+            len(events),
+            errors=len(rejects),
+        )
+    ]
+    errors: list[Event] = list(rejects)  # lines the input format could not decode
     current = events
     for seg in chain.segments:
         (idx,) = seg[2]

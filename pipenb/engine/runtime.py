@@ -250,12 +250,14 @@ class Engine:
     async def _flush(self, events: list[Event], position: Any, have_pos: bool) -> None:
         out = self.parts.output
         m = self.metrics
-        if events:
+        size = max(1, self.batch_size)
+        for i in range(0, len(events), size):  # batch.size caps every write
+            part = events[i : i + size] if len(events) > size else events
             t0 = time.perf_counter()
-            rejects = await self._retry(out.write, "write", events)
+            rejects = await self._retry(out.write, "write", part)
             m.output.write_seconds += time.perf_counter() - t0
             m.output.batches += 1
-            m.output.events += len(events) - len(rejects)
+            m.output.events += len(part) - len(rejects)
             if rejects:
                 m.output.errors += len(rejects)
                 for ev, why in rejects:

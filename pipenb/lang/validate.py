@@ -249,7 +249,7 @@ class _Checker:
                     v = coerce_param(p, given[pname])
                 except ValueError as exc:
                     self.add(("params", pname), str(exc), key=True)
-                    continue
+                    v = given[pname]  # still known, so its uses are not "unknown" as well
                 values[pname] = v
             elif p.required:
                 self.unresolved.add(pname)

@@ -7,7 +7,6 @@ Dotted names (``http.status``) address nested objects, as in expressions.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from pydantic import field_validator
@@ -58,18 +57,26 @@ def add_action(opts: AddOptions, ctx: RunContext) -> EventStep:
     for k, v in opts.fields.items():
         if k in simple and opts.overwrite and len(simple) > 1:
             continue
-        if isinstance(v, str) and has_field_refs(v):
-            src = field_template_source(v, ns)
-        elif isinstance(v, (dict, list)):
-            ns.values.setdefault("_deepcopy", copy.deepcopy)
-            src = f"_deepcopy({ns.const(v, 'v')})"
-        else:
-            src = repr(v) if isinstance(v, (int, float, bool, type(None))) else ns.const(v, "v")
-        stmt = set_code(k, src, ns)
+        stmt = set_code(k, value_source(v, ns), ns)
         if not opts.overwrite:
             stmt = f"if not {has_code(k, ns)}:\n    {stmt}"
         code.append(stmt)
     return step(opts, code, ns)
+
+
+def value_source(v: Any, ns: Namespace) -> str:
+    """Source building ``v`` afresh for each event, ``${field}`` rendered at any depth.
+
+    A literal is cheaper than a deep copy and gives every event its own objects.
+    """
+    if isinstance(v, str):
+        return field_template_source(v, ns) if has_field_refs(v) else ns.const(v, "v")
+    if isinstance(v, dict):
+        items = ", ".join(f"{k!r}: {value_source(x, ns)}" for k, x in v.items())
+        return "{" + items + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(value_source(x, ns) for x in v) + "]"
+    return repr(v)
 
 
 class SetOptions(ActionOptions):
@@ -101,10 +108,33 @@ def remove_action(opts: FieldsOptions, ctx: RunContext) -> EventStep:
 
 @registry.register("action", "keep", FieldsOptions, shorthand=list_shorthand())
 def keep_action(opts: FieldsOptions, ctx: RunContext) -> EventStep:
-    """Keep only the listed top-level fields, in the listed order."""
+    """Keep only the listed fields (dotted names keep nested ones), in the listed order."""
     ns = Namespace()
-    keys = ns.const(tuple(opts.fields), "keep")
-    return step(opts, [f"e = {{k: e[k] for k in {keys} if k in e}}"], ns)
+    if all("." not in f for f in opts.fields):
+        keys = ns.const(tuple(opts.fields), "keep")
+        return step(opts, [f"e = {{k: e[k] for k in {keys} if k in e}}"], ns)
+    paths = ns.const(tuple(tuple(f.split(".")) for f in opts.fields), "keep")
+    ns.values["_keep_paths"] = keep_paths
+    return step(opts, [f"e = _keep_paths(e, {paths})"], ns)
+
+
+def keep_paths(e: dict, paths: tuple[tuple[str, ...], ...]) -> dict:
+    out: dict = {}
+    for keys in paths:
+        src: Any = e
+        for k in keys:
+            if not isinstance(src, dict) or k not in src:
+                break
+            src = src[k]
+        else:
+            dst = out
+            for k in keys[:-1]:
+                nxt = dst.get(k)
+                if not isinstance(nxt, dict):
+                    nxt = dst[k] = {}
+                dst = nxt
+            dst[keys[-1]] = src
+    return out
 
 
 class RenameOptions(ActionOptions):

@@ -6,7 +6,9 @@ Capability ``exec``: agents can refuse pipes that use it (``--disable exec``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Literal
@@ -63,6 +65,7 @@ class ExecInput(Input):
                 stdin=asyncio.subprocess.DEVNULL,
                 cwd=o.cwd,
                 env=env,
+                start_new_session=True,  # its own process group: a timeout kills it all
             )
         else:
             try:
@@ -73,6 +76,7 @@ class ExecInput(Input):
                     stdin=asyncio.subprocess.DEVNULL,
                     cwd=o.cwd,
                     env=env,
+                    start_new_session=True,
                 )
             except FileNotFoundError:
                 raise PipeRuntimeError(
@@ -81,12 +85,13 @@ class ExecInput(Input):
         try:
             out, err = await asyncio.wait_for(proc.communicate(), o.timeout)
         except asyncio.TimeoutError:
-            proc.kill()
+            _kill_group(proc)
             out, err = await proc.communicate()
             err += f"\n(killed after timeout of {o.timeout}s)".encode()
         except asyncio.CancelledError:
-            proc.kill()
-            await proc.wait()
+            _kill_group(proc)
+            with contextlib.suppress(ProcessLookupError):
+                await proc.wait()
             raise
         self.last_exit = proc.returncode
         return out, err, proc.returncode or 0
@@ -116,6 +121,14 @@ class ExecInput(Input):
             if o.interval is None:
                 return
             await asyncio.sleep(max(0.0, o.interval - (time.monotonic() - started)))
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """Kill the command and everything it started (a shell's children hold our pipes open)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
 
 
 @registry.register("input", "exec", ExecOptions, capability="exec")

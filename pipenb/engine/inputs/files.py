@@ -166,12 +166,13 @@ class FilesInput(Input):
         self.files[key] = _File(key, path, fh, offset, fp, fp_len, last_data=time.monotonic())
 
     # ------------------------------------------------------------------ reading
-    def _read(self, f: _File) -> Batch | None:
+    def _read(self, f: _File) -> Batch | bool:
+        """A batch of complete lines; True when bytes were read but no line completed yet."""
         o = self.options
         try:
             st = os.fstat(f.fh.fileno())
         except OSError:
-            return None
+            return False
         if st.st_size < f.offset + len(f.partial):  # truncated (copytruncate)
             log.info("files: %s was truncated; reading it from the start", f.path)
             f.fh.seek(0)
@@ -179,14 +180,14 @@ class FilesInput(Input):
             f.fp, f.fp_len = _fingerprint(f.fh, o.fingerprint_bytes)
         chunk = f.fh.read(o.read_bytes)
         if not chunk:
-            return None
+            return False
         f.last_data = time.monotonic()
         data = f.partial + chunk if f.partial else chunk
         cut = data.rfind(b"\n")
         if cut < 0:
             if len(data) <= o.max_line_bytes:
                 f.partial = data
-                return None
+                return True
             cut = o.max_line_bytes - 1  # cut an over-long line into pieces
             data = data[: cut + 1] + b"\n" + data[cut + 1 :]
             complete, f.partial = data[: cut + 2], data[cut + 2 :]
@@ -198,7 +199,7 @@ class FilesInput(Input):
 
     def _batch(self, f: _File, complete: bytes, consumed: int) -> Batch:
         start = f.offset
-        events, rejects = decode_chunk(complete, self.options.format)
+        events, rejects = decode_chunk(complete, self.options.format, self.options.max_line_bytes)
         for r in rejects:  # rare: say where the bad line came from
             r["_path"] = f.path
         f.offset += consumed
@@ -230,12 +231,18 @@ class FilesInput(Input):
         self._scan(initial=True)
         if not self.files and not o.follow:
             log.warning("files: no file matches %s", ", ".join(o.globs))
+        if self.restored is None:
+            # the first start decided where to begin (start-at): keep that decision even if
+            # this run reads nothing, or the next start would skip to the end again
+            yield Batch([], self.position())
         while True:
             produced = False
             for f in list(self.files.values()):
                 batch = self._read(f)
-                if batch is not None:
-                    produced = True
+                if batch is False:
+                    continue
+                produced = True
+                if batch is not True:
                     yield batch
             if produced:
                 if o.follow and time.monotonic() - self._last_scan > o.glob_interval:

@@ -59,6 +59,11 @@ class _Sink:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self.fh = open(self.path, "ab")  # noqa: SIM115 - kept open between batches
             self.size = self.fh.tell()
+            if self.size and os.pread(self.fh.fileno(), 1, self.size - 1) != b"\n":
+                # a crash cut the last write short: end that line, so the replayed batch
+                # starts on a line of its own instead of fusing with the torn one
+                self.fh.write(b"\n")
+                self.size += 1
         return self.fh
 
     def rotate_if_needed(self, incoming: int) -> None:
@@ -74,12 +79,14 @@ class _Sink:
             os.replace(self.path, f"{self.path}.1")
         else:
             os.remove(self.path)
-        if self.opts.format == "csv" and self.opts.fields is None:
-            self.columns = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, header: bytes = b"") -> None:
+        """Append ``data``; ``header`` goes first whenever the file is new (or just rotated)."""
         self.rotate_if_needed(len(data))
         fh = self.open()
+        if header and self.size == 0:
+            fh.write(header)
+            self.size += len(header)
         fh.write(data)
         fh.flush()
         if self.opts.fsync:
@@ -141,23 +148,27 @@ class FileOutput(Output):
                     lines.append(v if isinstance(v, str) else str(v))
             data = ("\n".join(lines) + "\n").encode() if lines else b""
         else:
-            data = self._csv(sink, events)
+            data, header = self._csv(sink, events)
+            sink.write(data, header)
+            return rejects
         if data:
             sink.write(data)
         return rejects
 
-    def _csv(self, sink: _Sink, events: list[Event]) -> bytes:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
+    def _csv(self, sink: _Sink, events: list[Event]) -> tuple[bytes, bytes]:
+        """Rows, and the header line that starts every new file (even after a rotation)."""
         if sink.columns is None:
             sink.columns = list(events[0].keys())
-        if self.options.header and (sink.fh is None or sink.size == 0):
-            sink.open()
-            if sink.size == 0:
-                w.writerow(sink.columns)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
         for e in events:
             w.writerow([_cell(e.get(c)) for c in sink.columns])
-        return buf.getvalue().encode()
+        header = b""
+        if self.options.header:
+            hbuf = io.StringIO()
+            csv.writer(hbuf, lineterminator="\n").writerow(sink.columns)
+            header = hbuf.getvalue().encode()
+        return buf.getvalue().encode(), header
 
     async def close(self) -> None:
         for s in self.sinks.values():

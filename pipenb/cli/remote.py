@@ -1,0 +1,529 @@
+"""Management commands that talk to a pipenb server: pipes, agents, deploy, deployments, tap.
+
+Each one is a thin layer over ``pipenb.Client``: parse the arguments, make the call, print a
+table or a short line for people (``--json`` prints the server's answer for scripts). Exit codes:
+0 done, 1 the server refused or could not be reached, 2 the command line was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from pipenb.cli.options import option
+from pipenb.errors import ApiError, UsageError
+from pipenb.tables import format_table
+
+Handler = Callable[[Any, argparse.Namespace], int | None]
+
+
+# ---------------------------------------------------------------------------- parsing helpers
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _version(text: str) -> int | str:
+    if text == "latest":
+        return text
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a version is a number or 'latest', not {text!r}"
+        ) from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("versions start at 1")
+    return v
+
+
+def _instances(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"instances is 'all' or a number, not {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("instances must be 1 or more (or 'all')")
+    return n
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return n
+
+
+def _params(items: list[str]) -> dict[str, str]:
+    """``k=v`` pairs as strings: the server converts them to the types the pipe declares."""
+    params: dict[str, str] = {}
+    for item in items:
+        k, eq, v = item.partition("=")
+        if not eq or not k.strip():
+            raise UsageError(f"--param takes NAME=VALUE, got {item!r}")
+        params[k.strip()] = v
+    return params
+
+
+# ---------------------------------------------------------------------------- output helpers
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+
+
+def _api_error(exc: ApiError) -> None:
+    """The message, then every located problem as ``file:line:column: message``."""
+    _err(f"pipenb: {exc.message}")
+    located = [d for d in exc.details if isinstance(d, dict) and "line" in d and "message" in d]
+    for d in located:
+        _err(f"{d.get('file', '<pipe>')}:{d.get('line', 0)}:{d.get('column', 0)}: {d['message']}")
+    fields = [d for d in exc.details if isinstance(d, dict) and "field" in d and "message" in d]
+    if len(fields) > 1:
+        for d in fields:
+            _err(f"  {d['field'] or 'body'}: {d['message']}")
+
+
+def _remote(fn: Handler) -> Callable[[argparse.Namespace], int]:
+    """Make the client, run the command, and turn failures into a message and an exit code."""
+
+    def run(args: argparse.Namespace) -> int:
+        from pipenb.client import Client
+
+        try:
+            client = Client(args.url, args.token)
+            return int(fn(client, args) or 0)
+        except UsageError as exc:
+            _err(f"pipenb: {exc}")
+            return 2
+        except ApiError as exc:
+            _api_error(exc)
+            return 1
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def _version_text(dep: dict[str, Any]) -> str:
+    if dep.get("version") == "latest":
+        return f"latest ({dep.get('resolved_version')})"
+    return str(dep.get("version"))
+
+
+def _target(dep: dict[str, Any]) -> str:
+    parts = []
+    if dep.get("agents"):
+        parts.append("agents " + ",".join(dep["agents"]))
+    if dep.get("labels"):
+        parts.append("labels " + ",".join(dep["labels"]))
+    return "; ".join(parts) or "every agent"
+
+
+def _events(metrics: dict[str, Any] | None) -> tuple[Any, Any]:
+    """Events in and out from an agent's metrics report, whichever shape it has."""
+    if not isinstance(metrics, dict):
+        return None, None
+
+    def pick(flat: tuple[str, ...], nested: str) -> Any:
+        for key in flat:
+            if key in metrics:
+                return metrics[key]
+        inner = metrics.get(nested)
+        return inner.get("events") if isinstance(inner, dict) else None
+
+    return (
+        pick(("events_in", "input_events", "in"), "input"),
+        pick(("events_out", "output_events", "out"), "output"),
+    )
+
+
+# ---------------------------------------------------------------------------- pipes
+def cmd_pipes_push(client: Any, args: argparse.Namespace) -> None:
+    result = client.push_file(args.file, args.message)
+    if args.json:
+        _print_json(result)
+    elif result["created"]:
+        print(f"pushed {result['pipe']} version {result['version']}")
+    else:
+        print(f"{result['pipe']} is unchanged (version {result['version']})")
+
+
+def cmd_pipes_list(client: Any, args: argparse.Namespace) -> None:
+    result = client.pipes()
+    if args.json:
+        _print_json(result)
+        return
+    rows = [
+        {
+            "name": p["name"],
+            "version": p["latest_version"],
+            "versions": p["versions"],
+            "deployments": p["deployments"],
+            "labels": ",".join(p["labels"]),
+            "updated": p["updated_at"],
+            "description": p["description"],
+        }
+        for p in result["pipes"]
+    ]
+    print(format_table(rows) if rows else "no pipes yet: pipenb pipes push FILE")
+
+
+def cmd_pipes_show(client: Any, args: argparse.Namespace) -> None:
+    result = client.pipe(args.name, args.version)
+    if args.json:
+        _print_json(result)
+        return
+    # The text exactly as pushed, so `pipes show X > x.yaml && pipes push x.yaml` is a no-op.
+    sys.stdout.write(result.get("yaml") or "")
+
+
+def cmd_pipes_versions(client: Any, args: argparse.Namespace) -> None:
+    result = client.versions(args.name)
+    if args.json:
+        _print_json(result)
+        return
+    rows = [
+        {
+            "version": v["version"],
+            "created": v["created_at"],
+            "hash": v["hash"][:12],
+            "message": v["message"],
+        }
+        for v in result["versions"]
+    ]
+    print(format_table(rows))
+
+
+def cmd_pipes_diff(client: Any, args: argparse.Namespace) -> None:
+    result = client.diff(args.name, args.v1, args.v2)
+    if args.json:
+        _print_json(result)
+    elif result["diff"]:
+        sys.stdout.write(result["diff"])
+    else:
+        print(f"{args.name}: versions {args.v1} and {args.v2} are identical")
+
+
+def cmd_pipes_delete(client: Any, args: argparse.Namespace) -> None:
+    client.delete_pipe(args.name)
+    if args.json:
+        _print_json({"deleted": args.name})
+    else:
+        print(f"deleted pipe {args.name}")
+
+
+# ---------------------------------------------------------------------------- agents
+def cmd_agents_list(client: Any, args: argparse.Namespace) -> None:
+    result = client.agents()
+    if args.json:
+        _print_json(result)
+        return
+    rows = [
+        {
+            "id": a["id"],
+            "name": a["name"],
+            "state": a["state"],
+            "labels": ",".join(a["labels"]),
+            "pipes": a["pipes"],
+            "last_seen": a["last_seen"],
+            "host": a["attributes"].get("host"),
+            "version": a["attributes"].get("pipenb") or a["attributes"].get("version"),
+        }
+        for a in result["agents"]
+    ]
+    print(format_table(rows) if rows else "no agents yet: pipenb agents add ID")
+
+
+def cmd_agents_add(client: Any, args: argparse.Namespace) -> None:
+    result = client.add_agent(args.id, args.name, _csv(args.labels or ""))
+    if args.json:
+        _print_json(result)
+        return
+    labels = ", ".join(result["labels"]) or "none"
+    print(f"added agent {result['id']} (labels: {labels})")
+    print(f"give it an API key: pipenb agents keys create {result['id']}")
+
+
+def cmd_agents_label(client: Any, args: argparse.Namespace) -> None:
+    result = client.update_agent(args.id, labels=_csv(args.labels))
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"agent {result['id']} labels: {', '.join(result['labels']) or 'none'}")
+
+
+def cmd_agents_remove(client: Any, args: argparse.Namespace) -> None:
+    client.remove_agent(args.id)
+    if args.json:
+        _print_json({"removed": args.id})
+    else:
+        print(f"removed agent {args.id}")
+
+
+def cmd_keys_create(client: Any, args: argparse.Namespace) -> None:
+    result = client.create_key(args.id)
+    if args.json:
+        _print_json(result)
+        return
+    print(f"API key {result['key_id']} for agent {result['agent_id']}:")
+    print(result["api_key"])
+    print("Store it now: it is not shown again (the server keeps only its hash).")
+
+
+def cmd_keys_revoke(client: Any, args: argparse.Namespace) -> None:
+    client.revoke_key(args.id, args.key_id)
+    if args.json:
+        _print_json({"revoked": args.key_id, "agent_id": args.id})
+    else:
+        print(f"revoked key {args.key_id} of agent {args.id}")
+
+
+# ---------------------------------------------------------------------------- deployments
+def cmd_deploy(client: Any, args: argparse.Namespace) -> None:
+    result = client.deploy(
+        args.pipe,
+        version=args.version,
+        params=_params(args.param),
+        agents=_csv(args.agents) if args.agents is not None else None,
+        labels=_csv(args.labels) if args.labels is not None else None,
+        instances=args.instances,
+        failover=args.failover,
+    )
+    if args.json:
+        _print_json(result)
+    else:
+        print(result["id"])  # alone, so that DEP=$(pipenb deploy PIPE) works
+
+
+def _deployment_rows(deps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": d["id"],
+            "pipe": d["pipe"],
+            "version": _version_text(d),
+            "state": d["state"],
+            "instances": d["instances"],
+            "placed": len(d["status"]),
+            "target": _target(d),
+            "failover": d["failover"],
+        }
+        for d in deps
+    ]
+
+
+def cmd_deployments_list(client: Any, args: argparse.Namespace) -> None:
+    result = client.deployments()
+    if args.json:
+        _print_json(result)
+        return
+    rows = _deployment_rows(result["deployments"])
+    print(format_table(rows) if rows else "no deployments yet: pipenb deploy PIPE")
+
+
+def _show_deployment(dep: dict[str, Any]) -> None:
+    print(f"deployment {dep['id']}: {dep['pipe']} version {_version_text(dep)}, {dep['state']}")
+    print(
+        f"  target: {_target(dep)}; instances: {dep['instances']}; "
+        f"failover: {'on' if dep['failover'] else 'off'}"
+    )
+    if dep.get("params"):
+        print("  params: " + ", ".join(f"{k}={v}" for k, v in dep["params"].items()))
+
+
+def cmd_deployments_status(client: Any, args: argparse.Namespace) -> None:
+    dep = client.deployment(args.id)
+    if args.json:
+        _print_json(dep)
+        return
+    _show_deployment(dep)
+    rows = []
+    for s in dep["status"]:
+        events_in, events_out = _events(s.get("metrics"))
+        rows.append(
+            {
+                "agent": s["agent_id"],
+                "agent_state": s["agent_state"],
+                "state": s["state"],
+                "in_sync": s["in_sync"],
+                "events_in": events_in,
+                "events_out": events_out,
+                "error": s.get("error"),
+            }
+        )
+    print()
+    print(format_table(rows) if rows else "no agent matches the target yet")
+
+
+def _deployment_action(verb: str, call: Callable[[Any, argparse.Namespace], Any]) -> Handler:
+    def cmd(client: Any, args: argparse.Namespace) -> None:
+        dep = call(client, args)
+        if args.json:
+            _print_json(dep)
+        else:
+            print(f"{verb} {dep['id']}: {dep['pipe']} version {_version_text(dep)}, {dep['state']}")
+
+    return cmd
+
+
+def cmd_deployments_delete(client: Any, args: argparse.Namespace) -> None:
+    client.delete_deployment(args.id)
+    if args.json:
+        _print_json({"deleted": args.id})
+    else:
+        print(f"deleted deployment {args.id}")
+
+
+def cmd_tap(client: Any, args: argparse.Namespace) -> None:
+    if sys.stderr.isatty() and not args.json:
+        _err(f"waiting up to {args.timeout:g} s for {args.limit} event(s) from the agents...")
+    events = client.tap(args.deployment, stage=args.stage, limit=args.limit, timeout=args.timeout)
+    if args.json:
+        _print_json(events)
+    elif events:
+        rows = [e if isinstance(e, dict) else {"event": e} for e in events]
+        print(format_table(rows))
+    else:
+        print("no events captured")
+
+
+# ---------------------------------------------------------------------------- the parser
+def register(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    option(common, "--url", help="the pipenb server, as printed by `pipenb server`")
+    option(common, "--token", help="the user token for the server")
+    common.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+
+    def leaf(group: Any, name: str, fn: Handler, help: str) -> argparse.ArgumentParser:
+        p = group.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=_remote(fn))
+        return p
+
+    def version_option(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument(
+            "--version",
+            type=_version,
+            default="latest",
+            metavar="V",
+            help=f"{what} (default: latest)",
+        )
+
+    # pipes
+    g = sub.add_parser("pipes", help="pipes stored on the server: push, list, show, versions, ...")
+    gs = g.add_subparsers(dest="pipes_command", metavar="COMMAND", required=True)
+    p = leaf(gs, "push", cmd_pipes_push, "validate a pipe file and store it as a new version")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-m", "--message", default="", help="what changed in this version")
+    leaf(gs, "list", cmd_pipes_list, "list the pipes with their newest version")
+    p = leaf(gs, "show", cmd_pipes_show, "print a version of a pipe (default: the newest)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--version", type=_positive, metavar="V", help="a version number")
+    p = leaf(gs, "versions", cmd_pipes_versions, "list a pipe's versions and their messages")
+    p.add_argument("name", metavar="NAME")
+    p = leaf(gs, "diff", cmd_pipes_diff, "unified diff between two versions of a pipe")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("v1", type=_positive, metavar="V1")
+    p.add_argument("v2", type=_positive, metavar="V2")
+    p = leaf(gs, "delete", cmd_pipes_delete, "delete a pipe and all its versions")
+    p.add_argument("name", metavar="NAME")
+
+    # agents
+    g = sub.add_parser("agents", help="agents known to the server: list, add, label, keys, ...")
+    gs = g.add_subparsers(dest="agents_command", metavar="COMMAND", required=True)
+    leaf(gs, "list", cmd_agents_list, "list agents with their state and labels")
+    p = leaf(gs, "add", cmd_agents_add, "add an agent by hand (then give it a key)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--name", help="a readable name (default: the id)")
+    p.add_argument("--labels", metavar="A,B", help="labels, comma-separated")
+    p = leaf(gs, "label", cmd_agents_label, "replace an agent's labels")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("labels", metavar="A,B", help="the new labels, comma-separated ('' for none)")
+    p = leaf(gs, "remove", cmd_agents_remove, "remove an agent and its keys")
+    p.add_argument("id", metavar="ID")
+    k = gs.add_parser("keys", help="an agent's API keys: create, revoke")
+    ks = k.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
+    p = leaf(ks, "create", cmd_keys_create, "create an API key for an agent (shown once)")
+    p.add_argument("id", metavar="ID")
+    p = leaf(ks, "revoke", cmd_keys_revoke, "revoke an agent's API key")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("key_id", metavar="KEY_ID")
+
+    # deploy
+    p = leaf(sub, "deploy", cmd_deploy, "run a pipe on agents; prints the deployment id")
+    p.add_argument("pipe", metavar="PIPE")
+    version_option(p, "the pipe version; 'latest' follows new pushes")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--agents", metavar="A,B", help="these agents (comma-separated ids)")
+    target.add_argument(
+        "--labels",
+        metavar="A,B",
+        help="agents carrying all these labels (default: the labels the pipe declares)",
+    )
+    p.add_argument(
+        "--instances",
+        type=_instances,
+        default="all",
+        metavar="N|all",
+        help="how many agents run it (default: all that match)",
+    )
+    p.add_argument(
+        "--failover",
+        action="store_true",
+        help="move instances off agents that go offline (with --instances N)",
+    )
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a parameter value (repeatable)",
+    )
+
+    # deployments
+    g = sub.add_parser("deployments", help="deployments: list, status, start, stop, upgrade, ...")
+    gs = g.add_subparsers(dest="deployments_command", metavar="COMMAND", required=True)
+    leaf(gs, "list", cmd_deployments_list, "list deployments and their state")
+    p = leaf(gs, "status", cmd_deployments_status, "a deployment and the state of each instance")
+    p.add_argument("id", metavar="ID")
+    p = leaf(
+        gs,
+        "start",
+        _deployment_action("started", lambda c, a: c.start(a.id)),
+        "start a stopped deployment",
+    )
+    p.add_argument("id", metavar="ID")
+    p = leaf(
+        gs,
+        "stop",
+        _deployment_action("stopped", lambda c, a: c.stop(a.id)),
+        "stop a deployment (it is kept and can be started again)",
+    )
+    p.add_argument("id", metavar="ID")
+    p = leaf(
+        gs,
+        "upgrade",
+        _deployment_action("upgraded", lambda c, a: c.upgrade(a.id, a.version)),
+        "move a deployment to another pipe version",
+    )
+    p.add_argument("id", metavar="ID")
+    version_option(p, "the version to run")
+    p = leaf(gs, "delete", cmd_deployments_delete, "delete a deployment (its agents stop it)")
+    p.add_argument("id", metavar="ID")
+
+    # tap
+    p = leaf(sub, "tap", cmd_tap, "capture the next events at a stage of a running deployment")
+    p.add_argument("deployment", metavar="DEPLOYMENT")
+    p.add_argument("--stage", help="input, output (default), or an action's index or label")
+    p.add_argument("--limit", type=_positive, default=10, help="events to capture (default 10)")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for them (default 30)"
+    )

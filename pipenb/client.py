@@ -1,0 +1,432 @@
+"""``pipenb.Client``: the HTTP API of a pipenb server from Python.
+
+The CLI's management commands, the notebook magics and the tests all go through this one class,
+so there is one place that knows the routes, the authentication and how error bodies become
+exceptions. Answers are the server's JSON as plain dicts: the OpenAPI document describes them,
+and plain data prints, serialises and compares without another layer of classes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from pipenb.errors import ApiError, AuthError, UsageError
+
+PREFIX = "/pipenb/api/v1"
+
+#: How long a hold of the agent check-in may last beyond the client's own timeout.
+_CHECKIN_MARGIN = 10.0
+
+
+def _seg(value: Any) -> str:
+    """One URL path segment: ids and names never reach another route by their characters."""
+    return quote(str(value), safe="")
+
+
+def _version(value: int | str) -> int | str:
+    """``"3"`` from a command line means version 3; anything else goes as given."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+def _time(value: datetime | str | None) -> str | None:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _reason(exc: Exception) -> str:
+    """The useful end of a requests error ("Connection refused"), not its nested repr."""
+    text = str(exc)
+    m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if m:
+        return m.group(1).strip()
+    for needle in ("Name or service not known", "Connection refused", "timed out"):
+        if needle in text:
+            return needle
+    return type(exc).__name__
+
+
+class Client:
+    """A connection to one pipenb server, authenticated with a user token.
+
+    ``url`` is the server's address (``PIPENB_URL``), with or without the ``/pipenb/api/v1``
+    suffix and with Jupyter's base URL if the server is mounted in Jupyter; ``token`` is the user
+    token (``PIPENB_TOKEN``).
+    """
+
+    def __init__(
+        self, url: str | None = None, token: str | None = None, timeout: float = 30
+    ) -> None:
+        url = url or os.environ.get("PIPENB_URL")
+        if not url:
+            raise UsageError(
+                "no server URL: pass --url / url=, or set PIPENB_URL "
+                "(pipenb server prints it when it starts)"
+            )
+        if "://" not in url:
+            url = "http://" + url
+        url = url.rstrip("/")
+        if url.endswith(PREFIX):
+            url = url[: -len(PREFIX)]
+        self.url = url
+        self.api = url + PREFIX
+        self.token = token if token is not None else os.environ.get("PIPENB_TOKEN") or None
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        auth: str | bool | None = True,
+        timeout: float | None = None,
+    ) -> Any:
+        """One API call: the parsed JSON answer (``None`` for an empty one) or an ApiError.
+
+        ``auth`` is ``True`` for the user token, a string for another bearer credential (an
+        agent key), ``None``/``False`` for none.
+        """
+        headers = {"Accept": "application/json"}
+        credential = self.token if auth is True else auth or None
+        if credential:
+            headers["Authorization"] = f"Bearer {credential}"
+        if params:
+            params = {k: v for k, v in params.items() if v is not None}
+        try:
+            resp = self.session.request(
+                method,
+                self.api + path,
+                json=json,
+                params=params or None,
+                headers=headers,
+                timeout=timeout or self.timeout,
+            )
+        except requests.Timeout as exc:
+            raise ApiError(
+                0,
+                "timeout",
+                f"the server at {self.url} did not answer within {timeout or self.timeout:g} s "
+                f"({_reason(exc)})",
+            ) from None
+        except requests.ConnectionError as exc:
+            raise ApiError(
+                0, "unreachable", f"cannot reach the server at {self.url}: {_reason(exc)}"
+            ) from None
+        if resp.status_code >= 300:
+            raise self._error(resp)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            raise ApiError(
+                resp.status_code,
+                "invalid_response",
+                f"{method} {path} answered something that is not JSON; "
+                f"is {self.url} a pipenb server?",
+            ) from None
+
+    def _error(self, resp: requests.Response) -> ApiError:
+        code, message, details = "http_error", f"HTTP {resp.status_code} {resp.reason}", []
+        try:
+            err = resp.json()["error"]
+            code = str(err.get("code") or code)
+            message = str(err.get("message") or message)
+            details = list(err.get("details") or [])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            if resp.status_code == 404:
+                message = f"{resp.url} was not found; is {self.url} a pipenb server?"
+        cls = AuthError if resp.status_code in (401, 403) else ApiError
+        return cls(resp.status_code, code, message, details)
+
+    # ------------------------------------------------------------------ server
+    def health(self) -> dict[str, Any]:
+        return self.request("GET", "/health", auth=None)
+
+    # ------------------------------------------------------------------ pipes
+    def pipes(self) -> dict[str, Any]:
+        return self.request("GET", "/pipes")
+
+    def push(self, yaml_text: str, message: str = "") -> dict[str, Any]:
+        """Store a new version unless the newest one has the same text (``created`` says)."""
+        return self.request("POST", "/pipes", json={"yaml": yaml_text, "message": message})
+
+    def push_file(self, path: str | os.PathLike[str], message: str = "") -> dict[str, Any]:
+        """``push`` a file; problems in an invalid pipe then name that file, not ``<pushed>``."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            return self.push(text, message)
+        except ApiError as exc:
+            if exc.code != "invalid_pipe":
+                raise
+            name = str(path)
+            details = [
+                {**d, "file": name} if isinstance(d, dict) and d.get("file") == "<pushed>" else d
+                for d in exc.details
+            ]
+            message = exc.message.replace("<pushed>", name)
+            raise ApiError(exc.status, exc.code, message, details) from None
+
+    def pipe(self, name: str, version: int | str | None = None) -> dict[str, Any]:
+        return self.request("GET", f"/pipes/{_seg(name)}", params={"version": version})
+
+    def versions(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/pipes/{_seg(name)}/versions")
+
+    def diff(self, name: str, v1: int | str, v2: int | str) -> dict[str, Any]:
+        return self.request("GET", f"/pipes/{_seg(name)}/diff", params={"from": v1, "to": v2})
+
+    def delete_pipe(self, name: str) -> None:
+        """Refused (409) while a deployment uses the pipe: agents would lose what they run."""
+        self.request("DELETE", f"/pipes/{_seg(name)}")
+
+    # ------------------------------------------------------------------ agents
+    def agents(self) -> dict[str, Any]:
+        return self.request("GET", "/agents")
+
+    def agent(self, id: str) -> dict[str, Any]:
+        return self.request("GET", f"/agents/{_seg(id)}")
+
+    def add_agent(
+        self, id: str, name: str | None = None, labels: list[str] | tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """An agent added by hand needs a key next (``create_key``) before it can check in."""
+        body: dict[str, Any] = {"id": id, "labels": list(labels)}
+        if name is not None:
+            body["name"] = name
+        return self.request("POST", "/agents", json=body)
+
+    def update_agent(
+        self, id: str, name: str | None = None, labels: list[str] | tuple[str, ...] | None = None
+    ) -> dict[str, Any]:
+        """Change only what is given; new labels move deployments that target labels."""
+        body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        if labels is not None:
+            body["labels"] = list(labels)
+        return self.request("PATCH", f"/agents/{_seg(id)}", json=body)
+
+    def remove_agent(self, id: str) -> None:
+        self.request("DELETE", f"/agents/{_seg(id)}")
+
+    def create_key(self, agent_id: str) -> dict[str, Any]:
+        """The answer holds ``api_key``: the only time the server shows it (it keeps a hash)."""
+        return self.request("POST", f"/agents/{_seg(agent_id)}/keys")
+
+    def keys(self, agent_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/agents/{_seg(agent_id)}/keys")
+
+    def revoke_key(self, agent_id: str, key_id: str) -> None:
+        self.request("DELETE", f"/agents/{_seg(agent_id)}/keys/{_seg(key_id)}")
+
+    def enroll(
+        self,
+        enroll_key: str,
+        id: str | None = None,
+        name: str | None = None,
+        labels: list[str] | tuple[str, ...] = (),
+        attributes: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Register an agent with the server's enrollment key: no user token is needed, the
+        enrollment key is the credential, and the answer carries the agent's own API key."""
+        body: dict[str, Any] = {
+            "enroll_key": enroll_key,
+            "labels": list(labels),
+            "attributes": dict(attributes or {}),
+        }
+        if id is not None:
+            body["id"] = id
+        if name is not None:
+            body["name"] = name
+        return self.request("POST", "/agent/enroll", json=body, auth=None)
+
+    # ------------------------------------------------------------------ deployments
+    def deploy(
+        self,
+        pipe: str,
+        version: int | str = "latest",
+        params: dict[str, Any] | None = None,
+        agents: list[str] | tuple[str, ...] | None = None,
+        labels: list[str] | tuple[str, ...] | None = None,
+        instances: int | str = "all",
+        failover: bool = False,
+        start: bool = True,
+    ) -> dict[str, Any]:
+        """Run a pipe version on agents. ``labels=None`` targets the labels the pipe declares;
+        parameter values may be strings, the server converts them to their declared types."""
+        body: dict[str, Any] = {
+            "pipe": pipe,
+            "version": _version(version),
+            "params": dict(params or {}),
+            "agents": list(agents or []),
+            "instances": _version(instances),
+            "failover": failover,
+            "start": start,
+        }
+        if labels is not None:
+            body["labels"] = list(labels)
+        return self.request("POST", "/deployments", json=body)
+
+    def deployments(self) -> dict[str, Any]:
+        return self.request("GET", "/deployments")
+
+    def deployment(self, id: str) -> dict[str, Any]:
+        return self.request("GET", f"/deployments/{_seg(id)}")
+
+    def start(self, id: str) -> dict[str, Any]:
+        return self.request("POST", f"/deployments/{_seg(id)}/start")
+
+    def stop(self, id: str) -> dict[str, Any]:
+        """Agents stop the pipe but the deployment stays, to be started again."""
+        return self.request("POST", f"/deployments/{_seg(id)}/stop")
+
+    def upgrade(
+        self, id: str, version: int | str = "latest", params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``params=None`` keeps the deployment's parameter values."""
+        body: dict[str, Any] = {"version": _version(version)}
+        if params is not None:
+            body["params"] = dict(params)
+        return self.request("POST", f"/deployments/{_seg(id)}/upgrade", json=body)
+
+    def delete_deployment(self, id: str) -> None:
+        self.request("DELETE", f"/deployments/{_seg(id)}")
+
+    # ------------------------------------------------------------------ commands
+    def command(
+        self,
+        dep_id: str,
+        type: str,
+        agent: str | None = None,
+        stage: str | None = None,
+        limit: int = 10,
+    ) -> dict[str, Any]:
+        """Queue ``restart``, ``reset-checkpoint`` or ``capture`` for the deployment's agents
+        (or one of them); agents receive it on their next check-in."""
+        body: dict[str, Any] = {"type": type, "limit": limit}
+        if agent is not None:
+            body["agent"] = agent
+        if stage is not None:
+            body["stage"] = stage
+        return self.request("POST", f"/deployments/{_seg(dep_id)}/commands", json=body)
+
+    def commands(self, dep_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/deployments/{_seg(dep_id)}/commands")
+
+    def get_command(self, id: str) -> dict[str, Any]:
+        return self.request("GET", f"/commands/{_seg(id)}")
+
+    def tap(
+        self, dep_id: str, stage: str | None = None, limit: int = 10, timeout: float = 30.0
+    ) -> list[Any]:
+        """The next ``limit`` events at ``stage`` of a running deployment, from every agent.
+
+        Captures travel with the agents' check-ins, so this queues the capture and waits (up to
+        ``timeout`` seconds) until each agent has sent its events back.
+        """
+        queued = self.command(dep_id, "capture", stage=stage, limit=limit)["commands"]
+        deadline = time.monotonic() + timeout
+        pending = [c["id"] for c in queued]
+        results: dict[str, dict[str, Any]] = {}
+        delay = 0.02
+        while True:
+            for cid in list(pending):
+                cmd = self.get_command(cid)
+                if cmd.get("result") is not None:
+                    results[cid] = cmd
+                    pending.remove(cid)
+            if not pending:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                agents = ", ".join(c["agent_id"] for c in queued if c["id"] in pending)
+                raise ApiError(
+                    0,
+                    "timeout",
+                    f"no capture from agent(s) {agents} within {timeout:g} s: is the deployment "
+                    "running there, and does the stage see events?",
+                    [{"command_id": cid} for cid in pending],
+                )
+            time.sleep(min(delay, left))  # poll
+            delay = min(delay * 2, 0.5)
+        events: list[Any] = []
+        errors = []
+        for c in queued:
+            result = results[c["id"]]["result"]
+            events.extend(result.get("events") or [])
+            if result.get("error"):
+                errors.append(f"{c['agent_id']}: {result['error']}")
+        if errors and not events:
+            raise ApiError(0, "capture_failed", "capture failed on " + "; ".join(errors))
+        return events
+
+    # ------------------------------------------------------------------ metrics and logs
+    def metrics(
+        self, dep_id: str, agent: str | None = None, since: datetime | str | None = None
+    ) -> dict[str, Any]:
+        return self.request(
+            "GET",
+            f"/deployments/{_seg(dep_id)}/metrics",
+            params={"agent": agent, "since": _time(since)},
+        )
+
+    def logs(
+        self, dep_id: str, agent: str | None = None, since: datetime | str | None = None
+    ) -> dict[str, Any]:
+        return self.request(
+            "GET",
+            f"/deployments/{_seg(dep_id)}/logs",
+            params={"agent": agent, "since": _time(since)},
+        )
+
+    def agent_metrics(self, id: str) -> dict[str, Any]:
+        return self.request("GET", f"/agents/{_seg(id)}/metrics")
+
+    def agent_logs(self, id: str) -> dict[str, Any]:
+        return self.request("GET", f"/agents/{_seg(id)}/logs")
+
+    # ------------------------------------------------------------------ agent side
+    def checkin(self, api_key: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One agent check-in with the agent's key (the user token is not accepted there).
+
+        The server may hold the request for ``body["wait"]`` seconds, so the HTTP timeout
+        grows by that much.
+        """
+        wait = float(body.get("wait") or 0)
+        return self.request(
+            "POST",
+            "/agent/checkin",
+            json=body,
+            auth=api_key,
+            timeout=max(self.timeout, wait + _CHECKIN_MARGIN),
+        )
