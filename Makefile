@@ -25,7 +25,10 @@ format: $(STAMP)
 	$(BIN)/ruff format pipenb tests bench
 	$(BIN)/ruff check --fix pipenb tests bench
 
+# PostgreSQL (Debian's, installed when missing and possible) runs the store tests a second time;
+# without it those tests are skipped, the rest run on SQLite.
 test: $(STAMP) lint
+	@eval "$$(bash scripts/postgres-test.sh)"; export PIPENB_TEST_POSTGRES_URL; \
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

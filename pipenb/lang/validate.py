@@ -111,10 +111,12 @@ class _Checker:
                 self.add((), f"missing required key {key!r}")
 
         name = doc.get("name")
-        if "name" in doc and (not isinstance(name, str) or not NAME_RE.match(name)):
+        if "name" in doc and (
+            not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 200
+        ):
             self.add(
                 ("name",),
-                f"invalid name {name!r}: use lower-case letters, digits, '-' and '_', "
+                f"invalid name {name!r}: use up to 200 lower-case letters, digits, '-' and '_', "
                 "starting with a letter or digit",
             )
             name = None

@@ -79,10 +79,10 @@ class ControlPlane:
             await asyncio.sleep(1.0)
             ticks += 1
             try:
-                changed = False
+                changed, self.live.reconcile_due = self.live.reconcile_due, False
                 for agent_id in list(self.live.presence):
                     online = self.live.is_online(agent_id, self.settings.offline_seconds)
-                    if was_online.get(agent_id, online) != online:
+                    if was_online.get(agent_id, False) != online:
                         changed = True
                         log.info("agent %s is %s", agent_id, "online" if online else "offline")
                     was_online[agent_id] = online

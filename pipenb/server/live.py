@@ -36,8 +36,11 @@ class Live:
     desired_cache: dict[str, Any] = field(default_factory=dict)
     pending_commands: set[str] = field(default_factory=set)  # agents with unacked commands
     key_cache: dict[str, tuple[str, str]] = field(default_factory=dict)  # key_id -> (hash, agent)
+    reconcile_due: bool = False  # an agent appeared, came back or left: re-place instances
 
-    def seen(self, agent_id: str, *, poll_open: bool = False) -> Presence:
+    def seen(self, agent_id: str, offline_after: float) -> Presence:
+        if not self.is_online(agent_id, offline_after):
+            self.reconcile_due = True  # first check-in, or back from offline
         p = self.presence[agent_id]
         p.last_seen = time.time()
         p.dirty = True

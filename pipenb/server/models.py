@@ -31,6 +31,19 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; SQLite can. Store the same thing on both.
+    return value.replace("\x00", "\ufffd")
+
+
+#: Text that is stored: no NUL characters, whatever the database.
+Text = Annotated[str, AfterValidator(_no_nul)]
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+DepId = Annotated[str, Field(min_length=1, max_length=40)]
+Label = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+Instances = Annotated[int, Field(ge=1)] | Literal["all"]
+
+
 # ---------------------------------------------------------------------------- errors
 class ErrorDetail(Model):
     code: str
@@ -44,8 +57,8 @@ class ErrorBody(Model):
 
 # ---------------------------------------------------------------------------- pipes
 class PipePush(Model):
-    yaml: str = Field(description="the pipe document")
-    message: str = ""
+    yaml: Text = Field(description="the pipe document")
+    message: Text = ""
 
 
 class PipeVersion(Model):
@@ -95,13 +108,13 @@ AgentState = Literal["online", "degraded", "offline", "new", "left"]
 
 class AgentCreate(Model):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
-    name: str | None = None
-    labels: list[str] = []
+    name: Name | None = None
+    labels: list[Label] = []
 
 
 class AgentUpdate(Model):
-    name: str | None = None
-    labels: list[str] | None = None
+    name: Name | None = None
+    labels: list[Label] | None = None
 
 
 class Agent(Model):
@@ -140,8 +153,8 @@ class ApiKeyList(Model):
 class EnrollRequest(Model):
     enroll_key: str
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
-    name: str | None = None
-    labels: list[str] = []
+    name: Name | None = None
+    labels: list[Label] = []
     attributes: dict[str, Any] = {}
 
 
@@ -153,20 +166,22 @@ class EnrollResult(Model):
 
 # ---------------------------------------------------------------------------- deployments
 class DeploymentCreate(Model):
-    pipe: str
-    version: int | Literal["latest"] = "latest"
+    pipe: Name
+    version: Annotated[int, Field(ge=1)] | Literal["latest"] = "latest"
     params: dict[str, Any] = {}
-    agents: list[str] = []
-    labels: list[str] | None = Field(
-        default=None, description="an agent must carry all of them; default: the pipe's labels"
+    agents: list[Name] = Field(default=[], description="agent ids; none: every agent")
+    labels: list[Label] | None = Field(
+        default=None,
+        description="an agent must carry all of them; default: the pipe's labels; "
+        "with neither agents nor labels, every agent is eligible",
     )
-    instances: int | Literal["all"] = "all"
+    instances: Instances = "all"
     failover: bool = False
     start: bool = True
 
 
 class DeploymentUpgrade(Model):
-    version: int | Literal["latest"] = "latest"
+    version: Annotated[int, Field(ge=1)] | Literal["latest"] = "latest"
     params: dict[str, Any] | None = None
 
 
@@ -257,25 +272,25 @@ class LogList(Model):
 
 # ---------------------------------------------------------------------------- check-in
 class PipeReport(Model):
-    deployment_id: str
-    hash: str = ""
+    deployment_id: DepId
+    hash: str = Field(default="", max_length=64)
     state: Literal["starting", "running", "failed", "stopped", "finished"]
-    error: str | None = None
+    error: Text | None = None
     metrics: dict[str, Any] | None = None
     checkpoint: Any = None
 
 
 class Capture(Model):
-    command_id: str
+    command_id: str = Field(max_length=40)
     events: list[Any] = []
-    error: str | None = None
+    error: Text | None = None
 
 
 class AgentLog(Model):
     time: Timestamp | None = None
-    level: str = "info"
-    deployment_id: str | None = None
-    message: str
+    level: str = Field(default="info", max_length=10)
+    deployment_id: DepId | None = None
+    message: Text
 
 
 class CheckinRequest(Model):

@@ -9,6 +9,13 @@ from pipenb.server import models as M
 from pipenb.server.handlers.base import ApiHandler, api
 
 
+def _limit(handler: ApiHandler) -> int:
+    limit = handler.query("limit", 1000, int)
+    if not 1 <= limit <= 100_000:
+        raise ApiError(400, "bad_request", "limit must be between 1 and 100000")
+    return limit
+
+
 def _since(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -112,7 +119,7 @@ class AgentMetricsHandler(ApiHandler):
             self.cp.telemetry.metrics(
                 agent_id=agent_id,
                 since=_since(self.query("since")),
-                limit=self.query("limit", 1000, int),
+                limit=_limit(self),
             )
         )
 
@@ -125,7 +132,7 @@ class AgentLogsHandler(ApiHandler):
             self.cp.telemetry.logs(
                 agent_id=agent_id,
                 since=_since(self.query("since")),
-                limit=self.query("limit", 1000, int),
+                limit=_limit(self),
             )
         )
 
@@ -204,7 +211,7 @@ class DeploymentMetricsHandler(ApiHandler):
                 dep_id,
                 self.query("agent"),
                 _since(self.query("since")),
-                self.query("limit", 1000, int),
+                _limit(self),
             )
         )
 
@@ -218,7 +225,7 @@ class DeploymentLogsHandler(ApiHandler):
                 dep_id,
                 self.query("agent"),
                 _since(self.query("since")),
-                self.query("limit", 1000, int),
+                _limit(self),
             )
         )
 

@@ -34,7 +34,7 @@ class CheckinService:
         agent_id = body.agent_id
         live = self.cp.live
         live.wake(agent_id)  # a newer check-in supersedes a held one
-        p = live.seen(agent_id)
+        p = live.seen(agent_id, self.cp.settings.offline_seconds)
         full_report = not body.full and (p.seq < 0 or body.seq != p.seq + 1)
         p.seq = body.seq
         if body.full:
@@ -56,6 +56,7 @@ class CheckinService:
             self._write(agent_id, body)
         if body.leaving:
             p.leaving = True
+            live.reconcile_due = True  # hand its failover instances over now
         desired, dhash = self.cp.deployments.desired(agent_id)
         commands = self.cp.commands.pending(agent_id)
         hold = min(body.wait, self.cp.settings.long_poll)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import select
 
-from pipenb.errors import ApiError, PipeSyntaxError
+from pipenb.errors import PipeSyntaxError
 from pipenb.lang.validate import load_pipe
 from pipenb.server import models as M
 from pipenb.server.security import new_id
@@ -44,8 +44,6 @@ class DeploymentService:
     def create(self, body: M.DeploymentCreate) -> M.Deployment:
         version = None if body.version == "latest" else int(body.version)
         instances = -1 if body.instances == "all" else int(body.instances)
-        if instances == 0 or instances < -1:
-            raise ApiError(400, "bad_request", "instances must be 'all' or a number of 1 or more")
         with self.cp.session() as s:
             pipe = s.scalar(select(PipeRow).where(PipeRow.name == body.pipe))
             if pipe is None:
