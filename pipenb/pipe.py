@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -86,8 +85,10 @@ class Pipe:
 
     def run(self, **kwargs: Any) -> dict[str, Any]:
         """Run in the foreground until the input ends; return the final metrics."""
+        from pipenb.engine.preview import run_sync
+
         engine = self.engine(**kwargs)
-        asyncio.run(engine.run())
+        run_sync(engine.run())  # in a thread when a loop already runs here (a notebook)
         return engine.snapshot()
 
     def __repr__(self) -> str:

@@ -192,6 +192,8 @@ class Engine:
     # ------------------------------------------------------------------ reading
     async def _read(self) -> None:
         try:
+            if self._stopping:  # stop() came before the run got going
+                return
             async for batch in self.parts.input.batches():
                 await self._room.acquire()
                 self._queue.put_nowait(batch)

@@ -149,6 +149,39 @@ def _arith(op: str, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     return f
 
 
+MAX_RESULT = 1 << 20  # items/characters; beyond, an expression would stall the pipe
+
+
+def _mul(a, b):
+    if a is None or b is None:
+        return None
+    if isinstance(a, (str, list)) or isinstance(b, (str, list)):
+        n = b if isinstance(a, (str, list)) else a
+        seq = a if isinstance(a, (str, list)) else b
+        if isinstance(n, int) and not isinstance(n, bool) and len(seq) * n > MAX_RESULT:
+            raise EventError(f"repeating a sequence {n} times makes more than {MAX_RESULT} items")
+    try:
+        return a * b
+    except (TypeError, OverflowError):
+        raise EventError(
+            f"cannot compute {type(a).__name__} {a!r} * {type(b).__name__} {b!r}"
+        ) from None
+
+
+def _pow(a, b):
+    if a is None or b is None:
+        return None
+    big = isinstance(a, int) and isinstance(b, int) and b > 64 and abs(a) > 1
+    if big and b * max(1, abs(a).bit_length()) > MAX_RESULT * 8:
+        raise EventError(f"{a} ** {b} is too large a number")
+    try:
+        return a**b
+    except (TypeError, OverflowError, ZeroDivisionError):
+        raise EventError(
+            f"cannot compute {type(a).__name__} {a!r} ** {type(b).__name__} {b!r}"
+        ) from None
+
+
 def _neg(a):
     if a is None:
         return None
@@ -272,11 +305,11 @@ HELPERS: dict[str, Any] = {
     "_in": _in,
     "_add": _arith("+", lambda a, b: a + b),
     "_sub": _arith("-", lambda a, b: a - b),
-    "_mul": _arith("*", lambda a, b: a * b),
+    "_mul": _mul,
     "_div": _arith("/", lambda a, b: a / b),
     "_fdiv": _arith("//", lambda a, b: a // b),
     "_mod": _arith("%", lambda a, b: a % b),
-    "_pow": _arith("**", lambda a, b: a**b),
+    "_pow": _pow,
     "_neg": _neg,
     "_exists": _exists,
     "_f_len": _len,

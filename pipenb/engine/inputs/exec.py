@@ -125,10 +125,13 @@ class ExecInput(Input):
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
     """Kill the command and everything it started (a shell's children hold our pipes open)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    try:
         os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
+    except (ProcessLookupError, PermissionError):
+        # no group (or not ours): the process alone. Never both: a second kill can reap the
+        # child before asyncio does, which then reports exit code 255 instead of -9.
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
 
 
 @registry.register("input", "exec", ExecOptions, capability="exec")

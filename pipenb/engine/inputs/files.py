@@ -102,9 +102,13 @@ class FilesInput(Input):
         total = 0
         for f in self.files.values():
             try:
-                total += max(0, os.fstat(f.fh.fileno()).st_size - f.offset)
-            except OSError:
-                pass
+                size = os.fstat(f.fh.fileno()).st_size
+            except (OSError, ValueError):  # closed after the run: ask by name
+                try:
+                    size = os.stat(f.path).st_size
+                except OSError:
+                    continue
+            total += max(0, size - f.offset)
         return total
 
     # ------------------------------------------------------------------ discovery

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from pydantic import Field
 
 from pipenb.engine.base import Event
 from pipenb.lang.registry import Options
@@ -17,7 +18,7 @@ _dumps = orjson.dumps
 class BatchOptions(Options):
     """``batch: {size: N, timeout: DURATION}``: write when N events wait or the oldest waited."""
 
-    size: int = 1000
+    size: int = Field(default=1000, ge=1)
     timeout: Duration = 0.25
 
 

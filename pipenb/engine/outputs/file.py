@@ -15,7 +15,7 @@ from pipenb.engine.base import Event, Output, RunContext
 from pipenb.engine.outputs.common import OutputOptions, ndjson
 from pipenb.lang.expressions import Namespace
 from pipenb.lang.registry import Options, registry
-from pipenb.lang.templates import field_template_source, has_field_refs
+from pipenb.lang.templates import FIELD_REF, _tstr, field_template_source, has_field_refs
 from pipenb.lang.types import Size
 
 
@@ -57,9 +57,10 @@ class _Sink:
         if self.fh is None:
             if self.opts.mkdir:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            torn = _ends_without_newline(self.path)
             self.fh = open(self.path, "ab")  # noqa: SIM115 - kept open between batches
             self.size = self.fh.tell()
-            if self.size and os.pread(self.fh.fileno(), 1, self.size - 1) != b"\n":
+            if torn:
                 # a crash cut the last write short: end that line, so the replayed batch
                 # starts on a line of its own instead of fusing with the torn one
                 self.fh.write(b"\n")
@@ -99,6 +100,24 @@ class _Sink:
             self.fh = None
 
 
+def _ends_without_newline(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
+def _path_part(v: Any) -> str:
+    """A field value inside a file path: never a way out of the directory the path names."""
+    s = _tstr(v).replace("/", "_").replace("\\", "_").replace("\x00", "_")
+    return "_" if s in ("", ".", "..") else s
+
+
 class FileOutput(Output):
     def __init__(self, options: FileOptions, ctx: RunContext):
         super().__init__(options, ctx)
@@ -106,7 +125,10 @@ class FileOutput(Output):
         self.path_fn = None
         if has_field_refs(options.path):
             ns = Namespace()
+            ns.values["_tstr"] = _path_part  # field values are path parts, not paths
             src = field_template_source(options.path, ns)
+            if FIELD_REF.fullmatch(options.path):
+                src = f"_tstr({src})"
             self.path_fn = eval(f"lambda e: str({src})", {**ns.values, "str": str})
 
     def _sink(self, path: str) -> _Sink:
@@ -178,6 +200,8 @@ class FileOutput(Output):
 def _cell(v: Any) -> Any:
     if v is None:
         return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
     if isinstance(v, (dict, list)):
         import orjson
 

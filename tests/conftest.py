@@ -1,0 +1,183 @@
+"""Shared helpers for the pipenb test suite.
+
+Synchronisation is always by polling a condition with a deadline (``wait_until`` and
+``async_wait_until``), never by sleeping a fixed time and hoping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+import pipenb
+from pipenb.engine.base import RunContext
+from pipenb.engine.build import compile_chain
+from pipenb.lang.validate import load_pipe
+
+REPO_ROOT = Path(pipenb.__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------ pipes
+
+
+def actions_pipe(actions: str, *, input: str = "{echo: {events: [{}]}}") -> str:
+    """A valid pipe document around an ``actions:`` block written as YAML list items."""
+    body = textwrap.indent(textwrap.dedent(actions).strip("\n") + "\n", "  ")
+    return f"name: t\ninput: {input}\noutput: {{discard: {{}}}}\nactions:\n{body}"
+
+
+def run_actions(
+    actions: str, events: list[dict[str, Any]], *, fuse: bool = True
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]], list[dict[str, Any]]]:
+    """Run an action list as users write it on ``events``.
+
+    Returns the events out, the failures as ``(stage label, message)`` and per-stage counts.
+    """
+    spec = load_pipe(actions_pipe(actions))
+    chain = compile_chain(spec, RunContext(pipe=spec.name), fuse=fuse)
+    out, failures = chain.run([dict(e) for e in events])
+    names = chain.names
+    return (
+        out,
+        [(names[f.stage], str(f.error)) for f in failures],
+        [c.as_dict() for c in chain.counts],
+    )
+
+
+def write_pipe(directory: Path, text: str, name: str = "pipe.yaml") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def problems_of(text: str, **kwargs: Any) -> list[pipenb.Problem]:
+    """The problems a pipe document is rejected with (fails the test if it is accepted)."""
+    with pytest.raises(pipenb.PipeSyntaxError) as info:
+        pipenb.Pipe.from_yaml(text, **kwargs)
+    return info.value.problems
+
+
+def position(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
+    """1-based (line, column) of the ``occurrence``-th ``needle`` in ``text``."""
+    start = -1
+    for _ in range(occurrence):
+        start = text.index(needle, start + 1)
+    line = text.count("\n", 0, start) + 1
+    column = start - (text.rfind("\n", 0, start) + 1) + 1
+    return line, column
+
+
+# ------------------------------------------------------------------------------ files
+
+
+def read_ndjson(path: Path | str) -> list[dict[str, Any]]:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def read_complete_lines(path: Path | str) -> list[str]:
+    """The complete (newline-terminated) lines of a file that may still be written."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        return []
+    return data[:cut].decode().split("\n")
+
+
+def raw_values(path: Path | str) -> list[str]:
+    """``_raw`` of every event of an NDJSON file (only complete lines)."""
+    return [orjson.loads(line)["_raw"] for line in read_complete_lines(path) if line]
+
+
+# ------------------------------------------------------------------------------ waiting
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "a condition") -> Any:
+    """Poll ``pred`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)  # poll
+
+
+async def async_wait_until(
+    pred: Callable[[], Any], timeout: float = 20.0, what: str = "a condition"
+) -> Any:
+    """``wait_until`` for code running inside the event loop (lets the engine work meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)  # poll
+
+
+async def stop_engine(engine: pipenb.Engine, task: asyncio.Task, timeout: float = 20.0) -> Any:
+    """Ask a running engine to stop and wait (with a deadline) until ``run()`` returned."""
+    engine.stop()
+    return await asyncio.wait_for(task, timeout)
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str | os.PathLike,
+    input: bytes | str | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = 60.0,
+) -> subprocess.CompletedProcess:
+    """``python -m pipenb ARGS`` in a subprocess; stdout and stderr as text."""
+    if isinstance(input, str):
+        input = input.encode()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipenb", *map(str, args)],
+        input=input,
+        capture_output=True,
+        cwd=cwd,
+        env=cli_env(),
+        timeout=timeout,
+    )
+    return subprocess.CompletedProcess(
+        proc.args,
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
+    )
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> str:
+    """A private checkpoint directory, so no test reads or writes ~/.local/state."""
+    d = tmp_path / "data"
+    d.mkdir()
+    return str(d)

@@ -1,0 +1,110 @@
+"""The public API is exactly what ``pipenb`` exports, and every exported name works."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+from conftest import cli_env
+
+import pipenb
+
+PUBLIC = [
+    "ApiError",
+    "AuthError",
+    "Client",
+    "Engine",
+    "EventError",
+    "Pipe",
+    "PipeRuntimeError",
+    "PipeSyntaxError",
+    "PipeTestFailure",
+    "PipeTestReport",
+    "PipeTestResult",
+    "PipenbError",
+    "PreviewResult",
+    "Problem",
+    "StagePreview",
+    "UsageError",
+    "__version__",
+]
+
+
+def test_all_is_exactly_the_public_set():
+    assert list(pipenb.__all__) == PUBLIC
+    assert len(set(pipenb.__all__)) == len(pipenb.__all__)
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_every_public_name_is_importable(name):
+    module = importlib.import_module("pipenb")
+    assert getattr(module, name) is not None
+    ns: dict = {}
+    exec(f"from pipenb import {name}", ns)
+    assert ns[name] is getattr(pipenb, name)
+
+
+def test_star_import_gives_the_public_set():
+    ns: dict = {}
+    exec("from pipenb import *", ns)
+    assert sorted(k for k in ns if k != "__builtins__") == sorted(PUBLIC)
+
+
+def test_public_names_come_from_where_they_are_defined():
+    from pipenb.client import Client
+    from pipenb.engine.pipetests import PipeTestReport, PipeTestResult
+    from pipenb.engine.preview import PreviewResult, StagePreview
+    from pipenb.engine.runtime import Engine
+    from pipenb.pipe import Pipe
+
+    assert pipenb.Pipe is Pipe
+    assert pipenb.Client is Client
+    assert pipenb.Engine is Engine
+    assert pipenb.PreviewResult is PreviewResult
+    assert pipenb.StagePreview is StagePreview
+    assert pipenb.PipeTestReport is PipeTestReport
+    assert pipenb.PipeTestResult is PipeTestResult
+
+
+def test_the_exception_tree():
+    for name in (
+        "PipeSyntaxError",
+        "PipeRuntimeError",
+        "EventError",
+        "PipeTestFailure",
+        "ApiError",
+        "UsageError",
+    ):
+        assert issubclass(getattr(pipenb, name), pipenb.PipenbError), name
+    assert issubclass(pipenb.AuthError, pipenb.ApiError)
+    assert issubclass(pipenb.PipenbError, Exception)
+    err = pipenb.ApiError(404, "not_found", "no such pipe", [{"name": "x"}])
+    assert (err.status, err.code, err.message, err.details) == (
+        404,
+        "not_found",
+        "no such pipe",
+        [{"name": "x"}],
+    )
+    assert str(err) == "404 not_found: no such pipe"
+
+
+def test_version_is_a_string():
+    assert isinstance(pipenb.__version__, str)
+    assert pipenb.__version__.count(".") >= 1
+
+
+def test_unknown_attributes_raise_attribute_error():
+    with pytest.raises(AttributeError):
+        pipenb.NoSuchThing  # noqa: B018
+    assert sorted(dir(pipenb)) == sorted(PUBLIC)
+
+
+def test_a_fresh_interpreter_imports_every_public_name():
+    code = "import pipenb\nfor n in pipenb.__all__: getattr(pipenb, n)\nprint(len(pipenb.__all__))"
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(len(PUBLIC))
