@@ -27,6 +27,7 @@ class Presence:
         return bool(self.failed)
 
     dirty: bool = False  # last_seen not yet flushed
+    stored: float = 0.0  # the last_seen the database holds
 
 
 @dataclass

@@ -36,6 +36,20 @@ def _hash(*parts: Any) -> str:
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def builtins_for(agent_id: str, agent_name: str, pipe: str, dep_id: str) -> dict[str, Any]:
+    return {
+        "agent.id": agent_id,
+        "agent.name": agent_name,
+        "pipe.name": pipe,
+        "deployment.id": dep_id,
+    }
+
+
+def pipe_hash(version_hash: str, params: Any, builtins: dict[str, Any], checkpoint_seq: int) -> str:
+    """What an agent must run for one deployment; a change restarts the pipe there."""
+    return _hash(version_hash, params, builtins, checkpoint_seq)
+
+
 class DeploymentService:
     def __init__(self, cp: ControlPlane):
         self.cp = cp
@@ -253,13 +267,10 @@ class DeploymentService:
             ).all()
             for a, dep, pipe in rows:
                 vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
-                builtins = {
-                    "agent.id": agent_id,
-                    "agent.name": agent.name if agent else agent_id,
-                    "pipe.name": pipe.name,
-                    "deployment.id": dep.id,
-                }
-                h = _hash(vrow.hash, dep.params, builtins, a.checkpoint_seq)
+                builtins = builtins_for(
+                    agent_id, agent.name if agent else agent_id, pipe.name, dep.id
+                )
+                h = pipe_hash(vrow.hash, dep.params, builtins, a.checkpoint_seq)
                 out.append(
                     M.DesiredPipe(
                         deployment_id=dep.id,
@@ -284,22 +295,37 @@ class DeploymentService:
         return M.DeploymentList(deployments=[self.get(i) for i in ids])
 
     def get(self, dep_id: str) -> M.Deployment:
-        offline_after = self.cp.settings.offline_seconds
         with self.cp.session() as s:
             dep = self._row(s, dep_id)
             pipe = s.get(PipeRow, dep.pipe_id)
             vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
-            statuses = []
-            for a in s.scalars(
+            assignments = s.scalars(
                 select(AssignmentRow)
                 .where(AssignmentRow.deployment_id == dep_id)
                 .order_by(AssignmentRow.agent_id)
-            ):
-                st = s.get(PipeStatusRow, (a.agent_id, dep_id))
+            ).all()
+            reports = {
+                st.agent_id: st
+                for st in s.scalars(
+                    select(PipeStatusRow).where(PipeStatusRow.deployment_id == dep_id)
+                )
+            }
+            names = dict(
+                s.execute(
+                    select(AgentRow.id, AgentRow.name).where(
+                        AgentRow.id.in_([a.agent_id for a in assignments])
+                    )
+                ).all()
+            )
+            statuses = []
+            for a in assignments:
+                st = reports.get(a.agent_id)
                 want_hash = None
                 if dep.running:
-                    desired, _ = self.desired(a.agent_id)
-                    want_hash = next((d.hash for d in desired if d.deployment_id == dep_id), None)
+                    builtins = builtins_for(
+                        a.agent_id, names.get(a.agent_id, a.agent_id), pipe.name, dep.id
+                    )
+                    want_hash = pipe_hash(vrow.hash, dep.params, builtins, a.checkpoint_seq)
                 agent_state = self.cp.agents.state(a.agent_id)
                 state = st.state if st is not None else "pending"
                 if not dep.running:
@@ -334,7 +360,6 @@ class DeploymentService:
                 state = "running"
             else:
                 state = "pending"
-            del offline_after
             return M.Deployment(
                 id=dep.id,
                 pipe=pipe.name,
