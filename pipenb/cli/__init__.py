@@ -11,7 +11,7 @@ import os
 import sys
 
 from pipenb import __version__
-from pipenb.cli import local, remote, server
+from pipenb.cli import agent, local, remote, server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     local.register(sub)
     server.register(sub)
+    agent.register(sub)
     remote.register(sub)
     return parser
 

@@ -236,7 +236,7 @@ def cmd_agents_list(client: Any, args: argparse.Namespace) -> None:
             "labels": ",".join(a["labels"]),
             "pipes": a["pipes"],
             "last_seen": a["last_seen"],
-            "host": a["attributes"].get("host"),
+            "host": a["attributes"].get("hostname") or a["attributes"].get("host"),
             "version": a["attributes"].get("pipenb") or a["attributes"].get("version"),
         }
         for a in result["agents"]

@@ -21,7 +21,7 @@ from typing import Any
 from pipenb.engine.base import Batch, Event, Output, RetryableOutputError, RunContext
 from pipenb.engine.build import Parts, build
 from pipenb.engine.checkpoints import CheckpointStore, MemoryCheckpointStore
-from pipenb.engine.steps import Failure
+from pipenb.engine.steps import Chain, Failure, deep_copy
 from pipenb.errors import PipeRuntimeError
 from pipenb.lang.spec import PipeSpec
 
@@ -48,6 +48,25 @@ class OutputCounts:
             "retries": self.retries,
             "latency_ms": round(avg, 3),
         }
+
+
+@dataclass
+class Capture:
+    """A tap: the next ``limit`` events at one stage of the running pipe."""
+
+    stage: int | str  # "input", "output", or an action index
+    limit: int
+    events: list[Event] = field(default_factory=list)
+    done: asyncio.Future[list[Event]] | None = None
+
+    def take(self, events: list[Event]) -> None:
+        if self.done is None or self.done.done():
+            return
+        room = self.limit - len(self.events)
+        if room > 0 and events:
+            self.events.extend(deep_copy(events[:room]))
+        if len(self.events) >= self.limit:
+            self.done.set_result(self.events)
 
 
 @dataclass
@@ -97,6 +116,71 @@ class Engine:
         self.batch_timeout = getattr(opts, "timeout", 0.25)
         self._dead: list[Event] = []
         self._last_position: Any = None
+        self._captures: list[Capture] = []
+        self._staged: Chain | None = None  # unfused twin of the chain, used while tapping
+
+    # ------------------------------------------------------------------ taps
+    def resolve_stage(self, stage: str | int | None) -> int | str:
+        """``input``, ``output``, an action index, its label (``2:extract``) or unique name."""
+        names = self.parts.chain.names
+        if stage is None or stage == "output":
+            return "output"
+        if stage == "input":
+            return "input"
+        if isinstance(stage, int) or (isinstance(stage, str) and stage.isdigit()):
+            i = int(stage)
+            if 0 <= i < len(names):
+                return i
+        elif stage in names:
+            return names.index(stage)
+        else:
+            matches = [i for i, n in enumerate(names) if n.split(":", 1)[1] == stage]
+            if len(matches) == 1:
+                return matches[0]
+        choices = ", ".join(["input", *names, "output"])
+        raise PipeRuntimeError(f"no stage {stage!r} in pipe {self.spec.name}; stages: {choices}")
+
+    def capture(self, stage: str | int | None, limit: int) -> asyncio.Future[list[Event]]:
+        """Start a tap; the future resolves with the next ``limit`` events at that stage."""
+        cap = Capture(self.resolve_stage(stage), max(1, limit))
+        cap.done = asyncio.get_running_loop().create_future()
+        self._captures.append(cap)
+        return cap.done
+
+    def _run_chain(self, events: list[Event]) -> tuple[list[Event], list[Failure]]:
+        self._captures = [c for c in self._captures if c.done is not None and not c.done.done()]
+        if not self._captures:
+            return self.parts.chain.run(events)
+        for c in self._captures:
+            if c.stage == "input":
+                c.take(events)
+        if any(isinstance(c.stage, int) for c in self._captures):
+            out, failures = self._run_staged(events)
+        else:
+            out, failures = self.parts.chain.run(events)
+        for c in self._captures:
+            if c.stage == "output":
+                c.take(out)
+        return out, failures
+
+    def _run_staged(self, events: list[Event]) -> tuple[list[Event], list[Failure]]:
+        """Stage by stage, so a tap can see an action's output; same results as the chain."""
+        from pipenb.engine.build import compile_chain
+
+        if self._staged is None:
+            self._staged = compile_chain(self.spec, self.ctx, fuse=False)
+            self._staged.counts = self.parts.chain.counts  # one set of counters
+        failures: list[Failure] = []
+        for seg in self._staged.segments:
+            if not events:
+                break
+            one = Chain(self._staged.names, [seg], self._staged.counts)
+            events, fails = one.run(events)
+            failures.extend(fails)
+            for c in self._captures:
+                if c.stage == seg[2][0]:
+                    c.take(events)
+        return events, failures
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -144,7 +228,7 @@ class Engine:
                 if batch.rejects:
                     m.input_errors += len(batch.rejects)
                     self._dead.extend(batch.rejects)
-                events, failures = chain.run(batch.events)
+                events, failures = self._run_chain(batch.events)
                 if failures:
                     self._dead_letter(failures)
                 if not pending and not self._dead:

@@ -1,0 +1,348 @@
+"""The agent: check in with the server, run the desired pipes, report, survive faults.
+
+One asyncio loop. Check-ins run in a thread (``http.client``) so the loop stays free to read
+workers; a check-in is a long poll, and when a worker has news while one is held, a fresh
+check-in goes out at once (the server answers the held one). While the server is unreachable the
+agent keeps running the last desired pipes it saved, buffers a bounded number of log lines, and
+retries with exponential backoff and jitter (honouring ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import random
+import socket
+import time
+from collections import deque
+from typing import Any
+
+from pipenb.agent.http import ServerError, post
+from pipenb.agent.settings import CAPABILITIES, AgentSettings
+from pipenb.agent.store import AgentStore
+from pipenb.agent.workers import WorkerHandle
+
+log = logging.getLogger("pipenb.agent")
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings):
+        self.settings = settings
+        self.store = AgentStore(settings.data_dir)
+        self.agent_id: str | None = None
+        self.api_key: str | None = None
+        self.workers: dict[str, WorkerHandle] = {}
+        self.desired: list[dict[str, Any]] = self.store.desired()
+        self.desired_hash: str | None = None
+        self.applied = self.store.applied_seqs()
+        self.seq = 0
+        self.full = True
+        self.logs: deque[dict[str, Any]] = deque(maxlen=settings.buffer_logs)
+        self.acks: list[str] = []
+        self.sent_state: dict[str, tuple] = {}
+        self.sent_metrics_at: dict[str, float] = {}
+        self.connected = False
+        self._news = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._reconcile_lock = asyncio.Lock()
+        self._tapping: set[str] = set()  # capture commands a worker is working on
+        self.retired: dict[str, dict[str, Any]] = {}  # final reports of removed workers
+
+    # ------------------------------------------------------------------ identity
+    def attributes(self) -> dict[str, Any]:
+        from pipenb import __version__
+
+        return {
+            "hostname": socket.gethostname(),
+            "os": platform.platform(),
+            "python": platform.python_version(),
+            "pipenb": __version__,
+            "pid": os.getpid(),
+            "capabilities": {
+                "allowed": self.settings.allow,
+                "disabled": [c for c in CAPABILITIES if c not in self.settings.allow],
+            },
+        }
+
+    async def identify(self) -> None:
+        s = self.settings
+        saved = self.store.identity()
+        if s.agent_id and s.api_key:
+            self.agent_id, self.api_key = s.agent_id, s.api_key
+            return
+        if saved and (not s.agent_id or saved["agent_id"] == s.agent_id):
+            self.agent_id, self.api_key = saved["agent_id"], saved["api_key"]
+            return
+        if not s.enroll_key:
+            raise SystemExit("pipenb agent: give --id and --api-key, or --enroll-key to enroll")
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                body = {
+                    "enroll_key": s.enroll_key,
+                    "name": s.name,
+                    "labels": s.labels,
+                    "attributes": self.attributes(),
+                }
+                if s.agent_id:
+                    body["id"] = s.agent_id
+                got = await asyncio.to_thread(post, s.server, "/agent/enroll", body, None, 30)
+            except ServerError as exc:
+                if exc.status in (400, 401, 403, 409):
+                    raise SystemExit(f"pipenb agent: enrollment refused: {exc}") from None
+                log.warning("enrollment failed (%s); retrying in %.1fs", exc, delay)
+                await self._sleep(exc.retry_after or delay)
+                delay = min(delay * 2, self.settings.max_backoff)
+                continue
+            self.store.save_identity(got["agent_id"], got["api_key"])
+            self.agent_id, self.api_key = got["agent_id"], got["api_key"]
+            log.info("enrolled as %s", self.agent_id)
+            return
+
+    # ------------------------------------------------------------------ main
+    def stop(self) -> None:
+        self._stop.set()
+        self._news.set()
+
+    def news(self) -> None:
+        self._news.set()
+
+    async def run(self) -> None:
+        await self.identify()
+        if self._stop.is_set():
+            return
+        if self.desired:  # the server may be away: run what we last knew
+            await self.reconcile(self.desired)
+        supervisor = asyncio.create_task(self._supervise())
+        try:
+            await self._checkin_loop()
+        finally:
+            supervisor.cancel()
+            await self._shutdown()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _supervise(self) -> None:
+        """Restart crashed workers when their backoff is over."""
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for w in list(self.workers.values()):
+                if w.restart_at is not None and now >= w.restart_at and not w.refused:
+                    log.info("restarting pipe %s", w.dep_id)
+                    self.logs.append(_logline("info", w.dep_id, f"restarting after: {w.error}"))
+                    await w.start()
+
+    # ------------------------------------------------------------------ check-in
+    def _report(self, wait: float) -> dict[str, Any]:
+        now = time.monotonic()
+        pipes = []
+        for w in self.workers.values():
+            key = (w.state, w.hash, w.error)
+            due = now - self.sent_metrics_at.get(w.dep_id, 0.0) >= self.settings.metrics_every
+            if self.full or key != self.sent_state.get(w.dep_id) or due or w.captures:
+                report = w.report()
+                if not (self.full or due):
+                    report["metrics"] = None
+                    report["checkpoint"] = None
+                pipes.append(report)
+        for dep, final in self.retired.items():
+            if dep not in self.workers and not self.full:
+                pipes.append(final)
+        captures = [c for w in self.workers.values() for c in w.captures.values()]
+        body: dict[str, Any] = {
+            "agent_id": self.agent_id,
+            "seq": self.seq,
+            "full": self.full,
+            "pipes": pipes,
+            "acks": list(self.acks) + [c["command_id"] for c in captures],
+            "captures": captures,
+            "logs": list(self.logs),
+            "desired_hash": self.desired_hash,
+            "wait": wait,
+        }
+        if self.full:
+            body["attributes"] = self.attributes()
+        return body
+
+    def _sent(self, body: dict[str, Any]) -> None:
+        """The server has this report: forget what it carried."""
+        now = time.monotonic()
+        for p in body["pipes"]:
+            self.retired.pop(p["deployment_id"], None)
+            self.sent_state[p["deployment_id"]] = (p["state"], p["hash"], p["error"])
+            if p["metrics"] is not None or body["full"]:
+                self.sent_metrics_at[p["deployment_id"]] = now
+        done = set(body["acks"])
+        self.acks = [a for a in self.acks if a not in done]
+        for w in self.workers.values():
+            for cid in list(w.captures):
+                if cid in done:
+                    del w.captures[cid]
+        self._tapping -= done
+        for _ in range(len(body["logs"])):
+            if self.logs:
+                self.logs.popleft()
+
+    async def _checkin_loop(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            news = self._news.is_set()
+            self._news.clear()
+            wait = 0.0 if news or self.full or self.acks or self.logs else self.settings.long_poll
+            self.seq += 1
+            body = self._report(wait)
+            call = asyncio.create_task(
+                asyncio.to_thread(
+                    post, self.settings.server, "/agent/checkin", body, self.api_key, wait + 20
+                )
+            )
+            woken = asyncio.create_task(self._news.wait())
+            done, _ = await asyncio.wait({call, woken}, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+            if call not in done:
+                # news while the server holds us: check in again now; the server answers the
+                # held request at once, and its answer (older than the next) is not needed
+                call.add_done_callback(_ignore_result)
+                continue
+            try:
+                resp = call.result()
+            except ServerError as exc:
+                if self.connected:
+                    log.warning("server unreachable or refusing (%s); pipes keep running", exc)
+                self.connected = False
+                self.full = True  # what we sent may be lost: resync once back
+                if exc.status in (401, 403):
+                    log.error("the server refuses this agent's key: %s", exc)
+                await self._sleep((exc.retry_after or delay) * (0.5 + random.random()))
+                delay = min(delay * 2, self.settings.max_backoff)
+                continue
+            if not self.connected:
+                log.info("checked in with %s as %s", self.settings.server, self.agent_id)
+            self.connected = True
+            delay = 0.5
+            self._sent(body)
+            self.full = bool(resp.get("full_report"))
+            if resp.get("desired_hash") != self.desired_hash:
+                self.desired = resp.get("desired") or []
+                self.desired_hash = resp.get("desired_hash")
+                self.store.save_desired(self.desired)
+                await self.reconcile(self.desired)
+            commands = resp.get("commands") or []
+            for cmd in commands:
+                await self._command(cmd)
+            if commands and all(c["id"] in self._tapping for c in commands) and not self.acks:
+                # only taps in progress: the server will not hold us while they are pending,
+                # so wait for a worker's news (the captured events) instead of asking again
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._news.wait(), 1.0)
+
+    async def _command(self, cmd: dict[str, Any]) -> None:
+        w = self.workers.get(cmd["deployment_id"])
+        kind = cmd["type"]
+        if kind == "capture":
+            if cmd["id"] in self._tapping or any(
+                cmd["id"] in x.captures for x in self.workers.values()
+            ):
+                return
+            if w is None or not w.send(
+                {
+                    "type": "capture",
+                    "id": cmd["id"],
+                    "stage": cmd["args"].get("stage"),
+                    "limit": cmd["args"].get("limit", 10),
+                }
+            ):
+                if w is not None:
+                    w.captures[cmd["id"]] = {
+                        "command_id": cmd["id"],
+                        "events": [],
+                        "error": "the pipe is not running here",
+                    }
+                else:
+                    self.acks.append(cmd["id"])
+                self.news()
+                return
+            self._tapping.add(cmd["id"])
+            return
+        if kind == "restart" and w is not None:
+            await w.stop(self.settings.drain_timeout)
+            await w.start()
+        # reset-checkpoint arrives as a new desired hash with a checkpoint to start from
+        self.acks.append(cmd["id"])
+        self.news()
+
+    # ------------------------------------------------------------------ pipes
+    async def reconcile(self, desired: list[dict[str, Any]]) -> None:
+        """Start, stop and replace workers so they match ``desired``."""
+        async with self._reconcile_lock:
+            want = {d["deployment_id"]: d for d in desired}
+            stopping = [
+                w
+                for dep, w in self.workers.items()
+                if dep not in want or want[dep]["hash"] != w.hash
+            ]
+            await asyncio.gather(*(w.stop(self.settings.drain_timeout) for w in stopping))
+            for w in stopping:
+                del self.workers[w.dep_id]
+                self.retired[w.dep_id] = w.report()  # the server hears it stopped
+            for dep, d in want.items():
+                if dep not in self.workers:
+                    self.retired.pop(dep, None)  # replaced, not gone
+                    self.workers[dep] = WorkerHandle(d, self._job(d), self.news)
+                    await self.workers[dep].start()
+            self.news()
+
+    def _job(self, d: dict[str, Any]) -> dict[str, Any]:
+        job = {
+            "deployment_id": d["deployment_id"],
+            "yaml": d["yaml"],
+            "params": d.get("params") or {},
+            "builtins": d.get("builtins"),
+            "hash": d["hash"],
+            "data_dir": self.settings.data_dir,
+            "allow": self.settings.allow,
+        }
+        seq = int(d.get("checkpoint_seq") or 0)
+        if seq > self.applied.get(d["deployment_id"], 0):
+            # a checkpoint from the server (failover, reset) wins over ours, once
+            job["checkpoint_reset"] = True
+            job["checkpoint"] = d.get("checkpoint")
+            self.applied[d["deployment_id"]] = seq
+            self.store.save_applied_seqs(self.applied)
+        return job
+
+    async def _shutdown(self) -> None:
+        """Drain every worker, save checkpoints (the workers do), tell the server we leave."""
+        await asyncio.gather(*(w.stop(self.settings.drain_timeout) for w in self.workers.values()))
+        if self.agent_id is None:
+            return
+        self.seq += 1
+        self.full = True
+        body = self._report(0)
+        body["leaving"] = True
+        with contextlib.suppress(ServerError):
+            await asyncio.to_thread(
+                post, self.settings.server, "/agent/checkin", body, self.api_key, 5
+            )
+
+
+def _logline(level: str, dep_id: str | None, message: str) -> dict[str, Any]:
+    from datetime import datetime, timezone
+
+    return {
+        "time": datetime.now(timezone.utc).isoformat(),
+        "level": level,
+        "deployment_id": dep_id,
+        "message": message,
+    }
+
+
+def _ignore_result(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()

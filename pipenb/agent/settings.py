@@ -1,0 +1,34 @@
+"""Agent settings, one dataclass; ``pipenb agent`` fills it from flags and PIPENB_* variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Capabilities a pipe may need and an agent may refuse.
+CAPABILITIES = ("exec", "script")
+
+
+@dataclass
+class AgentSettings:
+    server: str
+    data_dir: str
+    agent_id: str | None = None
+    api_key: str | None = None
+    enroll_key: str | None = None
+    name: str | None = None
+    labels: list[str] = field(default_factory=list)
+    allow_scripts: bool = False
+    disable: list[str] = field(default_factory=list)
+    long_poll: float = 30.0  # seconds the agent lets the server hold a check-in
+    metrics_every: float = 15.0  # seconds between metric/checkpoint reports of a pipe
+    drain_timeout: float = 20.0  # seconds a stopping worker may take before it is killed
+    max_backoff: float = 30.0  # seconds between check-ins at most while the server is away
+    buffer_logs: int = 1000  # log lines kept while the server is unreachable
+
+    @property
+    def allow(self) -> list[str]:
+        """The capabilities this agent grants its pipes."""
+        allowed = {"exec"} - set(self.disable)
+        if self.allow_scripts and "script" not in self.disable:
+            allowed.add("script")
+        return sorted(allowed)

@@ -1,0 +1,62 @@
+"""What the agent keeps in its data dir: its identity, its last desired pipes, applied resets.
+
+Writes are atomic (temporary file, then rename); the identity file is readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import orjson
+
+
+class AgentStore:
+    def __init__(self, data_dir: str):
+        self.dir = data_dir
+        os.makedirs(data_dir, exist_ok=True)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def read(self, name: str) -> Any:
+        try:
+            with open(self._path(name), "rb") as fh:
+                return orjson.loads(fh.read())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return None
+
+    def write(self, name: str, value: Any, *, private: bool = False) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.dir)
+        try:
+            if private:
+                os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(orjson.dumps(value))
+            os.replace(tmp, self._path(name))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    # named records
+    def identity(self) -> dict[str, str] | None:
+        return self.read("identity.json")
+
+    def save_identity(self, agent_id: str, api_key: str) -> None:
+        self.write("identity.json", {"agent_id": agent_id, "api_key": api_key}, private=True)
+
+    def desired(self) -> list[dict[str, Any]]:
+        return self.read("desired.json") or []
+
+    def save_desired(self, desired: list[dict[str, Any]]) -> None:
+        self.write("desired.json", desired)
+
+    def applied_seqs(self) -> dict[str, int]:
+        return self.read("applied.json") or {}
+
+    def save_applied_seqs(self, seqs: dict[str, int]) -> None:
+        self.write("applied.json", seqs)

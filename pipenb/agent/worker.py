@@ -1,0 +1,197 @@
+"""One deployed pipe in its own process: ``python -m pipenb.agent.worker`` (see protocol.py).
+
+A file lock per deployment in the data dir makes sure a worker started after a crash of the
+agent waits for the old one to finish draining, so two never write the same output at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from pipenb.agent.protocol import EXIT_REFUSED
+
+STATUS_EVERY = 2.0  # seconds between metric reports
+
+
+def _say(msg: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(msg, default=str) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def _lock(data_dir: str, dep_id: str, timeout: float = 60.0) -> Any:
+    path = os.path.join(data_dir, "locks", f"{dep_id}.lock")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fh = open(path, "a+")  # noqa: SIM115 - held for the life of the process
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fh
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"deployment {dep_id} is still held by another worker") from None
+            time.sleep(0.05)  # poll: the previous worker is draining
+
+
+async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
+    from pipenb.engine.base import RunContext
+    from pipenb.engine.checkpoints import FileCheckpointStore, checkpoint_path
+    from pipenb.engine.runtime import Engine
+    from pipenb.errors import PipenbError, PipeSyntaxError
+    from pipenb.lang.validate import load_pipe
+
+    dep_id = job["deployment_id"]
+    data_dir = job["data_dir"]
+    try:
+        spec = load_pipe(
+            job["yaml"],
+            f"<{dep_id}>",
+            job.get("params") or {},
+            job.get("builtins"),
+            require_params=True,
+        )
+        ctx = RunContext(
+            pipe=spec.name,
+            data_dir=data_dir,
+            allow=frozenset(job.get("allow") or ()),
+            values=spec.values,
+        )
+        store = FileCheckpointStore(checkpoint_path(data_dir, dep_id))
+        if job.get("checkpoint_reset"):  # the server hands a checkpoint (failover, reset)
+            if job.get("checkpoint") is None:
+                store.reset()
+            else:
+                store.save(job["checkpoint"])
+        engine = Engine(spec, ctx, checkpoints=store)
+    except (PipeSyntaxError, PipenbError) as exc:
+        _say({"type": "status", "state": "failed", "error": str(exc)})
+        return EXIT_REFUSED
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, engine.stop)
+    run = asyncio.create_task(engine.run())
+    commands = asyncio.create_task(_commands(engine, loop, reader))
+    _say({"type": "status", "state": "running", "metrics": None, "checkpoint": None})
+    try:
+        while not run.done():
+            await asyncio.wait({run}, timeout=STATUS_EVERY)
+            snap = engine.snapshot()
+            _say(
+                {
+                    "type": "status",
+                    "state": "running",
+                    "metrics": _metrics(snap),
+                    "checkpoint": snap["position"],
+                }
+            )
+        await run
+    except Exception as exc:
+        snap = engine.snapshot()
+        _say(
+            {
+                "type": "status",
+                "state": "failed",
+                "error": str(exc) or type(exc).__name__,
+                "metrics": _metrics(snap),
+                "checkpoint": snap["position"],
+            }
+        )
+        return 1
+    finally:
+        commands.cancel()
+    snap = engine.snapshot()
+    state = "finished" if engine.state == "finished" else "stopped"
+    _say(
+        {
+            "type": "status",
+            "state": state,
+            "metrics": _metrics(snap),
+            "checkpoint": snap["position"],
+        }
+    )
+    return 0
+
+
+def _metrics(snap: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: snap[k]
+        for k in ("input", "actions", "output", "dead_letters", "dead_letters_dropped", "uptime_s")
+    }
+
+
+async def _commands(
+    engine: Any, loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader
+) -> None:
+    while True:
+        line = await reader.readline()
+        if not line:  # the agent is gone: stop cleanly (drain, checkpoint)
+            engine.stop()
+            return
+        try:
+            cmd = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if cmd.get("type") == "stop":
+            engine.stop()
+        elif cmd.get("type") == "capture":
+            loop.create_task(_capture(engine, cmd))
+
+
+async def _capture(engine: Any, cmd: dict[str, Any]) -> None:
+    from pipenb.errors import PipenbError
+
+    try:
+        fut = engine.capture(cmd.get("stage"), int(cmd.get("limit") or 10))
+        events = await asyncio.wait_for(fut, float(cmd.get("timeout") or 60))
+        _say({"type": "capture", "id": cmd["id"], "events": events})
+    except asyncio.TimeoutError:
+        _say(
+            {
+                "type": "capture",
+                "id": cmd["id"],
+                "events": [],
+                "error": "no events reached that stage in time",
+            }
+        )
+    except PipenbError as exc:
+        _say({"type": "capture", "id": cmd["id"], "events": [], "error": str(exc)})
+
+
+async def _main() -> int:
+    # one reader for every line of stdin, the job included: a buffered readline() first could
+    # swallow the start of a command sent right after the job
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    first = await reader.readline()
+    if not first:
+        return 2
+    job = orjson.loads(first)
+    try:
+        lock = await asyncio.to_thread(_lock, job["data_dir"], job["deployment_id"])
+    except TimeoutError as exc:
+        _say({"type": "status", "state": "failed", "error": str(exc)})
+        return 1
+    try:
+        return await _serve(job, reader)
+    finally:
+        with contextlib.suppress(OSError):
+            lock.close()
+
+
+def main() -> int:
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    return asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""``pipenb agent``: run an agent on this host."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from typing import Any
+
+from pipenb.cli.options import option
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("agent", help="run an agent: check in with a server and run its pipes")
+    option(p, "--server", help="the server's URL, e.g. http://10.0.0.5:8765")
+    option(
+        p,
+        "--id",
+        env="PIPENB_AGENT_ID",
+        help="this agent's id (with --api-key, or to choose it when enrolling)",
+    )
+    option(p, "--api-key", help="this agent's API key")
+    option(
+        p,
+        "--enroll-key",
+        help="enroll with the server's enrollment key (the key it returns is saved in the data dir)",
+    )
+    option(p, "--name", help="a display name (when enrolling)")
+    option(p, "--labels", help="comma-separated labels (when enrolling), e.g. web,eu")
+    option(
+        p,
+        "--data-dir",
+        help="where identity, desired pipes, checkpoints and logs live (default: ~/.local/state/pipenb/agent)",
+    )
+    option(
+        p, "--allow-scripts", flag_action=True, help="allow the script action (refused by default)"
+    )
+    option(p, "--disable", help="capabilities to refuse, comma-separated: exec,script")
+    option(
+        p,
+        "--long-poll",
+        type=float,
+        default=30.0,
+        help="seconds a check-in may be held by the server",
+    )
+    p.set_defaults(func=cmd_agent)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from pipenb.agent import Agent, AgentSettings
+    from pipenb.engine.checkpoints import default_data_dir
+
+    if not args.server:
+        print("pipenb agent: --server URL is required (or PIPENB_SERVER)", file=sys.stderr)
+        return 2
+    if not ((args.id and args.api_key) or args.enroll_key or args.data_dir):
+        print("pipenb agent: give --id and --api-key, or --enroll-key", file=sys.stderr)
+        return 2
+    disable = [c.strip() for c in (args.disable or "").split(",") if c.strip()]
+    unknown = [c for c in disable if c not in ("exec", "script")]
+    if unknown:
+        print(
+            f"pipenb agent: --disable takes exec and/or script, not {', '.join(unknown)}",
+            file=sys.stderr,
+        )
+        return 2
+    settings = AgentSettings(
+        server=args.server,
+        data_dir=args.data_dir or os.path.join(default_data_dir(), "agent"),
+        agent_id=args.id,
+        api_key=args.api_key,
+        enroll_key=args.enroll_key,
+        name=args.name,
+        labels=[x.strip() for x in (args.labels or "").split(",") if x.strip()],
+        allow_scripts=args.allow_scripts,
+        disable=disable,
+        long_poll=args.long_poll,
+    )
+    agent = Agent(settings)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    try:
+        asyncio.run(main())
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 1
+        raise
+    return 0
