@@ -171,10 +171,10 @@ def test_check_with_params(cli, good):
     assert err == "pipenb: --param takes NAME=VALUE, got 'level'\n"
 
 
-def test_check_a_missing_file(cli, tmp_path):
+def test_check_a_missing_file_is_a_usage_error_as_for_run_and_test(cli, tmp_path):
     code, _, err = cli("check", tmp_path / "nope.yaml")
-    assert code == 1
-    assert "nope.yaml: cannot read" in err
+    assert code == 2
+    assert "nope.yaml: No such file" in err
 
 
 # ------------------------------------------------------------------------------ test

@@ -13,8 +13,7 @@ from typing import Any
 import orjson
 
 from pipenb.engine.checkpoints import checkpoint_path, default_data_dir
-from pipenb.errors import PipenbError, PipeSyntaxError, Problem, UsageError
-from pipenb.pipe import Pipe
+from pipenb.errors import PipenbError, PipeSyntaxError, UsageError
 from pipenb.tables import format_table
 
 
@@ -87,13 +86,16 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _load(path: str, params: dict[str, Any], *, require: bool = False) -> Pipe:
+def _load(path: str, params: dict[str, Any], *, require: bool = False) -> Any:
+    """The validated pipe in ``path``. (The engine is imported here, not at start: ``pipenb
+    agent`` shares this command module and must not load pydantic and the engine.)"""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     from pipenb.lang.validate import load_pipe
+    from pipenb.pipe import Pipe
 
     return Pipe(load_pipe(text, path, params, require_params=require))
 
@@ -131,17 +133,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
             if not args.json:
                 _problems(exc)
-        except UsageError as exc:
-            failed = True
-            results.append(
-                {
-                    "file": path,
-                    "ok": False,
-                    "problems": [Problem(0, 0, str(exc), (), path).to_dict()],
-                }
-            )
-            if not args.json:
-                _err(f"{path}: {exc}")
+        except UsageError as exc:  # an unreadable file is a usage error, as for run and test
+            return _usage(exc)
     if args.json:
         sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif failed:
