@@ -33,6 +33,8 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py
+	$(BIN)/python bench/checkin_load.py
+	$(BIN)/python bench/agent_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,91 @@
+"""Idle memory of the agent process (SPEC section 7: under 60 MB), with no pipe and with one
+tailing pipe. Prints VmRSS of the agent process and, separately, of the pipe's worker process.
+
+    python bench/agent_memory.py
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rss_mb(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) / 1024
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def wait_for(cond, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def main() -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="pipenb-mem-"))
+    py = sys.executable
+    server = subprocess.Popen(
+        [py, "-m", "pipenb", "server", "--port", "0", "--token", "t", "--enroll-key", "ek",
+         "--db-url", f"sqlite:///{tmp / 'db.sqlite'}", "--poll-interval", "1"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = re.search(r"(http://[\d.]+:\d+)", server.stdout.readline()).group(1)
+    agent = subprocess.Popen(
+        [py, "-m", "pipenb", "agent", "--server", url, "--enroll-key", "ek", "--id", "mem",
+         "--labels", "mem", "--data-dir", str(tmp / "agent")],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    api = url + "/pipenb/api/v1"
+    auth = {"Authorization": "Bearer t"}
+    try:
+        wait_for(lambda: requests.get(f"{api}/agents/mem", headers=auth).ok, 20, "the agent")
+        time.sleep(5)  # let it settle: this is a measurement, not a test
+        idle = rss_mb(agent.pid)
+        log = tmp / "in.log"
+        log.write_text("".join(f"line {i}\n" for i in range(1000)))
+        pipe = (
+            f"name: tail\ninput: {{files: {{path: {log}}}}}\n"
+            f"output: {{file: {{path: {tmp / 'out.ndjson'}}}}}\n"
+        )
+        requests.post(f"{api}/pipes", json={"yaml": pipe}, headers=auth).raise_for_status()
+        requests.post(
+            f"{api}/deployments", json={"pipe": "tail", "labels": ["mem"]}, headers=auth
+        ).raise_for_status()
+        wait_for(lambda: (tmp / "out.ndjson").exists(), 20, "the pipe's output")
+        time.sleep(5)
+        busy = rss_mb(agent.pid)
+        workers = children(agent.pid)
+        worker = rss_mb(workers[0]) if workers else float("nan")
+        print(f"agent idle, no pipe:           {idle:6.1f} MB")
+        print(f"agent with one tailing pipe:   {busy:6.1f} MB (the agent process)")
+        print(f"that pipe's worker process:    {worker:6.1f} MB")
+        print("target (SPEC section 7): agent idle under 60 MB")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
