@@ -207,14 +207,32 @@ class Engine:
         pending_pos: Any = None
         have_pos = False
         since = 0.0
+        tick_every = chain.tick_every
+        next_tick = time.monotonic() + (tick_every or 0)
         try:
             while True:
                 timeout = None
                 if pending or self._dead:
                     timeout = max(0.0, self.batch_timeout - (time.monotonic() - since))
+                if tick_every is not None:
+                    until_tick = max(0.0, next_tick - time.monotonic())
+                    timeout = until_tick if timeout is None else min(timeout, until_tick)
                 try:
                     item = await asyncio.wait_for(self._queue.get(), timeout)
                 except asyncio.TimeoutError:
+                    if tick_every is not None and time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + tick_every
+                        emitted, failures = chain.tick()
+                        if failures:
+                            self._dead_letter(failures)
+                        if emitted:
+                            if not pending:
+                                since = time.monotonic()
+                            pending.extend(emitted)
+                        if len(pending) < self.batch_size and (
+                            time.monotonic() - since < self.batch_timeout
+                        ):
+                            continue
                     await self._flush(pending, pending_pos, have_pos)
                     pending, have_pos = [], False
                     continue

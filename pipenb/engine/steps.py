@@ -37,6 +37,10 @@ class BatchStep:
 
     fn: Callable[[list[Event], list[tuple[Event, BaseException]]], list[Event]]
     flush: Callable[[], list[Event]] | None = None  # called when the pipe stops
+    #: called about every ``tick_every`` seconds even when no events come (closing time
+    #: windows); returns the events it emits
+    tick: Callable[[], list[Event]] | None = None
+    tick_every: float = 1.0
 
 
 Step = EventStep | BatchStep
@@ -110,13 +114,27 @@ class Chain:
                 failures.extend(Failure(ev, idx, exc) for ev, exc in errs2)
         return events, failures
 
+    @property
+    def tick_every(self) -> float | None:
+        """How often ``tick`` wants to run, or None when no step needs it."""
+        every = [fn.tick_every for kind, fn, _ in self.segments if kind == "batch" and fn.tick]
+        return min(every) if every else None
+
+    def tick(self) -> tuple[list[Event], list[Failure]]:
+        """Let stateful steps emit what is due (closed windows), down the rest of the chain."""
+        return self._emit("tick")
+
     def flush(self) -> tuple[list[Event], list[Failure]]:
         """Flush stateful steps (open windows) at stop, passing what they emit down the chain."""
+        return self._emit("flush")
+
+    def _emit(self, which: str) -> tuple[list[Event], list[Failure]]:
         out: list[Event] = []
         failures: list[Failure] = []
         for si, (kind, fn, _stages) in enumerate(self.segments):
-            if kind == "batch" and fn.flush is not None:
-                emitted = fn.flush()
+            hook = getattr(fn, which, None) if kind == "batch" else None
+            if hook is not None:
+                emitted = hook()
                 if emitted:
                     rest = Chain(self.names, self.segments[si + 1 :], self.counts)
                     evs, fails = rest.run(emitted)
