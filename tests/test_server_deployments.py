@@ -409,7 +409,7 @@ def test_failover_moves_an_instance_with_its_checkpoint(srv):
     moved_after = time.monotonic() - last_a
     assert moved_after >= 3 * POLL - 0.5, "moved before A missed 3 check-ins"
     assert got["checkpoint"] == checkpoint
-    assert got["checkpoint_seq"] == 1
+    assert got["checkpoint_seq"] > 0  # a stamp that only grows
     assert placed(srv, moving["id"]) == {b.id}
     assert placed(srv, pinned["id"]) == {a.id}  # failover off: stays
     assert srv.request("GET", f"/agents/{a.id}").json()["state"] == "offline"
@@ -440,7 +440,7 @@ def test_a_leaving_agent_hands_its_failover_instance_over_at_once(srv):
     assert srv.request("GET", f"/agents/{a.id}").json()["state"] == "offline"
     got = wait_for(lambda: b.desired().get(dep["id"]), 2.5, "B to take over from a leaving A")
     assert time.monotonic() - t0 < 3 * POLL, "it waited for A to miss its check-ins"
-    assert got["checkpoint"] == checkpoint and got["checkpoint_seq"] == 1
+    assert got["checkpoint"] == checkpoint and got["checkpoint_seq"] > 0
 
 
 def test_failover_deployment_is_placed_once_an_agent_comes_online(tmp_path):

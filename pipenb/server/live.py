@@ -55,17 +55,24 @@ class Live:
         return p.open_polls > 0 or time.time() - p.last_seen <= offline_after
 
     # ------------------------------------------------------------------ long poll
-    async def wait(self, agent_id: str, timeout: float) -> bool:
-        """Wait until ``notify(agent_id)`` or ``timeout``; True when woken."""
+    async def wait(
+        self, agent_id: str, timeout: float, closed: asyncio.Future[None] | None = None
+    ) -> bool:
+        """Wait until ``notify(agent_id)``, ``timeout``, or the client hung up (``closed``).
+
+        True when woken. A held request counts as presence; a hung-up one must stop counting
+        at once, or a killed agent would look online until the hold ends (delaying failover).
+        """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiters[agent_id].add(fut)
         p = self.presence[agent_id]
         p.open_polls += 1
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+            waits = {fut} if closed is None else {fut, closed}
+            done, _ = await asyncio.wait(
+                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            return fut in done
         finally:
             p.open_polls -= 1
             p.last_seen = time.time()

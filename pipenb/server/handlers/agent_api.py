@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from pipenb.server import models as M
 from pipenb.server.handlers.base import ApiHandler, api
 
@@ -15,7 +17,16 @@ class CheckinHandler(ApiHandler):
     )
     async def post(self) -> None:
         body = self.body(M.CheckinRequest)
-        self.send(await self.cp.checkin.checkin(self.agent_id, body))
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        answer = await self.cp.checkin.checkin(self.agent_id, body, self._closed)
+        if not self._closed.done():
+            self.send(answer)
+
+    def on_connection_close(self) -> None:
+        """The agent hung up (or died) while held: stop counting it as present now."""
+        closed = getattr(self, "_closed", None)
+        if closed is not None and not closed.done():
+            closed.set_result(None)
 
 
 class EnrollHandler(ApiHandler):

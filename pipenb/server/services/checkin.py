@@ -8,6 +8,7 @@ changes for that agent or the hold expires, so a deploy reaches the agent in mil
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -24,7 +25,9 @@ class CheckinService:
     def __init__(self, cp: ControlPlane):
         self.cp = cp
 
-    async def checkin(self, key_agent: str, body: M.CheckinRequest) -> M.CheckinResponse:
+    async def checkin(
+        self, key_agent: str, body: M.CheckinRequest, closed: asyncio.Future[None] | None = None
+    ) -> M.CheckinResponse:
         if body.agent_id != key_agent:
             raise AuthError(
                 403,
@@ -61,7 +64,12 @@ class CheckinService:
         commands = self.cp.commands.pending(agent_id)
         hold = min(body.wait, self.cp.settings.long_poll)
         idle = not body.leaving and not commands and not full_report
-        if hold > 0 and idle and body.desired_hash == dhash and await live.wait(agent_id, hold):
+        if (
+            hold > 0
+            and idle
+            and body.desired_hash == dhash
+            and await live.wait(agent_id, hold, closed)
+        ):
             desired, dhash = self.cp.deployments.desired(agent_id)
             commands = self.cp.commands.pending(agent_id)
         return M.CheckinResponse(

@@ -36,6 +36,18 @@ def _hash(*parts: Any) -> str:
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def checkpoint_stamp() -> int:
+    """A number that only grows, to mark a checkpoint the server hands to an agent.
+
+    Agents apply a handed checkpoint once, when its stamp is above the last they applied for
+    that deployment; a counter per assignment would start again at 1 when an instance is placed
+    anew, and the agent would ignore it. Milliseconds since 1970 only grow (and fit an int).
+    """
+    import time
+
+    return int(time.time() * 1000)
+
+
 def builtins_for(agent_id: str, agent_name: str, pipe: str, dep_id: str) -> dict[str, Any]:
     return {
         "agent.id": agent_id,
@@ -220,7 +232,7 @@ class DeploymentService:
                             deployment_id=dep_id,
                             agent_id=aid,
                             checkpoint=checkpoint,
-                            checkpoint_seq=1 if checkpoint is not None else 0,
+                            checkpoint_seq=checkpoint_stamp() if checkpoint is not None else 0,
                             created_at=utcnow(),
                         )
                     )
@@ -247,7 +259,7 @@ class DeploymentService:
             )
             if a is not None:
                 a.checkpoint = None
-                a.checkpoint_seq += 1
+                a.checkpoint_seq = checkpoint_stamp()
         self.cp.live.notify(agent_id)
 
     # ------------------------------------------------------------------ what an agent runs
