@@ -50,6 +50,7 @@ class Agent:
         self._reconcile_lock = asyncio.Lock()
         self._tapping: set[str] = set()  # capture commands a worker is working on
         self.retired: dict[str, dict[str, Any]] = {}  # final reports of removed workers
+        self._tasks: set[asyncio.Task] = set()  # reconciles and restarts under way
 
     # ------------------------------------------------------------------ identity
     def attributes(self) -> dict[str, Any]:
@@ -232,7 +233,9 @@ class Agent:
                 self.desired = resp.get("desired") or []
                 self.desired_hash = resp.get("desired_hash")
                 self.store.save_desired(self.desired)
-                await self.reconcile(self.desired)
+                # in the background: draining a worker can take seconds, and check-ins (our
+                # presence) must go on meanwhile
+                self._background(self.reconcile_latest())
             commands = resp.get("commands") or []
             for cmd in commands:
                 await self._command(cmd)
@@ -271,16 +274,32 @@ class Agent:
             self._tapping.add(cmd["id"])
             return
         if kind == "restart" and w is not None:
-            await w.stop(self.settings.drain_timeout)
-            await w.start()
+            self._background(self._restart(w))
         # reset-checkpoint arrives as a new desired hash with a checkpoint to start from
         self.acks.append(cmd["id"])
         self.news()
 
     # ------------------------------------------------------------------ pipes
-    async def reconcile(self, desired: list[dict[str, Any]]) -> None:
+    def _background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restart(self, w: WorkerHandle) -> None:
+        async with self._reconcile_lock:
+            await w.stop(self.settings.drain_timeout)
+            if self.workers.get(w.dep_id) is w:
+                await w.start()
+
+    async def reconcile_latest(self) -> None:
+        """Reconcile towards the newest desired set (an older queued one is skipped)."""
+        await self.reconcile(None)
+
+    async def reconcile(self, desired: list[dict[str, Any]] | None) -> None:
         """Start, stop and replace workers so they match ``desired``."""
         async with self._reconcile_lock:
+            if desired is None:
+                desired = self.desired
             want = {d["deployment_id"]: d for d in desired}
             stopping = [
                 w
@@ -319,7 +338,10 @@ class Agent:
 
     async def _shutdown(self) -> None:
         """Drain every worker, save checkpoints (the workers do), tell the server we leave."""
-        await asyncio.gather(*(w.stop(self.settings.drain_timeout) for w in self.workers.values()))
+        async with self._reconcile_lock:  # let a reconcile under way finish first
+            await asyncio.gather(
+                *(w.stop(self.settings.drain_timeout) for w in self.workers.values())
+            )
         if self.agent_id is None:
             return
         self.seq += 1

@@ -22,9 +22,19 @@ from pipenb.agent.protocol import EXIT_REFUSED
 STATUS_EVERY = 2.0  # seconds between metric reports
 
 
+_agent_gone = False
+
+
 def _say(msg: dict[str, Any]) -> None:
-    sys.stdout.buffer.write(orjson.dumps(msg, default=str) + b"\n")
-    sys.stdout.buffer.flush()
+    """Tell the agent; if it is gone, say nothing more and let the drain finish."""
+    global _agent_gone
+    if _agent_gone:
+        return
+    try:
+        sys.stdout.buffer.write(orjson.dumps(msg, default=str) + b"\n")
+        sys.stdout.buffer.flush()
+    except (BrokenPipeError, ConnectionResetError, ValueError, OSError):
+        _agent_gone = True
 
 
 def _lock(data_dir: str, dep_id: str, timeout: float = 60.0) -> Any:

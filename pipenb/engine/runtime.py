@@ -111,6 +111,7 @@ class Engine:
         self._stopping = False
         self._reader: asyncio.Task | None = None
         self._reader_error: BaseException | None = None
+        self._ended = False
         opts = getattr(spec.output.options, "batch", None)
         self.batch_size = getattr(opts, "size", 1000)
         self.batch_timeout = getattr(opts, "timeout", 0.25)
@@ -168,7 +169,8 @@ class Engine:
         from pipenb.engine.build import compile_chain
 
         if self._staged is None:
-            self._staged = compile_chain(self.spec, self.ctx, fuse=False)
+            # the same step objects as the running chain: stateful actions keep one state
+            self._staged = compile_chain(self.spec, self.ctx, fuse=False, steps=self.parts.steps)
             self._staged.counts = self.parts.chain.counts  # one set of counters
         failures: list[Failure] = []
         for seg in self._staged.segments:
@@ -203,6 +205,8 @@ class Engine:
         if self.parts.errors is not None:
             await self._open(self.parts.errors)
         self._reader = asyncio.create_task(self._read(), name=f"pipenb-read-{self.spec.name}")
+        # a reader cancelled before it ever ran skips its finally: end the queue for it
+        self._reader.add_done_callback(lambda _t: self._end_queue())
         pending: list[Event] = []
         pending_pos: Any = None
         have_pos = False
@@ -309,6 +313,11 @@ class Engine:
                 else PipeRuntimeError(f"input {self.spec.input.name}: {exc}")
             )
         finally:
+            self._end_queue()
+
+    def _end_queue(self) -> None:
+        if not self._ended:
+            self._ended = True
             self._queue.put_nowait(_END)
 
     # ------------------------------------------------------------------ writing

@@ -1,0 +1,210 @@
+"""A real ``pipenb agent`` in a subprocess, for end-to-end tests (the agent's twin of serverproc.py).
+
+Import it from a test module (``from agentproc import AgentProcess``). The agent runs as
+``python -m pipenb -v agent ...`` in a session of its own, with its stdout and stderr appended to
+``agent.log`` in its data dir. Its workers inherit that process group, so ``cleanup()`` can end the
+agent and every worker it started, even workers left behind by an agent killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+class AgentProcess:
+    def __init__(
+        self,
+        server: str,
+        data_dir: Path | str,
+        *,
+        enroll_key: str | None = None,
+        agent_id: str | None = None,
+        api_key: str | None = None,
+        name: str | None = None,
+        labels: list[str] | tuple[str, ...] = (),
+        long_poll: float | None = 5.0,
+        allow_scripts: bool = False,
+        disable: list[str] | tuple[str, ...] = (),
+        python_flags: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
+    ):
+        self.server = server
+        self.data_dir = Path(data_dir)
+        self.enroll_key = enroll_key
+        self.agent_id = agent_id
+        self.api_key = api_key
+        self.name = name
+        self.labels = list(labels)
+        self.long_poll = long_poll
+        self.allow_scripts = allow_scripts
+        self.disable = list(disable)
+        self.python_flags = python_flags
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.data_dir / "agent.log"
+        self.groups: list[int] = []  # every process group this helper started (for cleanup)
+
+    # ------------------------------------------------------------------ arguments
+    def args(self) -> list[str]:
+        args = [sys.executable, *self.python_flags, "-m", "pipenb", "-v", "agent"]
+        args += ["--server", self.server, "--data-dir", str(self.data_dir)]
+        if self.agent_id:
+            args += ["--id", self.agent_id]
+        if self.api_key:
+            args += ["--api-key", self.api_key]
+        if self.enroll_key:
+            args += ["--enroll-key", self.enroll_key]
+        if self.name:
+            args += ["--name", self.name]
+        if self.labels:
+            args += ["--labels", ",".join(self.labels)]
+        if self.allow_scripts:
+            args.append("--allow-scripts")
+        if self.disable:
+            args += ["--disable", ",".join(self.disable)]
+        if self.long_poll is not None:
+            args += ["--long-poll", str(self.long_poll)]
+        return args + list(self.extra)
+
+    # ------------------------------------------------------------------ life
+    def start(self) -> AgentProcess:
+        """Start the agent (it enrolls, if it has to, after this returns: ``wait_enrolled``)."""
+        assert self.proc is None or self.proc.poll() is not None, "the agent is running already"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
+        with open(self.log, "ab") as log:
+            log.write(f"--- {' '.join(self.args())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.args(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,  # its own process group, shared with its workers
+            )
+        self.groups.append(self.proc.pid)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait for the exit code (SIGKILL and fail if it does not come)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    f"the agent did not exit within {timeout}s of SIGTERM\n{self.log_text()}"
+                ) from None
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the agent process only: its workers see their stdin close and drain."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill_group(self) -> None:
+        """SIGKILL the agent and the workers of its current run (a host crash, as it were)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def cleanup(self) -> None:
+        """End the agent and every worker any of its runs left: for test finalizers."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for pgid in self.groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        self.groups.clear()
+
+    def __enter__(self) -> AgentProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    # ------------------------------------------------------------------ looking inside
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def identity(self) -> dict[str, Any] | None:
+        try:
+            return orjson.loads((self.data_dir / "identity.json").read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return None
+
+    def wait_enrolled(self, timeout: float = 20.0) -> str:
+        """The agent id, once the agent saved its identity (fails early if the agent died)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ident = self.identity()
+            if ident:
+                self.agent_id = ident["agent_id"]
+                return ident["agent_id"]
+            if not self.alive():
+                raise AssertionError(f"the agent exited before enrolling:\n{self.log_text()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the agent did not enroll in {timeout}s:\n{self.log_text()}")
+            time.sleep(0.02)  # poll
+
+    def worker_pids(self) -> list[int]:
+        """The agent's live child processes (its workers)."""
+        if not self.alive():
+            return []
+        pids: list[int] = []
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for task in Path(f"/proc/{self.pid}/task").iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    pids += [int(p) for p in (task / "children").read_text().split()]
+        return pids
+
+    def maps(self) -> str:
+        """/proc/PID/maps of the agent process: the shared objects it has loaded."""
+        return Path(f"/proc/{self.pid}/maps").read_text()
+
+    def checkpoint(self, dep_id: str) -> Any:
+        """The checkpoint a worker saved for a deployment in this agent's data dir."""
+        path = self.data_dir / "checkpoints" / f"{dep_id}.json"
+        try:
+            return orjson.loads(path.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
