@@ -414,3 +414,24 @@ def test_convert_validation_names_the_allowed_types_on_the_right_line():
     assert "int, float, bool, str, size, duration" in probs[0].message
     assert probs[1].line == FIRST_ACTION_LINE + 4
     assert "on-error" in probs[1].message
+
+
+def test_parse_syslog_rfc5424_and_rfc3164():
+    out, failures = run_actions(
+        """
+        name: t
+        input: {echo: {events: [{}]}}
+        actions:
+          - parse: {field: line, format: syslog, remove: true}
+        output: {discard: {}}
+        """,
+        [
+            {"line": "<34>1 2003-10-11T22:14:15.003Z mymachine su - ID47 - 'su root' failed"},
+            {"line": "<13>Feb  5 17:32:18 web-1 sshd[4242]: Accepted password for bob"},
+            {"line": "not syslog at all"},
+        ],
+    )
+    assert out[0]["severity"] == "crit" and out[0]["host"] == "mymachine"
+    assert out[0]["app"] == "su" and out[0]["message"] == "'su root' failed"
+    assert out[1]["app"] == "sshd" and out[1]["pid"] == 4242 and out[1]["host"] == "web-1"
+    assert len(failures) == 1 and "syslog" in str(failures[0].error)

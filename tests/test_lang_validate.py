@@ -6,9 +6,10 @@ import pytest
 from conftest import position, problems_of
 
 import pipenb
+from pipenb.lang.registry import registry
 from pipenb.lang.validate import load_pipe
 
-ACTIONS = "add, convert, drop, extract, filter, keep, mask, parse, remove, rename, set, time"
+ACTIONS = "add, aggregate, convert, dedupe, drop, extract, filter, keep, mask, parse, remove, rename, sample, script, set, time, unnest"
 FUNCS = "len, lower, upper, contains, startswith, endswith, matches, int, float, str, round, exists, coalesce, now"
 
 MANY_ERRORS = """\
@@ -47,7 +48,7 @@ def test_an_invalid_pipe_reports_every_located_problem_at_once():
             4,
             29,
             "unknown option 'strat-at' for files (did you mean 'start-at'?); allowed: exclude, "
-            "fingerprint-bytes, follow, format, glob-interval, max-line-bytes, metadata, path, "
+            "fingerprint-bytes, follow, format, glob-interval, max-line-bytes, metadata, multiline, path, "
             "poll-interval, read-bytes, rotate-wait, start-at",
         ),
         (6, 13, "filter.expr: invalid expression: invalid syntax"),
@@ -191,9 +192,9 @@ def test_input_and_output_shapes():
             2,
             8,
             "the input must be a mapping with exactly one input name, "
-            "e.g. 'files: {path: /var/log/*.log}'; inputs: echo, exec, files, stdin",
+            f"e.g. 'files: {{path: /var/log/*.log}}'; inputs: {', '.join(registry.names('input'))}",
         ),
-        (3, 10, "unknown output 'nowhere'; outputs: discard, file, print"),
+        (3, 10, f"unknown output 'nowhere'; outputs: {', '.join(registry.names('output'))}"),
     ]
 
 

@@ -50,6 +50,10 @@ class Input:
         raise NotImplementedError
         yield
 
+    def stats(self) -> dict[str, Any]:
+        """Counters of this input worth reporting (udp datagrams dropped, lines cut, ...)."""
+        return {}
+
     def lag(self) -> int | None:
         """How far behind the source this input is (bytes for files), for the lag metric."""
         return None

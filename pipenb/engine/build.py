@@ -16,6 +16,7 @@ class Parts:
     chain: Chain
     output: Output
     errors: Output | None
+    steps: list[Step] | None = None  # as compiled, shared by the fused chain and a tap's twin
 
 
 def check_capabilities(spec: PipeSpec, ctx: RunContext) -> None:
@@ -27,31 +28,42 @@ def check_capabilities(spec: PipeSpec, ctx: RunContext) -> None:
         )
 
 
-def compile_steps(spec: PipeSpec, ctx: RunContext, *, optimize: bool = True) -> list[Step]:
-    """One step per action; with ``optimize``, an extract+filter pair runs pushed down."""
+def compile_steps(spec: PipeSpec, ctx: RunContext) -> list[Step]:
+    """One step per action, as written."""
+    return [a.component.factory(a.options, ctx) for a in spec.actions]
+
+
+def optimize(spec: PipeSpec, steps: list[Step]) -> list[Step]:
+    """The steps to fuse: an extract+filter pair runs pushed down. Stateful steps are kept as
+    the same objects, so a chain built from ``steps`` unfused (for a tap) shares their state."""
     from pipenb.engine.pushdown import fuse_extract_filter
 
     actions = spec.actions
-    steps: list[Step] = []
+    out: list[Step] = []
     i = 0
     while i < len(actions):
         a = actions[i]
         nxt = actions[i + 1] if i + 1 < len(actions) else None
-        if optimize and a.name == "extract" and nxt is not None and nxt.name in ("filter", "drop"):
+        if a.name == "extract" and nxt is not None and nxt.name in ("filter", "drop"):
             pair = fuse_extract_filter(a.options, nxt.options, keep_when_true=nxt.name == "filter")  # type: ignore[arg-type]
             if pair is not None:
-                steps.extend(pair)
+                out.extend(pair)
                 i += 2
                 continue
-        steps.append(a.component.factory(a.options, ctx))
+        out.append(steps[i])
         i += 1
-    return steps
+    return out
 
 
-def compile_chain(spec: PipeSpec, ctx: RunContext, *, fuse: bool = True) -> Chain:
-    """The runnable action chain; ``fuse=False`` (preview) keeps every stage separate."""
-    steps = compile_steps(spec, ctx, optimize=fuse)
-    return build_chain([a.label for a in spec.actions], steps, fuse=fuse)
+def compile_chain(
+    spec: PipeSpec, ctx: RunContext, *, fuse: bool = True, steps: list[Step] | None = None
+) -> Chain:
+    """The runnable action chain; ``fuse=False`` (preview, taps) keeps every stage separate."""
+    steps = compile_steps(spec, ctx) if steps is None else steps
+    names = [a.label for a in spec.actions]
+    if fuse:
+        return build_chain(names, optimize(spec, steps), fuse=True)
+    return build_chain(names, steps, fuse=False)
 
 
 def build(spec: PipeSpec, ctx: RunContext, *, fuse: bool = True) -> Parts:
@@ -60,9 +72,11 @@ def build(spec: PipeSpec, ctx: RunContext, *, fuse: bool = True) -> Parts:
     def make(c: ComponentSpec):
         return c.component.factory(c.options, ctx)
 
+    steps = compile_steps(spec, ctx)
     return Parts(
         input=make(spec.input),
-        chain=compile_chain(spec, ctx, fuse=fuse),
+        chain=compile_chain(spec, ctx, fuse=fuse, steps=steps),
         output=make(spec.output),
         errors=make(spec.errors) if spec.errors else None,
+        steps=steps,
     )

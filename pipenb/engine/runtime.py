@@ -403,8 +403,11 @@ class Engine:
         """Metrics as plain data: per stage in/out/dropped/errors, output, lag, checkpoint."""
         m = self.metrics
         lag = None
+        extra: dict[str, Any] = {}
         with contextlib.suppress(Exception):
             lag = self.parts.input.lag()
+        with contextlib.suppress(Exception):
+            extra = dict(self.parts.input.stats())
         return {
             "pipe": self.spec.name,
             "state": self.state,
@@ -416,6 +419,7 @@ class Engine:
                 "bytes": m.input_bytes,
                 "errors": m.input_errors,
                 "lag": lag,
+                **extra,
             },
             "actions": [c.as_dict() for c in self.parts.chain.counts],
             "output": {"name": self.spec.output.name, **m.output.as_dict()},

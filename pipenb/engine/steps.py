@@ -136,6 +136,8 @@ class Chain:
             if hook is not None:
                 emitted = hook()
                 if emitted:
+                    self.counts[_stages[0]].events_out += len(emitted)
+                if emitted:
                     rest = Chain(self.names, self.segments[si + 1 :], self.counts)
                     evs, fails = rest.run(emitted)
                     out.extend(evs)

@@ -1,4 +1,4 @@
-"""``parse``: decode a text field as JSON, CSV, key=value pairs or logfmt into event fields."""
+"""``parse``: decode a text field as JSON, CSV, key=value pairs, logfmt or syslog into fields."""
 
 from __future__ import annotations
 
@@ -19,13 +19,14 @@ from pipenb.lang.expressions import Namespace
 from pipenb.lang.registry import ActionOptions, registry, scalar_shorthand
 from pipenb.lang.types import FieldName
 
-Format = Literal["json", "csv", "kv", "logfmt"]
+Format = Literal["json", "csv", "kv", "logfmt", "syslog"]
 
 
 class ParseOptions(ActionOptions):
     """Options of ``parse``.
 
-    ``format`` is ``json``, ``csv``, ``kv`` or ``logfmt`` (``- parse: json`` is short for
+    ``format`` is ``json``, ``csv``, ``kv``, ``logfmt`` or ``syslog`` (RFC 3164 and RFC 5424:
+    facility, severity, timestamp, host, app, pid, msgid, structured_data, message) (``- parse: json`` is short for
     ``- parse: {format: json}``). ``field`` (default ``_raw``) is decoded; a missing or null field
     is left alone. Without ``target`` the decoded keys are merged into the event's top level (so
     the value must decode to an object); with ``target`` the decoded value is put under that
@@ -196,6 +197,13 @@ def _logfmt(v: Any) -> dict:
     return out
 
 
+def _syslog(v: Any) -> dict:
+    """RFC 5424 or RFC 3164, the same decoder as the tcp/udp inputs' ``format: syslog``."""
+    from pipenb.engine.inputs.syslog import parse as parse_syslog
+
+    return parse_syslog(v if isinstance(v, str) else str(v))
+
+
 def _decoder(opts: ParseOptions) -> Callable[[Any], Any]:
     """The step's decoder: returns the decoded value or raises EventError saying why."""
     fmt, field = opts.format, opts.field
@@ -205,6 +213,8 @@ def _decoder(opts: ParseOptions) -> Callable[[Any], Any]:
         decode = _csv_decoder(tuple(opts.columns or ()), opts.delimiter or ",")
     elif fmt == "kv":
         decode = _kv_decoder(opts.delimiter, opts.separator or "=")
+    elif fmt == "syslog":
+        decode = _syslog
     else:
         decode = _logfmt
     merge = opts.target is None
@@ -227,7 +237,7 @@ def _decoder(opts: ParseOptions) -> Callable[[Any], Any]:
 
 @registry.register("action", "parse", ParseOptions, shorthand=scalar_shorthand("format"))
 def parse_action(opts: ParseOptions, ctx: RunContext) -> EventStep:
-    """Decode a field as json, csv, kv or logfmt into event fields."""
+    """Decode a field as json, csv, kv, logfmt or syslog into event fields."""
     ns = Namespace()
     parse = ns.const(_decoder(opts), "parse")
     apply: list[str] = []

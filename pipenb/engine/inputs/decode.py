@@ -1,4 +1,4 @@
-"""Turn raw bytes from line-oriented inputs into events: ``format: lines`` or ``format: json``.
+"""Turn raw bytes from line-oriented inputs into events: ``format: lines``, ``json`` or ``syslog``.
 
 This is on the hot path of every file and socket input, so it works on whole chunks: one decode
 per chunk for lines, and one tight ``orjson.loads`` loop for JSON.
@@ -12,7 +12,7 @@ import orjson
 
 from pipenb.engine.base import Event
 
-LineFormat = Literal["lines", "json"]
+LineFormat = Literal["lines", "json", "syslog"]
 _loads = orjson.loads
 _JSONError = orjson.JSONDecodeError
 
@@ -42,6 +42,13 @@ def decode_chunk(
         if max_line and len(chunk) > max_line and max(map(len, lines)) > max_line:
             lines = _cut(lines, max_line)
         return [{"_raw": line} for line in lines], []
+    if fmt == "syslog":
+        from pipenb.engine.inputs.syslog import decode_lines as syslog_lines
+
+        lines = chunk.decode("utf-8", "replace").split("\n")
+        if max_line and len(chunk) > max_line and max(map(len, lines)) > max_line:
+            lines = _cut(lines, max_line)
+        return syslog_lines(lines)
     raw = chunk.split(b"\n")
     if max_line and len(chunk) > max_line and max(map(len, raw)) > max_line:
         raw = _cut(raw, max_line)

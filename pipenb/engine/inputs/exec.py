@@ -1,4 +1,4 @@
-"""``exec``: run a command once or every ``interval``; events from its output.
+"""``exec``: run a command once, every ``interval`` or by ``cron``; events from its output.
 
 Capability ``exec``: agents can refuse pipes that use it (``--disable exec``).
 """
@@ -11,11 +11,13 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from pipenb.engine.base import Batch, Input, RunContext
+from pipenb.engine.inputs.cron import Cron, parse_cron
 from pipenb.engine.inputs.decode import decode_chunk, reject
 from pipenb.errors import PipeRuntimeError
 from pipenb.lang.registry import Options, registry
@@ -26,7 +28,11 @@ class ExecOptions(Options):
     """Options of ``exec``.
 
     ``command``: a string (run by ``/bin/sh -c``) or a list (run directly). ``interval`` runs it
-    again that long after each run started; without it the command runs once. ``events``:
+    again that long after each run started. ``cron`` runs it on a five-field schedule
+    (``*/5 * * * *``: every five minutes; ``0 3 * * mon-fri``: 03:00 on weekdays) in the host's
+    local time, first at the next matching minute; a run still going when the next one is due
+    makes that one skipped. ``interval`` and ``cron`` exclude each other; with neither the command
+    runs once. ``events``:
     ``per-line`` (default; ``format: lines|json`` as for files) or ``per-run`` (one event per run:
     ``{"_raw": stdout, "_exit_code": N, "_stderr": "..."}``). ``timeout`` kills a run that takes
     longer. A non-zero exit is reported in the event (per-run) or logged (per-line). No checkpoint.
@@ -34,6 +40,7 @@ class ExecOptions(Options):
 
     command: str | list[str]
     interval: Duration | None = None
+    cron: str | None = None
     events: Literal["per-line", "per-run"] = "per-line"
     format: Literal["lines", "json"] = "lines"
     timeout: Duration | None = None
@@ -47,11 +54,27 @@ class ExecOptions(Options):
             raise ValueError("command must be a non-empty string or list of strings")
         return v
 
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_cron(v)
+        return v
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> ExecOptions:
+        if self.interval is not None and self.cron is not None:
+            raise ValueError("give either interval or cron, not both")
+        return self
+
 
 class ExecInput(Input):
     def __init__(self, options: ExecOptions, ctx: RunContext):
         super().__init__(options, ctx)
-        self.finite = options.interval is None
+        # a preview runs the command once, now, rather than wait for the schedule
+        cron = options.cron if not ctx.preview else None
+        self.schedule: Cron | None = parse_cron(cron) if cron else None
+        self.finite = options.interval is None and self.schedule is None
         self.last_exit: int | None = None
 
     async def _run_once(self) -> tuple[bytes, bytes, int]:
@@ -99,6 +122,8 @@ class ExecInput(Input):
     async def batches(self) -> AsyncIterator[Batch]:
         o = self.options
         while True:
+            if self.schedule is not None:
+                await wait_until(self.schedule.next_after(datetime.now()))
             started = time.monotonic()
             out, err, code = await self._run_once()
             if o.events == "per-run":
@@ -118,9 +143,20 @@ class ExecInput(Input):
                 if code != 0:
                     rejects.append(reject(err, f"command exited with status {code}", stage="input"))
                 yield Batch(events, None, len(out), rejects)
-            if o.interval is None:
+            if o.interval is not None:
+                await asyncio.sleep(max(0.0, o.interval - (time.monotonic() - started)))
+            elif self.schedule is None:
                 return
-            await asyncio.sleep(max(0.0, o.interval - (time.monotonic() - started)))
+
+
+async def wait_until(when: datetime) -> None:
+    """Sleep until the naive local time ``when``, by the wall clock.
+
+    Sleeps in slices of at most 30 s and looks at the clock again after each, so a host that
+    was suspended or had its clock set does not run a schedule late by that much.
+    """
+    while (delay := when.timestamp() - time.time()) > 0:
+        await asyncio.sleep(min(delay, 30.0))
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -136,7 +172,7 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
 
 @registry.register("input", "exec", ExecOptions, capability="exec")
 def exec_input(opts: ExecOptions, ctx: RunContext) -> ExecInput:
-    """Run a command once or every interval; one event per output line or per run."""
+    """Run a command once, every interval or on a cron schedule; events from its output."""
     if "exec" not in ctx.allow:
         raise PipeRuntimeError(
             "the exec input is disabled here; start the agent without --disable exec to allow it"

@@ -5,6 +5,10 @@ reading the old file to its end while the new file under the same name starts fr
 beginning, and a copy-truncate is seen as the size dropping below our offset. The checkpoint
 holds, per file, the offset just past the last complete line handed to the engine plus a
 fingerprint (hash of the first bytes) so a reused inode is not mistaken for the old file.
+
+With ``multiline``, lines are grouped into events as they are read; the event being gathered is
+held back until the next start line, ``max-lines`` or ``timeout``, and the checkpoint points at
+its first byte, so a restart reads it again whole rather than emitting half of it.
 """
 
 from __future__ import annotations
@@ -14,17 +18,29 @@ import glob
 import hashlib
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
+import orjson
+from pydantic import Field
+
 from pipenb.engine.base import Batch, Event, Input, RunContext
-from pipenb.engine.inputs.decode import decode_chunk
+from pipenb.engine.inputs.decode import decode_chunk, reject
 from pipenb.lang.registry import Options, registry
-from pipenb.lang.types import Duration, Size
+from pipenb.lang.types import Duration, Regex, Size
 
 log = logging.getLogger("pipenb.engine.files")
+
+
+class MultilineOptions(Options):
+    """``multiline`` of ``files``: ``start`` (regex), ``max-lines``, ``timeout``."""
+
+    start: Regex
+    max_lines: int = Field(500, ge=1)
+    timeout: Duration = 1.0
 
 
 class FilesOptions(Options):
@@ -37,7 +53,15 @@ class FilesOptions(Options):
     finishes. ``format``: ``lines`` (``{"_raw": line}``) or ``json`` (one object per line).
     ``metadata: true`` adds ``_path`` and ``_offset`` (byte offset of the line) to each event.
     ``max-line-bytes``: a longer line is cut into pieces of that size.
-    Checkpoint: per file, device, inode, fingerprint and offset.
+    ``multiline: {start: REGEX, max-lines: 500, timeout: 1s}`` joins stack traces and other
+    multi-line records into one event: a line ``start`` matches (searched: anchor it with ``^``)
+    begins an event, other lines are appended to it, joined by newlines. The event ends at the
+    next start line, at ``max-lines`` lines, or when the file had no new line for ``timeout``.
+    Lines before any start line (the middle of a record, when reading from the end) make an
+    event of their own. ``format: json`` then parses each joined event (pretty-printed
+    objects), and ``_offset`` is the offset of the event's first line.
+    Checkpoint: per file, device, inode, fingerprint and offset (with ``multiline``, the offset
+    of the first line of the event still being gathered, so it is read again whole).
     """
 
     path: str | list[str]
@@ -52,6 +76,7 @@ class FilesOptions(Options):
     read_bytes: Size = 1 << 20
     max_line_bytes: Size = 1 << 20
     fingerprint_bytes: int = 256
+    multiline: MultilineOptions | None = None
 
     @property
     def globs(self) -> list[str]:
@@ -69,6 +94,9 @@ class _File:
     partial: bytes = b""
     gone_since: float | None = None  # when it stopped matching any glob (rotated away)
     last_data: float = 0.0
+    # multiline: lines of the event being gathered and the offset of its first line
+    pending: list[str] | None = None
+    hold: int = 0
 
 
 def _fingerprint(fh: BinaryIO, n: int) -> tuple[str, int]:
@@ -83,6 +111,8 @@ class FilesInput(Input):
         self.files: dict[str, _File] = {}
         self.restored: dict[str, dict[str, Any]] | None = None
         self._last_scan = 0.0
+        ml = options.multiline
+        self._ml_start = re.compile(ml.start).search if ml is not None else None
 
     # ------------------------------------------------------------------ checkpoint
     def restore(self, position: Any) -> None:
@@ -95,7 +125,8 @@ class FilesInput(Input):
         for f in self.files.values():
             if f.fp_len < fpn and f.offset > f.fp_len:
                 f.fp, f.fp_len = _fingerprint(f.fh, fpn)
-            files[f.key] = {"path": f.path, "offset": f.offset, "fp": f.fp, "fp_len": f.fp_len}
+            offset = f.offset if f.pending is None else f.hold  # never inside a pending event
+            files[f.key] = {"path": f.path, "offset": offset, "fp": f.fp, "fp_len": f.fp_len}
         return {"files": files}
 
     def lag(self) -> int:
@@ -182,6 +213,8 @@ class FilesInput(Input):
             f.fh.seek(0)
             f.offset, f.partial = 0, b""
             f.fp, f.fp_len = _fingerprint(f.fh, o.fingerprint_bytes)
+            if f.pending is not None:  # the event gathered before the truncation, on its own
+                return self._ml_flush(f)  # type: ignore[return-value]
         chunk = f.fh.read(o.read_bytes)
         if not chunk:
             return False
@@ -202,6 +235,8 @@ class FilesInput(Input):
         return self._batch(f, complete, consumed)
 
     def _batch(self, f: _File, complete: bytes, consumed: int) -> Batch:
+        if self._ml_start is not None:
+            return self._ml_batch(f, complete, consumed)
         start = f.offset
         events, rejects = decode_chunk(complete, self.options.format, self.options.max_line_bytes)
         for r in rejects:  # rare: say where the bad line came from
@@ -230,8 +265,80 @@ class FilesInput(Input):
         data, f.partial = f.partial, b""
         return self._batch(f, data, len(data))
 
+    def _rest(self, f: _File) -> list[Batch]:
+        """What is left of a finished file: its last line without a newline, its pending event."""
+        first = self._flush_partial(f)  # may complete the pending event's last line
+        return [b for b in (first, self._ml_flush(f)) if b is not None]
+
+    # ------------------------------------------------------------------ multiline
+    def _ml_batch(self, f: _File, complete: bytes, consumed: int) -> Batch:
+        """Group complete lines into events; the last event stays pending in ``f``."""
+        ml = self.options.multiline
+        assert ml is not None and self._ml_start is not None
+        start_line, max_lines = self._ml_start, ml.max_lines
+        texts: list[tuple[int, str]] = []  # (offset of first line, joined text) of each event
+        pos = f.offset
+        raw_lines = complete.split(b"\n")
+        if complete.endswith(b"\n"):
+            raw_lines.pop()
+        for raw in raw_lines:
+            line = raw.decode("utf-8", "replace")
+            if line.endswith("\r"):
+                line = line[:-1]
+            pending = f.pending
+            if pending is None or start_line(line):
+                if pending is not None:
+                    texts.append((f.hold, "\n".join(pending)))
+                f.pending, f.hold = [line], pos
+            else:
+                pending.append(line)
+                if len(pending) >= max_lines:
+                    texts.append((f.hold, "\n".join(pending)))
+                    f.pending = None
+            pos += len(raw) + 1
+        f.offset += consumed
+        events, rejects = self._ml_events(f, texts)
+        return Batch(events, self.position(), consumed, rejects)
+
+    def _ml_events(self, f: _File, texts: list[tuple[int, str]]) -> tuple[list[Event], list[Event]]:
+        o = self.options
+        rejects: list[Event] = []
+        if o.format == "lines":
+            events: list[Event] = [{"_raw": text} for _, text in texts]
+            offsets = [off for off, _ in texts]
+        else:
+            events, offsets = [], []
+            for off, text in texts:
+                try:
+                    ev = orjson.loads(text)
+                except orjson.JSONDecodeError as exc:
+                    if text.strip():
+                        rejects.append({**reject(text, f"not valid JSON: {exc}"), "_path": f.path})
+                    continue
+                if type(ev) is not dict:
+                    msg = 'a JSON event must be an object, e.g. {"msg": "..."}'
+                    rejects.append({**reject(text, msg), "_path": f.path})
+                    continue
+                events.append(ev)
+                offsets.append(off)
+        if o.metadata:
+            for ev, off in zip(events, offsets):
+                ev["_path"] = f.path
+                ev["_offset"] = off
+        return events, rejects
+
+    def _ml_flush(self, f: _File) -> Batch | None:
+        """Hand on the pending event of ``f`` (its timeout passed, or the file is done)."""
+        if f.pending is None:
+            return None
+        texts = [(f.hold, "\n".join(f.pending))]
+        f.pending = None
+        events, rejects = self._ml_events(f, texts)
+        return Batch(events, self.position(), 0, rejects)
+
     async def batches(self) -> AsyncIterator[Batch]:
         o = self.options
+        ml_timeout = o.multiline.timeout if o.multiline is not None else None
         self._scan(initial=True)
         if not self.files and not o.follow:
             log.warning("files: no file matches %s", ", ".join(o.globs))
@@ -248,14 +355,18 @@ class FilesInput(Input):
                 produced = True
                 if batch is not True:
                     yield batch
+            if ml_timeout is not None:  # pending events of files quiet for the timeout
+                now = time.monotonic()
+                for f in list(self.files.values()):
+                    if f.pending is not None and now - f.last_data >= ml_timeout:
+                        yield self._ml_flush(f)  # type: ignore[misc]
             if produced:
                 if o.follow and time.monotonic() - self._last_scan > o.glob_interval:
                     self._scan(initial=False)
                 continue
             if not o.follow:
                 for f in list(self.files.values()):
-                    batch = self._flush_partial(f)
-                    if batch is not None:
+                    for batch in self._rest(f):
                         yield batch
                 return
             now = time.monotonic()
@@ -264,8 +375,7 @@ class FilesInput(Input):
                     f.gone_since is not None
                     and now - max(f.gone_since, f.last_data) >= o.rotate_wait
                 ):
-                    batch = self._flush_partial(f)
-                    if batch is not None:
+                    for batch in self._rest(f):
                         yield batch
                     f.fh.close()
                     del self.files[key]

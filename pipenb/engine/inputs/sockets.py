@@ -1,0 +1,373 @@
+"""``tcp`` and ``udp``: newline-framed listeners; ``format: syslog`` decodes RFC 3164 and 5424.
+
+Both read into one bounded feed that the input's ``batches`` drains. A TCP connection whose data
+finds the feed full stops being read, so the sender is held back by TCP itself; UDP cannot hold a
+sender back, so datagrams that find the feed full are dropped and counted (``dropped``).
+
+Also home of what the network inputs and outputs share: ``Address`` (``host:port`` options)
+and ``format_peer`` (the ``_peer`` metadata field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field
+
+from pipenb.engine.base import Batch, Event, Input, RunContext
+from pipenb.engine.inputs.decode import decode_chunk
+from pipenb.lang.registry import Options, registry
+from pipenb.lang.types import Size
+
+log = logging.getLogger("pipenb.engine.sockets")
+
+READ_BYTES = 1 << 16
+BATCH_EVENTS = 10_000  # a batch merges what waits in the feed, up to this many events
+
+
+# ------------------------------------------------------------------------------ addresses
+
+
+def split_address(value: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``:port`` (every interface) as ``(host, port)``."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(
+            f"expected an address as host:port (127.0.0.1:5140, [::1]:5140, :5140), got {value!r}"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, as [{host}]:{port}")
+    return host, int(port)
+
+
+def _check_address(value: str) -> str:
+    split_address(value)
+    return value
+
+
+def _check_remote(value: str) -> str:
+    host, port = split_address(value)
+    if not host or port == 0:
+        raise ValueError(f"expected a host and a port to send to, as host:port, got {value!r}")
+    return value
+
+
+#: a listening address; port 0 picks a free port (the input's ``port`` then says which)
+Address = Annotated[str, AfterValidator(_check_address)]
+#: an address to connect or send to: host and port both required
+RemoteAddress = Annotated[str, AfterValidator(_check_remote)]
+
+
+def format_peer(addr: Any) -> str | None:
+    """``ip:port`` (``[ip]:port`` for IPv6) from a socket address."""
+    if not isinstance(addr, tuple) or len(addr) < 2:
+        return None if addr is None else str(addr)
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+# ------------------------------------------------------------------------------ the feed
+
+
+class Feed:
+    """A bounded buffer of decoded chunks between socket readers and ``batches``.
+
+    ``limit`` bounds the raw bytes held; a single chunk is always let in when the feed is empty,
+    so a chunk larger than the limit cannot wedge it.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.bytes = 0
+        self._items: deque[tuple[list[Event], list[Event], int]] = deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def full(self) -> bool:
+        return bool(self._items) and self.bytes >= self.limit
+
+    def offer(self, events: list[Event], rejects: list[Event], nbytes: int) -> bool:
+        """Add without waiting; False (nothing added) when the feed is full."""
+        if self.full():
+            return False
+        self._items.append((events, rejects, nbytes))
+        self.bytes += nbytes
+        self._ready.set()
+        if self.full():
+            self._room.clear()
+        return True
+
+    async def put(self, events: list[Event], rejects: list[Event], nbytes: int) -> None:
+        """Add, waiting while the feed is full (this is what holds a TCP sender back)."""
+        while not self.offer(events, rejects, nbytes):
+            await self._room.wait()
+
+    async def take(self) -> Batch:
+        """Everything waiting (up to ``BATCH_EVENTS`` events) as one batch."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        events: list[Event] = []
+        rejects: list[Event] = []
+        nbytes = 0
+        while self._items and len(events) < BATCH_EVENTS:
+            evs, rjs, n = self._items.popleft()
+            events.extend(evs)
+            rejects.extend(rjs)
+            nbytes += n
+        self.bytes -= nbytes
+        if not self.full():
+            self._room.set()
+        return Batch(events, None, nbytes, rejects)
+
+
+def _decode(data: bytes, fmt: str, peer: str | None, max_line: int) -> tuple[list, list]:
+    events, rejects = decode_chunk(data, fmt, max_line)
+    if peer is not None:
+        for ev in events:
+            ev["_peer"] = peer
+        for r in rejects:
+            r["_peer"] = peer
+    return events, rejects
+
+
+# ------------------------------------------------------------------------------ tcp
+
+
+class TcpOptions(Options):
+    """Options of ``tcp``.
+
+    ``address``: ``host:port`` to listen on (``:5140`` or ``0.0.0.0:5140`` for every
+    interface; port 0 picks a free port). Each newline-terminated line is one event (``\\r\\n``
+    works too; a last line without a newline counts when the sender closes). ``format``:
+    ``lines`` (``{"_raw": line}``), ``json`` (one object per line) or ``syslog`` (RFC 5424 and
+    RFC 3164: ``facility``, ``severity``, ``timestamp``, ``host``, ``app``, ``pid``, ``msgid``,
+    ``structured_data``, ``message``). Lines that do not decode go to ``errors:``. Bytes that are
+    not UTF-8 are replaced, never fatal. ``max-line-bytes``: a longer line is cut into pieces of
+    that size (counted, and logged). ``metadata: true`` adds ``_peer`` (the sender's
+    ``ip:port``). ``buffer``: bytes held for the engine; when full, connections stop being read
+    (TCP then slows the senders). No checkpoint: what senders sent while the pipe was down is
+    theirs to resend.
+    """
+
+    address: Address
+    format: Literal["lines", "json", "syslog"] = "lines"
+    max_line_bytes: Size = Field(default=1 << 16, ge=1)
+    metadata: bool = False
+    buffer: Size = Field(default=4 << 20, ge=1)
+
+
+class TcpInput(Input):
+    def __init__(self, options: TcpOptions, ctx: RunContext):
+        super().__init__(options, ctx)
+        self.host, self.port = split_address(options.address)
+        self.long_lines = 0  # lines cut because they were longer than max-line-bytes
+        self.connections = 0  # connections served so far
+        self._logged_long = -1e9
+
+    def stats(self) -> dict[str, Any]:
+        return {"connections": self.connections, "long_lines": self.long_lines}
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        feed = Feed(self.options.buffer)
+        self._server = await asyncio.start_server(
+            lambda r, w: self._serve(r, w, feed),
+            self.host or None,
+            self.port,
+            reuse_address=True,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("tcp: listening on %s:%d", self.host or "*", self.port)
+        try:
+            while True:
+                yield await feed.take()
+        finally:
+            await self.close()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, feed: Feed
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self.connections += 1
+        o = self.options
+        peer = format_peer(writer.get_extra_info("peername")) if o.metadata else None
+        max_line = o.max_line_bytes
+        rest = b""
+        in_long = False  # inside a line already cut (and counted)
+        try:
+            while True:
+                data = await reader.read(READ_BYTES)
+                if not data:
+                    break
+                buf = rest + data if rest else data
+                cut = buf.rfind(b"\n")
+                if cut < 0:
+                    rest = buf
+                    if len(rest) >= max_line:  # a line longer than allowed: emit its pieces
+                        if not in_long:
+                            self._count_long(1, peer)
+                            in_long = True
+                        keep = len(rest) - len(rest) % max_line
+                        await feed.put(*_decode_pieces(rest[:keep], o.format, peer, max_line))
+                        rest = rest[keep:]
+                    continue
+                chunk, rest = buf[: cut + 1], buf[cut + 1 :]
+                if len(chunk) > max_line:
+                    lens = [len(line) for line in chunk.split(b"\n")]
+                    long = sum(1 for n in lens if n > max_line)
+                    if in_long and lens[0] > max_line:
+                        long -= 1  # the end of the line counted already
+                    if long:
+                        self._count_long(long, peer)
+                in_long = False
+                events, rejects = _decode(chunk, o.format, peer, max_line)
+                await feed.put(events, rejects, len(chunk))
+            if rest:
+                await feed.put(*_decode(rest, o.format, peer, max_line), len(rest))
+        except (ConnectionError, OSError) as exc:
+            log.debug("tcp: connection from %s ended: %s", peer, exc)
+        finally:
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    def _count_long(self, n: int, peer: str | None) -> None:
+        self.long_lines += n
+        now = time.monotonic()
+        if now - self._logged_long >= 10.0:  # a flood of garbage must not flood the log
+            self._logged_long = now
+            log.warning(
+                "tcp: line(s)%s longer than max-line-bytes (%d) cut into pieces (%d so far)",
+                f" from {peer}" if peer else "",
+                self.options.max_line_bytes,
+                self.long_lines,
+            )
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
+
+
+def _decode_pieces(
+    data: bytes, fmt: str, peer: str | None, max_line: int
+) -> tuple[list[Event], list[Event], int]:
+    """Pieces of one over-long line (``data`` is a multiple of ``max_line`` bytes)."""
+    joined = b"\n".join(data[i : i + max_line] for i in range(0, len(data), max_line))
+    events, rejects = _decode(joined, fmt, peer, 0)
+    return events, rejects, len(data)
+
+
+# ------------------------------------------------------------------------------ udp
+
+
+class UdpOptions(Options):
+    """Options of ``udp``.
+
+    ``address``: ``host:port`` to listen on (port 0 picks a free port). Each datagram holds one
+    or more lines (a trailing newline is optional); each line is one event. ``format``: ``lines``,
+    ``json`` or ``syslog``, as for ``tcp``. Bytes that are not UTF-8 are replaced; lines that do
+    not decode go to ``errors:``. ``metadata: true`` adds ``_peer`` (the sender's ``ip:port``).
+    ``buffer``: bytes held for the engine; UDP cannot slow a sender down, so datagrams arriving
+    while it is full are dropped, counted and logged. No checkpoint.
+    """
+
+    address: Address
+    format: Literal["lines", "json", "syslog"] = "lines"
+    max_line_bytes: Size = Field(default=1 << 16, ge=1)
+    metadata: bool = False
+    buffer: Size = Field(default=8 << 20, ge=1)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: UdpInput, feed: Feed):
+        self.owner = owner
+        self.feed = feed
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.owner._datagram(self.feed, data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp: %s", exc)
+
+
+class UdpInput(Input):
+    def __init__(self, options: UdpOptions, ctx: RunContext):
+        super().__init__(options, ctx)
+        self.host, self.port = split_address(options.address)
+        self.datagrams = 0  # datagrams received
+        self.dropped = 0  # datagrams dropped because the pipe was backed up
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def stats(self) -> dict[str, Any]:
+        return {"datagrams": self.datagrams, "dropped": self.dropped}
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        feed = Feed(self.options.buffer)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self, feed),
+            local_addr=(self.host or "0.0.0.0", self.port),
+        )
+        self._transport = transport
+        self.port = transport.get_extra_info("sockname")[1]
+        log.info("udp: listening on %s:%d", self.host or "*", self.port)
+        try:
+            while True:
+                yield await feed.take()
+        finally:
+            await self.close()
+
+    def _datagram(self, feed: Feed, data: bytes, addr: Any) -> None:
+        self.datagrams += 1
+        if feed.full():
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning(
+                    "udp: pipe backed up, %d datagram(s) dropped so far (buffer: %d bytes)",
+                    self.dropped,
+                    self.options.buffer,
+                )
+            return
+        o = self.options
+        peer = format_peer(addr) if o.metadata else None
+        events, rejects = _decode(data, o.format, peer, o.max_line_bytes)
+        feed.offer(events, rejects, len(data))
+
+    async def close(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
+
+@registry.register("input", "tcp", TcpOptions)
+def tcp_input(opts: TcpOptions, ctx: RunContext) -> TcpInput:
+    """Listen for newline-framed lines over TCP (lines, JSON or syslog)."""
+    return TcpInput(opts, ctx)
+
+
+@registry.register("input", "udp", UdpOptions)
+def udp_input(opts: UdpOptions, ctx: RunContext) -> UdpInput:
+    """Listen for UDP datagrams of one or more lines (lines, JSON or syslog)."""
+    return UdpInput(opts, ctx)

@@ -1,0 +1,194 @@
+"""``http-post``: each batch is one request, a JSON array or NDJSON, optionally gzipped.
+
+A batch counts as written when the server answers 2xx. Trouble that may pass (no connection, a
+timeout, 408, 429, 5xx) raises ``RetryableOutputError``: the engine retries the same batch with
+backoff and holds the input back meanwhile, so every event arrives at least once. Any other
+answer (400, 401, 404, 413, 422, a redirect) cannot get better by sending again: the batch's
+events go to ``errors:`` with the status and the start of the server's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gzip
+import logging
+import time
+from typing import Literal
+
+import orjson
+from pydantic import field_validator
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.httputil import HTTPInputError
+from tornado.iostream import UnsatisfiableReadError
+
+from pipenb.engine.base import Event, Output, RetryableOutputError, RunContext
+from pipenb.engine.outputs.common import OutputOptions, ndjson
+from pipenb.lang.registry import registry
+from pipenb.lang.types import Duration
+
+log = logging.getLogger("pipenb.engine.http_post")
+
+MAX_RETRY_AFTER = 30.0
+#: what a request raises when no (usable) answer came: refused, reset, timed out, TLS, garbled
+FETCH_ERRORS = (
+    OSError,
+    HTTPClientError,
+    HTTPInputError,
+    UnsatisfiableReadError,
+)  # the longest Retry-After honoured before handing back to the engine
+
+
+class HttpPostOptions(OutputOptions):
+    """Options of ``http-post``.
+
+    ``url``: where each batch is sent (``method: POST``, default, or ``PUT``). ``format``:
+    ``json`` (one JSON array per request, ``Content-Type: application/json``) or ``ndjson``
+    (one object per line, ``application/x-ndjson``). ``headers``: added to every request
+    (``Authorization``, a ``Content-Type`` of your own...). ``gzip: true`` compresses bodies
+    (``Content-Encoding: gzip``). ``timeout``: for connecting and for the whole answer.
+    ``batch: {size, timeout}``: events per request and how long a partial batch waits.
+    Delivery: a batch is written once the server answers 2xx; no connection, a timeout, 408,
+    429 and 5xx are retried with backoff (a ``Retry-After`` of up to 30s is waited out first)
+    while the input is held back; other answers send the batch's events to ``errors:`` with the
+    status and the start of the answer.
+    """
+
+    url: str
+    method: Literal["POST", "PUT"] = "POST"
+    format: Literal["json", "ndjson"] = "json"
+    headers: dict[str, str] = {}
+    gzip: bool = False
+    timeout: Duration = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {v!r}")
+        return v
+
+
+class HttpPostOutput(Output):
+    def __init__(self, options: HttpPostOptions, ctx: RunContext):
+        super().__init__(options, ctx)
+        self._client: AsyncHTTPClient | None = None
+        headers = dict(options.headers)
+        names = {k.lower() for k in headers}
+        if "content-type" not in names:
+            headers["Content-Type"] = (
+                "application/json" if options.format == "json" else "application/x-ndjson"
+            )
+        if options.gzip:
+            headers["Content-Encoding"] = "gzip"
+        self.headers = headers
+        self.requests = 0
+
+    async def open(self) -> None:
+        if self._client is None:
+            self._client = AsyncHTTPClient(force_instance=True)
+
+    async def write(self, events: list[Event]) -> list[tuple[Event, str]]:
+        if self._client is None:
+            await self.open()
+        assert self._client is not None
+        o = self.options
+        body, sent, rejects = encode(events, o.format)
+        if not sent:
+            return rejects
+        if o.gzip:
+            body = gzip.compress(body, compresslevel=6, mtime=0)
+        self.requests += 1
+        req = HTTPRequest(
+            o.url,
+            method=o.method,
+            headers=self.headers,
+            body=body,
+            connect_timeout=o.timeout,
+            request_timeout=o.timeout,
+            follow_redirects=False,
+        )
+        where = f"{o.method} {o.url}"
+        try:
+            resp = await self._client.fetch(req, raise_error=False)
+        except FETCH_ERRORS as exc:  # no answer: refused, reset, timed out, a garbled answer
+            raise RetryableOutputError(f"{where}: {describe(exc)}") from exc
+        code = resp.code
+        if 200 <= code < 300:
+            return rejects
+        if code == 599:
+            raise RetryableOutputError(f"{where}: {describe(resp.error)}")
+        if code in (408, 429) or code >= 500:
+            wait = retry_after(resp)
+            if wait:
+                await asyncio.sleep(min(wait, MAX_RETRY_AFTER))
+            raise RetryableOutputError(f"{where}: HTTP {code} {resp.reason}{_excerpt(resp)}")
+        why = f"{where}: HTTP {code} {resp.reason}{_excerpt(resp)}"
+        log.warning("http-post: %s; %d event(s) sent to errors", why, len(sent))
+        return rejects + [(e, why) for e in sent]
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+def encode(events: list[Event], fmt: str) -> tuple[bytes, list[Event], list[tuple[Event, str]]]:
+    """The body, the events in it, and the events that cannot be encoded (with why)."""
+    if fmt == "ndjson":
+        blob, rejects = ndjson(events)
+        if not rejects:
+            return blob, events, []
+        bad = {id(e) for e, _ in rejects}
+        return blob, [e for e in events if id(e) not in bad], rejects
+    try:
+        return orjson.dumps(events), events, []
+    except TypeError:
+        pass
+    parts: list[bytes] = []
+    sent: list[Event] = []
+    rejects: list[tuple[Event, str]] = []
+    for e in events:
+        try:
+            parts.append(orjson.dumps(e, default=str))
+            sent.append(e)
+        except TypeError as exc:
+            rejects.append((e, f"cannot encode event as JSON: {exc}"))
+    return b"[" + b",".join(parts) + b"]", sent, rejects
+
+
+def retry_after(resp: HTTPResponse) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), if any."""
+    value = (resp.headers or {}).get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def describe(exc: BaseException | None) -> str:
+    """A short reason for a failed request: ``connection refused``, ``timed out``..."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, HTTPClientError) and exc.code == 599:
+        return str(exc.message or "timed out").lower()
+    if exc is None:
+        return "no answer"
+    return str(exc) or type(exc).__name__
+
+
+def _excerpt(resp: HTTPResponse) -> str:
+    body = (resp.body or b"")[:300].decode("utf-8", "replace").strip()
+    return f": {body}" if body else ""
+
+
+@registry.register("output", "http-post", HttpPostOptions)
+def http_post_output(opts: HttpPostOptions, ctx: RunContext) -> HttpPostOutput:
+    """POST batches as a JSON array or NDJSON, optionally gzipped; retries 429 and 5xx."""
+    return HttpPostOutput(opts, ctx)
