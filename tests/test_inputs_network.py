@@ -863,3 +863,30 @@ def test_http_poll_preview_polls_once(tmp_path):
         result = pipe.preview()
         assert len(srv.requests) == 1
     assert result.events == [{"a": 1}, {"a": 2}]
+
+
+def test_input_counters_reach_the_engine_snapshot(tmp_path, data_dir):
+    """The udp input's own counters (datagrams, dropped) are part of the pipe's metrics."""
+    pipe = pipenb.Pipe.from_yaml(
+        "name: udp-stats\ninput: {udp: {address: '127.0.0.1:0'}}\n"
+        f"output: {{file: {{path: '{tmp_path / 'out.ndjson'}', batch: {{timeout: 20ms}}}}}}\n"
+    )
+
+    async def scenario():
+        engine = pipe.engine(data_dir=data_dir)
+        task = asyncio.create_task(engine.run())
+        await async_wait_until(lambda: engine.parts.input.port, what="the udp port")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(3):
+            sock.sendto(f"line {i}\n".encode(), ("127.0.0.1", engine.parts.input.port))
+        sock.close()
+        await async_wait_until(
+            lambda: engine.snapshot()["input"].get("datagrams") == 3, what="3 datagrams counted"
+        )
+        snap = engine.snapshot()["input"]
+        engine.stop()
+        await task
+        return snap
+
+    snap = asyncio.run(scenario())
+    assert snap["datagrams"] == 3 and snap["dropped"] == 0

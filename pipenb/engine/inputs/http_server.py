@@ -96,8 +96,6 @@ class HttpServerInput(Input):
         self.accepted = 0  # requests answered 200
         self._open = False
 
-    def stats(self) -> dict[str, Any]:
-        return {"requests_accepted": self.accepted, "requests_busy": self.busy}
         self._ready: deque[_Pending] = deque()
         self._inflight: list[_Pending] = []
         self._wakeup: asyncio.Event | None = None
@@ -106,6 +104,9 @@ class HttpServerInput(Input):
         self._server: Any = None
 
     # ---------------------------------------------------------------- the engine's side
+    def stats(self) -> dict[str, Any]:
+        return {"requests_accepted": self.accepted, "requests_busy": self.busy}
+
     async def batches(self) -> AsyncIterator[Batch]:
         o = self.options
         self._wakeup = asyncio.Event()

@@ -173,11 +173,11 @@ class TcpInput(Input):
         self.long_lines = 0  # lines cut because they were longer than max-line-bytes
         self.connections = 0  # connections served so far
         self._logged_long = -1e9
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def stats(self) -> dict[str, Any]:
         return {"connections": self.connections, "long_lines": self.long_lines}
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def batches(self) -> AsyncIterator[Batch]:
         feed = Feed(self.options.buffer)
