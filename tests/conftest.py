@@ -54,6 +54,19 @@ def run_actions(
     )
 
 
+def run_pipe_actions(yaml_text: str, events: list[dict[str, Any]]) -> tuple[list, list]:
+    """A whole pipe document's actions over ``events``: (events out, failures)."""
+    from pipenb.engine.base import RunContext
+    from pipenb.engine.steps import build_chain
+    from pipenb.lang.validate import load_pipe
+
+    spec = load_pipe(yaml_text)
+    ctx = RunContext(pipe=spec.name)
+    steps = [a.component.factory(a.options, ctx) for a in spec.actions]
+    chain = build_chain([a.label for a in spec.actions], steps)
+    return chain.run([dict(e) for e in events])
+
+
 def write_pipe(directory: Path, text: str, name: str = "pipe.yaml") -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")

@@ -5,20 +5,14 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from conftest import run_pipe_actions
 
-from pipenb.engine.base import RunContext
-from pipenb.engine.steps import build_chain
 from pipenb.errors import EventError, PipeSyntaxError
 from pipenb.lang.validate import load_pipe
 
 
 def run_actions(yaml_text, events):
-    spec = load_pipe(yaml_text)
-    ctx = RunContext(pipe=spec.name)
-    steps = [a.component.factory(a.options, ctx) for a in spec.actions]
-    chain = build_chain([a.label for a in spec.actions], steps)
-    out, failures = chain.run([dict(e) for e in events])
-    return out, failures
+    return run_pipe_actions(yaml_text, events)
 
 
 HEAD = """\

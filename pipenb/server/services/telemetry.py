@@ -48,6 +48,25 @@ class TelemetryService:
                 )
             )
 
+    def _recent(
+        self,
+        table: type,
+        dep_id: str | None,
+        agent_id: str | None,
+        since: datetime | None,
+        limit: int,
+    ) -> list:
+        """The newest ``limit`` rows of a telemetry table, oldest first."""
+        q = select(table).order_by(table.time.desc(), table.id.desc()).limit(limit)
+        if dep_id:
+            q = q.where(table.deployment_id == dep_id)
+        if agent_id:
+            q = q.where(table.agent_id == agent_id)
+        if since:
+            q = q.where(table.time >= since)
+        with self.cp.session() as s:
+            return list(reversed(s.scalars(q).all()))
+
     def metrics(
         self,
         dep_id: str | None = None,
@@ -55,23 +74,15 @@ class TelemetryService:
         since: datetime | None = None,
         limit: int = 1000,
     ) -> M.MetricList:
-        q = select(MetricRow).order_by(MetricRow.time.desc()).limit(limit)
-        if dep_id:
-            q = q.where(MetricRow.deployment_id == dep_id)
-        if agent_id:
-            q = q.where(MetricRow.agent_id == agent_id)
-        if since:
-            q = q.where(MetricRow.time >= since)
-        with self.cp.session() as s:
-            rows = list(reversed(s.scalars(q).all()))
-            return M.MetricList(
-                metrics=[
-                    M.MetricPoint(
-                        agent_id=r.agent_id, deployment_id=r.deployment_id, time=r.time, data=r.data
-                    )
-                    for r in rows
-                ]
-            )
+        rows = self._recent(MetricRow, dep_id, agent_id, since, limit)
+        return M.MetricList(
+            metrics=[
+                M.MetricPoint(
+                    agent_id=r.agent_id, deployment_id=r.deployment_id, time=r.time, data=r.data
+                )
+                for r in rows
+            ]
+        )
 
     def logs(
         self,
@@ -80,27 +91,19 @@ class TelemetryService:
         since: datetime | None = None,
         limit: int = 1000,
     ) -> M.LogList:
-        q = select(LogRow).order_by(LogRow.time.desc(), LogRow.id.desc()).limit(limit)
-        if dep_id:
-            q = q.where(LogRow.deployment_id == dep_id)
-        if agent_id:
-            q = q.where(LogRow.agent_id == agent_id)
-        if since:
-            q = q.where(LogRow.time >= since)
-        with self.cp.session() as s:
-            rows = list(reversed(s.scalars(q).all()))
-            return M.LogList(
-                logs=[
-                    M.LogLine(
-                        agent_id=r.agent_id,
-                        deployment_id=r.deployment_id,
-                        time=r.time,
-                        level=r.level,
-                        message=r.message,
-                    )
-                    for r in rows
-                ]
-            )
+        rows = self._recent(LogRow, dep_id, agent_id, since, limit)
+        return M.LogList(
+            logs=[
+                M.LogLine(
+                    agent_id=r.agent_id,
+                    deployment_id=r.deployment_id,
+                    time=r.time,
+                    level=r.level,
+                    message=r.message,
+                )
+                for r in rows
+            ]
+        )
 
     def expire(self) -> None:
         cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.cp.settings.retention)
