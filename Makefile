@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# JupyterLab with pipenb's server inside (SQLite in .pipenb/) and one local agent; Ctrl-C stops both
 run: $(STAMP)
-	$(BIN)/pipenb run examples/demo.yml
+	bash scripts/run.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipenb tests bench examples

@@ -50,6 +50,26 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext pipenb``: register ``%%pipe`` and ``%pipe`` (imported only now)."""
+    from pipenb.magics import PipeMagics
+
+    magics = PipeMagics(shell=ipython, config=ipython.config)
+    ipython.register_magics(magics)
+    if magics not in ipython.configurables:
+        ipython.configurables.append(magics)  # so %config PipeMagics.limit = 50 reaches it
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext pipenb``: remove the magics again."""
+    from pipenb.magics import PipeMagics
+
+    table = ipython.magics_manager.magics
+    for kind in ("line", "cell"):
+        table[kind].pop("pipe", None)
+    ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, PipeMagics)]
+
+
 def __dir__() -> list[str]:
     return sorted(__all__)
 

@@ -1,0 +1,13 @@
+"""The pipenb control plane as a jupyter-server extension (SPEC §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipenb.jupyter_ext.app import PipenbExtension
+
+__all__ = ["PipenbExtension"]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    return [{"module": "pipenb.jupyter_ext", "app": PipenbExtension}]

@@ -1,0 +1,156 @@
+"""The jupyter-server extension: the pipenb API mounted inside a Jupyter server.
+
+User endpoints are authenticated by Jupyter itself (its token, cookie or identity provider, and
+its authorizer on the resource ``"pipenb"``); agent endpoints accept agent keys only and the
+enrollment endpoint the enrollment key only, exactly as in the standalone server. Kernels started
+by this server find the API through ``PIPENB_URL`` and ``PIPENB_TOKEN`` in their environment.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import tornado.ioloop
+import tornado.web
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Float, Unicode, default
+
+from pipenb.server.app import app_settings, handlers
+from pipenb.server.core import ControlPlane
+from pipenb.server.handlers.base import ApiHandler
+from pipenb.server.settings import ServerSettings
+
+READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def jupyter_authorize_user(handler: Any) -> bool:
+    """``pipenb_authorize_user`` inside Jupyter: a user Jupyter knows and allows on "pipenb"."""
+    user = getattr(handler, "_jupyter_current_user", None)
+    if user is None:
+        return False
+    action = "read" if handler.request.method in READ_METHODS else "write"
+    return bool(handler.authorizer.is_authorized(handler, user, action, "pipenb"))
+
+
+class _JupyterBridge:
+    """Put in front of a pipenb handler mixed with Jupyter's ``APIHandler``.
+
+    User operations run Jupyter's own ``prepare`` first (host check, identity, XSRF for cookie
+    logins, origin) so that ``jupyter_authorize_user`` can decide; agent and open operations never
+    consult Jupyter's identity: only the pipenb checks apply.
+    """
+
+    def _is_user_op(self) -> bool:
+        op = self.operation()  # type: ignore[attr-defined]
+        return op is not None and op.auth == "user"
+
+    def check_xsrf_cookie(self) -> None:
+        if self._is_user_op():
+            JupyterHandler.check_xsrf_cookie(self)  # type: ignore[arg-type]
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        if self._is_user_op():
+            try:
+                await APIHandler.prepare(self)  # type: ignore[arg-type]
+            except tornado.web.HTTPError as exc:
+                # no known user: pipenb's own check answers (401, or 403 for an agent key)
+                if exc.status_code != 403 or getattr(self, "_jupyter_current_user", None):
+                    raise
+        ApiHandler.prepare(self)  # type: ignore[arg-type]
+
+
+def _mark(method: Callable[..., Any], user: bool) -> Callable[..., Any]:
+    """A wrapper jupyter-server recognises: ``@web.authenticated`` for user operations, the
+    ``@allow_unauthenticated`` marker for agent/open ones (they check agent or enrollment keys
+    themselves). The original function is never modified."""
+    if user:
+        return tornado.web.authenticated(method)
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return method(self, *args, **kwargs)
+
+    wrapper.__allow_unauthenticated = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def jupyter_handler(cls: type[tornado.web.RequestHandler]) -> type[tornado.web.RequestHandler]:
+    """A subclass of the pipenb handler ``cls`` that is also a Jupyter ``APIHandler``."""
+    if not issubclass(cls, ApiHandler):
+        return cls
+    ns: dict[str, Any] = {"__module__": __name__, "__doc__": cls.__doc__}
+    for verb in cls.SUPPORTED_METHODS:
+        method = getattr(cls, verb.lower(), None)
+        op = getattr(method, "__pipenb_api__", None)
+        if op is not None:
+            ns[verb.lower()] = _mark(method, op.auth == "user")
+    return type(f"Jupyter{cls.__name__}", (_JupyterBridge, cls, APIHandler), ns)
+
+
+class PipenbExtension(ExtensionApp):
+    """Mounts the pipenb API under ``{base_url}pipenb/api/v1`` and runs its control plane."""
+
+    name = "pipenb"
+    description = "pipenb control plane inside Jupyter"
+
+    db_url = Unicode(help="SQLAlchemy URL of the pipenb database").tag(config=True)
+    enroll_key = Unicode(None, allow_none=True, help="agent enrollment key (None: off)").tag(
+        config=True
+    )
+    poll_interval = Float(5.0, help="how often agents check in at the least (s)").tag(config=True)
+    long_poll = Float(30.0, help="how long a quiet check-in may be held (s)").tag(config=True)
+    offline_after = Float(
+        None, allow_none=True, help="seconds of silence before an agent is offline"
+    ).tag(config=True)
+
+    cp: ControlPlane | None = None
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        path = Path(jupyter_data_dir()) / "pipenb"
+        path.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path / 'pipenb.db'}"
+
+    def initialize_settings(self) -> None:
+        self.cp = ControlPlane(
+            ServerSettings(
+                db_url=self.db_url,
+                token=None,
+                enroll_key=self.enroll_key,
+                poll_interval=self.poll_interval,
+                long_poll=self.long_poll,
+                offline_after=self.offline_after,
+            )
+        )
+        self.settings.update(app_settings(self.cp, self.serverapp.base_url))
+        self.settings["pipenb_authorize_user"] = jupyter_authorize_user
+        self._export_env()
+        tornado.ioloop.IOLoop.current().add_callback(self._started)
+
+    def initialize_handlers(self) -> None:
+        # jupyter-server prefixes the extension's patterns with its base URL
+        self.handlers.extend((pattern, jupyter_handler(h)) for pattern, h in handlers("/"))
+
+    def _export_env(self) -> None:
+        """Kernels started by this server inherit where the API is and how to call it."""
+        os.environ["PIPENB_URL"] = self.serverapp.connection_url.rstrip("/")
+        token = getattr(self.serverapp.identity_provider, "token", None)
+        if token:
+            os.environ["PIPENB_TOKEN"] = token
+
+    def _started(self) -> None:
+        if self.cp is not None:
+            self.cp.start()
+            self._export_env()  # the port is final once the loop runs
+
+    async def stop_extension(self) -> None:
+        if self.cp is not None:
+            self.cp.live.wake(*list(self.cp.live.waiters))  # answer held check-ins
+            await self.cp.stop()
+            self.cp = None

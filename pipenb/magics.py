@@ -1,0 +1,366 @@
+"""IPython magics: ``%%pipe`` to validate and preview a cell, ``%pipe ...`` to manage a server.
+
+Load with ``%load_ext pipenb``. Every magic is a thin layer over ``pipenb.Pipe`` and
+``pipenb.Client`` and returns a DataFrame or an object with a rich display (and a text one).
+Mistakes (a bad argument, an invalid pipe, an error from the server) are shown as short
+messages, never as tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import re
+import shlex
+import sys
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import Int
+
+from pipenb.errors import ApiError, PipenbError, PipeSyntaxError
+
+USAGE = """\
+%%pipe [NAME] [--sample VAR|PATH] [--limit N] [--param k=v]...
+    validate the cell's pipe and preview it (on a variable, a file, or the pipe's own input);
+    the PreviewResult goes to NAME (default _pipe) and the pipe is kept for save/deploy/test
+
+%pipe connect URL [--token T]        connect to a server (default: PIPENB_URL/PIPENB_TOKEN)
+%pipe save [NAME] [--message M]      push the last (or named) pipe's YAML
+%pipe deploy [NAME] [--labels a,b] [--agents a,b] [--instances N|all] [--failover]
+             [--param k=v]...        push, then deploy
+%pipe status [DEPLOYMENT]            deployments, or one deployment's instances
+%pipe agents                         the server's agents
+%pipe stop DEPLOYMENT                stop a deployment
+%pipe tap DEPLOYMENT [--stage S] [--limit N]   events captured at a stage
+%pipe test [NAME]                    run the pipe's tests: section
+%pipe metrics DEPLOYMENT             metrics the agents reported
+%pipe help                           this text"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake as IPython's UsageError instead of exiting."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}\n\n{USAGE}")
+
+
+def _parser(prog: str) -> _Parser:
+    return _Parser(prog=prog, add_help=False)
+
+
+def _params(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param takes k=v, not {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def _csv(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _df(records: list[dict[str, Any]], columns: list[str] | None = None) -> Any:
+    import pandas as pd
+
+    if not records:
+        return pd.DataFrame(columns=columns or [])
+    df = pd.DataFrame.from_records(records)
+    if columns:
+        df = df[[c for c in columns if c in df.columns]]
+    return df
+
+
+class Info:
+    """A short answer with a rich display: a title and a few key/value rows."""
+
+    def __init__(self, title: str, data: dict[str, Any] | None = None):
+        self.title = title
+        self.data = dict(data or {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __repr__(self) -> str:
+        lines = [self.title]
+        lines += [f"  {k}: {v}" for k, v in self.data.items()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+            f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+            for k, v in self.data.items()
+        )
+        return f"<h4>{html.escape(self.title)}</h4>" + (f"<table>{rows}</table>" if rows else "")
+
+
+class Deployed(Info):
+    """What ``%pipe deploy`` answers: the deployment's id and state."""
+
+    def __init__(self, deployment: dict[str, Any]):
+        self.deployment = deployment
+        keys = ("id", "pipe", "resolved_version", "state", "labels", "agents", "instances")
+        super().__init__(
+            f"Deployment {deployment.get('id')} of {deployment.get('pipe')}: "
+            f"{deployment.get('state')}",
+            {k: deployment.get(k) for k in keys if k in deployment},
+        )
+
+    @property
+    def id(self) -> str:
+        return self.deployment["id"]
+
+    @property
+    def state(self) -> str:
+        return self.deployment.get("state", "")
+
+
+DEPLOYMENT_COLUMNS = [
+    "id",
+    "pipe",
+    "version",
+    "resolved_version",
+    "state",
+    "running",
+    "labels",
+    "agents",
+    "instances",
+    "failover",
+    "updated_at",
+]
+INSTANCE_COLUMNS = [
+    "agent_id",
+    "agent_state",
+    "state",
+    "in_sync",
+    "error",
+    "metrics",
+    "updated_at",
+]
+AGENT_COLUMNS = ["id", "name", "labels", "state", "enrolled", "pipes", "last_seen", "attributes"]
+
+
+@magics_class
+class PipeMagics(Magics):
+    """``%%pipe`` and ``%pipe``; ``%config PipeMagics.limit = 50`` sets the preview limit."""
+
+    limit = Int(1000, help="Events a %%pipe preview reads at most").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any):
+        super().__init__(shell=shell, **kwargs)
+        self.pipes: dict[str, Any] = {}
+        self.last: Any = None
+        self.client: Any = None
+
+    # ------------------------------------------------------------------ entry point
+    @line_cell_magic
+    def pipe(self, line: str = "", cell: str | None = None) -> Any:
+        """Validate and preview a pipe (cell), or manage a pipenb server (line): %pipe help."""
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%pipe: {exc}") from None
+        try:
+            if cell is not None:
+                return self._cell(argv, cell)
+            if not argv or argv[0] in ("help", "-h", "--help"):
+                print(USAGE)
+                return None
+            handler = getattr(self, f"_do_{argv[0]}", None)
+            if handler is None:
+                raise UsageError(f"%pipe: unknown command {argv[0]!r}\n\n{USAGE}")
+            return handler(argv[1:])
+        except ApiError as exc:
+            raise UsageError(f"server: {exc.message} ({exc.status} {exc.code})") from None
+        except PipeSyntaxError as exc:
+            raise UsageError(str(exc)) from None
+        except PipenbError as exc:
+            raise UsageError(str(exc)) from None
+
+    # ------------------------------------------------------------------ %%pipe
+    def _cell(self, argv: list[str], cell: str) -> Any:
+        from pipenb.pipe import Pipe
+
+        p = _parser("%%pipe")
+        p.add_argument("name", nargs="?")
+        p.add_argument("--sample")
+        p.add_argument("--limit", type=int)
+        p.add_argument("--param", action="append")
+        args = p.parse_args(argv)
+        text, offset = cell, 0
+        if args.name and not re.search(r"(?m)^name\s*:", cell):
+            # `%%pipe NAME` names a cell that has no name: of its own; lines keep their numbers
+            text, offset = f"name: {args.name}\n{cell}", -1
+        try:
+            pipe = Pipe.from_yaml(text, _params(args.param), file="cell", line_offset=offset)
+        except PipeSyntaxError as exc:
+            self._show_problems(exc, cell)
+            return None
+        sample = self._sample(args.sample)
+        limit = args.limit if args.limit is not None else self.limit
+        result = pipe.preview(sample, limit)
+        for key in {pipe.name, args.name} - {None}:
+            self.pipes[key] = pipe
+        self.last = pipe
+        self.shell.user_ns[args.name or "_pipe"] = result
+        return result
+
+    def _sample(self, ref: str | None) -> Any:
+        if ref is None:
+            return None
+        ns = self.shell.user_ns
+        if ref in ns:
+            return ns[ref]
+        if os.path.exists(ref):
+            return ref
+        raise UsageError(f"--sample {ref}: no such variable or file")
+
+    @staticmethod
+    def _show_problems(exc: PipeSyntaxError, cell: str) -> None:
+        lines = cell.splitlines()
+        out = [f"The pipe is invalid ({len(exc.problems)} problem(s)):"]
+        for prob in exc.problems:
+            out.append(f"cell:{prob.line}:{prob.column}: {prob.message}")
+            if 1 <= prob.line <= len(lines):
+                out.append(f"    {lines[prob.line - 1]}")
+                if prob.column >= 1:
+                    out.append("    " + " " * (prob.column - 1) + "^")
+        print("\n".join(out), file=sys.stderr)
+
+    # ------------------------------------------------------------------ helpers
+    def _pipe(self, name: str | None) -> Any:
+        if name is None:
+            if self.last is None:
+                raise UsageError("no pipe yet: run a %%pipe cell first")
+            return self.last
+        if name in self.pipes:
+            return self.pipes[name]
+        value = self.shell.user_ns.get(name)
+        from pipenb.pipe import Pipe
+
+        if isinstance(value, Pipe):
+            return value
+        known = ", ".join(sorted(self.pipes)) or "none"
+        raise UsageError(f"no pipe named {name!r} (known: {known})")
+
+    def _client(self) -> Any:
+        if self.client is None:
+            if not os.environ.get("PIPENB_URL"):
+                raise UsageError(
+                    "not connected: %pipe connect URL --token T (or set PIPENB_URL/PIPENB_TOKEN)"
+                )
+            from pipenb.client import Client
+
+            self.client = Client()
+        return self.client
+
+    # ------------------------------------------------------------------ line magics
+    def _do_connect(self, argv: list[str]) -> Info:
+        from pipenb.client import Client
+
+        p = _parser("%pipe connect")
+        p.add_argument("url", nargs="?")
+        p.add_argument("--token")
+        args = p.parse_args(argv)
+        client = Client(args.url, args.token)
+        health = client.health()
+        # Check the token too, so a wrong one shows now and not at the first deploy.
+        client.agents()
+        self.client = client
+        return Info(
+            f"Connected to {client.url}",
+            {"url": client.url, "version": health.get("version"), "status": health.get("status")},
+        )
+
+    def _do_save(self, argv: list[str]) -> Info:
+        p = _parser("%pipe save")
+        p.add_argument("name", nargs="?")
+        p.add_argument("--message", "-m", default="")
+        args = p.parse_args(argv)
+        pipe = self._pipe(args.name)
+        res = self._client().push(pipe.yaml, args.message)
+        what = "saved" if res.get("created") else "unchanged"
+        return Info(f"Pipe {res['pipe']} version {res['version']} {what}", res)
+
+    def _do_deploy(self, argv: list[str]) -> Deployed:
+        p = _parser("%pipe deploy")
+        p.add_argument("name", nargs="?")
+        p.add_argument("--labels")
+        p.add_argument("--agents")
+        p.add_argument("--instances", default="all")
+        p.add_argument("--failover", action="store_true")
+        p.add_argument("--param", action="append")
+        args = p.parse_args(argv)
+        pipe = self._pipe(args.name)
+        client = self._client()
+        pushed = client.push(pipe.yaml)
+        dep = client.deploy(
+            pushed["pipe"],
+            version=pushed["version"],
+            params=_params(args.param),
+            agents=_csv(args.agents),
+            labels=_csv(args.labels),
+            instances=args.instances,
+            failover=args.failover,
+        )
+        return Deployed(dep)
+
+    def _do_status(self, argv: list[str]) -> Any:
+        p = _parser("%pipe status")
+        p.add_argument("deployment", nargs="?")
+        args = p.parse_args(argv)
+        client = self._client()
+        if args.deployment:
+            dep = client.deployment(args.deployment)
+            return _df(dep.get("status") or [], INSTANCE_COLUMNS)
+        return _df(client.deployments()["deployments"], DEPLOYMENT_COLUMNS)
+
+    def _do_agents(self, argv: list[str]) -> Any:
+        _parser("%pipe agents").parse_args(argv)
+        return _df(self._client().agents()["agents"], AGENT_COLUMNS)
+
+    def _do_stop(self, argv: list[str]) -> Deployed:
+        p = _parser("%pipe stop")
+        p.add_argument("deployment")
+        args = p.parse_args(argv)
+        return Deployed(self._client().stop(args.deployment))
+
+    def _do_tap(self, argv: list[str]) -> Any:
+        p = _parser("%pipe tap")
+        p.add_argument("deployment")
+        p.add_argument("--stage")
+        p.add_argument("--limit", type=int, default=10)
+        p.add_argument("--timeout", type=float, default=30.0)
+        args = p.parse_args(argv)
+        events = self._client().tap(
+            args.deployment, stage=args.stage, limit=args.limit, timeout=args.timeout
+        )
+        return _df([e if isinstance(e, dict) else {"value": e} for e in events])
+
+    def _do_test(self, argv: list[str]) -> Any:
+        p = _parser("%pipe test")
+        p.add_argument("name", nargs="?")
+        args = p.parse_args(argv)
+        return self._pipe(args.name).test()
+
+    def _do_metrics(self, argv: list[str]) -> Any:
+        import pandas as pd
+
+        p = _parser("%pipe metrics")
+        p.add_argument("deployment")
+        p.add_argument("--agent")
+        args = p.parse_args(argv)
+        points = self._client().metrics(args.deployment, agent=args.agent)["metrics"]
+        if not points:
+            return pd.DataFrame(columns=["time", "agent_id"])
+        df = pd.json_normalize(points)
+        df.columns = [c[len("data.") :] if c.startswith("data.") else c for c in df.columns]
+        return df.drop(columns=["deployment_id"], errors="ignore")
