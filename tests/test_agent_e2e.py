@@ -684,10 +684,11 @@ def test_failover_moves_the_instance_and_continues_from_the_checkpoint(
         files = ((s or {}).get("checkpoint") or {}).get("files") or {}
         return any(f.get("offset") == size for f in files.values())
 
-    # metrics and checkpoints travel with the next check-in (the held one ends within LONG_POLL)
+    # checkpoints travel with a check-in every `metrics_every` (15 s), carried by the next
+    # check-in after a hold of up to LONG_POLL: wait for both, plus slack
     wait_until(
         reported_checkpoint,
-        LONG_POLL + 10,
+        15 + LONG_POLL + 10,
         "the server to hold the checkpoint",
         lambda: brief(client, dep_id),
     )
