@@ -67,6 +67,32 @@ def run_pipe_actions(yaml_text: str, events: list[dict[str, Any]]) -> tuple[list
     return chain.run([dict(e) for e in events])
 
 
+ACTION_DOC_HEAD = """\
+name: t
+input: {echo: {events: [{}]}}
+output: {discard: {}}
+actions:
+"""
+FIRST_ACTION_LINE = 5  # the line of the first action in action_doc()
+
+
+def action_doc(actions: str) -> str:
+    """A whole pipe around a YAML list of actions."""
+    return ACTION_DOC_HEAD + textwrap.indent(textwrap.dedent(actions).strip("\n") + "\n", "  ")
+
+
+def run_action_doc(actions: str, events: list[dict[str, Any]]) -> tuple[list, list]:
+    return run_pipe_actions(action_doc(actions), events)
+
+
+def action_problems(actions: str) -> list[pipenb.Problem]:
+    from pipenb.lang.validate import load_pipe
+
+    with pytest.raises(pipenb.PipeSyntaxError) as info:
+        load_pipe(action_doc(actions))
+    return info.value.problems
+
+
 def write_pipe(directory: Path, text: str, name: str = "pipe.yaml") -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")

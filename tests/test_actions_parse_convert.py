@@ -2,41 +2,12 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
-from conftest import run_pipe_actions
+from conftest import FIRST_ACTION_LINE, run_pipe_actions
+from conftest import action_problems as problems
+from conftest import run_action_doc as run
 
-from pipenb.errors import EventError, PipeSyntaxError
-from pipenb.lang.validate import load_pipe
-
-
-def run_actions(yaml_text, events):
-    return run_pipe_actions(yaml_text, events)
-
-
-HEAD = """\
-name: t
-input: {echo: {events: [{}]}}
-output: {discard: {}}
-actions:
-"""
-FIRST_ACTION_LINE = 5
-
-
-def pipe(actions: str) -> str:
-    return HEAD + textwrap.indent(textwrap.dedent(actions).strip("\n") + "\n", "  ")
-
-
-def run(actions: str, events: list[dict]):
-    return run_actions(pipe(actions), events)
-
-
-def problems(actions: str):
-    with pytest.raises(PipeSyntaxError) as info:
-        load_pipe(pipe(actions))
-    return info.value.problems
-
+from pipenb.errors import EventError
 
 # ------------------------------------------------------------------------------------ parse
 
@@ -411,7 +382,7 @@ def test_convert_validation_names_the_allowed_types_on_the_right_line():
 
 
 def test_parse_syslog_rfc5424_and_rfc3164():
-    out, failures = run_actions(
+    out, failures = run_pipe_actions(
         """
         name: t
         input: {echo: {events: [{}]}}

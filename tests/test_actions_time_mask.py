@@ -2,44 +2,18 @@
 
 from __future__ import annotations
 
-import textwrap
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import run_pipe_actions
+from conftest import FIRST_ACTION_LINE
+from conftest import action_doc as pipe
+from conftest import action_problems as problems
+from conftest import run_action_doc as run
 
 from pipenb.engine.base import RunContext
 from pipenb.engine.steps import build_chain
-from pipenb.errors import EventError, PipeSyntaxError
+from pipenb.errors import EventError
 from pipenb.lang.validate import load_pipe
-
-
-def run_actions(yaml_text, events):
-    return run_pipe_actions(yaml_text, events)
-
-
-HEAD = """\
-name: t
-input: {echo: {events: [{}]}}
-output: {discard: {}}
-actions:
-"""
-FIRST_ACTION_LINE = 5
-
-
-def pipe(actions: str) -> str:
-    return HEAD + textwrap.indent(textwrap.dedent(actions).strip("\n") + "\n", "  ")
-
-
-def run(actions: str, events: list[dict]):
-    return run_actions(pipe(actions), events)
-
-
-def problems(actions: str):
-    with pytest.raises(PipeSyntaxError) as info:
-        load_pipe(pipe(actions))
-    return info.value.problems
-
 
 # ------------------------------------------------------------------------------------- time
 

@@ -149,6 +149,8 @@ class Engine:
         return cap.done
 
     def _run_chain(self, events: list[Event]) -> tuple[list[Event], list[Failure]]:
+        if not self._captures:  # the common case: no tap, nothing to do per batch
+            return self.parts.chain.run(events)
         self._captures = [c for c in self._captures if c.done is not None and not c.done.done()]
         if not self._captures:
             return self.parts.chain.run(events)

@@ -238,12 +238,6 @@ def _leading(s: str) -> str:
     return s[: len(s) - len(s.lstrip())]
 
 
-def fn_step(fn: Callable[[Event], Any], ns: Namespace, hint: str = "f") -> list[str]:
-    """Code lines for a per-event Python function: the event is replaced by its result."""
-    name = ns.const(fn, hint)
-    return [f"e = {name}(e)", "if e is None:\n    DROP"]
-
-
 def deep_copy(events: list[Event]) -> list[Event]:
     """Independent copies, so a preview can show each stage's events as they were."""
     try:

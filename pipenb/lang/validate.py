@@ -322,7 +322,7 @@ class _Checker:
         where = ".".join(str(x) for x in loc)
         if etype == "extra_forbidden":
             key = loc[-1] if loc else "?"
-            allowed = _allowed(model, loc[:-1])
+            allowed = _allowed(model)
             self.add(
                 path,
                 f"unknown option {key!r} for {cname}{did_you_mean(key, allowed)}; "
@@ -468,7 +468,7 @@ def _relevant(errors: list[dict]) -> list[dict]:
     return out
 
 
-def _allowed(model: type, loc: tuple) -> list[str]:
+def _allowed(model: type) -> list[str]:
     fields = getattr(model, "model_fields", {})
     return sorted((f.alias or n) for n, f in fields.items())
 

@@ -93,6 +93,3 @@ class Live:
             for fut in self.waiters.get(agent_id, ()):
                 if not fut.done():
                     fut.set_result(None)
-
-    def notify_all(self) -> None:
-        self.notify(*list(self.waiters), *list(self.desired_cache))

@@ -8,6 +8,7 @@ import signal
 import sys
 
 import tornado.httpserver
+import tornado.netutil
 
 from pipenb.server.app import PREFIX, make_app
 from pipenb.server.core import ControlPlane
@@ -45,6 +46,3 @@ async def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8
     cp.live.wake(*list(cp.live.waiters))  # answer held check-ins before closing
     await cp.stop()
     await server.close_all_connections()
-
-
-import tornado.netutil  # noqa: E402  (kept next to its use above for readers)

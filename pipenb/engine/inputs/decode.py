@@ -6,13 +6,12 @@ per chunk for lines, and one tight ``orjson.loads`` loop for JSON.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from pipenb.engine.base import Event
 
-LineFormat = Literal["lines", "json", "syslog"]
 _loads = orjson.loads
 _JSONError = orjson.JSONDecodeError
 

@@ -75,7 +75,6 @@ class ExecInput(Input):
         cron = options.cron if not ctx.preview else None
         self.schedule: Cron | None = parse_cron(cron) if cron else None
         self.finite = options.interval is None and self.schedule is None
-        self.last_exit: int | None = None
 
     async def _run_once(self) -> tuple[bytes, bytes, int]:
         o = self.options
@@ -116,7 +115,6 @@ class ExecInput(Input):
             with contextlib.suppress(ProcessLookupError):
                 await proc.wait()
             raise
-        self.last_exit = proc.returncode
         return out, err, proc.returncode or 0
 
     async def batches(self) -> AsyncIterator[Batch]:

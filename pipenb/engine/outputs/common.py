@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from pydantic import Field
 
@@ -49,7 +47,3 @@ def ndjson(events: list[Event]) -> tuple[bytes, list[tuple[Event, str]]]:
             except TypeError:
                 rejects.append((e, f"cannot encode event as JSON: {exc}"))
     return b"".join(parts), rejects
-
-
-def dumps_default(value: Any) -> bytes:
-    return _dumps(value, default=str)
