@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Client": "pipenb.client",
+    "Dashboard": "pipenb.dashboard",
     "Engine": "pipenb.engine.runtime",
     "Pipe": "pipenb.pipe",
     "PipeTestReport": "pipenb.engine.pipetests",
@@ -35,6 +36,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipenb.client import Client
+    from pipenb.dashboard import Dashboard
     from pipenb.engine.pipetests import PipeTestReport, PipeTestResult
     from pipenb.engine.preview import PreviewResult, StagePreview
     from pipenb.engine.runtime import Engine
@@ -78,6 +80,7 @@ __all__ = [
     "ApiError",
     "AuthError",
     "Client",
+    "Dashboard",
     "Engine",
     "EventError",
     "Pipe",

@@ -37,6 +37,8 @@ USAGE = """\
 %pipe tap DEPLOYMENT [--stage S] [--limit N]   events captured at a stage
 %pipe test [NAME]                    run the pipe's tests: section
 %pipe metrics DEPLOYMENT             metrics the agents reported
+%pipe dashboard [--interval S] [--paused]
+                                     agents and deployments, live, with start/stop buttons
 %pipe help                           this text"""
 
 
@@ -159,6 +161,7 @@ class PipeMagics(Magics):
         self.pipes: dict[str, Any] = {}
         self.last: Any = None
         self.client: Any = None
+        self.dashboard: Any = None
 
     # ------------------------------------------------------------------ entry point
     @line_cell_magic
@@ -350,6 +353,18 @@ class PipeMagics(Magics):
         p.add_argument("name", nargs="?")
         args = p.parse_args(argv)
         return self._pipe(args.name).test()
+
+    def _do_dashboard(self, argv: list[str]) -> Any:
+        from pipenb.dashboard import Dashboard
+
+        p = _parser("%pipe dashboard")
+        p.add_argument("--interval", type=float, default=5.0)
+        p.add_argument("--paused", action="store_true")
+        args = p.parse_args(argv)
+        if self.dashboard is not None:
+            self.dashboard.stop()  # one refreshing view at a time; the old one keeps its data
+        self.dashboard = Dashboard(self._client(), args.interval, autostart=not args.paused)
+        return self.dashboard
 
     def _do_metrics(self, argv: list[str]) -> Any:
         import pandas as pd

@@ -15,6 +15,7 @@ PUBLIC = [
     "ApiError",
     "AuthError",
     "Client",
+    "Dashboard",
     "Engine",
     "EventError",
     "Pipe",
@@ -54,6 +55,7 @@ def test_star_import_gives_the_public_set():
 
 def test_public_names_come_from_where_they_are_defined():
     from pipenb.client import Client
+    from pipenb.dashboard import Dashboard
     from pipenb.engine.pipetests import PipeTestReport, PipeTestResult
     from pipenb.engine.preview import PreviewResult, StagePreview
     from pipenb.engine.runtime import Engine
@@ -61,6 +63,7 @@ def test_public_names_come_from_where_they_are_defined():
 
     assert pipenb.Pipe is Pipe
     assert pipenb.Client is Client
+    assert pipenb.Dashboard is Dashboard
     assert pipenb.Engine is Engine
     assert pipenb.PreviewResult is PreviewResult
     assert pipenb.StagePreview is StagePreview

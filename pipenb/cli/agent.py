@@ -45,6 +45,13 @@ def register(sub: Any) -> None:
         default=30.0,
         help="seconds a check-in may be held by the server",
     )
+    option(
+        p,
+        "--metrics-every",
+        type=float,
+        default=15.0,
+        help="seconds between a pipe's metrics and checkpoint reports",
+    )
     p.set_defaults(func=cmd_agent)
 
 
@@ -77,6 +84,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         allow_scripts=args.allow_scripts,
         disable=disable,
         long_poll=args.long_poll,
+        metrics_every=max(0.5, args.metrics_every),
     )
     agent = Agent(settings)
 
