@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench venv clean
+.PHONY: run test lint format bench soak venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix pipenb tests bench
 
 # PostgreSQL (Debian's, installed when missing and possible) runs the store tests a second time;
-# without it those tests are skipped, the rest run on SQLite.
+# without it those tests are skipped, the rest run on SQLite. Debian's chromium (installed the
+# same way) runs the browser test.
 test: $(STAMP) lint
+	@bash scripts/chromium-test.sh
 	@eval "$$(bash scripts/postgres-test.sh)"; export PIPENB_TEST_POSTGRES_URL; \
 	$(BIN)/python -m pytest -q
 
@@ -36,6 +38,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/checkin_load.py
 	$(BIN)/python bench/agent_memory.py
+
+# long reliability runs (10 min each): check-in soak, 5,000-agent burst, full-speed pipe
+soak: $(STAMP)
+	$(BIN)/python bench/soak/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,37 +1,64 @@
 #!/usr/bin/env bash
 # `make run`: JupyterLab with pipenb's server inside it (SQLite in .pipenb/), and one local agent
-# enrolled with a fresh key. Ctrl-C stops both.
+# enrolled with a fresh key, opening on notebooks/quickstart.ipynb. Ctrl-C stops both.
+#
+# The tests start JupyterLab through this same script; these variables let them (and you) move it:
+#   PIPENB_JUPYTER_PORT   port (default 8888)
+#   PIPENB_STATE          directory for the SQLite file and the agent's data (default .pipenb)
+#   PIPENB_JUPYTER_TOKEN  Jupyter's token (default: Jupyter makes one and prints it)
+#   PIPENB_NO_BROWSER=1   don't open a browser (the default where there is no display)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=.venv/bin
-STATE=.pipenb
+BIN=$PWD/.venv/bin
+STATE=${PIPENB_STATE:-.pipenb}
 PORT=${PIPENB_JUPYTER_PORT:-8888}
 mkdir -p "$STATE"
-KEY=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+STATE=$(cd "$STATE" && pwd)
+KEY=$("$BIN/python" -c 'import secrets; print(secrets.token_hex(16))')
 START=notebooks
 [ -f notebooks/quickstart.ipynb ] && START=notebooks/quickstart.ipynb
 
-ROOT=()
-[ "$(id -u)" = 0 ] && ROOT=(--allow-root)  # containers and CI machines run as root
-"$BIN/jupyter" lab "${ROOT[@]}" --no-browser --ServerApp.port="$PORT" --ServerApp.port_retries=0 \
-    --PipenbExtension.db_url="sqlite:///$PWD/$STATE/pipenb.db" \
+ARGS=()
+[ "$(id -u)" = 0 ] && ARGS+=(--allow-root)  # containers and CI machines run as root
+[ -n "${PIPENB_JUPYTER_TOKEN:-}" ] && ARGS+=(--IdentityProvider.token="$PIPENB_JUPYTER_TOKEN")
+if [ -n "${PIPENB_NO_BROWSER:-}" ] || { [ -z "${DISPLAY:-}" ] && [ "$(uname)" != Darwin ]; }; then
+    ARGS+=(--no-browser)
+fi
+
+"$BIN/jupyter" lab "${ARGS[@]}" --ServerApp.ip=127.0.0.1 --ServerApp.port="$PORT" \
+    --ServerApp.port_retries=0 \
+    --PipenbExtension.db_url="sqlite:///$STATE/pipenb.db" \
     --PipenbExtension.enroll_key="$KEY" \
     --LabApp.default_url="/lab/tree/$START" &
 LAB=$!
 AGENT=""
 stop() {
+    trap - INT TERM EXIT
     [ -n "$AGENT" ] && kill -TERM "$AGENT" 2>/dev/null || true
     kill -TERM "$LAB" 2>/dev/null || true
     wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
 
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$PORT/pipenb/api/v1/health" >/dev/null 2>&1 && break
-    sleep 0.2
-done
+# wait for the API (60 s at most), then start the agent
+"$BIN/python" - "$PORT" "$LAB" <<'PY' || exit 1
+import os, sys, time, urllib.request
+port, lab = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/pipenb/api/v1/health", timeout=2)
+        sys.exit(0)
+    except OSError:
+        try:
+            os.kill(lab, 0)
+        except OSError:
+            sys.exit("pipenb: JupyterLab did not start (see its messages above)")
+        time.sleep(0.2)
+sys.exit("pipenb: JupyterLab's pipenb API did not answer within 60 s")
+PY
 "$BIN/pipenb" agent --server "http://127.0.0.1:$PORT" --enroll-key="$KEY" --id local \
-    --name local --labels local --data-dir "$STATE/agent" &
+    --name local --labels local --data-dir "$STATE/agent" --metrics-every 2 &
 AGENT=$!
-echo "pipenb: JupyterLab on http://127.0.0.1:$PORT (token in the lines above), agent 'local' enrolled"
+echo "pipenb: JupyterLab on http://127.0.0.1:$PORT/lab (token in the lines above), agent 'local' enrolled"
 wait "$LAB"

@@ -220,3 +220,16 @@ def data_dir(tmp_path: Path) -> str:
     d = tmp_path / "data"
     d.mkdir()
     return str(d)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """JupyterLab as ``make run`` starts it, with its agent ``local`` online: one per session,
+    shared by the notebook, lab and browser tests."""
+    from labproc import LabProcess
+
+    proc = LabProcess(tmp_path_factory.mktemp("lab"))
+    try:
+        yield proc.start()
+    finally:
+        proc.kill()

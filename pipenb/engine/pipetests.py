@@ -35,6 +35,11 @@ class PipeTestResult:
         }
 
 
+# words, not emoji: they read the same in every font and to screen readers
+PASS_HTML = "<b style='color:#2e7d32'>PASS</b>"
+FAIL_HTML = "<b style='color:#c62828'>FAIL</b>"
+
+
 @dataclass
 class PipeTestReport:
     pipe: str
@@ -56,7 +61,7 @@ class PipeTestReport:
         import html
 
         rows = "".join(
-            f"<tr><td>{'✅' if r.passed else '❌'}</td><td>{html.escape(r.name)}</td>"
+            f"<tr><td>{PASS_HTML if r.passed else FAIL_HTML}</td><td>{html.escape(r.name)}</td>"
             f"<td><pre>{html.escape(r.message)}</pre></td></tr>"
             for r in self.results
         )
