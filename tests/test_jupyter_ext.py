@@ -67,9 +67,28 @@ async def test_health_and_env(jp_fetch, jp_serverapp):
     assert r.code == 200, r.body
     assert os.environ["PIPENB_URL"].startswith("http")
     assert os.environ["PIPENB_URL"].endswith(jp_serverapp.base_url.rstrip("/"))
-    assert os.environ["PIPENB_TOKEN"] == jp_serverapp.identity_provider.token
+    # kernels get a token of their own, not Jupyter's
+    assert os.environ["PIPENB_TOKEN"] not in ("", jp_serverapp.identity_provider.token)
     # the control plane's background task runs on the server's loop
     assert jp_serverapp.web_app.settings["pipenb"]._task is not None
+
+
+async def test_the_kernel_token_reaches_pipenb_and_nothing_else_of_jupyter(jp_fetch):
+    kernel = {"Authorization": f"token {os.environ['PIPENB_TOKEN']}"}
+    r = await call(jp_fetch, "GET", "pipes", headers=kernel)
+    assert r.code == 200, r.body
+    # a header token needs no XSRF cookie
+    r = await call(jp_fetch, "POST", "pipes", body={"yaml": PIPE}, headers=kernel)
+    assert r.code == 201, r.body
+    # Jupyter's own API does not know it
+    r = await jp_fetch("api", "contents", headers=kernel, raise_error=False)
+    assert r.code == 403, r.code
+    r = await jp_fetch("api", "kernels", headers=kernel, raise_error=False)
+    assert r.code == 403, r.code
+    # a wrong token is refused, and the pipenb API says so
+    wrong = {"Authorization": "token " + os.environ["PIPENB_TOKEN"][:-1] + "x"}
+    r = await call(jp_fetch, "GET", "pipes", headers=wrong)
+    assert error_of(r, (401, 403))["code"] in ("unauthorized", "forbidden")
 
 
 async def test_authenticated_list_and_push(jp_fetch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import tornado.ioloop
 import tornado.web
 from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.auth import User
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Unicode, default
@@ -24,16 +26,33 @@ from traitlets import Float, Unicode, default
 from pipenb.server.app import app_settings, handlers
 from pipenb.server.core import ControlPlane
 from pipenb.server.handlers.base import ApiHandler
+from pipenb.server.security import hash_secret, same_secret
 from pipenb.server.settings import ServerSettings
 
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 
+#: Who a request made with the kernels' token is, for Jupyter's logs and ``@authenticated``.
+KERNEL_USER = User(username="pipenb-kernel", name="pipenb kernel token")
+
+
+def kernel_token_used(handler: Any) -> bool:
+    """Does the request carry the token this server handed to its kernels?"""
+    stored = handler.settings.get("pipenb_kernel_token_hash")
+    scheme, _, value = handler.request.headers.get("Authorization", "").partition(" ")
+    value = value.strip()
+    return bool(stored and value and scheme.lower() in ("token", "bearer")) and same_secret(
+        value, stored
+    )
+
 
 def jupyter_authorize_user(handler: Any) -> bool:
-    """``pipenb_authorize_user`` inside Jupyter: a user Jupyter knows and allows on "pipenb"."""
+    """``pipenb_authorize_user`` inside Jupyter: the kernels' token, or a user Jupyter knows and
+    allows on "pipenb"."""
     user = getattr(handler, "_jupyter_current_user", None)
     if user is None:
         return False
+    if user is KERNEL_USER:
+        return True
     action = "read" if handler.request.method in READ_METHODS else "write"
     return bool(handler.authorizer.is_authorized(handler, user, action, "pipenb"))
 
@@ -51,11 +70,14 @@ class _JupyterBridge:
         return op is not None and op.auth == "user"
 
     def check_xsrf_cookie(self) -> None:
-        if self._is_user_op():
+        # a header token is not something a cross-site form can send: no XSRF check for it
+        if self._is_user_op() and not kernel_token_used(self):
             JupyterHandler.check_xsrf_cookie(self)  # type: ignore[arg-type]
 
     async def prepare(self) -> None:  # type: ignore[override]
-        if self._is_user_op():
+        if self._is_user_op() and kernel_token_used(self):
+            self.current_user = self._jupyter_current_user = KERNEL_USER  # type: ignore[attr-defined]
+        elif self._is_user_op():
             try:
                 await APIHandler.prepare(self)  # type: ignore[arg-type]
             except tornado.web.HTTPError as exc:
@@ -110,6 +132,7 @@ class PipenbExtension(ExtensionApp):
     ).tag(config=True)
 
     cp: ControlPlane | None = None
+    _kernel_token: str = ""
 
     @default("db_url")
     def _default_db_url(self) -> str:
@@ -130,6 +153,8 @@ class PipenbExtension(ExtensionApp):
         )
         self.settings.update(app_settings(self.cp, self.serverapp.base_url))
         self.settings["pipenb_authorize_user"] = jupyter_authorize_user
+        self._kernel_token = secrets.token_urlsafe(32)
+        self.settings["pipenb_kernel_token_hash"] = hash_secret(self._kernel_token)
         self._export_env()
         tornado.ioloop.IOLoop.current().add_callback(self._started)
 
@@ -140,9 +165,7 @@ class PipenbExtension(ExtensionApp):
     def _export_env(self) -> None:
         """Kernels started by this server inherit where the API is and how to call it."""
         os.environ["PIPENB_URL"] = self.serverapp.connection_url.rstrip("/")
-        token = getattr(self.serverapp.identity_provider, "token", None)
-        if token:
-            os.environ["PIPENB_TOKEN"] = token
+        os.environ["PIPENB_TOKEN"] = self._kernel_token
 
     def _started(self) -> None:
         if self.cp is not None:
