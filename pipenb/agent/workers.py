@@ -42,20 +42,26 @@ class WorkerHandle:
 
     # ------------------------------------------------------------------ life
     async def start(self) -> None:
-        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         self._stopping = False
         self.restart_at = None
         self.state, self.error = "starting", None
-        with open(self.log_path, "ab") as err:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "pipenb.agent.worker",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-                limit=64 * 1024 * 1024,
-            )
+        try:
+            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+            with open(self.log_path, "ab") as err:
+                self.proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "pipenb.agent.worker",
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=err,
+                    limit=64 * 1024 * 1024,
+                )
+        except OSError as exc:  # a read-only or full data dir, no processes left: try again later
+            self.proc = None
+            self._failed(f"cannot start the worker: {exc}")
+            self.on_change()
+            return
         assert self.proc.stdin is not None
         self.proc.stdin.write(orjson.dumps(self.job) + b"\n")
         await self.proc.stdin.drain()
@@ -100,13 +106,17 @@ class WorkerHandle:
         elif code == 0 and self.state == "finished":
             pass
         else:
-            self.failures += 1
-            delay = min(60.0, 0.5 * 2 ** min(self.failures - 1, 7))
-            self.state = "failed"
-            self.error = self.error or f"worker exited with status {code}: {self._tail()}"
-            self.restart_at = time.monotonic() + delay
-            log.warning("pipe %s failed (%s); restarting in %.1fs", self.dep_id, self.error, delay)
+            self._failed(self.error or f"worker exited with status {code}: {self._tail()}")
         self.on_change()
+
+    def _failed(self, error: str) -> None:
+        """Failed: report it, and restart after a backoff (0.5 s doubling to 60 s)."""
+        self.failures += 1
+        delay = min(60.0, 0.5 * 2 ** min(self.failures - 1, 7))
+        self.state = "failed"
+        self.error = error
+        self.restart_at = time.monotonic() + delay
+        log.warning("pipe %s failed (%s); restarting in %.1fs", self.dep_id, self.error, delay)
 
     def _tail(self) -> str:
         try:

@@ -67,7 +67,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         retention=args.retention,
     )
     try:
-        asyncio.run(serve(settings, args.host, args.port))
+        asyncio.run(serve(settings, args.host, args.port, show_token=not args.token))
     except OSError as exc:
         print(
             f"pipenb server: cannot listen on {args.host}:{args.port}: {exc.strerror}",

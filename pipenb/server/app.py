@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
 import tornado.web
+from tornado import httputil
 
 from pipenb.server.core import ControlPlane
 from pipenb.server.handlers import agent_api, meta
@@ -65,7 +67,75 @@ def app_settings(cp: ControlPlane, base_url: str = "/") -> dict[str, Any]:
     }
 
 
+class _BodyLimit(httputil.HTTPMessageDelegate):
+    """Refuses a request body over ``limit`` bytes with the API's JSON 413 as soon as it is known
+    to be too big (its ``Content-Length``, or the bytes of a chunked body so far), without
+    reading it into memory, then closes the connection. Without it, tornado's own cap answers
+    a bare ``400`` with no body, and bodies under that cap are read whole before the handler
+    refuses them."""
+
+    def __init__(self, inner: httputil.HTTPMessageDelegate, conn: Any, limit: int):
+        self.inner, self.conn, self.limit = inner, conn, limit
+        self.size = 0
+        self.refused = False
+
+    def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> Any:
+        length = headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > self.limit:
+            self.conn.set_max_body_size(int(length))  # else tornado's cap answers 400 after us
+            self._refuse()
+            return None
+        return self.inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Any:
+        if self.refused:
+            return None
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self._refuse()
+            return None
+        return self.inner.data_received(chunk)
+
+    def finish(self) -> None:
+        if not self.refused:
+            self.inner.finish()
+
+    def on_connection_close(self) -> None:
+        if not self.refused:
+            self.inner.on_connection_close()
+
+    def _refuse(self) -> None:
+        self.refused = True
+        body = orjson.dumps(
+            {
+                "error": {
+                    "code": "too_large",
+                    "message": f"request body over {self.limit} bytes",
+                    "details": [],
+                }
+            }
+        )
+        headers = httputil.HTTPHeaders(
+            {"Content-Type": "application/json", "Content-Length": str(len(body))}
+        )
+        headers["Connection"] = "close"
+        self.conn.write_headers(
+            httputil.ResponseStartLine("HTTP/1.1", 413, "Payload Too Large"), headers, body
+        )
+        self.conn.finish()
+
+
+class _Application(tornado.web.Application):
+    """The standalone server's application: request bodies are capped while they arrive."""
+
+    def find_handler(self, request: httputil.HTTPServerRequest, **kwargs: Any) -> Any:
+        delegate = super().find_handler(request, **kwargs)
+        if getattr(delegate, "stream_request_body", True):
+            return delegate  # a streaming handler limits its own body
+        return _BodyLimit(delegate, request.connection, self.settings["pipenb"].settings.max_body)
+
+
 def make_app(cp: ControlPlane, **settings: Any) -> tornado.web.Application:
-    return tornado.web.Application(
+    return _Application(
         handlers(), **app_settings(cp), default_handler_class=NotFoundHandler, **settings
     )

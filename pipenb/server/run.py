@@ -17,7 +17,11 @@ from pipenb.server.settings import ServerSettings
 log = logging.getLogger("pipenb.server")
 
 
-async def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8765) -> None:
+async def serve(
+    settings: ServerSettings, host: str = "127.0.0.1", port: int = 8765, *, show_token: bool = True
+) -> None:
+    """Serve until SIGINT/SIGTERM. ``show_token``: print the user token (one the server made up);
+    a token the user gave is never echoed, since a server's output often ends up in logs."""
     cp = ControlPlane(settings)
     app = make_app(cp)
     server = tornado.httpserver.HTTPServer(
@@ -30,8 +34,10 @@ async def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8
     url = f"http://{host}:{bound}"
     sys.stdout.write(f"pipenb server listening on {url}{PREFIX}\n")
     sys.stdout.write(f"  PIPENB_URL={url}\n")
-    if settings.token:
+    if settings.token and show_token:
         sys.stdout.write(f"  PIPENB_TOKEN={settings.token}\n")
+    elif settings.token:
+        sys.stdout.write("  PIPENB_TOKEN: the token given with --token or $PIPENB_TOKEN\n")
     sys.stdout.write(
         f"  enrollment: {'on' if settings.enroll_key else 'off (--enroll-key to allow)'}\n"
     )

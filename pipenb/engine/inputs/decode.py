@@ -6,6 +6,7 @@ per chunk for lines, and one tight ``orjson.loads`` loop for JSON.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,11 +25,15 @@ def reject(raw: Any, message: str, stage: str = "input") -> Event:
 
 
 def decode_chunk(
-    chunk: bytes, fmt: str, max_line: int | None = None
+    chunk: bytes,
+    fmt: str,
+    max_line: int | None = None,
+    on_cut: Callable[[list[int]], None] | None = None,
 ) -> tuple[list[Event], list[Event]]:
     """Events and rejects from a chunk of complete lines (no trailing partial line).
 
-    Lines longer than ``max_line`` (bytes for JSON, characters for text) are cut into pieces.
+    Lines longer than ``max_line`` (bytes for JSON, characters for text) are cut into pieces;
+    ``on_cut`` is then called with the indices of the lines that were cut.
     """
     if not chunk:
         return [], []
@@ -39,18 +44,18 @@ def decode_chunk(
     if fmt == "lines":
         lines = chunk.decode("utf-8", "replace").split("\n")
         if max_line and len(chunk) > max_line and max(map(len, lines)) > max_line:
-            lines = _cut(lines, max_line)
+            lines = _cut(lines, max_line, on_cut)
         return [{"_raw": line} for line in lines], []
     if fmt == "syslog":
         from pipenb.engine.inputs.syslog import decode_lines as syslog_lines
 
         lines = chunk.decode("utf-8", "replace").split("\n")
         if max_line and len(chunk) > max_line and max(map(len, lines)) > max_line:
-            lines = _cut(lines, max_line)
+            lines = _cut(lines, max_line, on_cut)
         return syslog_lines(lines)
     raw = chunk.split(b"\n")
     if max_line and len(chunk) > max_line and max(map(len, raw)) > max_line:
-        raw = _cut(raw, max_line)
+        raw = _cut(raw, max_line, on_cut)
     n = len(raw)
     # Fast path: one orjson call parses the chunk as an array ("\n" -> ","), ~25% faster than a
     # call per line. It is taken only when every line starts with "{" and ends with "}" and the
@@ -72,13 +77,17 @@ def decode_chunk(
     return _decode_each(raw)
 
 
-def _cut(lines: list, size: int) -> list:
+def _cut(lines: list, size: int, on_cut: Callable[[list[int]], None] | None = None) -> list:
     out = []
-    for line in lines:
+    cut = []
+    for n, line in enumerate(lines):
         if len(line) <= size:
             out.append(line)
         else:
+            cut.append(n)
             out.extend(line[i : i + size] for i in range(0, len(line), size))
+    if on_cut is not None:
+        on_cut(cut)
     return out
 
 

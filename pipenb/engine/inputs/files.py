@@ -52,7 +52,8 @@ class FilesOptions(Options):
     checkpoint says or from their beginning. ``follow: false`` reads each file to its end once and
     finishes. ``format``: ``lines`` (``{"_raw": line}``) or ``json`` (one object per line).
     ``metadata: true`` adds ``_path`` and ``_offset`` (byte offset of the line) to each event.
-    ``max-line-bytes``: a longer line is cut into pieces of that size.
+    ``max-line-bytes``: a longer line is cut into pieces of that size (counted in ``long_lines``
+    and logged).
     ``multiline: {start: REGEX, max-lines: 500, timeout: 1s}`` joins stack traces and other
     multi-line records into one event: a line ``start`` matches (searched: anchor it with ``^``)
     begins an event, other lines are appended to it, joined by newlines. The event ends at the
@@ -97,6 +98,7 @@ class _File:
     # multiline: lines of the event being gathered and the offset of its first line
     pending: list[str] | None = None
     hold: int = 0
+    cutting: bool = False  # inside an over-long line being cut (counted already)
 
 
 def _fingerprint(fh: BinaryIO, n: int) -> tuple[str, int]:
@@ -111,8 +113,27 @@ class FilesInput(Input):
         self.files: dict[str, _File] = {}
         self.restored: dict[str, dict[str, Any]] | None = None
         self._last_scan = 0.0
+        self.long_lines = 0  # lines cut because they were longer than max-line-bytes
+        self._logged_long = -1e9
         ml = options.multiline
         self._ml_start = re.compile(ml.start).search if ml is not None else None
+
+    def stats(self) -> dict[str, Any]:
+        return {"long_lines": self.long_lines}
+
+    def _count_long(self, n: int, path: str) -> None:
+        if n <= 0:
+            return
+        self.long_lines += n
+        now = time.monotonic()
+        if now - self._logged_long >= 10.0:  # a file of garbage must not flood the log
+            self._logged_long = now
+            log.warning(
+                "files: line(s) of %s longer than max-line-bytes (%d) cut into pieces (%d so far)",
+                path,
+                self.options.max_line_bytes,
+                self.long_lines,
+            )
 
     # ------------------------------------------------------------------ checkpoint
     def restore(self, position: Any) -> None:
@@ -211,7 +232,7 @@ class FilesInput(Input):
         if st.st_size < f.offset + len(f.partial):  # truncated (copytruncate)
             log.info("files: %s was truncated; reading it from the start", f.path)
             f.fh.seek(0)
-            f.offset, f.partial = 0, b""
+            f.offset, f.partial, f.cutting = 0, b"", False
             f.fp, f.fp_len = _fingerprint(f.fh, o.fingerprint_bytes)
             if f.pending is not None:  # the event gathered before the truncation, on its own
                 return self._ml_flush(f)  # type: ignore[return-value]
@@ -229,16 +250,29 @@ class FilesInput(Input):
             data = data[: cut + 1] + b"\n" + data[cut + 1 :]
             complete, f.partial = data[: cut + 2], data[cut + 2 :]
             consumed = cut + 1
+            first_cut = not f.cutting
+            batch = self._batch(f, complete, consumed)
+            f.cutting = True  # the rest of the line follows: count it once
+            if first_cut:
+                self._count_long(1, f.path)
+            return batch
         else:
             complete, f.partial = data[: cut + 1], data[cut + 1 :]
             consumed = len(complete)
         return self._batch(f, complete, consumed)
 
     def _batch(self, f: _File, complete: bytes, consumed: int) -> Batch:
+        tail, f.cutting = f.cutting, False  # the first line ends a line counted already
         if self._ml_start is not None:
             return self._ml_batch(f, complete, consumed)
         start = f.offset
-        events, rejects = decode_chunk(complete, self.options.format, self.options.max_line_bytes)
+
+        def cut(lines: list[int]) -> None:
+            self._count_long(len(lines) - (1 if tail and lines and lines[0] == 0 else 0), f.path)
+
+        events, rejects = decode_chunk(
+            complete, self.options.format, self.options.max_line_bytes, cut
+        )
         for r in rejects:  # rare: say where the bad line came from
             r["_path"] = f.path
         f.offset += consumed
@@ -360,16 +394,14 @@ class FilesInput(Input):
                 for f in list(self.files.values()):
                     if f.pending is not None and now - f.last_data >= ml_timeout:
                         yield self._ml_flush(f)  # type: ignore[misc]
-            if produced:
-                if o.follow and time.monotonic() - self._last_scan > o.glob_interval:
-                    self._scan(initial=False)
-                continue
-            if not o.follow:
+            if not produced and not o.follow:
                 for f in list(self.files.values()):
                     for batch in self._rest(f):
                         yield batch
                 return
             now = time.monotonic()
+            # a file rotated away and quiet for rotate-wait is done: close it even while another
+            # file keeps the input busy, or its descriptor (and its disk space) stays held
             for key, f in list(self.files.items()):
                 if (
                     f.gone_since is not None
@@ -380,6 +412,10 @@ class FilesInput(Input):
                     f.fh.close()
                     del self.files[key]
                     yield Batch([], self.position())
+            if produced:
+                if o.follow and now - self._last_scan > o.glob_interval:
+                    self._scan(initial=False)
+                continue
             await asyncio.sleep(o.poll_interval)
             self._scan(initial=False)
 

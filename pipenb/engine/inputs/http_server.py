@@ -28,7 +28,7 @@ from pipenb.engine.base import Batch, Event, Input, RunContext
 from pipenb.engine.inputs.decode import decode_chunk
 from pipenb.engine.inputs.sockets import BATCH_EVENTS, Address, format_peer, split_address
 from pipenb.lang.registry import Options, registry
-from pipenb.lang.types import Size
+from pipenb.lang.types import Duration, Size
 
 log = logging.getLogger("pipenb.engine.http_server")
 
@@ -47,11 +47,14 @@ class HttpServerOptions(Options):
     ``Authorization: Bearer TOKEN`` (401 otherwise). ``max-body``: larger bodies get 413.
     ``Content-Encoding: gzip`` bodies are accepted (``max-body`` applies to the unzipped size).
     ``max-pending``: requests waiting for the engine; past it the server answers 503 with
-    ``Retry-After: 1``. The answer ``200 {"accepted": N}`` comes only after the engine took
-    the events into its queue (in memory: like any batch in flight, they are lost if the pipe's
-    process dies before the output wrote them); a client that got anything else, or no answer,
-    should send again. ``metadata: true`` adds ``_peer`` (the client's ``ip:port``). No
-    checkpoint.
+    ``Retry-After: 1``. ``header-timeout``: a client has this long to send a request's headers
+    (and a kept-alive connection is closed after this long without a new request), so slow
+    clients that dribble their headers (slowloris) are cut off instead of holding connections
+    open; a body must then arrive within 120 s. The answer ``200 {"accepted": N}`` comes only
+    after the engine took the events into its queue (in memory: like any batch in flight, they
+    are lost if the pipe's process dies before the output wrote them); a client that got
+    anything else, or no answer, should send again. ``metadata: true`` adds ``_peer`` (the
+    client's ``ip:port``). No checkpoint.
     """
 
     address: Address = "127.0.0.1:8080"
@@ -60,6 +63,7 @@ class HttpServerOptions(Options):
     token: str | None = None
     max_body: Size = Field(default=10 * MiB, ge=1)
     max_pending: int = Field(default=64, ge=1)
+    header_timeout: Duration = Field(default=10.0, gt=0)
     metadata: bool = False
 
     @field_validator("path")
@@ -123,7 +127,7 @@ class HttpServerInput(Input):
             decompress_request=True,
             # bodies up to twice max-body are read (and dropped) to answer 413 cleanly
             max_body_size=2 * o.max_body + MiB,
-            idle_connection_timeout=300,
+            idle_connection_timeout=o.header_timeout,
             body_timeout=120,
         )
         sockets = bind_sockets(self.port, self.host or None)

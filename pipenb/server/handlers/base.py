@@ -15,6 +15,7 @@ from typing import Any, Literal
 import orjson
 import tornado.web
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import OperationalError
 
 from pipenb.errors import ApiError, AuthError
 
@@ -91,6 +92,16 @@ class ApiHandler(tornado.web.RequestHandler):
             self.authorize_user()
         elif op.auth == "agent":
             self.agent_id = self.cp.agents.authenticate(self.bearer())
+        if (
+            op.body is None
+            and self.request.method in ("POST", "PUT", "PATCH")
+            and (self.request.body or b"").strip()
+        ):
+            # an operation that reads no body still refuses a broken one, rather than act on it
+            try:
+                orjson.loads(self.request.body)
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
     def authorize_user(self) -> None:
         """User endpoints: the host's authorizer (token here, Jupyter's auth inside Jupyter)."""
@@ -159,6 +170,10 @@ class ApiHandler(tornado.web.RequestHandler):
                 status, "http_error"
             )
             message, details = exc.log_message or self._reason, []
+        elif database_busy(exc):
+            status, code, details = 503, "unavailable", [{"retry_after": 1}]
+            message = "the database is locked by another process; try again shortly"
+            self.set_header("Retry-After", "1")
         else:
             status, code, message, details = status_code, "internal", "internal server error", []
         self.set_status(status)
@@ -168,7 +183,16 @@ class ApiHandler(tornado.web.RequestHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError):
             return  # an answer, not a fault
+        if database_busy(value):
+            log.warning("%s %s: 503, %s", self.request.method, self.request.path, value.orig)
+            return
         super().log_exception(typ, value, tb)
+
+
+def database_busy(exc: BaseException | None) -> bool:
+    """A statement gave up waiting for a lock another process holds (SQLite: "database is
+    locked"): a moment's trouble, answered 503 with Retry-After, not a 500."""
+    return isinstance(exc, OperationalError) and "is locked" in str(exc.orig)
 
 
 class NotFoundHandler(ApiHandler):
