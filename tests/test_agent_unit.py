@@ -237,3 +237,25 @@ def test_a_worker_whose_agent_is_gone_drains_and_exits_cleanly(tmp_path: Path) -
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+def test_the_restart_backoff_starts_afresh_after_a_stable_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipenb.agent import workers as w
+
+    handle = w.WorkerHandle(
+        {"deployment_id": "dep-x", "hash": "h"}, {"data_dir": str(tmp_path)}, lambda: None
+    )
+    now = [1000.0]
+    monkeypatch.setattr(w.time, "monotonic", lambda: now[0])
+    delays = []
+    for _ in range(4):  # quick crashes: the delay doubles
+        handle.started_at = now[0]
+        handle._failed("crash")
+        delays.append(handle.restart_at - now[0])
+    assert delays == [0.5, 1.0, 2.0, 4.0]
+    handle.started_at = now[0]
+    now[0] += w.STABLE_AFTER  # then it ran a while before failing again
+    handle._failed("crash")
+    assert handle.restart_at - now[0] == 0.5 and handle.failures == 1

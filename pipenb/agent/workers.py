@@ -18,6 +18,10 @@ from pipenb.agent.protocol import EXIT_REFUSED
 log = logging.getLogger("pipenb.agent")
 
 
+#: Seconds a worker must run before its next failure counts as the first again.
+STABLE_AFTER = 60.0
+
+
 class WorkerHandle:
     """One deployment's worker. ``state`` is what the agent reports for it."""
 
@@ -34,6 +38,7 @@ class WorkerHandle:
         self.proc: asyncio.subprocess.Process | None = None
         self.captures: dict[str, dict[str, Any]] = {}  # command id -> result to report
         self.failures = 0
+        self.started_at = 0.0
         self.restart_at: float | None = None
         self.refused = False
         self._stopping = False
@@ -44,6 +49,7 @@ class WorkerHandle:
     async def start(self) -> None:
         self._stopping = False
         self.restart_at = None
+        self.started_at = time.monotonic()
         self.state, self.error = "starting", None
         try:
             os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
@@ -110,7 +116,11 @@ class WorkerHandle:
         self.on_change()
 
     def _failed(self, error: str) -> None:
-        """Failed: report it, and restart after a backoff (0.5 s doubling to 60 s)."""
+        """Failed: report it, and restart after a backoff (0.5 s doubling to 60 s). A worker that
+        had run for STABLE_AFTER seconds starts the backoff afresh: an old fault should not make
+        today's restart slow."""
+        if time.monotonic() - self.started_at >= STABLE_AFTER:
+            self.failures = 0
         self.failures += 1
         delay = min(60.0, 0.5 * 2 ** min(self.failures - 1, 7))
         self.state = "failed"
