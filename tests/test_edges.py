@@ -466,3 +466,27 @@ def test_http_server_json_that_is_not_utf8_is_a_400_naming_it(tmp_path, data_dir
     assert noise.json()["error"]["message"].startswith("the body is not valid JSON")
     assert good.json() == {"accepted": 1}
     assert read_ndjson(out) == [{"ok": 1}]
+
+
+def test_the_control_plane_cuts_off_slowloris_clients_and_serves_the_others(tmp_path):
+    server = ServerProcess(tmp_path, extra=("--header-timeout", "2")).start()
+    stop = threading.Event()
+    dribbling: list[int] = []
+    closed_after: list[float] = []
+    slow = [
+        threading.Thread(target=slowloris, args=(server.port, dribbling, closed_after, stop))
+        for _ in range(8)
+    ]
+    try:
+        for t in slow:
+            t.start()
+        wait_until(lambda: len(dribbling) == 8, what="8 slow clients dribbling")
+        assert server.request("GET", "/health").status_code == 200  # served meanwhile
+        for t in slow:
+            t.join(30)
+        assert [t.is_alive() for t in slow] == [False] * 8
+        assert all(1.5 <= t < 15 for t in closed_after), closed_after  # cut off at the timeout
+        assert server.request("GET", "/pipes").status_code == 200
+    finally:
+        stop.set()
+        server.stop()

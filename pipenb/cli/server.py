@@ -48,6 +48,13 @@ def register(sub: Any) -> None:
     option(
         p, "--retention", default=7 * 86400.0, type=float, help="seconds metrics and logs are kept"
     )
+    option(
+        p,
+        "--header-timeout",
+        default=60.0,
+        type=float,
+        help="seconds a client may take to send a request's headers (slow clients are cut off)",
+    )
     p.set_defaults(func=cmd_server)
 
 
@@ -65,6 +72,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         poll_interval=args.poll_interval,
         long_poll=args.long_poll,
         retention=args.retention,
+        header_timeout=max(1.0, args.header_timeout),
     )
     try:
         asyncio.run(serve(settings, args.host, args.port, show_token=not args.token))

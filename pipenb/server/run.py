@@ -24,8 +24,15 @@ async def serve(
     a token the user gave is never echoed, since a server's output often ends up in logs."""
     cp = ControlPlane(settings)
     app = make_app(cp)
+    # A client gets header_timeout to send its headers (so a slowloris holds a socket that long
+    # at most) and two minutes for a body; agents open a connection per check-in, so no idle
+    # keep-alive connection needs to live longer.
     server = tornado.httpserver.HTTPServer(
-        app, max_body_size=settings.max_body * 2, idle_connection_timeout=3600, xheaders=False
+        app,
+        max_body_size=settings.max_body * 2,
+        idle_connection_timeout=settings.header_timeout,
+        body_timeout=120,
+        xheaders=False,
     )
     sockets = tornado.netutil.bind_sockets(port, host)
     server.add_sockets(sockets)

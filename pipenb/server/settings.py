@@ -17,6 +17,7 @@ class ServerSettings:
     metrics_interval: float = 60.0  # at most one stored metrics point per pipe per this
     max_body: int = 16 * 1024 * 1024  # bytes; larger requests get 413
     enroll_rate: float = 10.0  # enrollments per second allowed (burst the same)
+    header_timeout: float = 60.0  # seconds a client may take to send a request's headers
 
     @property
     def offline_seconds(self) -> float:
