@@ -42,8 +42,11 @@ class Pipe:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, params: dict[str, Any] | None = None) -> Pipe:
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_yaml(fh.read(), params, file=os.fspath(path))
+        from pipenb.lang.source import decode_text
+
+        with open(path, "rb") as fh:
+            text = decode_text(fh.read(), os.fspath(path))
+        return cls.from_yaml(text, params, file=os.fspath(path))
 
     @property
     def name(self) -> str:

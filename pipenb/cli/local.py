@@ -90,12 +90,15 @@ def _load(path: str, params: dict[str, Any], *, require: bool = False) -> Any:
     """The validated pipe in ``path``. (The engine is imported here, not at start: ``pipenb
     agent`` shares this command module and must not load pydantic and the engine.)"""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    from pipenb.lang.source import decode_text
     from pipenb.lang.validate import load_pipe
     from pipenb.pipe import Pipe
+
+    text = decode_text(data, path)
 
     return Pipe(load_pipe(text, path, params, require_params=require))
 

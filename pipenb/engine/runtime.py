@@ -383,7 +383,15 @@ class Engine:
             dead, self._dead = self._dead, []
             m.dead_letters += len(dead)
             if self.parts.errors is not None:
-                await self._retry(self.parts.errors.write, "write errors", dead)
+                lost = await self._retry(self.parts.errors.write, "write errors", dead)
+                if lost:  # not even the dead-letter output could take them: count, say why
+                    m.dead_letters_dropped += len(lost)
+                    log.warning(
+                        "pipe %s: %d dead letter(s) could not be written (first: %s)",
+                        self.spec.name,
+                        len(lost),
+                        lost[0][1],
+                    )
             else:
                 m.dead_letters_dropped += len(dead)
                 first = dead[0].get("_error", {})

@@ -21,6 +21,7 @@ import ast
 import datetime as _dt
 import itertools
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -150,16 +151,44 @@ def _arith(op: str, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 
 MAX_RESULT = 1 << 20  # items/characters; beyond, an expression would stall the pipe
+MAX_INT_BITS = 14_000  # about 4200 digits: bigger is slow to compute and Python won't print it
+_SEQ = (str, list, tuple)
+
+
+def _weight(v: Any, memo: dict[int, int]) -> int:
+    """Items and characters in ``v``, a shared part counted each time it is reached (as JSON
+    would write it), at most about MAX_RESULT: what repeating ``v`` would multiply."""
+    key = id(v)
+    if key in memo:
+        return memo[key]
+    n = len(v) if isinstance(v, (str, list, tuple, dict)) else 1
+    if isinstance(v, (list, tuple, dict)):
+        for x in v.values() if isinstance(v, dict) else v:
+            if n > MAX_RESULT:
+                break
+            if isinstance(x, (str, list, tuple, dict)):
+                n += _weight(x, memo)
+    memo[key] = n
+    return n
 
 
 def _mul(a, b):
     if a is None or b is None:
         return None
-    if isinstance(a, (str, list)) or isinstance(b, (str, list)):
-        n = b if isinstance(a, (str, list)) else a
-        seq = a if isinstance(a, (str, list)) else b
-        if isinstance(n, int) and not isinstance(n, bool) and len(seq) * n > MAX_RESULT:
+    if isinstance(a, _SEQ) or isinstance(b, _SEQ):
+        n = b if isinstance(a, _SEQ) else a
+        seq = a if isinstance(a, _SEQ) else b
+        if (
+            isinstance(n, int)
+            and not isinstance(n, bool)
+            and n > 1
+            and _weight(seq, {}) * n > MAX_RESULT
+        ):
             raise EventError(f"repeating a sequence {n} times makes more than {MAX_RESULT} items")
+    elif (
+        isinstance(a, int) and isinstance(b, int) and a.bit_length() + b.bit_length() > MAX_INT_BITS
+    ):
+        raise EventError(f"{a.bit_length()}-bit * {b.bit_length()}-bit is too large a number")
     try:
         return a * b
     except (TypeError, OverflowError):
@@ -171,15 +200,24 @@ def _mul(a, b):
 def _pow(a, b):
     if a is None or b is None:
         return None
-    big = isinstance(a, int) and isinstance(b, int) and b > 64 and abs(a) > 1
-    if big and b * max(1, abs(a).bit_length()) > MAX_RESULT * 8:
-        raise EventError(f"{a} ** {b} is too large a number")
+    big = isinstance(a, int) and isinstance(b, int) and b > 1 and abs(a) > 1
+    if big and b * abs(a).bit_length() > MAX_INT_BITS:
+        raise EventError(f"{abs(a).bit_length()}-bit ** {b} is too large a number")
     try:
         return a**b
     except (TypeError, OverflowError, ZeroDivisionError):
         raise EventError(
             f"cannot compute {type(a).__name__} {a!r} ** {type(b).__name__} {b!r}"
         ) from None
+
+
+def _mod(a, b):
+    if isinstance(a, str):  # str % x would be printf formatting: "%0999999999d" % 1 is 1 GB
+        raise EventError("% is the remainder of numbers; build text with str() and +")
+    return _mod_num(a, b)
+
+
+_mod_num = _arith("%", lambda a, b: a % b)
 
 
 def _neg(a):
@@ -267,8 +305,11 @@ def _round(v, nd=0):
     if v is None:
         return None
     try:
-        return round(v, int(nd)) if nd else round(v)
-    except TypeError:
+        nd = int(nd) if nd else 0
+        if isinstance(v, int) and nd < -(abs(v).bit_length() // 3 + 1):
+            return 0  # round(5, -10**7) would compute 10 ** 10**7 first
+        return round(v, nd) if nd else round(v)
+    except (TypeError, ValueError, OverflowError):
         raise EventError(f"round() needs a number, got {v!r}") from None
 
 
@@ -308,7 +349,7 @@ HELPERS: dict[str, Any] = {
     "_mul": _mul,
     "_div": _arith("/", lambda a, b: a / b),
     "_fdiv": _arith("//", lambda a, b: a // b),
-    "_mod": _arith("%", lambda a, b: a % b),
+    "_mod": _mod,
     "_pow": _pow,
     "_neg": _neg,
     "_exists": _exists,
@@ -387,14 +428,26 @@ def parse(text: str) -> ast.expr:
     if "\n" in text.strip():
         text = " ".join(text.split("\n"))
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with warnings.catch_warnings():  # '\d' in a string: the same with -W error as without
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(f"invalid expression: {exc.msg}", (exc.offset or 1) - 1) from None
-    _Compiler(Namespace()).visit(tree.body)  # validates
+    except ValueError as exc:  # a NUL byte
+        raise ExpressionError(f"invalid expression: {exc}") from None
+    except (RecursionError, MemoryError):
+        raise ExpressionError(_TOO_DEEP) from None
+    src = _Compiler(Namespace()).visit(tree.body)  # validates
+    try:  # what the engine will compile, with room for the loop it is inlined into
+        compile(f"(((((((({src}))))))))", "<expression>", "eval")
+    except (SyntaxError, RecursionError, MemoryError):
+        raise ExpressionError(_TOO_DEEP) from None
     return tree.body
 
 
 FieldHook = Callable[[tuple], "str | None"]
+MAX_DEPTH = 64  # nesting levels of an expression
+_TOO_DEEP = f"the expression is nested too deeply (at most {MAX_DEPTH} levels)"
 
 
 def to_source(text: str, ns: Namespace, var: str = "e", fields: FieldHook | None = None) -> str:
@@ -403,21 +456,19 @@ def to_source(text: str, ns: Namespace, var: str = "e", fields: FieldHook | None
     ``fields`` may supply the source that reads a field path (None: read it from the event);
     the engine uses it to evaluate a filter on a regex match before the event is built.
     """
-    parse(text)
-    tree = ast.parse(text.strip().replace("\n", " "), mode="eval")
-    return _Compiler(ns, var, fields).visit(tree.body)
+    return _Compiler(ns, var, fields).visit(parse(text))
 
 
 def field_paths(text: str) -> set[tuple]:
     """Every field path an expression reads; ``()`` stands for the whole event."""
-    tree = ast.parse(text.strip().replace("\n", " "), mode="eval")
+    tree = parse(text)
     seen: set[tuple] = set()
 
     def hook(keys: tuple) -> str:
         seen.add(keys)
         return "None"
 
-    _Compiler(Namespace(), "e", hook).visit(tree.body)
+    _Compiler(Namespace(), "e", hook).visit(tree)
     return seen
 
 
@@ -435,6 +486,7 @@ class _Compiler:
         self.ns = ns
         self.var = var
         self.fields = fields
+        self.depth = 0
 
     def fail(self, node: ast.AST, message: str) -> ExpressionError:
         return ExpressionError(message, getattr(node, "col_offset", 0))
@@ -443,7 +495,13 @@ class _Compiler:
         method = getattr(self, "visit_" + type(node).__name__, None)
         if method is None:
             raise self.fail(node, _unsupported(node))
-        return method(node)
+        if self.depth >= MAX_DEPTH:
+            raise self.fail(node, _TOO_DEEP)
+        self.depth += 1
+        try:
+            return method(node)
+        finally:
+            self.depth -= 1
 
     # -- fields
     def field_path(self, node: ast.AST) -> tuple | None:
@@ -510,7 +568,13 @@ class _Compiler:
     def visit_Constant(self, node: ast.Constant) -> str:
         if not isinstance(node.value, (str, int, float, bool, type(None))):
             raise self.fail(node, f"unsupported literal {node.value!r}")
-        return repr(node.value)
+        return self._repr(node, node.value)
+
+    def _repr(self, node: ast.AST, value: Any) -> str:
+        try:
+            return repr(value)
+        except ValueError:  # a 0x... number too long to write in decimal
+            raise self.fail(node, "the number is too large") from None
 
     def _literal(self, node: ast.AST) -> tuple[bool, Any]:
         try:
@@ -550,7 +614,7 @@ class _Compiler:
         if isinstance(node.op, ast.USub):
             ok, value = self._literal(node)
             if ok:
-                return repr(value)
+                return self._repr(node, value)
             return f"_neg({self.visit(node.operand)})"
         if isinstance(node.op, ast.UAdd):
             return self.visit(node.operand)
@@ -576,9 +640,14 @@ class _Compiler:
 
     def visit_Compare(self, node: ast.Compare) -> str:
         parts = []
-        left_node = node.left
-        for op, right_node in zip(node.ops, node.comparators):
-            left, right = self.visit(left_node), self.visit(right_node)
+        srcs = [self.visit(n) for n in (node.left, *node.comparators)]  # each operand once
+        lefts, rights = srcs[:-1], srcs[1:]
+        for i in range(1, len(srcs) - 1):  # a < f(b) < c: f(b) is evaluated once, as in Python
+            if not self._literal(node.comparators[i - 1])[0]:
+                name = f"_t{next(Namespace._ids)}"
+                rights[i - 1], lefts[i] = f"({name} := {srcs[i]})", name
+        for i, (op, right_node) in enumerate(zip(node.ops, node.comparators)):
+            left, right = lefts[i], rights[i]
             if isinstance(op, (ast.Eq, ast.NotEq)):
                 parts.append(f"({left} {'==' if isinstance(op, ast.Eq) else '!='} {right})")
             elif type(op) in _CMP:
@@ -595,10 +664,13 @@ class _Compiler:
                 ok, value = self._literal(right_node)
                 if not ok or value is not None:
                     raise self.fail(node, "'is' only compares with null; use == instead")
-                parts.append(f"({left} {'is' if isinstance(op, ast.Is) else 'is not'} None)")
+                # `is` for a field; else `==`: Python warns about `1 is None` (and `1 + 1`,
+                # `+'x'`, folded to constants), and for plain data the two agree
+                is_, eq = ("is", "==") if isinstance(op, ast.Is) else ("is not", "!=")
+                field = self.field_path((node.left, *node.comparators)[i]) is not None
+                parts.append(f"({left} {is_ if field else eq} None)")
             else:  # pragma: no cover - every ast.cmpop is handled above
                 raise self.fail(node, "unsupported comparison")
-            left_node = right_node
         return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
 
     def visit_IfExp(self, node: ast.IfExp) -> str:

@@ -7,6 +7,7 @@ the runtime fast; the table is only read when something is wrong.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ import yaml
 from pipenb.errors import PipeSyntaxError, Problem
 
 Path = tuple[Any, ...]
+MAX_DEPTH = 64  # nesting levels of a pipe document: deeper is a mistake (or an attack)
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _Loader(yaml.SafeLoader):
@@ -64,6 +67,18 @@ class SourceMap:
         return Problem(line, col, message, tuple(path), self.file)
 
 
+def decode_text(data: bytes, file: str = "<pipe>") -> str:
+    """A pipe file's bytes as text; bytes that are not UTF-8 are a located Problem."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        msg = f"the file is not UTF-8 text: byte {data[exc.start]:#04x} cannot be read"
+        raise PipeSyntaxError([Problem(line, col, msg, (), file)]) from None
+
+
 def load_yaml(text: str, file: str = "<pipe>", line_offset: int = 0) -> tuple[Any, SourceMap]:
     """Parse one YAML document; return its value and a SourceMap. Raises PipeSyntaxError."""
     smap = SourceMap(file=file, line_offset=line_offset, lines=text.splitlines())
@@ -78,23 +93,56 @@ def load_yaml(text: str, file: str = "<pipe>", line_offset: int = 0) -> tuple[An
         raise PipeSyntaxError([Problem(line + line_offset, col, msg, (), file)]) from None
     except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare
         raise PipeSyntaxError([Problem(1 + line_offset, 1, f"YAML: {exc}", (), file)]) from None
+    except RecursionError:
+        msg = f"YAML: the document is nested too deeply (at most {MAX_DEPTH} levels)"
+        raise PipeSyntaxError([Problem(1 + line_offset, 1, msg, (), file)]) from None
     if node is None:
         return None, smap
     loader = _Loader("")
+    # aliases may repeat a node any number of times ("billion laughs"): building more values
+    # than the text could hold without them is refused, so loading stays linear in its size
+    budget = [2 * len(text) + 1000]
     try:
-        return _build(node, (), smap, loader), smap
+        return _build(node, (), smap, loader, budget), smap
     finally:
         loader.dispose()
 
 
-def _build(node: yaml.Node, path: Path, smap: SourceMap, loader: _Loader) -> Any:
+def _construct(node: yaml.Node, smap: SourceMap, loader: _Loader) -> Any:
+    """A scalar (or a key) as PyYAML reads it; a tag or value it cannot read is a Problem."""
+    line, col = node.start_mark.line + 1 + smap.line_offset, node.start_mark.column + 1
+    if node.tag == MERGE_TAG:
+        msg = "YAML merge keys (<<) are not supported; write the keys out"
+        raise PipeSyntaxError([Problem(line, col, msg, (), smap.file)])
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.MarkedYAMLError as exc:
+        msg = f"YAML: {exc.problem or exc.context}"
+        raise PipeSyntaxError([Problem(line, col, msg, (), smap.file)]) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        msg = f"YAML: cannot read this value: {exc}"
+        raise PipeSyntaxError([Problem(line, col, msg, (), smap.file)]) from None
+
+
+def _build(node: yaml.Node, path: Path, smap: SourceMap, loader: _Loader, budget: list[int]) -> Any:
     smap.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    budget[0] -= 1
+    if budget[0] < 0 or len(path) > MAX_DEPTH:
+        line, col = smap.positions[path]
+        msg = (
+            f"YAML: the document is nested too deeply (at most {MAX_DEPTH} levels)"
+            if budget[0] >= 0
+            else "YAML: aliases (*name) expand the document to too many values"
+        )
+        raise PipeSyntaxError([Problem(line + smap.line_offset, col, msg, path, smap.file)])
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         problems = []
         for knode, vnode in node.value:
-            key = loader.construct_object(knode, deep=True)
-            if not isinstance(key, (str, int, float, bool)) or key is None:
+            key = _construct(knode, smap, loader)
+            if isinstance(key, (list, dict, set, tuple)):
+                key = reprlib.repr(key)  # bounded: str() of a shared structure can explode
+            elif not isinstance(key, (str, int, float, bool)) or key is None:
                 key = str(key)
             if key in out:
                 line, col = knode.start_mark.line + 1, knode.start_mark.column + 1
@@ -103,10 +151,10 @@ def _build(node: yaml.Node, path: Path, smap: SourceMap, loader: _Loader) -> Any
                 )
             kpath = (*path, key)
             smap.key_positions[kpath] = (knode.start_mark.line + 1, knode.start_mark.column + 1)
-            out[key] = _build(vnode, kpath, smap, loader)
+            out[key] = _build(vnode, kpath, smap, loader, budget)
         if problems:
             raise PipeSyntaxError(problems)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(v, (*path, i), smap, loader) for i, v in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+        return [_build(v, (*path, i), smap, loader, budget) for i, v in enumerate(node.value)]
+    return _construct(node, smap, loader)

@@ -118,5 +118,10 @@ def _tstr(v: Any) -> str:
     if isinstance(v, (dict, list)):
         import orjson
 
-        return orjson.dumps(v).decode()
+        try:
+            return orjson.dumps(v, default=str).decode()
+        except TypeError:  # an integer past 64 bits, nesting past 255 levels
+            import json
+
+            return json.dumps(v, default=str, ensure_ascii=False)
     return str(v)

@@ -26,7 +26,12 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration such as 250ms, 5s or 1m, got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # a 400-digit number of seconds
+            raise ValueError(
+                "expected a duration such as 250ms, 5s or 1m; this one is too long"
+            ) from None
     m = _DURATION.match(str(value))
     if not m:
         raise ValueError(f"expected a duration such as 250ms, 5s or 1m, got {value!r}")
@@ -39,9 +44,12 @@ def parse_size(value: object) -> int:
         raise ValueError(f"expected a size such as 512, 10KB or 1MiB, got {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, float):
-        return int(value)
-    m = _SIZE.match(str(value))
-    if not m:
-        raise ValueError(f"expected a size such as 512, 10KB or 1MiB, got {value!r}")
-    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+    try:
+        if isinstance(value, float):
+            return int(value)
+        m = _SIZE.match(str(value))
+        if m:
+            return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+    except (OverflowError, ValueError):  # inf, nan
+        pass
+    raise ValueError(f"expected a size such as 512, 10KB or 1MiB, got {str(value)[:40]!r}")

@@ -7,6 +7,7 @@ Dotted names (``http.status``) address nested objects, as in expressions.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pydantic import field_validator
@@ -14,7 +15,7 @@ from pydantic import field_validator
 from pipenb.engine.actions.common import has_code, pop_code, set_code, step
 from pipenb.engine.base import RunContext
 from pipenb.engine.steps import EventStep
-from pipenb.lang.expressions import Namespace, parse, to_source
+from pipenb.lang.expressions import Namespace, field_paths, parse, to_source
 from pipenb.lang.registry import (
     ActionOptions,
     list_shorthand,
@@ -76,7 +77,9 @@ def value_source(v: Any, ns: Namespace) -> str:
         return "{" + items + "}"
     if isinstance(v, list):
         return "[" + ", ".join(value_source(x, ns) for x in v) + "]"
-    return repr(v)
+    if v is None or isinstance(v, bool):
+        return repr(v)
+    return ns.const(v, "v")  # repr() of inf, a date or a 5000-digit number is not source
 
 
 class SetOptions(ActionOptions):
@@ -89,7 +92,13 @@ class SetOptions(ActionOptions):
 def set_action(opts: SetOptions, ctx: RunContext) -> EventStep:
     """Set fields to computed expressions, in order (later ones see earlier ones)."""
     ns = Namespace()
-    code = [set_code(k, f"({to_source(expr, ns)})", ns) for k, expr in opts.fields.items()]
+    code = []
+    for k, expr in opts.fields.items():
+        src = f"({to_source(expr, ns)})"
+        if () in field_paths(expr):  # `x: event` stores a copy, not the event inside itself
+            ns.values["_deepcopy"] = copy.deepcopy
+            src = f"_deepcopy({src})"
+        code.append(set_code(k, src, ns))
     return step(opts, code, ns)
 
 

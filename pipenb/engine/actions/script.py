@@ -56,9 +56,12 @@ def check_source(code: str, filename: str = FILENAME) -> ast.Module:
     """Compile-check ``code`` (never run it) and make sure it defines ``process``."""
     try:
         tree = ast.parse(code, filename)
+        compile(tree, filename, "exec")  # what only the compiler checks: 'break' outside a loop
     except SyntaxError as exc:
         where = f"line {exc.lineno}" + (f", column {exc.offset}" if exc.offset else "")
         raise ValueError(f"Python syntax error in the script at {where}: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ValueError("the script is nested too deeply for Python to compile") from None
     defined = False
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "process":

@@ -7,6 +7,7 @@ a crash of the pipe's process loses nothing the checkpoint says was written.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 from typing import Any, BinaryIO, Literal
@@ -145,11 +146,22 @@ class FileOutput(Output):
         if self.path_fn is None:
             return self._write_to(self._sink(self.options.path), events)
         groups: dict[str, list[Event]] = {}
-        for e in events:
-            groups.setdefault(self.path_fn(e), []).append(e)
         rejects: list[tuple[Event, str]] = []
+        for e in events:
+            try:
+                groups.setdefault(self.path_fn(e), []).append(e)
+            except (TypeError, ValueError, RecursionError) as exc:  # nested past any limit
+                rejects.append((e, f"cannot make a file path from the event: {exc}"))
         for path, evs in groups.items():
-            rejects += self._write_to(self._sink(path), evs)
+            # a path made from these events that can never be written: they are rejects
+            try:
+                rejects += self._write_to(self._sink(path), evs)
+            except UnicodeEncodeError as exc:
+                rejects += [(e, f"cannot write to {path!r}: {exc.reason}") for e in evs]
+            except OSError as exc:
+                if exc.errno not in _BAD_PATH:
+                    raise  # disk full, permissions...: retried, the input held back
+                rejects += [(e, f"cannot write to {path!r}: {exc.strerror}") for e in evs]
         return rejects
 
     def _write_to(self, sink: _Sink, events: list[Event]) -> list[tuple[Event, str]]:
@@ -166,35 +178,73 @@ class FileOutput(Output):
                 v = e.get(key)
                 if v is None:
                     rejects.append((e, f"raw format: the event has no {key!r} field"))
+                elif isinstance(v, str):
+                    lines.append((e, v + "\n"))
                 else:
-                    lines.append(v if isinstance(v, str) else str(v))
-            data = ("\n".join(lines) + "\n").encode() if lines else b""
+                    try:
+                        lines.append((e, str(v) + "\n"))
+                    except (ValueError, RecursionError) as exc:  # nested past Python's limit
+                        rejects.append((e, f"raw format: cannot write {key!r}: {exc}"))
+            data, bad = _encode(lines)
+            rejects += bad
         else:
-            data, header = self._csv(sink, events)
+            data, header, rejects = self._csv(sink, events)
             sink.write(data, header)
             return rejects
         if data:
             sink.write(data)
         return rejects
 
-    def _csv(self, sink: _Sink, events: list[Event]) -> tuple[bytes, bytes]:
-        """Rows, and the header line that starts every new file (even after a rotation)."""
+    def _csv(
+        self, sink: _Sink, events: list[Event]
+    ) -> tuple[bytes, bytes, list[tuple[Event, str]]]:
+        """Rows, the header line that starts every new file (even after a rotation), rejects."""
         if sink.columns is None:
             sink.columns = list(events[0].keys())
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
+        rows = _Rows()
+        w = csv.writer(rows, lineterminator="\n")
+        written, rejects = [], []
         for e in events:
-            w.writerow([_cell(e.get(c)) for c in sink.columns])
+            try:
+                w.writerow([_cell(e.get(c)) for c in sink.columns])
+                written.append(e)
+            except (TypeError, ValueError, RecursionError) as exc:  # nested past any limit
+                rejects.append((e, f"cannot write the event as CSV: {exc}"))
         header = b""
         if self.options.header:
             hbuf = io.StringIO()
             csv.writer(hbuf, lineterminator="\n").writerow(sink.columns)
-            header = hbuf.getvalue().encode()
-        return buf.getvalue().encode(), header
+            header = hbuf.getvalue().encode(errors="replace")  # a column name of a lone surrogate
+        data, bad = _encode(list(zip(written, rows)))
+        return data, header, rejects + bad
 
     async def close(self) -> None:
         for s in self.sinks.values():
             s.close()
+
+
+class _Rows(list):
+    """What a csv.writer writes, one string per row."""
+
+    write = list.append
+
+
+def _encode(texts: list[tuple[Event, str]]) -> tuple[bytes, list[tuple[Event, str]]]:
+    """The events' texts as UTF-8; an event whose text cannot be (a lone surrogate from a
+    ``\\ud800`` escape) is returned as a reject instead of failing the whole batch."""
+    try:
+        return "".join(t for _, t in texts).encode(), []
+    except UnicodeEncodeError:
+        parts, rejects = [], []
+        for e, t in texts:
+            try:
+                parts.append(t.encode())
+            except UnicodeEncodeError as exc:
+                rejects.append((e, f"cannot write the event as UTF-8: {exc.reason}"))
+        return b"".join(parts), rejects
+
+
+_BAD_PATH = {errno.ENAMETOOLONG, errno.EINVAL, errno.EISDIR, errno.ENOTDIR, errno.EILSEQ}
 
 
 def _cell(v: Any) -> Any:
@@ -203,9 +253,7 @@ def _cell(v: Any) -> Any:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (dict, list)):
-        import orjson
-
-        return orjson.dumps(v).decode()
+        return _tstr(v)  # JSON text, also for what orjson cannot write
     return v
 
 
