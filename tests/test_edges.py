@@ -109,6 +109,18 @@ def test_bodies_over_the_limit_get_a_json_413_however_they_come(srv, world):
     serves(srv)
     assert checkin(srv, world.key_a, world.a).status_code == 200  # agents too
 
+    # a Content-Length that is not a number: a JSON 400 saying so, not tornado's empty one
+    head = (
+        b"POST /pipenb/api/v1/agent/enroll HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: e*ps|9\r\n\r\n"
+    )
+    answer = raw_request(srv.port, head, b"{}")
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request", answer
+    error = orjson.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+    assert error["code"] == "bad_request" and "Content-Length" in error["message"]
+    serves(srv)
+
 
 MALFORMED = {
     "truncated": (b'{"yaml": "x",', "unexpected end of data"),

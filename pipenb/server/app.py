@@ -67,6 +67,9 @@ def app_settings(cp: ControlPlane, base_url: str = "/") -> dict[str, Any]:
     }
 
 
+REASONS = {400: "Bad Request", 413: "Payload Too Large"}  # RFC 9110's names
+
+
 class _BodyLimit(httputil.HTTPMessageDelegate):
     """Refuses a request body over ``limit`` bytes with the API's JSON 413 as soon as it is known
     to be too big (its ``Content-Length``, or the bytes of a chunked body so far), without
@@ -80,8 +83,12 @@ class _BodyLimit(httputil.HTTPMessageDelegate):
         self.refused = False
 
     def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> Any:
-        length = headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > self.limit:
+        length = headers.get("Content-Length", "").strip()
+        if length and not length.isdigit():
+            # tornado would answer a bare 400 with no body; say what is wrong, as JSON
+            self._refuse(400, "bad_request", f"Content-Length is not a number: {length[:40]!r}")
+            return None
+        if length and int(length) > self.limit:
             self.conn.set_max_body_size(int(length))  # else tornado's cap answers 400 after us
             self._refuse()
             return None
@@ -104,23 +111,18 @@ class _BodyLimit(httputil.HTTPMessageDelegate):
         if not self.refused:
             self.inner.on_connection_close()
 
-    def _refuse(self) -> None:
+    def _refuse(self, status: int = 413, code: str = "too_large", message: str = "") -> None:
         self.refused = True
-        body = orjson.dumps(
-            {
-                "error": {
-                    "code": "too_large",
-                    "message": f"request body over {self.limit} bytes",
-                    "details": [],
-                }
-            }
-        )
+        message = message or f"request body over {self.limit} bytes"
+        body = orjson.dumps({"error": {"code": code, "message": message, "details": []}})
         headers = httputil.HTTPHeaders(
             {"Content-Type": "application/json", "Content-Length": str(len(body))}
         )
         headers["Connection"] = "close"
         self.conn.write_headers(
-            httputil.ResponseStartLine("HTTP/1.1", 413, "Payload Too Large"), headers, body
+            httputil.ResponseStartLine("HTTP/1.1", status, REASONS.get(status, "")),
+            headers,
+            body,
         )
         self.conn.finish()
 
