@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from pipenb.errors import AuthError
 from pipenb.server import models as M
-from pipenb.server.tables import AgentRow, PipeStatusRow, utcnow
+from pipenb.server.tables import AgentRow, DeploymentRow, PipeStatusRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane
@@ -93,6 +93,10 @@ class CheckinService:
                 reported.add(r.deployment_id)
                 row = s.get(PipeStatusRow, (agent_id, r.deployment_id))
                 if row is None:
+                    if s.get(DeploymentRow, r.deployment_id) is None:
+                        # the final report of a pipe whose deployment was deleted: a row kept
+                        # for it would never be removed (the delete removed the others)
+                        continue
                     row = PipeStatusRow(
                         agent_id=agent_id, deployment_id=r.deployment_id, state=r.state
                     )

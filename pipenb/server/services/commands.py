@@ -69,7 +69,9 @@ class CommandService:
             for agent_id in agents:
                 self.cp.deployments.reset_checkpoint(dep_id, agent_id)
         self.cp.live.pending_commands.update(agents)
-        self.cp.live.notify(*agents)
+        # a command rides on the next check-in answer; what the agents run is unchanged (a
+        # checkpoint reset already dropped their cached desired set above)
+        self.cp.live.wake(*agents)
         return M.CommandList(commands=[_model(r) for r in rows])
 
     def get(self, command_id: str) -> M.Command:

@@ -106,6 +106,10 @@ class TelemetryService:
         )
 
     def expire(self) -> None:
+        # a time older than the interval no longer holds a point back: forget it, or every
+        # (agent, deployment) pair ever seen would stay in memory
+        now, every = time.time(), self.cp.settings.metrics_interval
+        self._last_point = {k: t for k, t in self._last_point.items() if now - t < every}
         cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.cp.settings.retention)
         with self.cp.session() as s:
             s.execute(delete(MetricRow).where(MetricRow.time < cutoff))
