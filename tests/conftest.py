@@ -147,16 +147,24 @@ def raw_values(path: Path | str) -> list[str]:
 # ------------------------------------------------------------------------------ waiting
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "a condition") -> Any:
-    """Poll ``pred`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_until(
+    pred: Callable[[], Any],
+    timeout: float = 20.0,
+    what: str = "a condition",
+    info: Callable[[], Any] | None = None,
+    interval: float = 0.01,
+) -> Any:
+    """Poll ``pred`` until it returns something truthy; fail after ``timeout`` seconds, with
+    ``info()`` (the state worth seeing) in the message."""
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)  # poll
+            extra = f"\n{info()}" if info is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
+        time.sleep(interval)  # poll
 
 
 async def async_wait_until(

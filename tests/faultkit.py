@@ -39,32 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from conftest import wait_until as wait_for
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 FAULTS_LOG = ARTIFACTS / "faults.jsonl"
 
 
 # ------------------------------------------------------------------------------ waiting
-
-
-def wait_for(
-    cond: Callable[[], Any],
-    timeout: float,
-    what: str,
-    info: Callable[[], Any] | None = None,
-    interval: float = 0.02,
-) -> Any:
-    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds with
-    ``info()`` (the state worth seeing) in the message."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n{info()}" if info is not None else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
-        time.sleep(interval)  # poll
 
 
 # ------------------------------------------------------------------------------ seeds

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 import pytest
 from agentproc import AgentProcess, pid_alive
+from conftest import wait_until
 from serverproc import ServerProcess
 
 from pipenb.client import Client
@@ -36,26 +37,6 @@ BATCH = 50  # output batch size of the test pipes: "duplicates up to one batch"
 
 
 # ------------------------------------------------------------------------------ waiting
-
-
-def wait_until(
-    cond: Callable[[], Any],
-    timeout: float,
-    what: str,
-    info: Callable[[], Any] | None = None,
-    interval: float = 0.05,
-) -> Any:
-    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds, with
-    ``info()`` (the state worth seeing) in the message."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n{info()}" if info is not None else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
-        time.sleep(interval)  # poll
 
 
 # ------------------------------------------------------------------------------ files
