@@ -12,7 +12,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from pipenb.errors import PipeSyntaxError
 from pipenb.lang.validate import load_pipe
@@ -25,6 +25,7 @@ from pipenb.server.tables import (
     DeploymentRow,
     PipeRow,
     PipeStatusRow,
+    PipeVersionRow,
     utcnow,
 )
 
@@ -268,20 +269,31 @@ class DeploymentService:
         if cached is not None:
             return cached
         out: list[M.DesiredPipe] = []
+        # One query for the whole set: every assignment with its deployment, pipe, the version it
+        # runs (a pinned one, or the newest for "latest") and the agent's name. A version push
+        # re-computes this for every agent at once, so its cost is the check-in's tail latency.
+        newest = (
+            select(func.max(PipeVersionRow.version))
+            .where(PipeVersionRow.pipe_id == DeploymentRow.pipe_id)
+            .correlate(DeploymentRow)
+            .scalar_subquery()
+        )
         with self.cp.session() as s:
-            agent = s.get(AgentRow, agent_id)
             rows = s.execute(
-                select(AssignmentRow, DeploymentRow, PipeRow)
+                select(AssignmentRow, DeploymentRow, PipeRow, PipeVersionRow, AgentRow.name)
                 .join(DeploymentRow, AssignmentRow.deployment_id == DeploymentRow.id)
                 .join(PipeRow, DeploymentRow.pipe_id == PipeRow.id)
+                .join(
+                    PipeVersionRow,
+                    (PipeVersionRow.pipe_id == PipeRow.id)
+                    & (PipeVersionRow.version == func.coalesce(DeploymentRow.version, newest)),
+                )
+                .outerjoin(AgentRow, AgentRow.id == AssignmentRow.agent_id)
                 .where(AssignmentRow.agent_id == agent_id, DeploymentRow.running.is_(True))
                 .order_by(DeploymentRow.id)
             ).all()
-            for a, dep, pipe in rows:
-                vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
-                builtins = builtins_for(
-                    agent_id, agent.name if agent else agent_id, pipe.name, dep.id
-                )
+            for a, dep, pipe, vrow, agent_name in rows:
+                builtins = builtins_for(agent_id, agent_name or agent_id, pipe.name, dep.id)
                 h = pipe_hash(vrow.hash, dep.params, builtins, a.checkpoint_seq)
                 out.append(
                     M.DesiredPipe(
