@@ -382,9 +382,11 @@ class FilesInput(Input):
             yield Batch([], self.position())
         while True:
             produced = False
+            at_end: set[Any] = set()  # files this pass found nothing more to read in
             for f in list(self.files.values()):
                 batch = self._read(f)
                 if batch is False:
+                    at_end.add(f.key)
                     continue
                 produced = True
                 if batch is not True:
@@ -400,11 +402,13 @@ class FilesInput(Input):
                         yield batch
                 return
             now = time.monotonic()
-            # a file rotated away and quiet for rotate-wait is done: close it even while another
-            # file keeps the input busy, or its descriptor (and its disk space) stays held
+            # a file rotated away, read to its end and quiet for rotate-wait is done: close it
+            # even while another file keeps the input busy, or its descriptor (and its disk
+            # space) stays held; never while it still has lines (the consumer may have stalled)
             for key, f in list(self.files.items()):
                 if (
-                    f.gone_since is not None
+                    key in at_end
+                    and f.gone_since is not None
                     and now - max(f.gone_since, f.last_data) >= o.rotate_wait
                 ):
                     for batch in self._rest(f):
