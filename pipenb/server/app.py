@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
 import tornado.web
 from tornado import httputil
 
 from pipenb.server.core import ControlPlane
 from pipenb.server.handlers import agent_api, meta
 from pipenb.server.handlers import resources as r
-from pipenb.server.handlers.base import NotFoundHandler
+from pipenb.server.handlers.base import NotFoundHandler, error_body
 
 PREFIX = "/pipenb/api/v1"
 
@@ -114,7 +113,7 @@ class _BodyLimit(httputil.HTTPMessageDelegate):
     def _refuse(self, status: int = 413, code: str = "too_large", message: str = "") -> None:
         self.refused = True
         message = message or f"request body over {self.limit} bytes"
-        body = orjson.dumps({"error": {"code": code, "message": message, "details": []}})
+        body = error_body(code, message)
         headers = httputil.HTTPHeaders(
             {"Content-Type": "application/json", "Content-Length": str(len(body))}
         )

@@ -178,7 +178,7 @@ class ApiHandler(tornado.web.RequestHandler):
             status, code, message, details = status_code, "internal", "internal server error", []
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(orjson.dumps({"error": {"code": code, "message": message, "details": details}}))
+        self.finish(error_body(code, message, details))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError):
@@ -187,6 +187,12 @@ class ApiHandler(tornado.web.RequestHandler):
             log.warning("%s %s: 503, %s", self.request.method, self.request.path, value.orig)
             return
         super().log_exception(typ, value, tb)
+
+
+def error_body(code: str, message: str, details: list[Any] | None = None) -> bytes:
+    """The API's one error shape, also written where no handler runs (a body refused while it
+    arrives)."""
+    return orjson.dumps({"error": {"code": code, "message": message, "details": details or []}})
 
 
 def database_busy(exc: BaseException | None) -> bool:
