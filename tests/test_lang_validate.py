@@ -231,7 +231,7 @@ def test_parameter_declarations_are_checked():
             6,
             7,
             "unknown key 'deflt' in parameter 'c' (did you mean 'default'?); "
-            "allowed: default, enum, type, description",
+            "allowed: default, enum, type, description, secret",
         ),
         (7, 13, "enum must be a list of allowed values"),
     ]

@@ -1,6 +1,7 @@
 """What the agent keeps in its data dir: its identity, its last desired pipes, applied resets.
 
-Writes are atomic (temporary file, then rename); the identity file is readable by its owner only.
+Writes are atomic (temporary file, then rename); the folder and every file in it (identity, the
+desired pipes with their secret params) are readable by their owner only.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import orjson
 class AgentStore:
     def __init__(self, data_dir: str):
         self.dir = data_dir
-        os.makedirs(data_dir, exist_ok=True)
+        # identity, desired pipes (with secret params in clear) and logs: the owner's alone
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        os.chmod(data_dir, 0o700)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.dir, name)

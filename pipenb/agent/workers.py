@@ -52,8 +52,9 @@ class WorkerHandle:
         self.started_at = time.monotonic()
         self.state, self.error = "starting", None
         try:
-            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-            with open(self.log_path, "ab") as err:
+            os.makedirs(os.path.dirname(self.log_path), mode=0o700, exist_ok=True)
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with open(fd, "ab") as err:
                 self.proc = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",

@@ -55,6 +55,12 @@ def register(sub: Any) -> None:
         type=float,
         help="seconds a client may take to send a request's headers (slow clients are cut off)",
     )
+    option(
+        p,
+        "--secret-key-file",
+        help="the key that encrypts secret params (default: secret.key beside a SQLite database; "
+        "with PostgreSQL give one, the same file for every server process)",
+    )
     p.set_defaults(func=cmd_server)
 
 
@@ -73,6 +79,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         long_poll=args.long_poll,
         retention=args.retention,
         header_timeout=max(1.0, args.header_timeout),
+        secret_key_file=args.secret_key_file or None,
     )
     try:
         asyncio.run(serve(settings, args.host, args.port, show_token=not args.token))

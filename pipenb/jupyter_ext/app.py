@@ -131,6 +131,12 @@ class PipenbExtension(ExtensionApp):
         None, allow_none=True, help="seconds of silence before an agent is offline"
     ).tag(config=True)
 
+    secret_key_file = Unicode(
+        None,
+        allow_none=True,
+        help="key that encrypts secret params (None: secret.key beside a SQLite database)",
+    ).tag(config=True)
+
     cp: ControlPlane | None = None
     _kernel_token: str = ""
 
@@ -149,6 +155,7 @@ class PipenbExtension(ExtensionApp):
                 poll_interval=self.poll_interval,
                 long_poll=self.long_poll,
                 offline_after=self.offline_after,
+                secret_key_file=self.secret_key_file,
             )
         )
         self.settings.update(app_settings(self.cp, self.serverapp.base_url))

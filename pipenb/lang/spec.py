@@ -37,6 +37,7 @@ class ParamSpec:
     enum: tuple[Any, ...] | None = None
     type: str | None = None
     description: str = ""
+    secret: bool = False  # encrypted at rest on the server, never shown (see server/secrets.py)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ TOP_KEYS = (
     "tests",
 )
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-PARAM_KEYS = ("default", "enum", "type", "description")
+PARAM_KEYS = ("default", "enum", "type", "description", "secret")
 PARAM_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 TEST_KEYS = ("name", "input", "expect", "expect-count", "expect-errors", "params")
 
@@ -224,8 +224,19 @@ class _Checker:
             if not required and enum is not None and default not in enum:
                 self.add((*path, "default"), f"default {default!r} is not one of {enum}")
             desc = pdef.get("description") or ""
+            secret = pdef.get("secret", False)
+            if not isinstance(secret, bool):
+                self.add((*path, "secret"), "secret must be true or false")
+                secret = True  # treat the value as secret all the same: never show it
+            if secret and not required:
+                self.add(
+                    (*path, "default"),
+                    f"secret parameter {pname!r} takes no default: the pipe text is stored and "
+                    f"shown; give the value when deploying (--param {pname}=...)",
+                    key=True,
+                )
             out[pname] = ParamSpec(
-                pname, default, required, tuple(enum) if enum else None, ptype, str(desc)
+                pname, default, required, tuple(enum) if enum else None, ptype, str(desc), secret
             )
         return out
 
@@ -487,7 +498,10 @@ def _placeholder(p: ParamSpec) -> Any:
 
 
 def coerce_param(p: ParamSpec, value: Any) -> Any:
-    """Convert a given parameter value (often a string from a command line) to its type."""
+    """Convert a given parameter value (often a string from a command line) to its type.
+
+    The messages never quote a secret parameter's value: they end up in API answers and logs."""
+    shown = "***" if p.secret else repr(value)
     if p.type and isinstance(value, str) and p.type != "str":
         try:
             if p.type == "bool":
@@ -498,7 +512,7 @@ def coerce_param(p: ParamSpec, value: Any) -> Any:
             else:
                 value = PARAM_TYPES[p.type](value)
         except ValueError:
-            raise ValueError(f"parameter {p.name!r} expects {p.type}, got {value!r}") from None
+            raise ValueError(f"parameter {p.name!r} expects {p.type}, got {shown}") from None
     if p.enum is not None and value not in p.enum:
-        raise ValueError(f"parameter {p.name!r} must be one of {list(p.enum)}, got {value!r}")
+        raise ValueError(f"parameter {p.name!r} must be one of {list(p.enum)}, got {shown}")
     return value

@@ -23,7 +23,7 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+            _private_file(path)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS}
         )
@@ -41,6 +41,18 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _private_file(path: str) -> None:
+    """The database holds sealed secrets, hashed keys and every pipe: its owner's alone. SQLite
+    gives its -wal and -shm files the database file's mode, so this covers them too."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(folder):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    if not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    elif os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o600)
 
 
 def alembic_config(engine: Engine | None = None, url: str | None = None):  # type: ignore[no-untyped-def]

@@ -18,6 +18,8 @@ class ServerSettings:
     max_body: int = 16 * 1024 * 1024  # bytes; larger requests get 413
     enroll_rate: float = 10.0  # enrollments per second allowed (burst the same)
     header_timeout: float = 60.0  # seconds a client may take to send a request's headers
+    # the key that seals secret params (None: secret.key beside a SQLite file; see secrets.py)
+    secret_key_file: str | None = None
 
     @property
     def offline_seconds(self) -> float:

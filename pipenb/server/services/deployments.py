@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from pipenb.errors import PipeSyntaxError
 from pipenb.lang.validate import load_pipe
 from pipenb.server import models as M
+from pipenb.server.secrets import SecretBox, default_key_file, mask_params
 from pipenb.server.security import new_id
 from pipenb.server.services.pipes import invalid_pipe, not_found
 from pipenb.server.tables import (
@@ -66,6 +67,8 @@ def pipe_hash(version_hash: str, params: Any, builtins: dict[str, Any], checkpoi
 class DeploymentService:
     def __init__(self, cp: ControlPlane):
         self.cp = cp
+        settings = cp.settings
+        self.secrets = SecretBox(settings.secret_key_file or default_key_file(settings.db_url))
 
     # ------------------------------------------------------------------ create and change
     def create(self, body: M.DeploymentCreate) -> M.Deployment:
@@ -80,14 +83,14 @@ class DeploymentService:
             if labels is None:
                 labels = _pipe_labels(vrow.yaml)
             dep_id = new_id("dep-")
-            self._check_params(vrow.yaml, body.params, dep_id)
+            params = self._stored_params(vrow.yaml, body.params, dep_id)
             now = utcnow()
             s.add(
                 DeploymentRow(
                     id=dep_id,
                     pipe_id=pipe.id,
                     version=version,
-                    params=body.params,
+                    params=params,
                     target_agents=list(body.agents),
                     target_labels=list(labels),
                     instances=instances,
@@ -100,9 +103,21 @@ class DeploymentService:
         self.reconcile([dep_id])
         return self.get(dep_id)
 
-    def _check_params(self, yaml_text: str, params: dict[str, Any], dep_id: str) -> None:
+    def _stored_params(
+        self,
+        yaml_text: str,
+        params: dict[str, Any],
+        dep_id: str,
+        previous: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Check the params against the version, and seal the ones it declares secret."""
+        spec = self._check_params(yaml_text, params, dep_id)
+        secret = {name for name, p in spec.params.items() if p.secret}
+        return self.secrets.seal_params(params, secret, previous)
+
+    def _check_params(self, yaml_text: str, params: dict[str, Any], dep_id: str) -> Any:
         try:
-            load_pipe(
+            return load_pipe(
                 yaml_text,
                 "<deployment>",
                 params,
@@ -138,10 +153,12 @@ class DeploymentService:
             pipe = s.get(PipeRow, row.pipe_id)
             version = None if body.version == "latest" else int(body.version)
             vrow = self.cp.pipes.version_row(s, pipe.name, version)
-            params = body.params if body.params is not None else row.params
-            self._check_params(vrow.yaml, params, dep_id)
+            if body.params is not None:
+                params = body.params
+            else:
+                params = self.secrets.open_params(row.params)
+            row.params = self._stored_params(vrow.yaml, params, dep_id, row.params)
             row.version = version
-            row.params = params
             row.updated_at = utcnow()
         self.touch([dep_id])
         return self.get(dep_id)
@@ -305,7 +322,7 @@ class DeploymentService:
                         pipe=pipe.name,
                         version=vrow.version,
                         yaml=vrow.yaml,
-                        params=dict(dep.params or {}),
+                        params=self.secrets.open_params(dep.params),
                         builtins=builtins,
                         hash=h,
                         checkpoint=a.checkpoint,
@@ -393,7 +410,7 @@ class DeploymentService:
                 pipe=pipe.name,
                 version="latest" if dep.version is None else dep.version,
                 resolved_version=vrow.version,
-                params=dict(dep.params or {}),
+                params=mask_params(dep.params),
                 agents=list(dep.target_agents or []),
                 labels=list(dep.target_labels or []),
                 instances="all" if dep.instances == -1 else dep.instances,
