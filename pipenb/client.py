@@ -415,6 +415,51 @@ class Client:
     def agent_logs(self, id: str) -> dict[str, Any]:
         return self.request("GET", f"/agents/{_seg(id)}/logs")
 
+    # ------------------------------------------------------------------ people and the audit
+    def whoami(self) -> dict[str, Any]:
+        """Who this client's token stands for: ``name``, ``role`` and ``via``."""
+        return self.request("GET", "/whoami")
+
+    def users(self) -> dict[str, Any]:
+        return self.request("GET", "/users")
+
+    def add_user(self, name: str, role: str) -> dict[str, Any]:
+        return self.request("POST", "/users", json={"name": name, "role": role})
+
+    def remove_user(self, name: str) -> None:
+        self.request("DELETE", f"/users/{_seg(name)}")
+
+    def create_user_token(self, name: str, expires_in: float | None = None) -> dict[str, Any]:
+        """The answer holds ``token``: the only time the server shows it (it keeps a hash)."""
+        return self.request("POST", f"/users/{_seg(name)}/tokens", json={"expires_in": expires_in})
+
+    def user_tokens(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/users/{_seg(name)}/tokens")
+
+    def revoke_user_token(self, name: str, token_id: str) -> None:
+        self.request("DELETE", f"/users/{_seg(name)}/tokens/{_seg(token_id)}")
+
+    def audit(
+        self,
+        user: str | None = None,
+        object: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int = 1000,
+    ) -> dict[str, Any]:
+        """Writes through the API, oldest first: who, when, from where, what, answered how."""
+        return self.request(
+            "GET",
+            "/audit",
+            params={
+                "user": user,
+                "object": object,
+                "since": _time(since),
+                "until": _time(until),
+                "limit": limit,
+            },
+        )
+
     # ------------------------------------------------------------------ agent side
     def checkin(self, api_key: str, body: dict[str, Any]) -> dict[str, Any]:
         """One agent check-in with the agent's key (the user token is not accepted there).

@@ -137,6 +137,8 @@ DEPLOYMENT_COLUMNS = [
     "instances",
     "failover",
     "updated_at",
+    "created_by",
+    "updated_by",
 ]
 INSTANCE_COLUMNS = [
     "agent_id",

@@ -180,8 +180,8 @@ def test_pipes_push_list_show_versions_diff_delete(pnb, tmp_path: Path) -> None:
 
     code, out, _ = pnb("pipes", "versions", name)
     assert code == 0
-    assert re.search(r"^1\s+\S+\s+[0-9a-f]{12}\s+first$", out, re.M), out
-    assert re.search(r"^2\s+\S+\s+[0-9a-f]{12}\s+to db$", out, re.M), out
+    assert re.search(r"^1\s+\S+\s+[0-9a-f]{12}\s+admin\s+first$", out, re.M), out
+    assert re.search(r"^2\s+\S+\s+[0-9a-f]{12}\s+admin\s+to db$", out, re.M), out
 
     code, out, _ = pnb("pipes", "diff", name, "1", "2")
     assert code == 0

@@ -138,7 +138,7 @@ def test_secret_comparisons_are_constant_time(tmp_path, monkeypatch):
     try:
         for bearer, ok in (("tok-right", True), ("tok-wronG", False), ("x", False)):
             handler = SimpleNamespace(cp=cp, bearer=lambda b=bearer: b)
-            assert user_token_auth(handler) is ok  # type: ignore[arg-type]
+            assert (user_token_auth(handler) is not None) is ok  # type: ignore[arg-type]
             assert len(compared(lambda h=handler: user_token_auth(h))) == 1, bearer
 
         right = M.EnrollRequest(enroll_key="ek-1", id="ct-1")
@@ -450,6 +450,7 @@ async def test_inside_jupyter_user_endpoints_refuse_wrong_tokens_and_agent_keys(
     assert r.code == 201, r.body
     key = orjson.loads(r.body)["api_key"]
     ids = {"name": "p", "agent_id": "jp-s", "key_id": "k", "dep_id": "d", "command_id": "c"}
+    ids["token_id"] = "t"
     checked = 0
     for method, path, op in operations():
         if op.auth != "user":

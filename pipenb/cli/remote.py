@@ -197,6 +197,7 @@ def cmd_pipes_versions(client: Any, args: argparse.Namespace) -> None:
             "version": v["version"],
             "created": v["created_at"],
             "hash": v["hash"][:12],
+            "author": v.get("author") or "",
             "message": v["message"],
         }
         for v in result["versions"]
@@ -338,6 +339,11 @@ def _show_deployment(dep: dict[str, Any]) -> None:
     )
     if dep.get("params"):
         print("  params: " + ", ".join(f"{k}={v}" for k, v in dep["params"].items()))
+    if dep.get("created_by") or dep.get("updated_by"):
+        print(
+            f"  created by {dep.get('created_by') or '?'} at {dep['created_at']}; "
+            f"last changed by {dep.get('updated_by') or '?'} at {dep['updated_at']}"
+        )
 
 
 def cmd_deployments_status(client: Any, args: argparse.Namespace) -> None:
@@ -456,6 +462,11 @@ def register(sub: Any) -> None:
     p = leaf(ks, "revoke", cmd_keys_revoke, "revoke an agent's API key")
     p.add_argument("id", metavar="ID")
     p.add_argument("key_id", metavar="KEY_ID")
+
+    # people: whoami, users, audit
+    from pipenb.cli import people
+
+    people.register(sub, leaf)
 
     # deploy
     p = leaf(sub, "deploy", cmd_deploy, "run a pipe on agents; prints the deployment id")

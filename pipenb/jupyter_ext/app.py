@@ -9,6 +9,7 @@ by this server find the API through ``PIPENB_URL`` and ``PIPENB_TOKEN`` in their
 from __future__ import annotations
 
 import functools
+import getpass
 import os
 import secrets
 from collections.abc import Callable
@@ -21,11 +22,12 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.auth import User
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Unicode, default
+from traitlets import Dict, Enum, Float, Unicode, default
 
 from pipenb.server.app import app_settings, handlers
 from pipenb.server.core import ControlPlane
 from pipenb.server.handlers.base import ApiHandler
+from pipenb.server.roles import ROLES, Principal
 from pipenb.server.security import hash_secret, same_secret
 from pipenb.server.settings import ServerSettings
 
@@ -45,16 +47,40 @@ def kernel_token_used(handler: Any) -> bool:
     )
 
 
-def jupyter_authorize_user(handler: Any) -> bool:
-    """``pipenb_authorize_user`` inside Jupyter: the kernels' token, or a user Jupyter knows and
-    allows on "pipenb"."""
+def owner_name() -> str:
+    """The user this Jupyter server runs for: JupyterHub's user, else the account running it."""
+    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+
+def jupyter_role(settings: dict[str, Any], username: str) -> str:
+    """A Jupyter user's pipenb role: ``PipenbExtension.roles`` names it; otherwise the server's
+    own user (on JupyterHub, ``JUPYTERHUB_USER``; elsewhere everyone Jupyter lets in, since a
+    plain Jupyter server has one user) is an admin and anyone else gets ``default_role``."""
+    named = settings.get("pipenb_roles") or {}
+    if username in named:
+        return str(named[username])
+    owner = os.environ.get("JUPYTERHUB_USER")
+    if owner is None or username == owner:
+        return "admin"
+    return str(settings.get("pipenb_default_role", "viewer"))
+
+
+def jupyter_authorize_user(handler: Any) -> Principal | None:
+    """``pipenb_authorize_user`` inside Jupyter: the kernels' token (its user's role and nothing
+    more), or a user Jupyter knows and allows on "pipenb", with the role mapped from their name."""
     user = getattr(handler, "_jupyter_current_user", None)
     if user is None:
-        return False
+        return None
     if user is KERNEL_USER:
-        return True
+        owner = owner_name()
+        return Principal(owner, jupyter_role(handler.settings, owner), "kernel")
     action = "read" if handler.request.method in READ_METHODS else "write"
-    return bool(handler.authorizer.is_authorized(handler, user, action, "pipenb"))
+    if not handler.authorizer.is_authorized(handler, user, action, "pipenb"):
+        return None
+    # on JupyterHub the username is the hub's; a plain Jupyter server's token logins get a
+    # made-up name, so the trail names the account the server runs as
+    name = user.username if os.environ.get("JUPYTERHUB_USER") else owner_name()
+    return Principal(name, jupyter_role(handler.settings, name), "jupyter")
 
 
 class _JupyterBridge:
@@ -137,6 +163,16 @@ class PipenbExtension(ExtensionApp):
         help="key that encrypts secret params (None: secret.key beside a SQLite database)",
     ).tag(config=True)
 
+    roles = Dict(
+        {},
+        help="pipenb roles by Jupyter user name, e.g. {'ana': 'editor', 'bo': 'viewer'}",
+    ).tag(config=True)
+    default_role = Enum(
+        list(ROLES),
+        "viewer",
+        help="role of a Jupyter user who is not this server's own user and not in `roles`",
+    ).tag(config=True)
+
     cp: ControlPlane | None = None
     _kernel_token: str = ""
 
@@ -160,6 +196,11 @@ class PipenbExtension(ExtensionApp):
         )
         self.settings.update(app_settings(self.cp, self.serverapp.base_url))
         self.settings["pipenb_authorize_user"] = jupyter_authorize_user
+        bad = {u: r for u, r in self.roles.items() if r not in ROLES}
+        if bad:
+            raise ValueError(f"PipenbExtension.roles: unknown roles {bad}; use {', '.join(ROLES)}")
+        self.settings["pipenb_roles"] = dict(self.roles)
+        self.settings["pipenb_default_role"] = self.default_role
         self._kernel_token = secrets.token_urlsafe(32)
         self.settings["pipenb_kernel_token_hash"] = hash_secret(self._kernel_token)
         self._export_env()

@@ -9,7 +9,7 @@ import tornado.web
 from tornado import httputil
 
 from pipenb.server.core import ControlPlane
-from pipenb.server.handlers import agent_api, meta
+from pipenb.server.handlers import agent_api, meta, users
 from pipenb.server.handlers import resources as r
 from pipenb.server.handlers.base import NotFoundHandler, error_body
 
@@ -38,6 +38,12 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/deployments/{dep_id}/metrics", r.DeploymentMetricsHandler),
     ("/deployments/{dep_id}/logs", r.DeploymentLogsHandler),
     ("/commands/{command_id}", r.CommandHandler),
+    ("/whoami", users.WhoAmIHandler),
+    ("/users", users.UsersHandler),
+    ("/users/{name}", users.UserHandler),
+    ("/users/{name}/tokens", users.UserTokensHandler),
+    ("/users/{name}/tokens/{token_id}", users.UserTokenHandler),
+    ("/audit", users.AuditHandler),
     ("/agent/checkin", agent_api.CheckinHandler),
     ("/agent/enroll", agent_api.EnrollHandler),
 ]

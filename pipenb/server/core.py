@@ -22,11 +22,13 @@ log = logging.getLogger("pipenb.server")
 class ControlPlane:
     def __init__(self, settings: ServerSettings):
         from pipenb.server.services.agents import AgentService
+        from pipenb.server.services.audit import AuditService
         from pipenb.server.services.checkin import CheckinService
         from pipenb.server.services.commands import CommandService
         from pipenb.server.services.deployments import DeploymentService
         from pipenb.server.services.pipes import PipeService
         from pipenb.server.services.telemetry import TelemetryService
+        from pipenb.server.services.users import UserService
 
         self.settings = settings
         self.engine = make_engine(settings.db_url)
@@ -39,6 +41,8 @@ class ControlPlane:
         self.commands = CommandService(self)
         self.telemetry = TelemetryService(self)
         self.checkin = CheckinService(self)
+        self.users = UserService(self)
+        self.audit = AuditService(self)
         self._task: asyncio.Task | None = None
         self._load()
 

@@ -68,6 +68,7 @@ class PipeVersion(Model):
     message: str
     created_at: Timestamp
     yaml: str | None = None
+    author: str | None = Field(default=None, description="who pushed it")
 
 
 class PipePushResult(Model):
@@ -211,6 +212,8 @@ class Deployment(Model):
     state: str = Field(description="running, degraded, pending, stopped")
     created_at: Timestamp
     updated_at: Timestamp
+    created_by: str | None = None
+    updated_by: str | None = None
     status: list[InstanceStatus] = []
 
 
@@ -240,6 +243,7 @@ class Command(Model):
     created_at: Timestamp
     acked_at: Timestamp | None
     result: dict[str, Any] | None = None
+    issuer: str | None = Field(default=None, description="who sent it")
 
 
 class CommandList(Model):
@@ -342,3 +346,72 @@ class CheckinResponse(Model):
 class Health(Model):
     status: Literal["ok"]
     version: str
+
+
+# ---------------------------------------------------------------------------- users and audit
+Role = Literal["viewer", "editor", "admin"]
+UserName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$")]
+
+
+class UserCreate(Model):
+    name: UserName
+    role: Role
+
+
+class User(Model):
+    name: str
+    role: Role
+    created_at: Timestamp
+    tokens: int = Field(default=0, description="tokens neither revoked nor expired")
+
+
+class UserList(Model):
+    users: list[User]
+
+
+class UserTokenCreate(Model):
+    expires_in: float | None = Field(
+        default=None, gt=0, le=10 * 365 * 86400, description="seconds until it expires"
+    )
+
+
+class UserToken(Model):
+    token_id: str
+    user: str
+    created_at: Timestamp
+    expires_at: Timestamp | None = None
+    revoked_at: Timestamp | None = None
+
+
+class UserTokenCreated(Model):
+    token_id: str
+    user: str
+    expires_at: Timestamp | None = None
+    token: str = Field(description="shown once; only its hash is stored")
+
+
+class UserTokenList(Model):
+    tokens: list[UserToken]
+
+
+class WhoAmI(Model):
+    name: str
+    role: Role
+    via: str = Field(description="token, user-token, jupyter or kernel")
+
+
+class AuditEntry(Model):
+    time: Timestamp
+    user: str
+    role: str
+    via: str
+    address: str
+    method: str
+    route: str
+    path: str
+    object: str | None = None
+    status: int
+
+
+class AuditList(Model):
+    entries: list[AuditEntry]

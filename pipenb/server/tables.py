@@ -48,6 +48,7 @@ class PipeVersionRow(Base):
     hash: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    author: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class AgentRow(Base):
@@ -84,6 +85,8 @@ class DeploymentRow(Base):
     running: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    updated_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class AssignmentRow(Base):
@@ -127,6 +130,7 @@ class CommandRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    issuer: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class MetricRow(Base):
@@ -148,3 +152,42 @@ class LogRow(Base):
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     level: Mapped[str] = mapped_column(String(10))
     message: Mapped[str] = mapped_column(Text)
+
+
+class UserRow(Base):
+    """A person (or a robot) that uses the API, with one role (see server/roles.py)."""
+
+    __tablename__ = "users"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UserTokenRow(Base):
+    """A user's API token, stored as a hash; ``pnu_<id>_<secret>`` is shown once."""
+
+    __tablename__ = "user_tokens"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AuditRow(Base):
+    """One write through the API: who, when, from where, what, and how it was answered."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_time", "time"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    user: Mapped[str] = mapped_column(String(200), index=True)
+    role: Mapped[str] = mapped_column(String(20))
+    via: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(String(100))
+    method: Mapped[str] = mapped_column(String(10))
+    route: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(String(1000))
+    object: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    status: Mapped[int] = mapped_column(Integer)

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
 
 from pipenb.errors import ApiError, AuthError
+from pipenb.server import roles
+from pipenb.server.roles import READ_METHODS, ROLES, Principal, allows, needed_role
 
 log = logging.getLogger("pipenb.server.http")
 Auth = Literal["user", "agent", "none"]
@@ -31,6 +33,7 @@ class Operation:
     response: type[BaseModel] | None
     status: int
     query: tuple[str, ...]
+    role: str | None = None  # user operations: None means viewer for reads, editor for writes
 
 
 def api(
@@ -41,24 +44,29 @@ def api(
     response: type[BaseModel] | None = None,
     status: int = 200,
     query: tuple[str, ...] = (),
+    role: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn.__pipenb_api__ = Operation(summary, auth, body, response, status, query)  # type: ignore[attr-defined]
+        fn.__pipenb_api__ = Operation(summary, auth, body, response, status, query, role)  # type: ignore[attr-defined]
         return fn
 
     return deco
 
 
-def user_token_auth(handler: ApiHandler) -> bool:
-    """Standalone server: the user token in ``Authorization: Bearer T``."""
-    from pipenb.server.security import same_token
-
-    expected = handler.cp.settings.token
-    return bool(expected) and same_token(handler.bearer(), expected)
+def user_token_auth(handler: ApiHandler) -> Principal | None:
+    """Standalone server: the server's admin token or a user's token in ``Authorization:
+    Bearer T``; who it stands for, or None."""
+    return handler.cp.users.authenticate(handler.bearer())
 
 
 class ApiHandler(tornado.web.RequestHandler):
     """Base of every API handler. Subclasses implement ``get``/``post``/... with ``@api``."""
+
+    #: Who is calling a user operation, once ``authorize_user`` has said (None elsewhere).
+    principal: Principal | None = None
 
     @property
     def cp(self) -> Any:
@@ -104,14 +112,71 @@ class ApiHandler(tornado.web.RequestHandler):
                 raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
     def authorize_user(self) -> None:
-        """User endpoints: the host's authorizer (token here, Jupyter's auth inside Jupyter)."""
+        """User endpoints: who is calling (a token here, Jupyter's auth inside Jupyter), then
+        whether their role allows the operation (see server/roles.py)."""
         authorize = self.settings.get("pipenb_authorize_user", user_token_auth)
-        if self.bearer() and self.bearer().startswith("pnb_") and not authorize(self):
+        principal = authorize(self)
+        bearer = self.bearer()
+        if principal is None and bearer and bearer.startswith("pnb_"):
             raise AuthError(403, "forbidden", "agent keys are for agent endpoints only")
-        if not authorize(self):
+        if principal is None and bearer:
+            raise AuthError(
+                401, "unauthorized", "invalid, expired or revoked user token: check PIPENB_TOKEN"
+            )
+        if principal is None:
             raise AuthError(
                 401, "unauthorized", "a user token is required (Authorization: Bearer TOKEN)"
             )
+        self.principal = principal
+        roles.current.set(principal)
+        op = self.operation()
+        needed = needed_role(self.request.method, op.role if op else None)
+        if not allows(principal.role, needed):
+            raise AuthError(
+                403,
+                "forbidden",
+                f"{principal.name} is {_article(principal.role)} {principal.role}; "
+                f"this needs the {needed} role",
+            )
+
+    def on_finish(self) -> None:
+        """Writes go into the audit trail with their answer, refusals included."""
+        who = getattr(self, "principal", None)
+        if who is None or self.request.method in READ_METHODS:
+            return
+        try:
+            self.cp.audit.record(
+                who,
+                address=self.request.remote_ip or "",
+                method=self.request.method,
+                route=self.route(),
+                path=self.request.path,
+                obj=self.audited_object(),
+                status=self.get_status(),
+            )
+        except Exception:  # the answer is sent; a failed record must not become a 500 log storm
+            log.exception(
+                "could not record %s %s in the audit trail", self.request.method, self.request.path
+            )
+
+    def route(self) -> str:
+        """The route's OpenAPI path (``/deployments/{dep_id}``) this handler serves."""
+        for path, cls in self.settings.get("pipenb_routes", ()):
+            if isinstance(self, cls):
+                return path
+        return self.request.path
+
+    def audited_object(self) -> str | None:
+        """What a write was about: the route's argument (a pipe name, a deployment id), or the id
+        of what it created."""
+        for value in self.path_kwargs.values():
+            return str(value)
+        made = getattr(self, "_sent", None)
+        for attr in ("id", "pipe", "name", "agent_id", "token_id"):
+            value = getattr(made, attr, None)
+            if isinstance(value, str):
+                return value
+        return None
 
     # ------------------------------------------------------------------ bodies
     def body(self, model: type[BaseModel]) -> Any:
@@ -148,6 +213,7 @@ class ApiHandler(tornado.web.RequestHandler):
             ) from None
 
     def send(self, model: BaseModel | None, status: int | None = None) -> None:
+        self._sent = model
         op = self.operation()
         self.set_status(status or (op.status if op else 200))
         if model is None:
@@ -187,6 +253,10 @@ class ApiHandler(tornado.web.RequestHandler):
             log.warning("%s %s: 503, %s", self.request.method, self.request.path, value.orig)
             return
         super().log_exception(typ, value, tb)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def error_body(code: str, message: str, details: list[Any] | None = None) -> bytes:

@@ -74,7 +74,7 @@ class AgentsHandler(ApiHandler):
     def get(self) -> None:
         self.send(self.cp.agents.list())
 
-    @api("Add an agent by hand", body=M.AgentCreate, response=M.Agent, status=201)
+    @api("Add an agent by hand", body=M.AgentCreate, response=M.Agent, status=201, role="admin")
     def post(self) -> None:
         self.send(self.cp.agents.add(self.body(M.AgentCreate)))
 
@@ -84,11 +84,11 @@ class AgentHandler(ApiHandler):
     def get(self, agent_id: str) -> None:
         self.send(self.cp.agents.get(agent_id))
 
-    @api("Change an agent's name or labels", body=M.AgentUpdate, response=M.Agent)
+    @api("Change an agent's name or labels", body=M.AgentUpdate, response=M.Agent, role="admin")
     def patch(self, agent_id: str) -> None:
         self.send(self.cp.agents.update(agent_id, self.body(M.AgentUpdate)))
 
-    @api("Remove an agent and its keys", status=204)
+    @api("Remove an agent and its keys", status=204, role="admin")
     def delete(self, agent_id: str) -> None:
         self.cp.agents.remove(agent_id)
         self.send(None, 204)
@@ -99,13 +99,18 @@ class AgentKeysHandler(ApiHandler):
     def get(self, agent_id: str) -> None:
         self.send(self.cp.agents.keys(agent_id))
 
-    @api("Create an API key: shown once, stored hashed", response=M.ApiKeyCreated, status=201)
+    @api(
+        "Create an API key: shown once, stored hashed",
+        response=M.ApiKeyCreated,
+        status=201,
+        role="admin",
+    )
     def post(self, agent_id: str) -> None:
         self.send(self.cp.agents.create_key(agent_id))
 
 
 class AgentKeyHandler(ApiHandler):
-    @api("Revoke an API key", status=204)
+    @api("Revoke an API key", status=204, role="admin")
     def delete(self, agent_id: str, key_id: str) -> None:
         self.cp.agents.revoke_key(agent_id, key_id)
         self.send(None, 204)

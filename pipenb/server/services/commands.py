@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from pipenb.errors import ApiError
 from pipenb.server import models as M
+from pipenb.server import roles
 from pipenb.server.security import new_id
 from pipenb.server.services.pipes import not_found
 from pipenb.server.tables import AssignmentRow, CommandRow, DeploymentRow, utcnow
@@ -26,6 +27,7 @@ def _model(r: CommandRow) -> M.Command:
         created_at=r.created_at,
         acked_at=r.acked_at,
         result=r.result,
+        issuer=r.issuer,
     )
 
 
@@ -62,6 +64,7 @@ class CommandService:
                     type=body.type,
                     args=args,
                     created_at=utcnow(),
+                    issuer=roles.current_name(),
                 )
                 s.add(row)
                 rows.append(row)

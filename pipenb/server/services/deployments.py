@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from pipenb.errors import PipeSyntaxError
 from pipenb.lang.validate import load_pipe
 from pipenb.server import models as M
+from pipenb.server import roles
 from pipenb.server.secrets import SecretBox, default_key_file, mask_params
 from pipenb.server.security import new_id
 from pipenb.server.services.pipes import invalid_pipe, not_found
@@ -98,6 +99,8 @@ class DeploymentService:
                     running=body.start,
                     created_at=now,
                     updated_at=now,
+                    created_by=roles.current_name(),
+                    updated_by=roles.current_name(),
                 )
             )
         self.reconcile([dep_id])
@@ -143,6 +146,7 @@ class DeploymentService:
             row = self._row(s, dep_id)
             row.running = running
             row.updated_at = utcnow()
+            row.updated_by = roles.current_name()
         self.reconcile([dep_id])
         self.touch([dep_id])  # running or not reaches agents through their desired sets
         return self.get(dep_id)
@@ -160,6 +164,7 @@ class DeploymentService:
             row.params = self._stored_params(vrow.yaml, params, dep_id, row.params)
             row.version = version
             row.updated_at = utcnow()
+            row.updated_by = roles.current_name()
         self.touch([dep_id])
         return self.get(dep_id)
 
@@ -419,6 +424,8 @@ class DeploymentService:
                 state=state,
                 created_at=dep.created_at,
                 updated_at=dep.updated_at,
+                created_by=dep.created_by,
+                updated_by=dep.updated_by,
                 status=statuses,
             )
 

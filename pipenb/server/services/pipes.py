@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from pipenb.errors import ApiError, PipeSyntaxError
 from pipenb.lang.validate import load_pipe
 from pipenb.server import models as M
+from pipenb.server import roles
 from pipenb.server.tables import DeploymentRow, PipeRow, PipeVersionRow, utcnow
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class PipeService:
                     hash=digest,
                     message=body.message,
                     created_at=utcnow(),
+                    author=roles.current_name(),
                 )
             )
             follows = s.scalars(
@@ -191,6 +193,7 @@ def _version(name: str, row: PipeVersionRow, with_yaml: bool = False) -> M.PipeV
         message=row.message,
         created_at=row.created_at,
         yaml=row.yaml if with_yaml else None,
+        author=row.author,
     )
 
 

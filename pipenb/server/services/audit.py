@@ -1,0 +1,83 @@
+"""The audit trail: every write through the API, with who made it, when and from where.
+
+The base handler records each user request that is not a read once it is answered (refusals
+included: a 403 says someone tried), so a new route is in the trail without anyone remembering
+to add it. Objects are named by the route's own arguments (a deployment id, a pipe name).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from pipenb.server import models as M
+from pipenb.server.roles import Principal
+from pipenb.server.tables import AuditRow, utcnow
+
+if TYPE_CHECKING:
+    from pipenb.server.core import ControlPlane
+
+
+class AuditService:
+    def __init__(self, cp: ControlPlane):
+        self.cp = cp
+
+    def record(
+        self,
+        who: Principal,
+        *,
+        address: str,
+        method: str,
+        route: str,
+        path: str,
+        obj: str | None,
+        status: int,
+    ) -> None:
+        with self.cp.session() as s:
+            s.add(
+                AuditRow(
+                    time=utcnow(),
+                    user=who.name[:200],
+                    role=who.role,
+                    via=who.via,
+                    address=address[:100],
+                    method=method,
+                    route=route[:200],
+                    path=path[:1000],
+                    object=obj[:200] if obj else None,
+                    status=status,
+                )
+            )
+
+    def query(
+        self,
+        *,
+        user: str | None = None,
+        obj: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> M.AuditList:
+        q = select(AuditRow)
+        if user:
+            q = q.where(AuditRow.user == user)
+        if obj:
+            q = q.where(AuditRow.object == obj)
+        if since:
+            q = q.where(AuditRow.time >= since)
+        if until:
+            q = q.where(AuditRow.time <= until)
+        with self.cp.session() as s:
+            rows = s.scalars(q.order_by(AuditRow.id.desc()).limit(limit)).all()
+            return M.AuditList(
+                entries=[
+                    M.AuditEntry(
+                        time=r.time, user=r.user, role=r.role, via=r.via, address=r.address,
+                        method=r.method, route=r.route, path=r.path, object=r.object,
+                        status=r.status,
+                    )
+                    for r in reversed(rows)
+                ]
+            )  # fmt: skip
