@@ -55,16 +55,36 @@ def register(sub: Any) -> None:
         type=float,
         help="seconds a client may take to send a request's headers (slow clients are cut off)",
     )
+    option(
+        p,
+        "--wheel",
+        help="the pipenb wheel to serve to agent installs (`make dist` builds dist/*.whl; "
+        "pipenb agents install-command prints the line that installs it)",
+    )
     p.set_defaults(func=cmd_server)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    from pipenb.errors import UsageError
+    from pipenb.extras import require
+
+    try:
+        require("server", "pipenb server")
+    except UsageError as exc:
+        print(f"pipenb server: {exc}", file=sys.stderr)
+        return 2
     from pipenb.server.db import default_db_url
+    from pipenb.server.install import check_wheel
     from pipenb.server.run import serve
     from pipenb.server.security import new_token
     from pipenb.server.settings import ServerSettings
 
     data_dir = args.data_dir or default_data_dir()
+    try:
+        wheel = str(check_wheel(args.wheel)) if args.wheel else None
+    except UsageError as exc:
+        print(f"pipenb server: {exc}", file=sys.stderr)
+        return 2
     settings = ServerSettings(
         db_url=args.db_url or default_db_url(data_dir),
         token=args.token or new_token(),
@@ -73,6 +93,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         long_poll=args.long_poll,
         retention=args.retention,
         header_timeout=max(1.0, args.header_timeout),
+        wheel=wheel,
     )
     try:
         asyncio.run(serve(settings, args.host, args.port, show_token=not args.token))

@@ -26,6 +26,7 @@ from traitlets import Float, Unicode, default
 from pipenb.server.app import app_settings, handlers
 from pipenb.server.core import ControlPlane
 from pipenb.server.handlers.base import ApiHandler
+from pipenb.server.install import check_wheel
 from pipenb.server.security import hash_secret, same_secret
 from pipenb.server.settings import ServerSettings
 
@@ -131,6 +132,10 @@ class PipenbExtension(ExtensionApp):
         None, allow_none=True, help="seconds of silence before an agent is offline"
     ).tag(config=True)
 
+    wheel = Unicode(
+        None, allow_none=True, help="the pipenb wheel served to agent installs (make dist)"
+    ).tag(config=True)
+
     cp: ControlPlane | None = None
     _kernel_token: str = ""
 
@@ -149,6 +154,7 @@ class PipenbExtension(ExtensionApp):
                 poll_interval=self.poll_interval,
                 long_poll=self.long_poll,
                 offline_after=self.offline_after,
+                wheel=str(check_wheel(self.wheel)) if self.wheel else None,
             )
         )
         self.settings.update(app_settings(self.cp, self.serverapp.base_url))

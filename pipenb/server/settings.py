@@ -18,6 +18,7 @@ class ServerSettings:
     max_body: int = 16 * 1024 * 1024  # bytes; larger requests get 413
     enroll_rate: float = 10.0  # enrollments per second allowed (burst the same)
     header_timeout: float = 60.0  # seconds a client may take to send a request's headers
+    wheel: str | None = None  # the wheel served to agent installs (--wheel); None: none
 
     @property
     def offline_seconds(self) -> float:
