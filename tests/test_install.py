@@ -10,6 +10,7 @@ real worker host.
 from __future__ import annotations
 
 import http.server
+import importlib.util
 import os
 import re
 import shutil
@@ -61,8 +62,10 @@ def clean_env() -> dict[str, str]:
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel ``make dist`` builds (``pip wheel --no-deps``), built once from this checkout."""
     out = tmp_path_factory.mktemp("dist")
+    isolation = [] if importlib.util.find_spec("hatchling") is None else ["--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(REPO_ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "--quiet", "-w", str(out),
+         str(REPO_ROOT)],
         check=True,
         timeout=300,
     )  # fmt: skip
