@@ -408,3 +408,20 @@ def test_curl_accepts_the_pin_the_server_computes_and_refuses_another(tmp_path: 
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_pipe_add_agent_in_a_notebook_prints_the_same_line(server: ServerProcess) -> None:
+    """``%pipe add-agent`` answers the line itself (a str with an HTML display to copy)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "pipenb")
+    sh.run_line_magic("pipe", f"connect {server.url} --token {server.token}")
+    line = sh.run_line_magic(
+        "pipe", f"add-agent --token {ENROLL_KEY} --labels web --no-service --prefix /srv/agent"
+    )
+    expected = Client(server.url, server.token).install_command(
+        ENROLL_KEY, labels=["web"], service=False, prefix="/srv/agent"
+    )
+    assert line == expected and repr(line) == expected
+    assert "<pre" in line._repr_html_() and "--prefix /srv/agent --no-service" in line
