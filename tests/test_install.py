@@ -425,3 +425,27 @@ def test_pipe_add_agent_in_a_notebook_prints_the_same_line(server: ServerProcess
     )
     assert line == expected and repr(line) == expected
     assert "<pre" in line._repr_html_() and "--prefix /srv/agent --no-service" in line
+
+
+def test_no_file_tells_anyone_to_pip_install_pipenb() -> None:
+    """``pipenb`` on the public index is another project: a guard against the old advice coming
+    back in a document, a message or a notebook (a line that warns against it is fine)."""
+    advice = re.compile(r"""pip install\s+['"]?pipenb(?![-_\w])""")
+    warning = re.compile(
+        r"never|another project|different project|someone else|no document|not in", re.I
+    )
+    found = []
+    for path in REPO_ROOT.rglob("*"):
+        if (
+            not path.is_file()
+            or path.suffix not in {".md", ".py", ".ipynb", ".sh", ".toml", ""}
+            or any(
+                part.startswith(".") or part in ("node_modules", "dist", "build")
+                for part in path.relative_to(REPO_ROOT).parts
+            )
+        ):
+            continue
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if advice.search(line) and not warning.search(line):
+                found.append(f"{path.relative_to(REPO_ROOT)}:{n}: {line.strip()}")
+    assert not found, "\n".join(found)
