@@ -449,3 +449,19 @@ def test_no_file_tells_anyone_to_pip_install_pipenb() -> None:
             if advice.search(line) and not warning.search(line):
                 found.append(f"{path.relative_to(REPO_ROOT)}:{n}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+def test_server_refuses_a_wheel_it_cannot_serve_at_start(tmp_path: Path) -> None:
+    not_a_wheel = tmp_path / "pipenb.zip"
+    not_a_wheel.write_bytes(b"PK")
+    for given, message in (
+        (tmp_path / "missing.whl", "no such file"),
+        (not_a_wheel, "not a wheel file name"),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "pipenb", "server", "--port", "0", "--wheel", str(given),
+             "--db-url", f"sqlite:///{tmp_path / 'db.sqlite'}"],
+            capture_output=True, text=True, env=cli_env(), timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 2, r.stderr
+        assert f"--wheel {given}: {message}" in r.stderr, r.stderr
