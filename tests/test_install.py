@@ -465,3 +465,26 @@ def test_server_refuses_a_wheel_it_cannot_serve_at_start(tmp_path: Path) -> None
         )  # fmt: skip
         assert r.returncode == 2, r.stderr
         assert f"--wheel {given}: {message}" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.9, 0.99])
+def test_a_script_cut_short_in_transit_changes_nothing(
+    server: ServerProcess, wheel: Path, tmp_path: Path, fraction: float
+) -> None:
+    """``curl | sh`` runs what has arrived so far: the script does its work from ``main``,
+    called on its last line, so a download cut short installs nothing and starts nothing."""
+    import hashlib
+
+    script = requests.get(server.api + "/agent/install.sh", timeout=10).text
+    prefix = tmp_path / "agent"
+    args = ["--server", server.url, "--prefix", str(prefix), "--no-service", "--token", "t",
+            "--wheel-sha256", hashlib.sha256(wheel.read_bytes()).hexdigest()]  # fmt: skip
+    subprocess.run(
+        ["sh", "-s", "--", *args],
+        input=script[: int(len(script) * fraction)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert not prefix.exists()

@@ -73,58 +73,6 @@ check() { # WHAT VALUE ALLOWED-CHARACTERS
 
 need() { [ $# -ge 2 ] || die "$1 needs a value (see --help)"; }
 
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --server) need "$@"; SERVER=$2; shift 2 ;;
-        --token) need "$@"; TOKEN=$2; shift 2 ;;
-        --labels) need "$@"; LABELS=$2; shift 2 ;;
-        --name) need "$@"; NAME=$2; shift 2 ;;
-        --prefix) need "$@"; PREFIX=$2; shift 2 ;;
-        --data-dir) need "$@"; DATA_DIR=$2; shift 2 ;;
-        --wheel-sha256) need "$@"; WHEEL_SHA256=$2; shift 2 ;;
-        --pin) need "$@"; PIN=$2; shift 2 ;;
-        --ca-fingerprint) need "$@"; CA_FINGERPRINT=$2; shift 2 ;;
-        --insecure-http) INSECURE_HTTP=yes; shift ;;
-        --no-service) SERVICE=no; shift ;;
-        --no-start) START=no; shift ;;
-        --user) need "$@"; AGENT_USER=$2; shift 2 ;;
-        --rw-path) need "$@"; RW_PATHS="$RW_PATHS $2"; shift 2 ;;
-        --python) need "$@"; PYTHON=$2; shift 2 ;;
-        --pip-args) need "$@"; PIP_ARGS=$2; shift 2 ;;
-        --print-unit) PRINT_UNIT=yes; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) die "unknown option $1 (see --help)" ;;
-    esac
-done
-
-ALNUM=A-Za-z0-9
-[ -n "$SERVER" ] || die "--server URL is required"
-check --server "$SERVER" "$ALNUM._:/%-"
-SERVER=${SERVER%/}
-case "$SERVER" in
-    https://*) ;;
-    http://127.*|http://localhost|http://localhost:*) ;;
-    http://*)
-        [ "$INSECURE_HTTP" = yes ] || die "--server $SERVER: plain http to another host sends the \
-enrollment token and the agent's key in clear; use https (or add --insecure-http)" ;;
-    *) die "--server $SERVER: give an http:// or https:// URL" ;;
-esac
-check --token "$TOKEN" "$ALNUM._~+/=-"
-check --labels "$LABELS" "$ALNUM._,:-"
-check --name "$NAME" "$ALNUM._-"
-check --prefix "$PREFIX" "$ALNUM._/-"
-check --user "$AGENT_USER" "$ALNUM._-"
-check --rw-path "$RW_PATHS" "$ALNUM._/ -"
-check --pin "$PIN" "$ALNUM+/=:"
-check --ca-fingerprint "$CA_FINGERPRINT" "${ALNUM}:"
-case "$PREFIX" in /*) ;; *) die "--prefix $PREFIX: give an absolute path" ;; esac
-if [ -z "$DATA_DIR" ]; then
-    if [ "$SERVICE" = yes ]; then DATA_DIR=/var/lib/pipenb-agent; else DATA_DIR=$PREFIX/data; fi
-fi
-check --data-dir "$DATA_DIR" "$ALNUM._/-"
-case "$DATA_DIR" in /*) ;; *) die "--data-dir $DATA_DIR: give an absolute path" ;; esac
-case "$PIN" in ""|sha256//*) ;; *) die "--pin: give sha256//BASE64 (curl --pinnedpubkey)" ;; esac
-
 unit() {
     cat <<EOF
 # pipenb agent, written by pipenb's install.sh (pipenb $VERSION)
@@ -172,58 +120,6 @@ WantedBy=multi-user.target
 EOF
 }
 
-if [ "$PRINT_UNIT" = yes ]; then
-    unit
-    exit 0
-fi
-
-# ------------------------------------------------------------------ checks before any change
-[ -n "$WHEEL_SHA256" ] || die "--wheel-sha256 is required (the line that \
-\`pipenb agents install-command\` prints carries it)"
-check --wheel-sha256 "$WHEEL_SHA256" "0-9a-f"
-[ ${#WHEEL_SHA256} -eq 64 ] || die "--wheel-sha256: give 64 hex digits"
-command -v curl >/dev/null || die "curl is needed"
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
-    || die "$PYTHON: Python 3.10 or newer is needed (--python PY)"
-if [ "$SERVICE" = yes ]; then
-    [ "$(id -u)" = 0 ] || die "installing the service needs root: pipe the line into \
-'sudo sh -s -- ...', or add --no-service"
-    command -v systemctl >/dev/null || die "no systemctl on this host: add --no-service \
-and run $PREFIX/run-agent under your own supervisor"
-fi
-
-# ------------------------------------------------------------------ the wheel
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-set -- -fsS --retry 3 --connect-timeout 10
-case "$SERVER" in
-    https://*)
-        set -- "$@" --proto =https
-        # a private CA is not in this host's trust store yet: pin the server's key instead
-        [ -z "$PIN" ] || set -- "$@" --insecure --pinnedpubkey "$PIN" ;;
-esac
-say "downloading pipenb $VERSION from $SERVER"
-curl "$@" -o "$TMP/$WHEEL_FILE" "$SERVER$API/agent/wheel" || die "cannot download the wheel \
-from $SERVER$API/agent/wheel"
-GOT=$("$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$TMP/$WHEEL_FILE")
-[ "$GOT" = "$WHEEL_SHA256" ] || die "the wheel's SHA-256 is $GOT, not $WHEEL_SHA256: \
-not installing it (was it replaced on the way, or the server's wheel since?)"
-
-# ------------------------------------------------------------------ the venv
-if [ ! -x "$PREFIX/bin/python" ]; then
-    say "making a venv in $PREFIX"
-    "$PYTHON" -m venv "$PREFIX" || die "cannot make a venv in $PREFIX \
-(Debian and Ubuntu: apt-get install python3-venv)"
-fi
-say "installing $WHEEL_FILE (its dependencies from this host's package index)"
-# shellcheck disable=SC2086 # PIP_ARGS are words for pip
-"$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS \
-    "$TMP/$WHEEL_FILE" || die "pip could not install the wheel or its dependencies"
-# the same version again (a reinstall): the downloaded wheel wins over what is installed
-"$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
-    --force-reinstall "$TMP/$WHEEL_FILE" >/dev/null
-
-# ------------------------------------------------------------------ settings
 write_env() { # with-token: yes|no
     umask 077
     {
@@ -238,8 +134,108 @@ write_env() { # with-token: yes|no
     } >"$PREFIX/agent.env.tmp"
     mv "$PREFIX/agent.env.tmp" "$PREFIX/agent.env"
 }
-write_env yes
-cat >"$PREFIX/run-agent" <<EOF
+
+# Everything runs from main, called on the last line: a download cut short runs nothing.
+main() {
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --server) need "$@"; SERVER=$2; shift 2 ;;
+            --token) need "$@"; TOKEN=$2; shift 2 ;;
+            --labels) need "$@"; LABELS=$2; shift 2 ;;
+            --name) need "$@"; NAME=$2; shift 2 ;;
+            --prefix) need "$@"; PREFIX=$2; shift 2 ;;
+            --data-dir) need "$@"; DATA_DIR=$2; shift 2 ;;
+            --wheel-sha256) need "$@"; WHEEL_SHA256=$2; shift 2 ;;
+            --pin) need "$@"; PIN=$2; shift 2 ;;
+            --ca-fingerprint) need "$@"; CA_FINGERPRINT=$2; shift 2 ;;
+            --insecure-http) INSECURE_HTTP=yes; shift ;;
+            --no-service) SERVICE=no; shift ;;
+            --no-start) START=no; shift ;;
+            --user) need "$@"; AGENT_USER=$2; shift 2 ;;
+            --rw-path) need "$@"; RW_PATHS="$RW_PATHS $2"; shift 2 ;;
+            --python) need "$@"; PYTHON=$2; shift 2 ;;
+            --pip-args) need "$@"; PIP_ARGS=$2; shift 2 ;;
+            --print-unit) PRINT_UNIT=yes; shift ;;
+            -h|--help) usage; exit 0 ;;
+            *) die "unknown option $1 (see --help)" ;;
+        esac
+    done
+
+    ALNUM=A-Za-z0-9
+    [ -n "$SERVER" ] || die "--server URL is required"
+    check --server "$SERVER" "$ALNUM._:/%-"
+    SERVER=${SERVER%/}
+    case "$SERVER" in
+        https://*) ;;
+        http://127.*|http://localhost|http://localhost:*) ;;
+        http://*)
+            [ "$INSECURE_HTTP" = yes ] || die "--server $SERVER: plain http to another host sends the enrollment token and the agent's key in clear; use https (or add --insecure-http)" ;;
+        *) die "--server $SERVER: give an http:// or https:// URL" ;;
+    esac
+    check --token "$TOKEN" "$ALNUM._~+/=-"
+    check --labels "$LABELS" "$ALNUM._,:-"
+    check --name "$NAME" "$ALNUM._-"
+    check --prefix "$PREFIX" "$ALNUM._/-"
+    check --user "$AGENT_USER" "$ALNUM._-"
+    check --rw-path "$RW_PATHS" "$ALNUM._/ -"
+    check --pin "$PIN" "$ALNUM+/=:"
+    check --ca-fingerprint "$CA_FINGERPRINT" "${ALNUM}:"
+    case "$PREFIX" in /*) ;; *) die "--prefix $PREFIX: give an absolute path" ;; esac
+    if [ -z "$DATA_DIR" ]; then
+        if [ "$SERVICE" = yes ]; then DATA_DIR=/var/lib/pipenb-agent; else DATA_DIR=$PREFIX/data; fi
+    fi
+    check --data-dir "$DATA_DIR" "$ALNUM._/-"
+    case "$DATA_DIR" in /*) ;; *) die "--data-dir $DATA_DIR: give an absolute path" ;; esac
+    case "$PIN" in ""|sha256//*) ;; *) die "--pin: give sha256//BASE64 (curl --pinnedpubkey)" ;; esac
+
+    if [ "$PRINT_UNIT" = yes ]; then
+        unit
+        exit 0
+    fi
+
+    # ------------------------------------------------------------------ checks before any change
+    [ -n "$WHEEL_SHA256" ] || die "--wheel-sha256 is required (the line that \`pipenb agents install-command\` prints carries it)"
+    check --wheel-sha256 "$WHEEL_SHA256" "0-9a-f"
+    [ ${#WHEEL_SHA256} -eq 64 ] || die "--wheel-sha256: give 64 hex digits"
+    command -v curl >/dev/null || die "curl is needed"
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
+        || die "$PYTHON: Python 3.10 or newer is needed (--python PY)"
+    if [ "$SERVICE" = yes ]; then
+        [ "$(id -u)" = 0 ] || die "installing the service needs root: pipe the line into 'sudo sh -s -- ...', or add --no-service"
+        command -v systemctl >/dev/null || die "no systemctl on this host: add --no-service and run $PREFIX/run-agent under your own supervisor"
+    fi
+
+    # ------------------------------------------------------------------ the wheel
+    TMP=$(mktemp -d)
+    trap 'rm -rf "$TMP"' EXIT
+    set -- -fsS --retry 3 --connect-timeout 10
+    case "$SERVER" in
+        https://*)
+            set -- "$@" --proto =https
+            # a private CA is not in this host's trust store yet: pin the server's key instead
+            [ -z "$PIN" ] || set -- "$@" --insecure --pinnedpubkey "$PIN" ;;
+    esac
+    say "downloading pipenb $VERSION from $SERVER"
+    curl "$@" -o "$TMP/$WHEEL_FILE" "$SERVER$API/agent/wheel" || die "cannot download the wheel from $SERVER$API/agent/wheel"
+    GOT=$("$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$TMP/$WHEEL_FILE")
+    [ "$GOT" = "$WHEEL_SHA256" ] || die "the wheel's SHA-256 is $GOT, not $WHEEL_SHA256: not installing it (was it replaced on the way, or the server's wheel since?)"
+
+    # ------------------------------------------------------------------ the venv
+    if [ ! -x "$PREFIX/bin/python" ]; then
+        say "making a venv in $PREFIX"
+        "$PYTHON" -m venv "$PREFIX" || die "cannot make a venv in $PREFIX (Debian and Ubuntu: apt-get install python3-venv)"
+    fi
+    say "installing $WHEEL_FILE (its dependencies from this host's package index)"
+    # shellcheck disable=SC2086 # PIP_ARGS are words for pip
+    "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS \
+        "$TMP/$WHEEL_FILE" || die "pip could not install the wheel or its dependencies"
+    # the same version again (a reinstall): the downloaded wheel wins over what is installed
+    "$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        --force-reinstall "$TMP/$WHEEL_FILE" >/dev/null
+
+    # ------------------------------------------------------------------ settings
+    write_env yes
+    cat >"$PREFIX/run-agent" <<EOF
 #!/bin/sh
 # Runs the pipenb agent with the settings in agent.env (written by pipenb's install.sh).
 set -a
@@ -247,44 +243,47 @@ set -a
 set +a
 exec "$PREFIX/bin/pipenb" agent "\$@"
 EOF
-chmod 0755 "$PREFIX/run-agent"
+    chmod 0755 "$PREFIX/run-agent"
 
-# ------------------------------------------------------------------ run it
-if [ "$SERVICE" = no ]; then
-    mkdir -p "$DATA_DIR"
-    chmod 0700 "$DATA_DIR"
+    # ------------------------------------------------------------------ run it
+    if [ "$SERVICE" = no ]; then
+        mkdir -p "$DATA_DIR"
+        chmod 0700 "$DATA_DIR"
+        if [ "$START" = no ]; then
+            say "installed in $PREFIX; start the agent with $PREFIX/run-agent"
+            exit 0
+        fi
+        say "installed in $PREFIX; running the agent in the foreground (Ctrl-C stops it)"
+        rm -rf "$TMP"
+        trap - EXIT
+        exec "$PREFIX/run-agent"
+    fi
+
+    getent passwd "$AGENT_USER" >/dev/null || useradd --system --user-group --no-create-home \
+        --home-dir "$DATA_DIR" --shell /usr/sbin/nologin "$AGENT_USER"
+    install -d -m 0700 -o "$AGENT_USER" -g "$AGENT_USER" "$DATA_DIR"
+    unit >"/etc/systemd/system/$UNIT.tmp"
+    chmod 0644 "/etc/systemd/system/$UNIT.tmp"
+    mv "/etc/systemd/system/$UNIT.tmp" "/etc/systemd/system/$UNIT"
+    systemctl daemon-reload
     if [ "$START" = no ]; then
-        say "installed in $PREFIX; start the agent with $PREFIX/run-agent"
+        say "installed; start it with: systemctl enable --now $UNIT"
         exit 0
     fi
-    say "installed in $PREFIX; running the agent in the foreground (Ctrl-C stops it)"
-    rm -rf "$TMP"
-    trap - EXIT
-    exec "$PREFIX/run-agent"
-fi
+    systemctl enable --quiet "$UNIT"
+    systemctl restart "$UNIT"
+    if [ -n "$TOKEN" ] && [ ! -f "$DATA_DIR/identity.json" ]; then
+        say "waiting for the agent to enroll"
+        i=0
+        while [ ! -f "$DATA_DIR/identity.json" ]; do
+            i=$((i + 1))
+            [ $i -le 60 ] || die "the agent has not enrolled within 60 s: journalctl -u $UNIT"
+            sleep 1
+        done
+    fi
+    # enrolled: the token is not needed any more, keep it out of the host's files
+    write_env no
+    say "pipenb agent $VERSION is running: systemctl status $UNIT; journalctl -u $UNIT"
+}
 
-getent passwd "$AGENT_USER" >/dev/null || useradd --system --user-group --no-create-home \
-    --home-dir "$DATA_DIR" --shell /usr/sbin/nologin "$AGENT_USER"
-install -d -m 0700 -o "$AGENT_USER" -g "$AGENT_USER" "$DATA_DIR"
-unit >"/etc/systemd/system/$UNIT.tmp"
-chmod 0644 "/etc/systemd/system/$UNIT.tmp"
-mv "/etc/systemd/system/$UNIT.tmp" "/etc/systemd/system/$UNIT"
-systemctl daemon-reload
-if [ "$START" = no ]; then
-    say "installed; start it with: systemctl enable --now $UNIT"
-    exit 0
-fi
-systemctl enable --quiet "$UNIT"
-systemctl restart "$UNIT"
-if [ -n "$TOKEN" ] && [ ! -f "$DATA_DIR/identity.json" ]; then
-    say "waiting for the agent to enroll"
-    i=0
-    while [ ! -f "$DATA_DIR/identity.json" ]; do
-        i=$((i + 1))
-        [ $i -le 60 ] || die "the agent has not enrolled within 60 s: journalctl -u $UNIT"
-        sleep 1
-    done
-fi
-# enrolled: the token is not needed any more, keep it out of the host's files
-write_env no
-say "pipenb agent $VERSION is running: systemctl status $UNIT; journalctl -u $UNIT"
+main "$@"
