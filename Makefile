@@ -4,18 +4,28 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench soak venv clean
+.PHONY: run test lint format bench soak venv clean dist
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip uninstall --quiet --yes pipenb 2>/dev/null || true  # the old name
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-# JupyterLab with pipenb's server inside (SQLite in .pipenb/) and one local agent; Ctrl-C stops both
-run: $(STAMP)
+# The wheel (distribution pipenb-fleet) in dist/: what worker hosts install and the server serves
+# (`pipenb server --wheel dist/...whl`). `pip install 'dist/pipenb_fleet-*.whl[server]'` for the
+# control plane, `[jupyter]` for notebooks; the wheel alone is an agent.
+dist: $(STAMP)
+	rm -f dist/pipenb_fleet-*.whl
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation --quiet --wheel-dir dist .
+	@ls dist/pipenb_fleet-*.whl
+
+# JupyterLab with pipenb's server inside (SQLite in .pipenb/) and one local agent; Ctrl-C stops both.
+# It serves the wheel from `make dist`, so `%pipe add-agent` prints a line that works.
+run: $(STAMP) dist
 	bash scripts/run.sh
 
 lint: $(STAMP)
@@ -28,9 +38,10 @@ format: $(STAMP)
 
 # PostgreSQL (Debian's, installed when missing and possible) runs the store tests a second time;
 # without it those tests are skipped, the rest run on SQLite. Debian's chromium (installed the
-# same way) runs the browser test.
+# same way) runs the browser test, and Debian's systemd (the same way) checks the agent's unit.
 test: $(STAMP) lint
 	@bash scripts/chromium-test.sh
+	@bash scripts/systemd-test.sh
 	@eval "$$(bash scripts/postgres-test.sh)"; export PIPENB_TEST_POSTGRES_URL; \
 	$(BIN)/python -m pytest -q
 

@@ -2,10 +2,16 @@
 tailing pipe. Prints VmRSS of the agent process and, separately, of the pipe's worker process.
 
     python bench/agent_memory.py
+    python bench/agent_memory.py --agent-python /opt/pipenb-agent/bin/python
+
+``--agent-python`` runs the agent with another Python, e.g. the venv of an agent-only install
+(the wheel alone, as the install line makes it), without this checkout on its path.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
 import signal
 import subprocess
@@ -40,8 +46,14 @@ def wait_for(cond, timeout: float, what: str):  # type: ignore[no-untyped-def]
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agent-python", default=sys.executable, help="the agent's Python")
+    args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pipenb-mem-"))
     py = sys.executable
+    agent_env = None
+    if args.agent_python != sys.executable:  # the other install's own pipenb, not this one
+        agent_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     server = subprocess.Popen(
         [py, "-m", "pipenb", "server", "--port", "0", "--token", "t", "--enroll-key", "ek",
          "--db-url", f"sqlite:///{tmp / 'db.sqlite'}", "--poll-interval", "1"],
@@ -49,9 +61,10 @@ def main() -> int:
     )  # fmt: skip
     url = re.search(r"(http://[\d.]+:\d+)", server.stdout.readline()).group(1)
     agent = subprocess.Popen(
-        [py, "-m", "pipenb", "agent", "--server", url, "--enroll-key", "ek", "--id", "mem",
+        [args.agent_python, "-m", "pipenb", "agent", "--server", url, "--enroll-key", "ek", "--id", "mem",
          "--labels", "mem", "--data-dir", str(tmp / "agent")],
         stderr=subprocess.DEVNULL,
+        env=agent_env,
     )  # fmt: skip
     api = url + "/pipenb/api/v1"
     auth = {"Authorization": "Bearer t"}

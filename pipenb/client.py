@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import requests
-
 from pipenb.errors import ApiError, AuthError, UsageError
+from pipenb.extras import message as _extra_message
+
+try:
+    import requests
+except ImportError:  # an agent-only install: say which extra brings it
+    raise UsageError(_extra_message("server", "pipenb.Client", "requests")) from None
 
 PREFIX = "/pipenb/api/v1"
 
@@ -458,6 +462,49 @@ class Client:
                 "until": _time(until),
                 "limit": limit,
             },
+        )
+
+    # ------------------------------------------------------------------ installing agents
+    def install_info(self) -> dict[str, Any]:
+        """The served wheel (file name, SHA-256) and the server's TLS key pin, if any."""
+        return self.request("GET", "/agent/install")
+
+    def install_command(
+        self,
+        enroll_token: str | None = None,
+        *,
+        labels: list[str] | None = None,
+        name: str | None = None,
+        prefix: str = "/opt/pipenb-agent",
+        service: bool = True,
+        server_url: str | None = None,
+        insecure_http: bool = False,
+    ) -> str:
+        """One shell line to paste on a worker host: it installs the server's own wheel in a
+        venv (``prefix``), writes a hardened systemd unit (unless ``service=False``: then the
+        agent runs in the foreground), and enrolls with ``enroll_token``.
+
+        ``server_url`` is where worker hosts reach the server (default: this client's URL).
+        The line pins what this client trusts: the wheel's SHA-256 and, over https, the
+        server's key and the CA fingerprint given to this client.
+        """
+        from pipenb.install_line import cert_fingerprint, install_line
+
+        # this client's own CA options (pipenb's TLS support), passed on to the agent
+        fingerprint = getattr(self, "ca_fingerprint", None)
+        ca_file = getattr(self, "ca_file", None)
+        if not fingerprint and ca_file:
+            fingerprint = cert_fingerprint(ca_file)
+        return install_line(
+            server_url or self.url,
+            self.install_info(),
+            enroll_token=enroll_token,
+            labels=labels,
+            name=name,
+            prefix=prefix,
+            service=service,
+            ca_fingerprint=fingerprint,
+            insecure_http=insecure_http,
         )
 
     # ------------------------------------------------------------------ agent side

@@ -33,6 +33,8 @@ USAGE = """\
              [--param k=v]...        push, then deploy
 %pipe status [DEPLOYMENT]            deployments, or one deployment's instances
 %pipe agents                         the server's agents
+%pipe add-agent [--token T] [--labels a,b] [--name N] [--prefix DIR] [--no-service]
+                [--server-url URL]   one shell line that installs an agent on a worker host
 %pipe stop DEPLOYMENT                stop a deployment
 %pipe tap DEPLOYMENT [--stage S] [--limit N]   events captured at a stage
 %pipe test [NAME]                    run the pipe's tests: section
@@ -125,6 +127,20 @@ class Deployed(Info):
         return self.deployment.get("state", "")
 
 
+class InstallLine(str):
+    """What ``%pipe add-agent`` answers: the shell line itself (a ``str``, so it can be copied,
+    printed or passed on), shown as a block of code to paste on a worker host."""
+
+    def _repr_html_(self) -> str:
+        return (
+            "<p>Paste this on a worker host (it installs the agent from this server):</p>"
+            f"<pre style='white-space:pre-wrap'>{html.escape(str(self))}</pre>"
+        )
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 DEPLOYMENT_COLUMNS = [
     "id",
     "pipe",
@@ -179,7 +195,7 @@ class PipeMagics(Magics):
             if not argv or argv[0] in ("help", "-h", "--help"):
                 print(USAGE)
                 return None
-            handler = getattr(self, f"_do_{argv[0]}", None)
+            handler = getattr(self, f"_do_{argv[0].replace('-', '_')}", None)
             if handler is None:
                 raise UsageError(f"%pipe: unknown command {argv[0]!r}\n\n{USAGE}")
             return handler(argv[1:])
@@ -331,6 +347,27 @@ class PipeMagics(Magics):
     def _do_agents(self, argv: list[str]) -> Any:
         _parser("%pipe agents").parse_args(argv)
         return _df(self._client().agents()["agents"], AGENT_COLUMNS)
+
+    def _do_add_agent(self, argv: list[str]) -> InstallLine:
+        p = _parser("%pipe add-agent")
+        p.add_argument("--token", "--enroll-token", dest="token")
+        p.add_argument("--labels")
+        p.add_argument("--name")
+        p.add_argument("--prefix", default="/opt/pipenb-agent")
+        p.add_argument("--no-service", action="store_true")
+        p.add_argument("--server-url")
+        p.add_argument("--insecure-http", action="store_true")
+        args = p.parse_args(argv)
+        line = self._client().install_command(
+            args.token,
+            labels=_csv(args.labels),
+            name=args.name,
+            prefix=args.prefix,
+            service=not args.no_service,
+            server_url=args.server_url,
+            insecure_http=args.insecure_http,
+        )
+        return InstallLine(line)
 
     def _do_stop(self, argv: list[str]) -> Deployed:
         p = _parser("%pipe stop")

@@ -16,11 +16,13 @@ mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
 KEY=$("$BIN/python" -c 'import secrets; print(secrets.token_hex(16))')
 START=notebooks
+WHEEL=$(ls -t dist/pipenb_fleet-*-py3-none-any.whl 2>/dev/null | head -n 1 || true)
 [ -f notebooks/quickstart.ipynb ] && START=notebooks/quickstart.ipynb
 
 ARGS=()
 [ "$(id -u)" = 0 ] && ARGS+=(--allow-root)  # containers and CI machines run as root
 [ -n "${PIPENB_JUPYTER_TOKEN:-}" ] && ARGS+=(--IdentityProvider.token="$PIPENB_JUPYTER_TOKEN")
+[ -n "$WHEEL" ] && ARGS+=(--PipenbExtension.wheel="$PWD/$WHEEL")  # for %pipe add-agent
 if [ -n "${PIPENB_NO_BROWSER:-}" ] || { [ -z "${DISPLAY:-}" ] && [ "$(uname)" != Darwin ]; }; then
     ARGS+=(--no-browser)
 fi

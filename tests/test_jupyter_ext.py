@@ -29,14 +29,23 @@ output: {discard: {}}
 NO_AUTH = {"Authorization": ""}
 
 
+WHEEL = b"PK not really a wheel, served as it is"
+
+
 @pytest.fixture
 def jp_server_config(tmp_path):
+    wheel = tmp_path / "pipenb_fleet-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(WHEEL)
     return {
         "ServerApp": {
             "jpserver_extensions": {"pipenb.jupyter_ext": True, "jupyter_server_terminals": False},
             "allow_unauthenticated_access": False,
         },
-        "PipenbExtension": {"db_url": f"sqlite:///{tmp_path}/x.db", "enroll_key": ENROLL_KEY},
+        "PipenbExtension": {
+            "db_url": f"sqlite:///{tmp_path}/x.db",
+            "enroll_key": ENROLL_KEY,
+            "wheel": str(wheel),
+        },
     }
 
 
@@ -159,3 +168,20 @@ async def test_enroll_checkin_and_agent_key_refused_on_user_endpoints(jp_fetch):
     error_of(r, (401, 403))
     r = await call(jp_fetch, "GET", "agents", "jp-1")
     assert json.loads(r.body)["state"] == "online"
+
+
+async def test_the_agent_wheel_and_script_are_open_and_the_install_info_is_not(jp_fetch):
+    """A worker host has no Jupyter credentials: it fetches the script and the wheel without
+    them; what the install line pins (the wheel's SHA-256) needs Jupyter's auth."""
+    import hashlib
+
+    r = await call(jp_fetch, "GET", "agent", "wheel", headers=NO_AUTH)
+    assert r.code == 200 and r.body == WHEEL
+    r = await call(jp_fetch, "GET", "agent", "install.sh", headers=NO_AUTH)
+    assert r.code == 200 and r.body.startswith(b"#!/bin/sh")
+    assert b"pipenb_fleet-0.1.0-py3-none-any.whl" in r.body
+    r = await call(jp_fetch, "GET", "agent", "install", headers=NO_AUTH)
+    assert r.code in (401, 403), r.body
+    r = await call(jp_fetch, "GET", "agent", "install")
+    assert r.code == 200, r.body
+    assert json.loads(r.body)["wheel"]["sha256"] == hashlib.sha256(WHEEL).hexdigest()

@@ -116,6 +116,8 @@ def test_every_documented_operation_is_served(srv, doc):
             if method in item:
                 if item[method].get("security"):
                     assert r.status_code == 401, (method, path, r.status_code)
+                elif r.status_code == 404:  # the agent wheel and script, when none is served
+                    assert r.json()["error"]["code"] == "no_wheel", (method, path)
                 else:  # health, openapi.json: 200; enroll without a body: 400
                     assert r.status_code in (200, 400), (method, path, r.status_code)
             else:

@@ -98,9 +98,12 @@ def _remote(fn: Handler) -> Callable[[argparse.Namespace], int]:
     """Make the client, run the command, and turn failures into a message and an exit code."""
 
     def run(args: argparse.Namespace) -> int:
-        from pipenb.client import Client
+        from pipenb.extras import require
 
         try:
+            require("server", f"pipenb {args.command}")
+            from pipenb.client import Client
+
             client = Client(args.url, args.token)
             return int(fn(client, args) or 0)
         except UsageError as exc:
@@ -269,6 +272,25 @@ def cmd_agents_remove(client: Any, args: argparse.Namespace) -> None:
         _print_json({"removed": args.id})
     else:
         print(f"removed agent {args.id}")
+
+
+def cmd_agents_install_command(client: Any, args: argparse.Namespace) -> None:
+    line = client.install_command(
+        args.enroll_token,
+        labels=_csv(args.labels or "") or None,
+        name=args.name,
+        prefix=args.prefix,
+        service=not args.no_service,
+        server_url=args.server_url,
+        insecure_http=args.insecure_http,
+    )
+    if args.json:
+        _print_json({"command": line})
+        return
+    print(line)
+    if sys.stderr.isatty():
+        where = "runs it in the foreground" if args.no_service else "starts pipenb-agent.service"
+        _err(f"paste it on a worker host: it installs the agent in {args.prefix} and {where}")
 
 
 def cmd_keys_create(client: Any, args: argparse.Namespace) -> None:
@@ -455,6 +477,40 @@ def register(sub: Any) -> None:
     p.add_argument("labels", metavar="A,B", help="the new labels, comma-separated ('' for none)")
     p = leaf(gs, "remove", cmd_agents_remove, "remove an agent and its keys")
     p.add_argument("id", metavar="ID")
+    p = leaf(
+        gs,
+        "install-command",
+        cmd_agents_install_command,
+        "print one shell line that installs an agent on a worker host from this server",
+    )
+    option(
+        p,
+        "--enroll-token",
+        metavar="T",
+        help="the token the agent enrolls with (until enrollment tokens: the server's --enroll-key)",
+    )
+    p.add_argument("--labels", metavar="A,B", help="labels the agent enrolls with")
+    p.add_argument("--name", help="the agent's display name")
+    p.add_argument(
+        "--prefix",
+        default="/opt/pipenb-agent",
+        help="where the venv and the agent's settings go (default: /opt/pipenb-agent)",
+    )
+    p.add_argument(
+        "--no-service",
+        action="store_true",
+        help="no systemd unit and no user: the line runs the agent in the foreground",
+    )
+    p.add_argument(
+        "--server-url",
+        metavar="URL",
+        help="the server's address as worker hosts reach it (default: --url)",
+    )
+    p.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow a plain-http server URL that is not loopback (labs only)",
+    )
     k = gs.add_parser("keys", help="an agent's API keys: create, revoke")
     ks = k.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
     p = leaf(ks, "create", cmd_keys_create, "create an API key for an agent (shown once)")

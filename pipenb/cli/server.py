@@ -61,16 +61,36 @@ def register(sub: Any) -> None:
         help="the key that encrypts secret params (default: secret.key beside a SQLite database; "
         "with PostgreSQL give one, the same file for every server process)",
     )
+    option(
+        p,
+        "--wheel",
+        help="the pipenb wheel to serve to agent installs (`make dist` builds dist/*.whl; "
+        "pipenb agents install-command prints the line that installs it)",
+    )
     p.set_defaults(func=cmd_server)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    from pipenb.errors import UsageError
+    from pipenb.extras import require
+
+    try:
+        require("server", "pipenb server")
+    except UsageError as exc:
+        print(f"pipenb server: {exc}", file=sys.stderr)
+        return 2
     from pipenb.server.db import default_db_url
+    from pipenb.server.install import check_wheel
     from pipenb.server.run import serve
     from pipenb.server.security import new_token
     from pipenb.server.settings import ServerSettings
 
     data_dir = args.data_dir or default_data_dir()
+    try:
+        wheel = str(check_wheel(args.wheel)) if args.wheel else None
+    except UsageError as exc:
+        print(f"pipenb server: {exc}", file=sys.stderr)
+        return 2
     settings = ServerSettings(
         db_url=args.db_url or default_db_url(data_dir),
         token=args.token or new_token(),
@@ -80,6 +100,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         retention=args.retention,
         header_timeout=max(1.0, args.header_timeout),
         secret_key_file=args.secret_key_file or None,
+        wheel=wheel,
     )
     try:
         asyncio.run(serve(settings, args.host, args.port, show_token=not args.token))

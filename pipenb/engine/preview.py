@@ -27,7 +27,9 @@ def to_dataframe(records: list[dict[str, Any]]) -> Any:
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover - depends on the install
-        raise UsageError("DataFrames need pandas: pip install 'pipenb[jupyter]'") from None
+        from pipenb.extras import install_hint
+
+        raise UsageError(f"DataFrames need pandas: {install_hint('jupyter')}") from None
     return pd.DataFrame.from_records(records) if records else pd.DataFrame()
 
 

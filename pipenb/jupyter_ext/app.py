@@ -27,6 +27,7 @@ from traitlets import Dict, Enum, Float, Unicode, default
 from pipenb.server.app import app_settings, handlers
 from pipenb.server.core import ControlPlane
 from pipenb.server.handlers.base import ApiHandler
+from pipenb.server.install import check_wheel
 from pipenb.server.roles import ROLES, Principal
 from pipenb.server.security import hash_secret, same_secret
 from pipenb.server.settings import ServerSettings
@@ -172,6 +173,9 @@ class PipenbExtension(ExtensionApp):
         "viewer",
         help="role of a Jupyter user who is not this server's own user and not in `roles`",
     ).tag(config=True)
+    wheel = Unicode(
+        None, allow_none=True, help="the pipenb wheel served to agent installs (make dist)"
+    ).tag(config=True)
 
     cp: ControlPlane | None = None
     _kernel_token: str = ""
@@ -192,6 +196,7 @@ class PipenbExtension(ExtensionApp):
                 long_poll=self.long_poll,
                 offline_after=self.offline_after,
                 secret_key_file=self.secret_key_file,
+                wheel=str(check_wheel(self.wheel)) if self.wheel else None,
             )
         )
         self.settings.update(app_settings(self.cp, self.serverapp.base_url))

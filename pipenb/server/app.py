@@ -9,7 +9,7 @@ import tornado.web
 from tornado import httputil
 
 from pipenb.server.core import ControlPlane
-from pipenb.server.handlers import agent_api, meta, users
+from pipenb.server.handlers import agent_api, install, meta, users
 from pipenb.server.handlers import resources as r
 from pipenb.server.handlers.base import NotFoundHandler, error_body
 
@@ -46,6 +46,9 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/audit", users.AuditHandler),
     ("/agent/checkin", agent_api.CheckinHandler),
     ("/agent/enroll", agent_api.EnrollHandler),
+    ("/agent/install", install.InstallInfoHandler),
+    ("/agent/install.sh", install.InstallScriptHandler),
+    ("/agent/wheel", install.WheelHandler),
 ]
 
 

@@ -415,3 +415,23 @@ class AuditEntry(Model):
 
 class AuditList(Model):
     entries: list[AuditEntry]
+
+
+# ---------------------------------------------------------------------------- agent install
+class AgentWheel(Model):
+    filename: str = Field(description="the wheel's file name, as served at /agent/wheel")
+    sha256: str = Field(description="hex SHA-256 the install script checks the download against")
+    size: int
+    version: str
+
+
+class AgentInstallInfo(Model):
+    """What ``pipenb agents install-command`` builds its line from."""
+
+    version: str = Field(description="this server's pipenb version")
+    wheel: AgentWheel | None = Field(description="the served wheel; null: none (--wheel FILE)")
+    tls_pin: str | None = Field(
+        default=None,
+        description="sha256//BASE64 of the server's TLS public key (curl --pinnedpubkey), "
+        "when the server serves TLS itself",
+    )

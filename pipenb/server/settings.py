@@ -20,6 +20,7 @@ class ServerSettings:
     header_timeout: float = 60.0  # seconds a client may take to send a request's headers
     # the key that seals secret params (None: secret.key beside a SQLite file; see secrets.py)
     secret_key_file: str | None = None
+    wheel: str | None = None  # the wheel served to agent installs (--wheel); None: none
 
     @property
     def offline_seconds(self) -> float:
