@@ -93,7 +93,9 @@ class AgentProcess:
             headers={"Authorization": f"Bearer {self.token}"},
             timeout=30,
         )
-        assert r.status_code == 201, f"could not create an enrollment token: {r.status_code} {r.text}"
+        assert r.status_code == 201, (
+            f"could not create an enrollment token: {r.status_code} {r.text}"
+        )
         return r.json()
 
     # ------------------------------------------------------------------ life

@@ -117,6 +117,7 @@ class World:
             "key_id": self.key_id_b,
             "dep_id": self.dep,
             "command_id": self.command,
+            "token_id": "no-such-token",
         }
 
 
