@@ -332,3 +332,19 @@ def test_a_rogue_agent_cannot_take_an_id_nor_its_deployment(srv, agents):
     # the admin adds the real host by hand, with the id the deployment names
     assert srv.request("POST", "/agents", json={"id": future}).status_code == 201
     wait_until(lambda: placed_on(srv, dep) == {future}, what="the deployment placed on its agent")
+
+
+def test_the_table_of_addresses_is_bounded_and_limits_each_address_alone():
+    """The per-address buckets behind the flood test, without a server: one address spending
+    its burst is refused while another is not, and a spray of addresses keeps at most
+    ``max_addresses`` buckets."""
+    from pipenb.server.ratelimit import BucketsByAddress
+
+    table = BucketsByAddress(rate=0.001, burst=3, max_addresses=100)
+    for _ in range(3):
+        assert table.allows("10.0.0.1")
+        table.spend("10.0.0.1")
+    assert not table.allows("10.0.0.1") and table.allows("10.0.0.2")
+    for i in range(1000):
+        table.spend(f"10.1.{i // 256}.{i % 256}")
+    assert len(table.buckets) <= 100
