@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from pipenb.errors import ApiError, AuthError
 from pipenb.server import models as M
+from pipenb.server.expiry import aware, expiry
 from pipenb.server.security import hash_secret, new_api_key, same_secret, split_api_key
-from pipenb.server.services.enrollment import aware, expiry
 from pipenb.server.services.pipes import not_found
 from pipenb.server.tables import (
     AgentRow,

@@ -14,13 +14,14 @@ flooding host only; successful enrollments share one server-wide bucket.
 from __future__ import annotations
 
 import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select, update
 
 from pipenb.errors import ApiError, AuthError
 from pipenb.server import models as M
+from pipenb.server.expiry import aware, expiry
 from pipenb.server.ratelimit import BucketsByAddress, TokenBucket
 from pipenb.server.security import (
     hash_secret,
@@ -49,26 +50,6 @@ def clean_name(name: str | None, limit: int = NAME_LIMIT) -> str:
         " " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs") else c for c in name
     )
     return " ".join(kept.split())[:limit].strip()
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite gives times back without their zone; every time pipenb stores is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=timezone.utc)
-
-
-def expiry(expires_in: int | None, expires_at: datetime | None) -> datetime | None:
-    """When something created now expires: from ``expires_in`` seconds or ``expires_at``."""
-    if expires_in is not None and expires_at is not None:
-        raise ApiError(400, "invalid_body", "give expires_in or expires_at, not both")
-    if expires_in is not None:
-        return utcnow() + timedelta(seconds=expires_in)
-    if expires_at is not None:
-        expires_at = aware(expires_at)
-        if expires_at <= utcnow():  # type: ignore[operator]
-            raise ApiError(400, "invalid_body", "expires_at: must be in the future")
-    return expires_at
 
 
 def token_state(row: EnrollTokenRow, now: datetime | None = None) -> str:
