@@ -55,21 +55,29 @@ def main() -> int:
     if args.agent_python != sys.executable:  # the other install's own pipenb, not this one
         agent_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     server = subprocess.Popen(
-        [py, "-m", "pipenb", "server", "--port", "0", "--token", "t", "--enroll-key", "ek",
+        [py, "-m", "pipenb", "server", "--port", "0", "--token", "t",
          "--db-url", f"sqlite:///{tmp / 'db.sqlite'}", "--poll-interval", "1"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = re.search(r"(http://[\d.]+:\d+)", server.stdout.readline()).group(1)
+    api = url + "/pipenb/api/v1"
+    auth = {"Authorization": "Bearer t"}
+    # agents get their labels from the enrollment token they enroll with
+    made = requests.post(f"{api}/enroll-tokens", json={"labels": ["mem"]}, headers=auth)
+    made.raise_for_status()
     agent = subprocess.Popen(
-        [args.agent_python, "-m", "pipenb", "agent", "--server", url, "--enroll-key", "ek", "--id", "mem",
-         "--labels", "mem", "--data-dir", str(tmp / "agent")],
+        [args.agent_python, "-m", "pipenb", "agent", "--server", url, "--enroll-key",
+         made.json()["token"], "--name", "mem", "--data-dir", str(tmp / "agent")],
         stderr=subprocess.DEVNULL,
         env=agent_env,
     )  # fmt: skip
-    api = url + "/pipenb/api/v1"
-    auth = {"Authorization": "Bearer t"}
+
+    def enrolled() -> bool:
+        agents = requests.get(f"{api}/agents", headers=auth).json()["agents"]
+        return any(a["name"] == "mem" for a in agents)
+
     try:
-        wait_for(lambda: requests.get(f"{api}/agents/mem", headers=auth).ok, 20, "the agent")
+        wait_for(enrolled, 20, "the agent")
         time.sleep(5)  # let it settle: this is a measurement, not a test
         idle = rss_mb(agent.pid)
         log = tmp / "in.log"

@@ -48,6 +48,19 @@ def _time(value: datetime | str | None) -> str | None:
     return value
 
 
+def _seconds(value: float | str, what: str) -> int:
+    """Whole seconds from a number or a duration such as ``24h``; UsageError when not one."""
+    from pipenb.lang.units import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+    if not 1 <= seconds <= 10 * 366 * 86400:
+        raise UsageError(f"{what}: must be between 1 second and 10 years, not {value!r}")
+    return int(seconds)
+
+
 def _reason(exc: Exception) -> str:
     """The useful end of a requests error ("Connection refused"), not its nested repr."""
     text = str(exc)
@@ -243,33 +256,62 @@ class Client:
     def remove_agent(self, id: str) -> None:
         self.request("DELETE", f"/agents/{_seg(id)}")
 
-    def create_key(self, agent_id: str) -> dict[str, Any]:
-        """The answer holds ``api_key``: the only time the server shows it (it keeps a hash)."""
-        return self.request("POST", f"/agents/{_seg(agent_id)}/keys")
+    def create_key(self, agent_id: str, expires_in: float | str | None = None) -> dict[str, Any]:
+        """The answer holds ``api_key``: the only time the server shows it (it keeps a hash).
+        ``expires_in``: seconds or a duration such as ``"30d"`` (default: never expires)."""
+        body: dict[str, Any] = {}
+        if expires_in is not None:
+            body["expires_in"] = _seconds(expires_in, "expires_in")
+        return self.request("POST", f"/agents/{_seg(agent_id)}/keys", json=body)
 
     def keys(self, agent_id: str) -> dict[str, Any]:
         return self.request("GET", f"/agents/{_seg(agent_id)}/keys")
 
     def revoke_key(self, agent_id: str, key_id: str) -> None:
+        """Revoke a key; the agent holding it is answered 401 at once (and exits)."""
         self.request("DELETE", f"/agents/{_seg(agent_id)}/keys/{_seg(key_id)}")
+
+    # ------------------------------------------------------------------ enrollment
+    def create_enroll_token(
+        self,
+        labels: list[str] | tuple[str, ...] = (),
+        *,
+        name: str | None = None,
+        uses: int | None = None,
+        expires_in: float | str | None = None,
+    ) -> dict[str, Any]:
+        """A token agents enroll with (``pipenb agent --enroll-key TOKEN``); they get its
+        ``labels``. ``uses``: how many agents it may enroll; ``expires_in``: seconds or a
+        duration such as ``"24h"``. The answer's ``token`` is shown this once."""
+        body: dict[str, Any] = {"labels": list(labels)}
+        if name is not None:
+            body["name"] = name
+        if uses is not None:
+            body["uses"] = uses
+        if expires_in is not None:
+            body["expires_in"] = _seconds(expires_in, "expires_in")
+        return self.request("POST", "/enroll-tokens", json=body)
+
+    def enroll_tokens(self) -> dict[str, Any]:
+        return self.request("GET", "/enroll-tokens")
+
+    def enroll_token(self, id: str) -> dict[str, Any]:
+        return self.request("GET", f"/enroll-tokens/{_seg(id)}")
+
+    def revoke_enroll_token(self, id: str) -> None:
+        """The token enrolls no one from now on (agents it enrolled keep their keys)."""
+        self.request("DELETE", f"/enroll-tokens/{_seg(id)}")
 
     def enroll(
         self,
         enroll_key: str,
-        id: str | None = None,
         name: str | None = None,
-        labels: list[str] | tuple[str, ...] = (),
         attributes: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Register an agent with the server's enrollment key: no user token is needed, the
-        enrollment key is the credential, and the answer carries the agent's own API key."""
-        body: dict[str, Any] = {
-            "enroll_key": enroll_key,
-            "labels": list(labels),
-            "attributes": dict(attributes or {}),
-        }
-        if id is not None:
-            body["id"] = id
+        """Enroll an agent with an enrollment token (or the server's bootstrap key): no user
+        token is needed. The server assigns the agent's id and labels; the answer carries them
+        and the agent's own API key."""
+        body: dict[str, Any] = {"enroll_key": enroll_key, "attributes": dict(attributes or {})}
         if name is not None:
             body["name"] = name
         return self.request("POST", "/agent/enroll", json=body, auth=None)
@@ -482,13 +524,28 @@ class Client:
     ) -> str:
         """One shell line to paste on a worker host: it installs the server's own wheel in a
         venv (``prefix``), writes a hardened systemd unit (unless ``service=False``: then the
-        agent runs in the foreground), and enrolls with ``enroll_token``.
+        agent runs in the foreground), and enrolls with ``enroll_token``; without one, a
+        one-use enrollment token valid for a day is made with ``labels``.
 
         ``server_url`` is where worker hosts reach the server (default: this client's URL).
         The line pins what this client trusts: the wheel's SHA-256 and, over https, the
         server's key and the CA fingerprint given to this client.
         """
+        from pipenb.errors import UsageError
         from pipenb.install_line import cert_fingerprint, install_line
+
+        if enroll_token and labels:
+            raise UsageError(
+                "an agent's labels come from its enrollment token: give --labels without "
+                "--enroll-token (a one-use token is made with them), or a token made with them"
+            )
+        if not enroll_token:
+            # one agent, one day: the line may sit in a chat or a ticket for a while
+            made = self.create_enroll_token(
+                labels or [], name=f"install-command {name or ''}".strip(), uses=1,
+                expires_in=86400,
+            )  # fmt: skip
+            enroll_token = made["token"]
 
         # this client's own CA options (pipenb's TLS support), passed on to the agent
         fingerprint = getattr(self, "ca_fingerprint", None)
@@ -499,7 +556,6 @@ class Client:
             server_url or self.url,
             self.install_info(),
             enroll_token=enroll_token,
-            labels=labels,
             name=name,
             prefix=prefix,
             service=service,

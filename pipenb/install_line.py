@@ -46,7 +46,6 @@ def install_line(
     info: dict[str, Any],
     *,
     enroll_token: str | None,
-    labels: list[str] | None = None,
     name: str | None = None,
     prefix: str = DEFAULT_PREFIX,
     service: bool = True,
@@ -72,8 +71,8 @@ def install_line(
         )
     if not enroll_token:
         raise UsageError(
-            "give the enrollment token the agent enrolls with "
-            "(--enroll-token; until tokens exist, the server's --enroll-key)"
+            "give the enrollment token the agent enrolls with (--enroll-token), or --labels "
+            "to have a one-use token made with them"
         )
     pin = info.get("tls_pin")
     if scheme == "http" and not is_loopback(server_url) and not insecure_http:
@@ -94,8 +93,6 @@ def install_line(
             curl += ["--insecure", "--pinnedpubkey", pin]  # the pin replaces the CA check
     curl.append(f"{server_url}{API}/agent/install.sh")
     args = ["--server", server_url, "--wheel-sha256", wheel["sha256"], "--token", enroll_token]
-    if labels:
-        args += ["--labels", ",".join(labels)]
     if name:
         args += ["--name", name]
     if prefix != DEFAULT_PREFIX:

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `make run`: JupyterLab with pipenb's server inside it (SQLite in .pipenb/), and one local agent
-# enrolled with a fresh key, opening on notebooks/quickstart.ipynb. Ctrl-C stops both.
+# named `local` with the label `local`, opening on notebooks/quickstart.ipynb. Ctrl-C stops both.
+# The agent enrolls with a one-use enrollment token carrying the label (agents cannot choose
+# their labels), made through the API with Jupyter's token; the next run reuses its identity.
 #
 # The tests start JupyterLab through this same script; these variables let them (and you) move it:
 #   PIPENB_JUPYTER_PORT   port (default 8888)
 #   PIPENB_STATE          directory for the SQLite file and the agent's data (default .pipenb)
-#   PIPENB_JUPYTER_TOKEN  Jupyter's token (default: Jupyter makes one and prints it)
+#   PIPENB_JUPYTER_TOKEN  Jupyter's token (default: a fresh one, printed in Jupyter's URLs)
 #   PIPENB_NO_BROWSER=1   don't open a browser (the default where there is no display)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,14 +16,14 @@ STATE=${PIPENB_STATE:-.pipenb}
 PORT=${PIPENB_JUPYTER_PORT:-8888}
 mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
-KEY=$("$BIN/python" -c 'import secrets; print(secrets.token_hex(16))')
+JTOKEN=${PIPENB_JUPYTER_TOKEN:-$("$BIN/python" -c 'import secrets; print(secrets.token_hex(24))')}
 START=notebooks
 WHEEL=$(ls -t dist/pipenb_fleet-*-py3-none-any.whl 2>/dev/null | head -n 1 || true)
 [ -f notebooks/quickstart.ipynb ] && START=notebooks/quickstart.ipynb
 
 ARGS=()
 [ "$(id -u)" = 0 ] && ARGS+=(--allow-root)  # containers and CI machines run as root
-[ -n "${PIPENB_JUPYTER_TOKEN:-}" ] && ARGS+=(--IdentityProvider.token="$PIPENB_JUPYTER_TOKEN")
+ARGS+=(--IdentityProvider.token="$JTOKEN")  # the script needs it too, to make the agent's token
 [ -n "$WHEEL" ] && ARGS+=(--PipenbExtension.wheel="$PWD/$WHEEL")  # for %pipe add-agent
 if [ -n "${PIPENB_NO_BROWSER:-}" ] || { [ -z "${DISPLAY:-}" ] && [ "$(uname)" != Darwin ]; }; then
     ARGS+=(--no-browser)
@@ -30,7 +32,6 @@ fi
 "$BIN/jupyter" lab "${ARGS[@]}" --ServerApp.ip=127.0.0.1 --ServerApp.port="$PORT" \
     --ServerApp.port_retries=0 \
     --PipenbExtension.db_url="sqlite:///$STATE/pipenb.db" \
-    --PipenbExtension.enroll_key="$KEY" \
     --LabApp.default_url="/lab/tree/$START" &
 LAB=$!
 AGENT=""
@@ -59,8 +60,15 @@ while time.monotonic() < deadline:
         time.sleep(0.2)
 sys.exit("pipenb: JupyterLab's pipenb API did not answer within 60 s")
 PY
-"$BIN/pipenb" agent --server "http://127.0.0.1:$PORT" --enroll-key="$KEY" --id local \
-    --name local --labels local --data-dir "$STATE/agent" --metrics-every 2 &
+ENROLL=()
+if [ ! -f "$STATE/agent/identity.json" ]; then  # first run: a one-use token with the label
+    ENROLL_TOKEN=$(PIPENB_TOKEN="$JTOKEN" "$BIN/pipenb" enroll-tokens create --json \
+        --url "http://127.0.0.1:$PORT" --labels local --uses 1 --expires 10m --name "make run" |
+        "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+    ENROLL=(--enroll-key="$ENROLL_TOKEN")
+fi
+"$BIN/pipenb" agent --server "http://127.0.0.1:$PORT" ${ENROLL[@]+"${ENROLL[@]}"} --name local \
+    --data-dir "$STATE/agent" --metrics-every 2 &
 AGENT=$!
-echo "pipenb: JupyterLab on http://127.0.0.1:$PORT/lab (token in the lines above), agent 'local' enrolled"
+echo "pipenb: JupyterLab on http://127.0.0.1:$PORT/lab?token=$JTOKEN, agent 'local' (label local) started"
 wait "$LAB"

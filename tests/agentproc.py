@@ -1,6 +1,9 @@
 """A real ``pipenb agent`` in a subprocess, for end-to-end tests (the agent's twin of serverproc.py).
 
-Import it from a test module (``from agentproc import AgentProcess``). The agent runs as
+Import it from a test module (``from agentproc import AgentProcess``). Agents cannot choose their
+labels or their id: given ``labels``, the helper first creates an enrollment token carrying them
+(through the user API, with ``token``) and enrolls the agent with it; the id the server assigned
+is what ``wait_enrolled()`` returns. The agent runs as
 ``python -m pipenb -v agent ...`` in a session of its own, with its stdout and stderr appended to
 ``agent.log`` in its data dir. Its workers inherit that process group, so ``cleanup()`` can end the
 agent and every worker it started, even workers left behind by an agent killed with SIGKILL.
@@ -36,6 +39,7 @@ class AgentProcess:
         disable: list[str] | tuple[str, ...] = (),
         python_flags: tuple[str, ...] = (),
         extra: tuple[str, ...] = (),
+        token: str = "test-token",
     ):
         self.server = server
         self.data_dir = Path(data_dir)
@@ -49,6 +53,8 @@ class AgentProcess:
         self.disable = list(disable)
         self.python_flags = python_flags
         self.extra = extra
+        self.token = token  # the user token, to create an enrollment token for ``labels``
+        self.enroll_token: dict[str, Any] | None = None  # the one created, if any
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.data_dir / "agent.log"
         self.groups: list[int] = []  # every process group this helper started (for cleanup)
@@ -57,16 +63,15 @@ class AgentProcess:
     def args(self) -> list[str]:
         args = [sys.executable, *self.python_flags, "-m", "pipenb", "-v", "agent"]
         args += ["--server", self.server, "--data-dir", str(self.data_dir)]
-        if self.agent_id:
+        if self.agent_id and self.api_key:  # an agent added by hand (enrolled ones get an id)
             args += ["--id", self.agent_id]
         if self.api_key:
             args += ["--api-key", self.api_key]
         if self.enroll_key:
-            args += ["--enroll-key", self.enroll_key]
+            key = self.enroll_token["token"] if self.enroll_token else self.enroll_key
+            args += ["--enroll-key", key]
         if self.name:
             args += ["--name", self.name]
-        if self.labels:
-            args += ["--labels", ",".join(self.labels)]
         if self.allow_scripts:
             args.append("--allow-scripts")
         if self.disable:
@@ -75,11 +80,31 @@ class AgentProcess:
             args += ["--long-poll", str(self.long_poll)]
         return args + list(self.extra)
 
+    def create_enroll_token(self) -> dict[str, Any]:
+        """An enrollment token with this agent's labels, made through the server's user API."""
+        import requests
+
+        base = self.server.rstrip("/")
+        if not base.endswith("/pipenb/api/v1"):
+            base += "/pipenb/api/v1"
+        r = requests.post(
+            base + "/enroll-tokens",
+            json={"labels": self.labels, "name": f"test agent {self.name or ''}".strip()},
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
+        assert r.status_code == 201, (
+            f"could not create an enrollment token: {r.status_code} {r.text}"
+        )
+        return r.json()
+
     # ------------------------------------------------------------------ life
     def start(self) -> AgentProcess:
         """Start the agent (it enrolls, if it has to, after this returns: ``wait_enrolled``)."""
         assert self.proc is None or self.proc.poll() is not None, "the agent is running already"
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.enroll_key and self.labels and self.enroll_token is None and not self.identity():
+            self.enroll_token = self.create_enroll_token()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
         with open(self.log, "ab") as log:
             log.write(f"--- {' '.join(self.args())}\n".encode())

@@ -2,7 +2,7 @@
 
 The script runs in a process group of its own on a free port, with its state in a temporary
 directory and a known Jupyter token; the helper waits until the pipenb API answers and the
-script's agent ``local`` is online. ``interrupt()`` is Ctrl-C, ``kill()`` the cleanup.
+script's agent named ``local`` (label ``local``, an id the server assigned) is online. ``interrupt()`` is Ctrl-C, ``kill()`` the cleanup.
 """
 
 from __future__ import annotations
@@ -84,12 +84,17 @@ class LabProcess:
         (apputils / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
         return settings
 
-    def _agent_online(self) -> bool:
+    def local_agent(self, timeout: float = 2) -> dict[str, Any] | None:
+        """The script's agent: named ``local``, with the label ``local`` (its id is assigned)."""
         try:
-            agents = self.get("/agents", timeout=2).json()["agents"]
+            agents = self.get("/agents", timeout=timeout).json()["agents"]
         except (requests.RequestException, ValueError, KeyError):
-            return False
-        return any(a["id"] == "local" and a["state"] == "online" for a in agents)
+            return None
+        return next((a for a in agents if a["name"] == "local" and "local" in a["labels"]), None)
+
+    def _agent_online(self) -> bool:
+        agent = self.local_agent()
+        return agent is not None and agent["state"] == "online"
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"token {self.token}"}

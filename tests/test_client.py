@@ -289,28 +289,36 @@ def test_agents_add_label_keys_revoke_remove(client: Client) -> None:
 
 def test_enroll_needs_only_the_enrollment_key(srv: ServerProcess) -> None:
     anonymous = Client(srv.url, token="")
-    agent_id = unique("enrolled")
-    result = anonymous.enroll(
-        "ek", id=agent_id, name="Enrolled", labels=["edge"], attributes={"host": "h1"}
-    )
-    assert result["agent_id"] == agent_id and result["api_key"].startswith("pnb_")
+    user = Client(srv.url, srv.token)
+    made = user.create_enroll_token(["edge"], name="edge hosts", uses=2, expires_in="1h")
+    assert made["token"].startswith("pnbe_") and made["state"] == "active"
+    assert made["max_uses"] == 2 and made["expires_at"] is not None
+    result = anonymous.enroll(made["token"], name="Enrolled", attributes={"host": "h1"})
+    agent_id = result["agent_id"]
+    assert agent_id.startswith("agent-") and result["api_key"].startswith("pnb_")
+    assert result["labels"] == ["edge"]
     FakeAgent(anonymous, agent_id, result["api_key"]).checkin()
 
-    user = Client(srv.url, srv.token)
     agent = user.agent(agent_id)
     assert agent["enrolled"] is True
-    assert agent["labels"] == ["edge"]
+    assert agent["labels"] == ["edge"] and agent["name"] == "Enrolled"
     assert agent["attributes"] == {"host": "h1"}
     assert agent["state"] == "online"
+    listed = {t["id"]: t for t in user.enroll_tokens()["tokens"]}
+    assert listed[made["id"]]["uses"] == 1 and "token" not in listed[made["id"]]
 
-    generated = anonymous.enroll("ek")["agent_id"]
-    assert generated.startswith("agent-")
+    bootstrap = anonymous.enroll("ek")
+    assert bootstrap["agent_id"].startswith("agent-") and bootstrap["labels"] == []
     with pytest.raises(AuthError) as info:
         anonymous.enroll("wrong-key")
     assert info.value.status == 401
-    with pytest.raises(ApiError) as conflict:
-        anonymous.enroll("ek", id=agent_id)
-    assert conflict.value.status == 409
+    user.revoke_enroll_token(made["id"])
+    assert user.enroll_token(made["id"])["state"] == "revoked"
+    with pytest.raises(AuthError) as revoked:
+        anonymous.enroll(made["token"])
+    assert revoked.value.status == 401 and "revoked" in str(revoked.value)
+    with pytest.raises(UsageError):
+        user.create_enroll_token(expires_in="soon")
 
 
 # ---------------------------------------------------------------------------- deployments

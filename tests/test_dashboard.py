@@ -42,20 +42,17 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def agent(srv: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    agent_id = f"dash-{secrets.token_hex(3)}"
     proc = AgentProcess(
         srv.url,
         tmp_path_factory.mktemp("agent"),
         enroll_key=ENROLL,
-        agent_id=agent_id,
         labels=["dash"],
         long_poll=2,
         extra=("--metrics-every", "0.5"),
     )
     proc.start()
     try:
-        proc.wait_enrolled()
-        yield agent_id
+        yield proc.wait_enrolled()
     finally:
         proc.kill_group()
         proc.cleanup()

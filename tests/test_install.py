@@ -89,9 +89,10 @@ def installed(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -
     ``--no-service``: it installs the served wheel into a fresh venv and runs the agent."""
     prefix = tmp_path_factory.mktemp("host") / "pipenb-agent"
     client = Client(server.url, server.token)
-    line = client.install_command(
-        ENROLL_KEY, labels=["edge"], name="edge-1", prefix=str(prefix), service=False
-    )
+    # no token given: the server makes a one-use enrollment token carrying the labels
+    line = client.install_command(labels=["edge"], name="edge-1", prefix=str(prefix), service=False)
+    (made,) = [t for t in client.enroll_tokens()["tokens"] if t["labels"] == ["edge"]]
+    assert made["max_uses"] == 1 and made["expires_at"] is not None
     log = prefix.parent / "install.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -161,9 +162,11 @@ def test_the_installed_files_are_private_and_the_token_stays_out_of_the_server_l
     assert (prefix / "data" / "identity.json").exists()
     settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
     assert settings["PIPENB_SERVER"] == server.url
-    assert settings["PIPENB_LABELS"] == "edge"
-    assert ENROLL_KEY not in server.log.read_text()
-    assert ENROLL_KEY not in requests.get(server.api + "/agent/install.sh", timeout=10).text
+    assert "PIPENB_LABELS" not in settings  # labels come from the enrollment token
+    token = installed["line"].split("--token ", 1)[1].split()[0]
+    assert token.startswith("pnbe_")
+    assert token not in server.log.read_text()
+    assert token not in requests.get(server.api + "/agent/install.sh", timeout=10).text
 
 
 def test_the_agent_only_venv_has_no_server_or_jupyter_dependencies(installed: Any) -> None:
@@ -222,7 +225,7 @@ def test_the_script_refuses_a_wheel_whose_hash_differs(
     [
         (["--server", "http://10.1.2.3:8765"], "plain http to another host"),
         (["--server", "ftp://x"], "give an http:// or https:// URL"),
-        (["--labels", "a\nExecStartPre=/bin/sh"], "--labels"),
+        (["--name", "a\nExecStartPre=/bin/sh"], "--name"),
         (["--token", "x y"], "--token"),
         (["--prefix", "relative/dir"], "absolute path"),
         (["--pin", "md5//x"], "--pin"),
@@ -334,13 +337,13 @@ def test_the_served_wheel_is_the_one_given_and_its_hash_is_in_the_line(
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
     r = subprocess.run(
         [sys.executable, "-m", "pipenb", "agents", "install-command", "--url", server.url,
-         "--token", server.token, "--enroll-token", ENROLL_KEY, "--labels", "a,b"],
+         "--token", server.token, "--labels", "a,b"],
         capture_output=True, text=True, env=cli_env(), timeout=60,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     line = r.stdout.strip()
     assert line.startswith(f"curl -fsS {server.api}/agent/install.sh | sudo sh -s -- ")
-    assert f"--wheel-sha256 {sha}" in line and "--labels a,b" in line
+    assert f"--wheel-sha256 {sha}" in line and "--token pnbe_" in line and "--labels" not in line
     assert "--no-service" not in line and "--prefix" not in line  # the defaults
 
 
@@ -418,10 +421,10 @@ def test_pipe_add_agent_in_a_notebook_prints_the_same_line(server: ServerProcess
     sh.run_line_magic("load_ext", "pipenb")
     sh.run_line_magic("pipe", f"connect {server.url} --token {server.token}")
     line = sh.run_line_magic(
-        "pipe", f"add-agent --token {ENROLL_KEY} --labels web --no-service --prefix /srv/agent"
+        "pipe", f"add-agent --token {ENROLL_KEY} --no-service --prefix /srv/agent"
     )
     expected = Client(server.url, server.token).install_command(
-        ENROLL_KEY, labels=["web"], service=False, prefix="/srv/agent"
+        ENROLL_KEY, service=False, prefix="/srv/agent"
     )
     assert line == expected and repr(line) == expected
     assert "<pre" in line._repr_html_() and "--prefix /srv/agent --no-service" in line

@@ -145,11 +145,11 @@ async def test_enroll_checkin_and_agent_key_refused_on_user_endpoints(jp_fetch):
         "POST",
         "agent",
         "enroll",
-        body={"enroll_key": ENROLL_KEY, "id": "jp-1"},
+        body={"enroll_key": ENROLL_KEY, "name": "jp one"},
         headers=NO_AUTH,
     )
     assert r.code == 201, r.body
-    key = json.loads(r.body)["api_key"]
+    key, agent_id = json.loads(r.body)["api_key"], json.loads(r.body)["agent_id"]
     assert key.startswith("pnb_")
     agent_auth = {"Authorization": f"Bearer {key}"}
     r = await call(
@@ -157,16 +157,16 @@ async def test_enroll_checkin_and_agent_key_refused_on_user_endpoints(jp_fetch):
         "POST",
         "agent",
         "checkin",
-        body={"agent_id": "jp-1", "seq": 0},
+        body={"agent_id": agent_id, "seq": 0},
         headers=agent_auth,
     )
     assert r.code == 200, r.body
     # the agent key is for agent endpoints only
     assert error_of(await call(jp_fetch, "GET", "agents", headers=agent_auth), (403,))
     # and Jupyter's token is no agent key
-    r = await call(jp_fetch, "POST", "agent", "checkin", body={"agent_id": "jp-1", "seq": 1})
+    r = await call(jp_fetch, "POST", "agent", "checkin", body={"agent_id": agent_id, "seq": 1})
     error_of(r, (401, 403))
-    r = await call(jp_fetch, "GET", "agents", "jp-1")
+    r = await call(jp_fetch, "GET", "agents", agent_id)
     assert json.loads(r.body)["state"] == "online"
 
 

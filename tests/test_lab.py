@@ -70,7 +70,7 @@ def test_a_kernel_started_by_jupyterlab_reaches_the_api_with_no_setup(lab: LabPr
     code = (
         "import os, pipenb\n"
         "print(os.environ['PIPENB_URL'])\n"
-        "print([a['id'] for a in pipenb.Client().agents()['agents']])\n"
+        "print([a['name'] for a in pipenb.Client().agents()['agents']])\n"
     )
     printed = asyncio.run(run_in_kernel(lab, code)).splitlines()
     assert printed[0].rstrip("/") == lab.url
@@ -104,7 +104,7 @@ def test_a_browser_session_needs_the_xsrf_token_to_write(lab: LabProcess) -> Non
 def test_ctrl_c_stops_jupyterlab_and_the_agent(tmp_path: Path) -> None:
     own = LabProcess(tmp_path / "lab").start()
     try:
-        agent_pid = own.get("/agents/local", timeout=10).json()["attributes"]["pid"]
+        agent_pid = own.local_agent(timeout=10)["attributes"]["pid"]  # type: ignore[index]
         assert own.proc is not None
         own.interrupt()
         code = own.proc.wait(60)

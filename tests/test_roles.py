@@ -128,6 +128,10 @@ def test_admin_only_operations_are_the_documented_ones():
             "GET /users/{name}/tokens",
             "POST /users/{name}/tokens",
             "DELETE /users/{name}/tokens/{token_id}",
+            "GET /enroll-tokens",
+            "POST /enroll-tokens",
+            "GET /enroll-tokens/{token_id}",
+            "DELETE /enroll-tokens/{token_id}",
         ]
     )
     documented = (Path(__file__).parents[1] / "docs" / "security.md").read_text()

@@ -116,7 +116,7 @@ def test_a_secret_param_reaches_the_agent_and_nothing_else(tmp_path):
         srv.start()
         agent_dir = tmp_path / "agent"
         agent = AgentProcess(
-            srv.url, agent_dir, enroll_key=ENROLL_KEY, labels=["sec"], long_poll=2
+            srv.url, agent_dir, enroll_key=ENROLL_KEY, labels=["sec"], long_poll=2, token=TOKEN
         ).start()
         agent_id = agent.wait_enrolled()
         out = agent_dir / "out" / "secret.ndjson"

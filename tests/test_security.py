@@ -60,23 +60,35 @@ def world(srv) -> World:
     return make_world(srv, "sec")
 
 
-def enroll(srv: ServerProcess, agent_id: str | None = None, key: str = ENROLL_KEY):
-    body = {"enroll_key": key} if agent_id is None else {"enroll_key": key, "id": agent_id}
+def enroll(srv: ServerProcess, name: str | None = None, key: str = ENROLL_KEY):
+    """Enroll; the server assigns the id (``name`` is only a display name)."""
+    body = {"enroll_key": key} if name is None else {"enroll_key": key, "name": name}
     return srv.request("POST", "/agent/enroll", token=None, json=body)
+
+
+def agent_names(srv: ServerProcess) -> dict[str, str]:
+    """name -> id of every agent the server knows."""
+    return {a["name"]: a["id"] for a in srv.request("GET", "/agents").json()["agents"]}
 
 
 # ------------------------------------------------------------------------------ stored hashed
 
 
 def test_keys_and_tokens_are_stored_only_hashed(srv, world):
-    """The user token, the enrollment key, a key added by hand and a key handed out at
-    enrollment: none of them, nor a key's secret part, is anywhere in the database file (or
-    its WAL), in any table."""
+    """The user token, the bootstrap enrollment key, an enrollment token, a key added by hand
+    and keys handed out at enrollment: none of them, nor a key's secret part, is anywhere in the
+    database file (or its WAL), in any table."""
     r = enroll(srv, "sec-enrolled")
     assert r.status_code == 201, r.text
     enrolled = r.json()["api_key"]
-    assert checkin(srv, enrolled, "sec-enrolled").status_code == 200
-    keys = [world.key_a, world.key_b, enrolled]
+    assert checkin(srv, enrolled, r.json()["agent_id"]).status_code == 200
+    made = srv.request("POST", "/enroll-tokens", json={"labels": ["sec"]})
+    assert made.status_code == 201, made.text
+    token = made.json()["token"]
+    r = enroll(srv, "sec-by-token", key=token)
+    assert r.status_code == 201, r.text
+    by_token = r.json()["api_key"]
+    keys = [world.key_a, world.key_b, enrolled, by_token]
 
     db = Path(srv.db_url.split("///", 1)[1])
     raw = b"".join(p.read_bytes() for p in db.parent.iterdir() if p.name.startswith(db.name))
@@ -87,14 +99,15 @@ def test_keys_and_tokens_are_stored_only_hashed(srv, world):
     finally:
         conn.close()
     cells = "\n".join(repr(row) for t in tables for row in rows[t])
-    assert "api_keys" in tables and len(rows["api_keys"]) == 3
+    assert "api_keys" in tables and len(rows["api_keys"]) == 4
+    assert "enroll_tokens" in tables and len(rows["enroll_tokens"]) == 1
 
-    secrets_ = [TOKEN, ENROLL_KEY, *keys, *(k.split("_", 2)[2] for k in keys)]
+    secrets_ = [TOKEN, ENROLL_KEY, token, *keys, *(k.split("_", 2)[2] for k in [*keys, token])]
     for s in secrets_:
         assert s.encode() not in raw, s
         assert s not in cells, s
     # what is there instead: each key's id and the SHA-256 of its secret
-    for k in keys:
+    for k in [*keys, token]:
         _, key_id, secret = k.split("_", 2)
         assert key_id in cells and hashlib.sha256(secret.encode()).hexdigest() in cells
 
@@ -141,12 +154,21 @@ def test_secret_comparisons_are_constant_time(tmp_path, monkeypatch):
             assert (user_token_auth(handler) is not None) is ok  # type: ignore[arg-type]
             assert len(compared(lambda h=handler: user_token_auth(h))) == 1, bearer
 
-        right = M.EnrollRequest(enroll_key="ek-1", id="ct-1")
-        assert len(compared(lambda: cp.agents.enroll(M.EnrollRequest(enroll_key="ek-2")))) == 1
+        def enroll(key: str) -> None:
+            result.append(cp.enrollment.enroll(M.EnrollRequest(enroll_key=key), "127.0.0.1"))
+
         result: list = []
-        assert len(compared(lambda: result.append(cp.agents.enroll(right)))) == 1
+        assert len(compared(lambda: enroll("ek-2"))) == 1
+        assert len(compared(lambda: enroll("ek-1"))) == 1
         key = result[0].api_key
-        assert cp.agents.authenticate(key) == "ct-1"
+        assert cp.agents.authenticate(key) == result[0].agent_id
+        # an enrollment token is compared as a hash, right or wrong
+        token = cp.enrollment.create_token(M.EnrollTokenCreate(labels=["x"])).token
+        bad = token[:-1] + ("A" if token[-1] != "A" else "B")
+        for attempt in (bad, token):
+            (made,) = compared(lambda a=attempt: enroll(a))
+            assert all(re.fullmatch(r"[0-9a-f]{64}", x) for x in made), made
+        assert result[-1].labels == ["x"]
 
         prefix, key_id, secret = key.split("_", 2)
         wrong = f"{prefix}_{key_id}_{secret[:-1]}{'A' if secret[-1] != 'A' else 'B'}"
@@ -225,7 +247,7 @@ def test_an_agent_key_is_refused_on_every_user_endpoint(srv, world):
     assert srv.request("GET", "/pipes").json() == pipes_before
     # nor is an agent key an enrollment key
     error_of(enroll(srv, "sec-by-key", key=world.key_a), 401)
-    assert srv.request("GET", "/agents/sec-by-key").status_code == 404
+    assert "sec-by-key" not in agent_names(srv)
     serves(srv)
 
 
@@ -245,8 +267,8 @@ def test_enrollment_bursts_are_refused_with_retry_info_even_with_the_right_key(s
     for r in refused:
         err = error_of(r, 429, "rate_limited")
         assert int(r.headers["Retry-After"]) >= 1 and err["details"] == [{"retry_after": 1}]
-    agents = {a["id"] for a in srv.request("GET", "/agents").json()["agents"]}
-    assert {a for a in agents if a.startswith("burst-")} == {f"burst-{i}" for i in made}
+    names = agent_names(srv)
+    assert {a for a in names if a.startswith("burst-")} == {f"burst-{i}" for i in made}
     r = wait_until(
         lambda: (x := enroll(srv, "burst-later")).status_code != 429 and x,
         timeout=10,
@@ -277,10 +299,16 @@ def test_the_user_token_and_keys_never_reach_logs_or_output(tmp_path):
     try:
         srv.start()
         agent = VerboseAgent(
-            srv.url, tmp_path / "agent", enroll_key=enroll_key, labels=["logs"], long_poll=2
+            srv.url,
+            tmp_path / "agent",
+            enroll_key=enroll_key,
+            labels=["logs"],
+            long_poll=2,
+            token=token,
         ).start()
         agent_id = agent.wait_enrolled()
         api_key = agent.identity()["api_key"]  # type: ignore[index]
+        enroll_token = agent.enroll_token["token"]  # type: ignore[index]
 
         pipe_file = tmp_path / "pipe.yaml"
         pipe_file.write_text(PIPE.format(name="logs-pipe"))
@@ -317,7 +345,8 @@ def test_the_user_token_and_keys_never_reach_logs_or_output(tmp_path):
         for f in root.rglob("*"):
             if f.is_file() and f.name != "identity.json":
                 texts[str(f.relative_to(tmp_path))] = f.read_bytes().decode("utf-8", "replace")
-    # the test harness writes the agent's command line (with --enroll-key) into agent.log
+    # the test harness writes the agent's command line (with --enroll-key and the enrollment
+    # token it made) into agent.log
     texts["agent/agent.log"] = "\n".join(
         line for line in texts["agent/agent.log"].splitlines() if not line.startswith("--- ")
     )
@@ -326,7 +355,7 @@ def test_the_user_token_and_keys_never_reach_logs_or_output(tmp_path):
     assert f"checked in with {srv.url} as {agent_id}" in texts["agent/agent.log"]
     assert any(name.startswith("agent/logs/") for name in texts), sorted(texts)
     assert "PIPENB_TOKEN: the token given with --token" in texts["server/stdout.log"]
-    for secret in (token, enroll_key, api_key, api_key.split("_", 2)[2]):
+    for secret in (token, enroll_key, api_key, api_key.split("_", 2)[2], enroll_token):
         leaks = [name for name, text in texts.items() if secret in text]
         assert not leaks, (secret, leaks)
 
@@ -362,11 +391,21 @@ def test_exec_and_script_are_refused_where_disabled_and_never_run(srv, tmp_path)
     agents: list[AgentProcess] = []
     try:
         strict = AgentProcess(
-            srv.url, tmp_path / "strict", enroll_key=ENROLL_KEY, labels=[label], disable=["exec"]
+            srv.url,
+            tmp_path / "strict",
+            enroll_key=ENROLL_KEY,
+            labels=[label],
+            disable=["exec"],
+            token=TOKEN,
         ).start()
         agents.append(strict)
         lax = AgentProcess(
-            srv.url, tmp_path / "lax", enroll_key=ENROLL_KEY, labels=[label], allow_scripts=True
+            srv.url,
+            tmp_path / "lax",
+            enroll_key=ENROLL_KEY,
+            labels=[label],
+            allow_scripts=True,
+            token=TOKEN,
         ).start()
         agents.append(lax)
         strict_id, lax_id = strict.wait_enrolled(), lax.wait_enrolled()
@@ -444,13 +483,17 @@ async def test_inside_jupyter_user_endpoints_refuse_wrong_tokens_and_agent_keys(
             raise_error=False,
         )
 
-    r = await call(
-        "POST", "/agent/enroll", {"Authorization": ""}, {"enroll_key": ENROLL_KEY, "id": "jp-s"}
-    )
+    r = await call("POST", "/agent/enroll", {"Authorization": ""}, {"enroll_key": ENROLL_KEY})
     assert r.code == 201, r.body
-    key = orjson.loads(r.body)["api_key"]
-    ids = {"name": "p", "agent_id": "jp-s", "key_id": "k", "dep_id": "d", "command_id": "c"}
-    ids["token_id"] = "t"
+    key, agent_id = orjson.loads(r.body)["api_key"], orjson.loads(r.body)["agent_id"]
+    ids = {
+        "name": "p",
+        "agent_id": agent_id,
+        "key_id": "k",
+        "dep_id": "d",
+        "command_id": "c",
+        "token_id": "t",
+    }
     checked = 0
     for method, path, op in operations():
         if op.auth != "user":
@@ -464,10 +507,15 @@ async def test_inside_jupyter_user_endpoints_refuse_wrong_tokens_and_agent_keys(
             assert orjson.loads(r.body)["error"]["code"] in ("unauthorized", "forbidden")
         checked += 1
     assert checked >= 20
-    r = await call("POST", "/agent/checkin", {"Authorization": ""}, {"agent_id": "jp-s", "seq": 0})
+    r = await call(
+        "POST", "/agent/checkin", {"Authorization": ""}, {"agent_id": agent_id, "seq": 0}
+    )
     assert r.code == 401, r.body
     # the agent itself is untouched and its key still checks in
     r = await call(
-        "POST", "/agent/checkin", {"Authorization": f"Bearer {key}"}, {"agent_id": "jp-s", "seq": 0}
+        "POST",
+        "/agent/checkin",
+        {"Authorization": f"Bearer {key}"},
+        {"agent_id": agent_id, "seq": 0},
     )
     assert r.code == 200, r.body

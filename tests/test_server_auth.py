@@ -165,17 +165,16 @@ def test_agent_key_cannot_check_in_as_another_agent(srv, agent_a, agent_b):
 
 def test_enrollment_is_off_without_a_key(srv_closed):
     for key in ("", "anything", ENROLL_KEY):
-        r = srv_closed.request(
-            "POST", "/agent/enroll", token=None, json={"enroll_key": key, "id": "e1"}
-        )
+        r = srv_closed.request("POST", "/agent/enroll", token=None, json={"enroll_key": key})
         error_of(r, 403, "enrollment_disabled")
     assert srv_closed.request("GET", "/agents").json()["agents"] == []
 
 
 def test_enroll_with_wrong_key_is_refused(srv):
-    r = srv.request("POST", "/agent/enroll", token=None, json={"enroll_key": "nope", "id": "e-x"})
-    error_of(r, 401)
-    assert srv.request("GET", "/agents/e-x").status_code == 404
+    before = srv.request("GET", "/agents").json()["agents"]
+    r = srv.request("POST", "/agent/enroll", token=None, json={"enroll_key": "nope"})
+    error_of(r, 401, "invalid_token")
+    assert srv.request("GET", "/agents").json()["agents"] == before
 
 
 def test_enroll_creates_an_agent_whose_key_checks_in(srv):
@@ -183,25 +182,20 @@ def test_enroll_creates_an_agent_whose_key_checks_in(srv):
         "POST",
         "/agent/enroll",
         token=None,
-        json={
-            "enroll_key": ENROLL_KEY,
-            "id": "e-1",
-            "name": "worker one",
-            "labels": ["web", "eu"],
-            "attributes": {"os": "linux"},
-        },
+        json={"enroll_key": ENROLL_KEY, "name": "worker one", "attributes": {"os": "linux"}},
     )
     assert r.status_code == 201, r.text
     res = r.json()
-    assert res["agent_id"] == "e-1" and res["api_key"].startswith("pnb_")
-    agent = srv.request("GET", "/agents/e-1").json()
+    aid = res["agent_id"]
+    assert aid.startswith("agent-") and res["api_key"].startswith("pnb_")
+    agent = srv.request("GET", f"/agents/{aid}").json()
     assert agent["enrolled"] is True
-    assert agent["labels"] == ["web", "eu"]
+    assert agent["labels"] == [] == res["labels"]  # the bootstrap key gives no labels
     assert agent["name"] == "worker one"
     assert agent["attributes"] == {"os": "linux"}
-    r = checkin(srv, "e-1", res["api_key"], seq=0)
+    r = checkin(srv, aid, res["api_key"], seq=0)
     assert r.status_code == 200, r.text
-    assert srv.request("GET", "/agents/e-1").json()["state"] == "online"
+    assert srv.request("GET", f"/agents/{aid}").json()["state"] == "online"
     # the enrolled key is for agent endpoints only
     error_of(srv.request("GET", "/agents", token=res["api_key"]), (401, 403))
 
@@ -214,12 +208,14 @@ def test_enroll_without_id_gets_a_new_id(srv):
     assert checkin(srv, agent_id, r.json()["api_key"]).status_code == 200
 
 
-def test_reenrolling_an_existing_id_is_refused(srv, agent_a):
-    for agent_id in ("auth-a", "e-1"):
+def test_an_enrolling_agent_cannot_choose_its_id_or_labels(srv, agent_a):
+    for extra in ({"id": "auth-a"}, {"id": "not-yet"}, {"labels": ["db"]}):
         r = srv.request(
-            "POST", "/agent/enroll", token=None, json={"enroll_key": ENROLL_KEY, "id": agent_id}
+            "POST", "/agent/enroll", token=None, json={"enroll_key": ENROLL_KEY, **extra}
         )
-        error_of(r, 409)
+        message = error_of(r, 400, "invalid_body")["message"]
+        assert f"cannot choose its {next(iter(extra))}" in message
+    assert srv.request("GET", "/agents/not-yet").status_code == 404
     keys = srv.request("GET", "/agents/auth-a/keys").json()["keys"]
     assert len(keys) == 1  # no key was handed out
 
@@ -240,9 +236,7 @@ def test_enrollment_is_rate_limited(srv):
     # the limit lifts again: a right key enrolls within a few seconds
     deadline = time.monotonic() + 5
     while True:
-        r = srv.request(
-            "POST", "/agent/enroll", token=None, json={"enroll_key": ENROLL_KEY, "id": "e-late"}
-        )
+        r = srv.request("POST", "/agent/enroll", token=None, json={"enroll_key": ENROLL_KEY})
         if r.status_code != 429 or time.monotonic() > deadline:
             break
         time.sleep(0.05)  # poll

@@ -189,6 +189,52 @@ def test_migrating_twice_changes_nothing(db_url):
         engine.dispose()
 
 
+def test_a_database_from_before_enrollment_tokens_upgrades_and_its_keys_still_work(db_url):
+    """Migration 0002 on a database at 0001 that holds an agent and its key: the key still
+    authenticates (it never expires), and the new tables take tokens and removed ids."""
+    from alembic import command
+
+    from pipenb.server import models as M
+    from pipenb.server.core import ControlPlane
+    from pipenb.server.security import hash_secret, new_api_key, split_api_key
+    from pipenb.server.settings import ServerSettings
+
+    engine = make_engine(db_url)
+    key_id, api_key = new_api_key()
+    try:
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+            conn.execute(
+                text(
+                    "INSERT INTO agents (id, name, labels, attributes, enrolled, created_at) "
+                    "VALUES ('old-agent', 'o', '[\"web\"]', '{}', false, CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO api_keys (id, agent_id, hash, created_at) "
+                    "VALUES (:id, 'old-agent', :hash, CURRENT_TIMESTAMP)"
+                ),
+                {"id": key_id, "hash": hash_secret(split_api_key(api_key)[1])},  # type: ignore[index]
+            )
+        assert version_of(engine) == ["0001"]
+    finally:
+        engine.dispose()
+    cp = ControlPlane(ServerSettings(db_url=db_url, token="t"))  # migrates to the head
+    try:
+        assert cp.agents.authenticate(api_key) == "old-agent"
+        assert cp.agents.keys("old-agent").keys[0].expires_at is None
+        token = cp.enrollment.create_token(M.EnrollTokenCreate(labels=["web"], uses=1))
+        enrolled = cp.enrollment.enroll(M.EnrollRequest(enroll_key=token.token), "127.0.0.1")
+        assert enrolled.labels == ["web"]
+        cp.agents.remove("old-agent")
+        assert cp.agents.list().agents[0].id == enrolled.agent_id
+    finally:
+        cp.engine.dispose()
+
+
 # ------------------------------------------------------------------------------ restart
 
 

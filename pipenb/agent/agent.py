@@ -51,6 +51,7 @@ class Agent:
         self._tapping: set[str] = set()  # capture commands a worker is working on
         self.retired: dict[str, dict[str, Any]] = {}  # final reports of removed workers
         self._tasks: set[asyncio.Task] = set()  # reconciles and restarts under way
+        self.refused: ServerError | None = None  # why the server turned this agent away
 
     # ------------------------------------------------------------------ identity
     def attributes(self) -> dict[str, Any]:
@@ -82,14 +83,9 @@ class Agent:
         delay = 0.5
         while not self._stop.is_set():
             try:
-                body = {
-                    "enroll_key": s.enroll_key,
-                    "name": s.name,
-                    "labels": s.labels,
-                    "attributes": self.attributes(),
-                }
-                if s.agent_id:
-                    body["id"] = s.agent_id
+                # the server assigns the id and the labels (the token's): the agent says only
+                # what it would like to be called and what it is
+                body = {"enroll_key": s.enroll_key, "name": s.name, "attributes": self.attributes()}
                 got = await asyncio.to_thread(post, s.server, "/agent/enroll", body, None, 30)
             except ServerError as exc:
                 if exc.status in (400, 401, 403, 409):
@@ -100,7 +96,8 @@ class Agent:
                 continue
             self.store.save_identity(got["agent_id"], got["api_key"])
             self.agent_id, self.api_key = got["agent_id"], got["api_key"]
-            log.info("enrolled as %s", self.agent_id)
+            labels = ", ".join(got.get("labels") or []) or "none"
+            log.info("enrolled as %s (labels: %s)", self.agent_id, labels)
             return
 
     # ------------------------------------------------------------------ main
@@ -123,6 +120,8 @@ class Agent:
         finally:
             supervisor.cancel()
             await self._shutdown()
+        if self.refused is not None:
+            raise SystemExit(3)  # the reason is in the log already, in one line
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -190,8 +189,33 @@ class Agent:
             if self.logs:
                 self.logs.popleft()
 
+    def _turned_away(self, exc: ServerError, refusals: int) -> bool:
+        """Whether a refused check-in ends this agent: at once when it was removed from the
+        server, after ``auth_tries`` refusals in a row when its key is refused (revoked,
+        expired, unknown), so that a key that will never work again is not retried for ever."""
+        if exc.status != 401:
+            return False
+        if exc.code == "agent_removed":
+            log.error(
+                "this agent (%s) was removed from the server: stopping its pipes and exiting",
+                self.agent_id,
+            )
+            self.store.save_desired([])  # a restart must not run the pipes of a removed agent
+        elif refusals >= self.settings.auth_tries:
+            log.error(
+                "the server refuses this agent's key %d times in a row (%s): stopping its pipes "
+                "and exiting",
+                refusals,
+                exc,
+            )
+        else:
+            return False
+        self.refused = exc
+        return True
+
     async def _checkin_loop(self) -> None:
         delay = 0.5
+        refusals = 0  # check-ins answered 401 in a row
         while not self._stop.is_set():
             news = self._news.is_set()
             self._news.clear()
@@ -214,6 +238,9 @@ class Agent:
             try:
                 resp = call.result()
             except ServerError as exc:
+                refusals = refusals + 1 if exc.status == 401 else 0
+                if self._turned_away(exc, refusals):
+                    return
                 if self.connected:
                     log.warning("server unreachable or refusing (%s); pipes keep running", exc)
                 self.connected = False
@@ -223,6 +250,7 @@ class Agent:
                 await self._sleep((exc.retry_after or delay) * (0.5 + random.random()))
                 delay = min(delay * 2, self.settings.max_backoff)
                 continue
+            refusals = 0
             if not self.connected:
                 log.info("checked in with %s as %s", self.settings.server, self.agent_id)
             self.connected = True
@@ -342,8 +370,8 @@ class Agent:
             await asyncio.gather(
                 *(w.stop(self.settings.drain_timeout) for w in self.workers.values())
             )
-        if self.agent_id is None:
-            return
+        if self.agent_id is None or self.refused is not None:
+            return  # never enrolled, or turned away: there is no one to say goodbye to
         self.seq += 1
         self.full = True
         body = self._report(0)

@@ -12,9 +12,10 @@ import orjson
 class ServerError(Exception):
     """The server answered with an error, or could not be reached (``status`` 0)."""
 
-    def __init__(self, status: int, message: str, retry_after: float | None = None):
+    def __init__(self, status: int, message: str, retry_after: float | None = None, code: str = ""):
         self.status = status
         self.retry_after = retry_after
+        self.code = code  # the API's error code, e.g. "agent_removed", "key_revoked"
         super().__init__(f"{status}: {message}" if status else message)
 
 
@@ -42,12 +43,16 @@ def post(
     finally:
         conn.close()
     if resp.status >= 400:
+        code = ""
         try:
-            message = orjson.loads(data)["error"]["message"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            error = orjson.loads(data)["error"]
+            message, code = error["message"], str(error.get("code") or "")
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             message = data[:200].decode("utf-8", "replace")
         retry = resp.getheader("Retry-After")
-        raise ServerError(resp.status, message, float(retry) if retry and retry.isdigit() else None)
+        raise ServerError(
+            resp.status, message, float(retry) if retry and retry.isdigit() else None, code
+        )
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -15,8 +15,7 @@ class AgentSettings:
     agent_id: str | None = None
     api_key: str | None = None
     enroll_key: str | None = None
-    name: str | None = None
-    labels: list[str] = field(default_factory=list)
+    name: str | None = None  # a display name sent at enrollment (the server assigns the id)
     allow_scripts: bool = False
     disable: list[str] = field(default_factory=list)
     long_poll: float = 30.0  # seconds the agent lets the server hold a check-in
@@ -24,6 +23,7 @@ class AgentSettings:
     drain_timeout: float = 20.0  # seconds a stopping worker may take before it is killed
     max_backoff: float = 30.0  # seconds between check-ins at most while the server is away
     buffer_logs: int = 1000  # log lines kept while the server is unreachable
+    auth_tries: int = 3  # check-ins answered 401 in a row before the agent gives up and exits
 
     @property
     def allow(self) -> list[str]:

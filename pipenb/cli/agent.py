@@ -19,16 +19,19 @@ def register(sub: Any) -> None:
         p,
         "--id",
         env="PIPENB_AGENT_ID",
-        help="this agent's id (with --api-key, or to choose it when enrolling)",
+        help="this agent's id, with --api-key (an agent added by hand: pipenb agents add)",
     )
     option(p, "--api-key", help="this agent's API key")
     option(
         p,
         "--enroll-key",
-        help="enroll with the server's enrollment key (the key it returns is saved in the data dir)",
+        help="enroll with an enrollment token (pipenb enroll-tokens create) or the server's "
+        "bootstrap key; the server assigns the id and the token's labels, and the key it returns "
+        "is saved in the data dir",
     )
     option(p, "--name", help="a display name (when enrolling)")
-    option(p, "--labels", help="comma-separated labels (when enrolling), e.g. web,eu")
+    # gone: refused with a message that says where labels come from now
+    p.add_argument("--labels", help=argparse.SUPPRESS)
     option(
         p,
         "--data-dir",
@@ -65,6 +68,21 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if not ((args.id and args.api_key) or args.enroll_key or args.data_dir):
         print("pipenb agent: give --id and --api-key, or --enroll-key", file=sys.stderr)
         return 2
+    if args.labels:
+        print(
+            "pipenb agent: --labels is gone: an agent cannot choose its labels. They come from "
+            "the enrollment token (pipenb enroll-tokens create --labels ...) or an admin "
+            "(pipenb agents label ID ...)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.id and not args.api_key and args.enroll_key:
+        print(
+            "pipenb agent: --id goes with --api-key; an enrolling agent cannot choose its id "
+            "(the server assigns one; --name sets a display name)",
+            file=sys.stderr,
+        )
+        return 2
     disable = [c.strip() for c in (args.disable or "").split(",") if c.strip()]
     unknown = [c for c in disable if c not in ("exec", "script")]
     if unknown:
@@ -80,7 +98,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         enroll_key=args.enroll_key,
         name=args.name,
-        labels=[x.strip() for x in (args.labels or "").split(",") if x.strip()],
         allow_scripts=args.allow_scripts,
         disable=disable,
         long_poll=args.long_poll,

@@ -294,11 +294,12 @@ def cmd_agents_install_command(client: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_keys_create(client: Any, args: argparse.Namespace) -> None:
-    result = client.create_key(args.id)
+    result = client.create_key(args.id, expires_in=args.expires)
     if args.json:
         _print_json(result)
         return
-    print(f"API key {result['key_id']} for agent {result['agent_id']}:")
+    expires = f", expires {result['expires_at']}" if result.get("expires_at") else ""
+    print(f"API key {result['key_id']} for agent {result['agent_id']}{expires}:")
     print(result["api_key"])
     print("Store it now: it is not shown again (the server keeps only its hash).")
 
@@ -309,6 +310,51 @@ def cmd_keys_revoke(client: Any, args: argparse.Namespace) -> None:
         _print_json({"revoked": args.key_id, "agent_id": args.id})
     else:
         print(f"revoked key {args.key_id} of agent {args.id}")
+
+
+# ---------------------------------------------------------------------------- enrollment tokens
+def cmd_tokens_create(client: Any, args: argparse.Namespace) -> None:
+    result = client.create_enroll_token(
+        _csv(args.labels or ""), name=args.name, uses=args.uses, expires_in=args.expires
+    )
+    if args.json:
+        _print_json(result)
+        return
+    limits = [f"labels: {', '.join(result['labels']) or 'none'}"]
+    limits.append(f"uses: {result['max_uses']}" if result["max_uses"] else "uses: no limit")
+    limits.append(f"expires {result['expires_at']}" if result["expires_at"] else "never expires")
+    print(f"enrollment token {result['id']} ({'; '.join(limits)}):")
+    print(result["token"])
+    print("Store it now: it is not shown again (the server keeps only its hash).")
+    print(f"On a worker host: pipenb agent --server URL --enroll-key {result['token']}")
+
+
+def cmd_tokens_list(client: Any, args: argparse.Namespace) -> None:
+    result = client.enroll_tokens()
+    if args.json:
+        _print_json(result)
+        return
+    rows = [
+        {
+            "id": t["id"],
+            "name": t["name"],
+            "state": t["state"],
+            "labels": ",".join(t["labels"]),
+            "uses": f"{t['uses']}/{t['max_uses']}" if t["max_uses"] else str(t["uses"]),
+            "expires_at": t["expires_at"] or "never",
+            "created_at": t["created_at"],
+        }
+        for t in result["tokens"]
+    ]
+    print(format_table(rows) if rows else "no enrollment tokens yet: pipenb enroll-tokens create")
+
+
+def cmd_tokens_revoke(client: Any, args: argparse.Namespace) -> None:
+    client.revoke_enroll_token(args.id)
+    if args.json:
+        _print_json({"revoked": args.id})
+    else:
+        print(f"revoked enrollment token {args.id} (agents it enrolled keep their keys)")
 
 
 # ---------------------------------------------------------------------------- deployments
@@ -487,9 +533,12 @@ def register(sub: Any) -> None:
         p,
         "--enroll-token",
         metavar="T",
-        help="the token the agent enrolls with (until enrollment tokens: the server's --enroll-key)",
+        help="the enrollment token the agent enrolls with (default: a one-use token, valid "
+        "for a day, made now with --labels)",
     )
-    p.add_argument("--labels", metavar="A,B", help="labels the agent enrolls with")
+    p.add_argument(
+        "--labels", metavar="A,B", help="labels of the one-use token made when none is given"
+    )
     p.add_argument("--name", help="the agent's display name")
     p.add_argument(
         "--prefix",
@@ -515,9 +564,26 @@ def register(sub: Any) -> None:
     ks = k.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
     p = leaf(ks, "create", cmd_keys_create, "create an API key for an agent (shown once)")
     p.add_argument("id", metavar="ID")
+    p.add_argument("--expires", metavar="DURATION", help="e.g. 90d (default: never expires)")
     p = leaf(ks, "revoke", cmd_keys_revoke, "revoke an agent's API key")
     p.add_argument("id", metavar="ID")
     p.add_argument("key_id", metavar="KEY_ID")
+
+    # enrollment tokens
+    g = sub.add_parser(
+        "enroll-tokens", help="tokens agents enroll with (they get its labels): create, list, ..."
+    )
+    gs = g.add_subparsers(dest="tokens_command", metavar="COMMAND", required=True)
+    p = leaf(gs, "create", cmd_tokens_create, "create an enrollment token (shown once)")
+    p.add_argument("--labels", metavar="A,B", help="labels every agent it enrolls gets")
+    p.add_argument("--expires", metavar="DURATION", help="e.g. 24h (default: never expires)")
+    p.add_argument(
+        "--uses", type=_positive, metavar="N", help="agents it may enroll (default: any)"
+    )
+    p.add_argument("--name", help="what the token is for")
+    leaf(gs, "list", cmd_tokens_list, "list enrollment tokens with their state and uses")
+    p = leaf(gs, "revoke", cmd_tokens_revoke, "revoke an enrollment token")
+    p.add_argument("id", metavar="ID")
 
     # people: whoami, users, audit
     from pipenb.cli import people

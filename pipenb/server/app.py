@@ -28,6 +28,8 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/agents/{agent_id}/keys", r.AgentKeysHandler),
     ("/agents/{agent_id}/keys/{key_id}", r.AgentKeyHandler),
     ("/agents/{agent_id}/metrics", r.AgentMetricsHandler),
+    ("/enroll-tokens", r.EnrollTokensHandler),
+    ("/enroll-tokens/{token_id}", r.EnrollTokenHandler),
     ("/agents/{agent_id}/logs", r.AgentLogsHandler),
     ("/deployments", r.DeploymentsHandler),
     ("/deployments/{dep_id}", r.DeploymentHandler),

@@ -26,6 +26,7 @@ class ControlPlane:
         from pipenb.server.services.checkin import CheckinService
         from pipenb.server.services.commands import CommandService
         from pipenb.server.services.deployments import DeploymentService
+        from pipenb.server.services.enrollment import EnrollmentService
         from pipenb.server.services.pipes import PipeService
         from pipenb.server.services.telemetry import TelemetryService
         from pipenb.server.services.users import UserService
@@ -37,6 +38,7 @@ class ControlPlane:
         self.live = Live()
         self.pipes = PipeService(self)
         self.agents = AgentService(self)
+        self.enrollment = EnrollmentService(self)
         self.deployments = DeploymentService(self)
         self.commands = CommandService(self)
         self.telemetry = TelemetryService(self)

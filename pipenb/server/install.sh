@@ -19,7 +19,6 @@ UNIT=pipenb-agent.service
 
 SERVER=
 TOKEN=
-LABELS=
 NAME=
 PREFIX=/opt/pipenb-agent
 DATA_DIR=
@@ -42,7 +41,6 @@ usage: sh install.sh --server URL --wheel-sha256 HEX [options]
   --server URL          the pipenb server (http://127.0.0.1:8765, https://pipenb.example:8765)
   --wheel-sha256 HEX    the SHA-256 the downloaded wheel must have
   --token T             the enrollment token (or the server's --enroll-key)
-  --labels A,B          labels to enroll with (an enrollment token's own labels win)
   --name NAME           the agent's display name (default: the server's choice)
   --prefix DIR          the venv and the agent's settings (default /opt/pipenb-agent)
   --data-dir DIR        identity, checkpoints, logs (default /var/lib/pipenb-agent,
@@ -89,6 +87,8 @@ EnvironmentFile=$PREFIX/agent.env
 ExecStart=$PREFIX/bin/pipenb agent
 Restart=on-failure
 RestartSec=5
+# exit 3: the server removed this agent or refuses its key; restarting would not help
+RestartPreventExitStatus=3
 # SIGTERM to the agent only: it drains its workers and saves their checkpoints
 KillMode=mixed
 TimeoutStopSec=60
@@ -127,7 +127,6 @@ write_env() { # with-token: yes|no
         echo "PIPENB_SERVER=$SERVER"
         echo "PIPENB_DATA_DIR=$DATA_DIR"
         if [ "$1" = yes ] && [ -n "$TOKEN" ]; then echo "PIPENB_ENROLL_KEY=$TOKEN"; fi
-        if [ -n "$LABELS" ]; then echo "PIPENB_LABELS=$LABELS"; fi
         if [ -n "$NAME" ]; then echo "PIPENB_NAME=$NAME"; fi
         if [ -n "$CA_FINGERPRINT" ]; then echo "PIPENB_CA_FINGERPRINT=$CA_FINGERPRINT"; fi
         if [ "$INSECURE_HTTP" = yes ]; then echo "PIPENB_INSECURE_HTTP=1"; fi
@@ -141,7 +140,6 @@ main() {
         case "$1" in
             --server) need "$@"; SERVER=$2; shift 2 ;;
             --token) need "$@"; TOKEN=$2; shift 2 ;;
-            --labels) need "$@"; LABELS=$2; shift 2 ;;
             --name) need "$@"; NAME=$2; shift 2 ;;
             --prefix) need "$@"; PREFIX=$2; shift 2 ;;
             --data-dir) need "$@"; DATA_DIR=$2; shift 2 ;;
@@ -173,7 +171,6 @@ main() {
         *) die "--server $SERVER: give an http:// or https:// URL" ;;
     esac
     check --token "$TOKEN" "$ALNUM._~+/=-"
-    check --labels "$LABELS" "$ALNUM._,:-"
     check --name "$NAME" "$ALNUM._-"
     check --prefix "$PREFIX" "$ALNUM._/-"
     check --user "$AGENT_USER" "$ALNUM._-"

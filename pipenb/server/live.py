@@ -36,7 +36,11 @@ class Live:
     waiters: dict[str, set[asyncio.Future[None]]] = field(default_factory=lambda: defaultdict(set))
     desired_cache: dict[str, Any] = field(default_factory=dict)
     pending_commands: set[str] = field(default_factory=set)  # agents with unacked commands
-    key_cache: dict[str, tuple[str, str]] = field(default_factory=dict)  # key_id -> (hash, agent)
+    #: key_id -> (hash, agent id, expiry as time.time() or None)
+    key_cache: dict[str, tuple[str, str, float | None]] = field(default_factory=dict)
+    #: key_id -> agent id, for keys of agents removed since the server started: their next
+    #: request hears that the agent was removed, not just that the key is unknown
+    removed_keys: dict[str, str] = field(default_factory=dict)
     reconcile_due: bool = False  # an agent appeared, came back or left: re-place instances
 
     def seen(self, agent_id: str, offline_after: float) -> Presence:

@@ -134,28 +134,80 @@ class AgentList(Model):
     agents: list[Agent]
 
 
+#: Seconds from now until something expires: a bounded integer (ten years at most).
+ExpiresIn = Annotated[int, Field(ge=1, le=10 * 366 * 86400)]
+
+
+class ApiKeyCreate(Model):
+    expires_in: ExpiresIn | None = Field(
+        default=None, description="seconds until the key expires (default: never)"
+    )
+    expires_at: Timestamp | None = Field(default=None, description="when the key expires")
+
+
 class ApiKey(Model):
     key_id: str
     agent_id: str
     created_at: Timestamp
     revoked_at: Timestamp | None = None
+    expires_at: Timestamp | None = None
 
 
 class ApiKeyCreated(Model):
     key_id: str
     agent_id: str
     api_key: str = Field(description="shown once; only its hash is stored")
+    expires_at: Timestamp | None = None
 
 
 class ApiKeyList(Model):
     keys: list[ApiKey]
 
 
+# ---------------------------------------------------------------------------- enrollment
+class EnrollTokenCreate(Model):
+    name: Name | None = Field(default=None, description="what the token is for")
+    labels: list[Label] = Field(default=[], description="labels every agent it enrolls gets")
+    uses: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        default=None, description="how many agents it may enroll (default: no limit)"
+    )
+    expires_in: ExpiresIn | None = Field(
+        default=None, description="seconds until the token expires (default: never)"
+    )
+    expires_at: Timestamp | None = Field(default=None, description="when the token expires")
+
+
+class EnrollToken(Model):
+    id: str
+    name: str
+    labels: list[str]
+    uses: int = Field(description="agents enrolled with it so far")
+    max_uses: int | None
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    revoked_at: Timestamp | None
+    state: Literal["active", "expired", "used_up", "revoked"]
+
+
+class EnrollTokenCreated(EnrollToken):
+    token: str = Field(description="shown once; only its hash is stored")
+
+
+class EnrollTokenList(Model):
+    tokens: list[EnrollToken]
+
+
 class EnrollRequest(Model):
-    enroll_key: str
-    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
-    name: Name | None = None
-    labels: list[Label] = []
+    enroll_key: str = Field(
+        max_length=1000,
+        description="an enrollment token (pipenb enroll-tokens create), or the server's "
+        "bootstrap key (--enroll-key)",
+    )
+    name: Annotated[str, Field(max_length=1000)] | None = Field(
+        default=None,
+        description="a display name; control characters are removed and it is cut to "
+        "100 characters. The server assigns the id; labels come from the token",
+    )
     attributes: dict[str, Any] = {}
 
 
@@ -163,6 +215,8 @@ class EnrollResult(Model):
     agent_id: str
     key_id: str
     api_key: str
+    name: str
+    labels: list[str]
 
 
 # ---------------------------------------------------------------------------- deployments

@@ -11,6 +11,7 @@ import hmac
 import secrets
 
 PREFIX = "pnb"
+ENROLL_PREFIX = "pnbe"
 
 
 def new_id(prefix: str, nbytes: int = 6) -> str:
@@ -23,11 +24,22 @@ def new_api_key() -> tuple[str, str]:
     return key_id, f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
 
 
-def split_api_key(api_key: str) -> tuple[str, str] | None:
+def split_api_key(api_key: str, prefix: str = PREFIX) -> tuple[str, str] | None:
     parts = api_key.split("_", 2)
-    if len(parts) != 3 or parts[0] != PREFIX or not parts[1] or not parts[2]:
+    if len(parts) != 3 or parts[0] != prefix or not parts[1] or not parts[2]:
         return None
     return parts[1], parts[2]
+
+
+def new_enroll_token() -> tuple[str, str]:
+    """``(token_id, token)``; the token is ``pnbe_<token_id>_<secret>``: its id finds the row,
+    its secret is compared with the stored hash."""
+    token_id = secrets.token_hex(6)
+    return token_id, f"{ENROLL_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
+
+
+def split_enroll_token(token: str) -> tuple[str, str] | None:
+    return split_api_key(token, ENROLL_PREFIX)
 
 
 def hash_secret(secret: str) -> str:

@@ -16,7 +16,9 @@ class ServerSettings:
     retention: float = 7 * 86400.0  # seconds metrics and logs are kept
     metrics_interval: float = 60.0  # at most one stored metrics point per pipe per this
     max_body: int = 16 * 1024 * 1024  # bytes; larger requests get 413
-    enroll_rate: float = 10.0  # enrollments per second allowed (burst the same)
+    enroll_rate: float = 10.0  # successful enrollments per second (burst the same)
+    enroll_fail_rate: float = 1.0  # failed enrollments per second per client address
+    enroll_fail_burst: int = 10  # failed enrollments an address may make at once
     header_timeout: float = 60.0  # seconds a client may take to send a request's headers
     # the key that seals secret params (None: secret.key beside a SQLite file; see secrets.py)
     secret_key_file: str | None = None

@@ -88,7 +88,12 @@ class AgentHandler(ApiHandler):
     def patch(self, agent_id: str) -> None:
         self.send(self.cp.agents.update(agent_id, self.body(M.AgentUpdate)))
 
-    @api("Remove an agent and its keys", status=204, role="admin")
+    @api(
+        "Remove an agent and its keys: it is answered 401 at once, stops its pipes and exits; "
+        "its id is never enrolled again",
+        status=204,
+        role="admin",
+    )
     def delete(self, agent_id: str) -> None:
         self.cp.agents.remove(agent_id)
         self.send(None, 204)
@@ -100,19 +105,58 @@ class AgentKeysHandler(ApiHandler):
         self.send(self.cp.agents.keys(agent_id))
 
     @api(
-        "Create an API key: shown once, stored hashed",
+        "Create an API key (optionally expiring): shown once, stored hashed",
+        body=M.ApiKeyCreate,
         response=M.ApiKeyCreated,
         status=201,
         role="admin",
     )
     def post(self, agent_id: str) -> None:
-        self.send(self.cp.agents.create_key(agent_id))
+        self.send(self.cp.agents.create_key(agent_id, self.body(M.ApiKeyCreate)))
 
 
 class AgentKeyHandler(ApiHandler):
-    @api("Revoke an API key", status=204, role="admin")
+    @api(
+        "Revoke an API key: the agent's held check-in is answered 401 at once",
+        status=204,
+        role="admin",
+    )
     def delete(self, agent_id: str, key_id: str) -> None:
         self.cp.agents.revoke_key(agent_id, key_id)
+        self.send(None, 204)
+
+
+# ---------------------------------------------------------------------------- enrollment tokens
+class EnrollTokensHandler(ApiHandler):
+    @api(
+        "List enrollment tokens (never the tokens themselves)",
+        response=M.EnrollTokenList,
+        role="admin",
+    )
+    def get(self) -> None:
+        self.send(self.cp.enrollment.tokens())
+
+    @api(
+        "Create an enrollment token: shown once, stored hashed; agents it enrolls get its labels",
+        body=M.EnrollTokenCreate,
+        response=M.EnrollTokenCreated,
+        status=201,
+        role="admin",
+    )
+    def post(self) -> None:
+        self.send(self.cp.enrollment.create_token(self.body(M.EnrollTokenCreate)))
+
+
+class EnrollTokenHandler(ApiHandler):
+    @api("Show an enrollment token", response=M.EnrollToken, role="admin")
+    def get(self, token_id: str) -> None:
+        self.send(self.cp.enrollment.token(token_id))
+
+    @api(
+        "Revoke an enrollment token (agents it enrolled keep their keys)", status=204, role="admin"
+    )
+    def delete(self, token_id: str) -> None:
+        self.cp.enrollment.revoke_token(token_id)
         self.send(None, 204)
 
 

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
 from pipenb.errors import ApiError, AuthError
 from pipenb.server import models as M
-from pipenb.server.security import (
-    hash_secret,
-    new_api_key,
-    new_id,
-    same_secret,
-    same_token,
-    split_api_key,
-)
+from pipenb.server.expiry import aware, expiry
+from pipenb.server.security import hash_secret, new_api_key, same_secret, split_api_key
 from pipenb.server.services.pipes import not_found
-from pipenb.server.tables import AgentRow, ApiKeyRow, AssignmentRow, PipeStatusRow, utcnow
+from pipenb.server.tables import (
+    AgentRow,
+    ApiKeyRow,
+    AssignmentRow,
+    PipeStatusRow,
+    RemovedAgentRow,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane
@@ -27,8 +29,6 @@ if TYPE_CHECKING:
 class AgentService:
     def __init__(self, cp: ControlPlane):
         self.cp = cp
-        self._enroll_tokens = cp.settings.enroll_rate
-        self._enroll_at = time.monotonic()
 
     # ------------------------------------------------------------------ reading
     def state(self, agent_id: str) -> str:
@@ -89,7 +89,7 @@ class AgentService:
             row = AgentRow(
                 id=body.id,
                 name=body.name or body.id,
-                labels=_labels(body.labels),
+                labels=clean_labels(body.labels),
                 attributes=attributes or {},
                 enrolled=enrolled,
                 created_at=utcnow(),
@@ -106,38 +106,56 @@ class AgentService:
             if body.name is not None:
                 row.name = body.name
             if body.labels is not None:
-                row.labels = _labels(body.labels)
+                row.labels = clean_labels(body.labels)
         self.cp.deployments.reconcile_all()
         self.cp.live.notify(agent_id)
         return self.get(agent_id)
 
     def remove(self, agent_id: str) -> None:
+        """Remove an agent and its keys. Its held check-in is answered 401 at once (the agent
+        stops its pipes and exits), and enrollment never hands its id out again."""
         with self.cp.session() as s:
             row = s.get(AgentRow, agent_id)
             if row is None:
                 raise not_found("agent", agent_id)
+            key_ids = s.scalars(select(ApiKeyRow.id).where(ApiKeyRow.agent_id == agent_id)).all()
             s.query(PipeStatusRow).filter(PipeStatusRow.agent_id == agent_id).delete()
             s.delete(row)
-        self.cp.live.key_cache = {
-            k: v for k, v in self.cp.live.key_cache.items() if v[1] != agent_id
-        }
-        self.cp.live.presence.pop(agent_id, None)
-        self.cp.live.notify(agent_id)
+            if s.get(RemovedAgentRow, agent_id) is None:
+                s.add(RemovedAgentRow(id=agent_id, removed_at=utcnow()))
+        live = self.cp.live
+        for key_id in key_ids:  # so that its next request hears why it is refused
+            live.removed_keys[key_id] = agent_id
+        live.key_cache = {k: v for k, v in live.key_cache.items() if v[1] != agent_id}
+        live.presence.pop(agent_id, None)
+        live.notify(agent_id)
         self.cp.deployments.reconcile_all()
 
     # ------------------------------------------------------------------ keys
-    def create_key(self, agent_id: str) -> M.ApiKeyCreated:
+    def key_row(self, agent_id: str, expires_at: datetime | None) -> tuple[ApiKeyRow, str]:
+        """A new key's row (its hash) and the key itself, which is shown once."""
+        key_id, api_key = new_api_key()
+        secret = split_api_key(api_key)[1]  # type: ignore[index]
+        row = ApiKeyRow(
+            id=key_id,
+            agent_id=agent_id,
+            hash=hash_secret(secret),
+            created_at=utcnow(),
+            expires_at=expires_at,
+        )
+        return row, api_key
+
+    def create_key(self, agent_id: str, body: M.ApiKeyCreate | None = None) -> M.ApiKeyCreated:
+        body = body or M.ApiKeyCreate()
+        expires_at = expiry(body.expires_in, body.expires_at)
         with self.cp.session() as s:
             if s.get(AgentRow, agent_id) is None:
                 raise not_found("agent", agent_id)
-            key_id, api_key = new_api_key()
-            secret = split_api_key(api_key)[1]  # type: ignore[index]
-            s.add(
-                ApiKeyRow(
-                    id=key_id, agent_id=agent_id, hash=hash_secret(secret), created_at=utcnow()
-                )
-            )
-        return M.ApiKeyCreated(key_id=key_id, agent_id=agent_id, api_key=api_key)
+            row, api_key = self.key_row(agent_id, expires_at)
+            s.add(row)
+        return M.ApiKeyCreated(
+            key_id=row.id, agent_id=agent_id, api_key=api_key, expires_at=expires_at
+        )
 
     def keys(self, agent_id: str) -> M.ApiKeyList:
         with self.cp.session() as s:
@@ -155,12 +173,14 @@ class AgentService:
                         agent_id=r.agent_id,
                         created_at=r.created_at,
                         revoked_at=r.revoked_at,
+                        expires_at=r.expires_at,
                     )
                     for r in rows
                 ]
             )
 
     def revoke_key(self, agent_id: str, key_id: str) -> None:
+        """Revoke a key: the agent's held check-in is answered 401 now, not when it ends."""
         with self.cp.session() as s:
             row = s.get(ApiKeyRow, key_id)
             if row is None or row.agent_id != agent_id:
@@ -168,66 +188,46 @@ class AgentService:
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
         self.cp.live.key_cache.pop(key_id, None)
+        self.cp.live.wake(agent_id)  # the held check-in re-checks its key when woken
 
     def authenticate(self, api_key: str | None) -> str:
-        """The agent id an API key belongs to; AuthError for a missing, wrong or revoked key."""
+        """The agent id an API key belongs to; AuthError saying whether the key is missing,
+        invalid, revoked, expired, or its agent was removed (an agent acts on the difference)."""
         parts = split_api_key(api_key or "")
         if parts is None:
             raise AuthError(
                 401, "unauthorized", "an agent API key is required (Authorization: Bearer pnb_...)"
             )
         key_id, secret = parts
-        cached = self.cp.live.key_cache.get(key_id)
+        live = self.cp.live
+        cached = live.key_cache.get(key_id)
         if cached is None:
             with self.cp.session() as s:
                 row = s.get(ApiKeyRow, key_id)
-                if row is None or row.revoked_at is not None:
-                    raise AuthError(401, "unauthorized", "unknown or revoked API key")
-                cached = (row.hash, row.agent_id)
-            self.cp.live.key_cache[key_id] = cached
+                if row is None:
+                    removed = live.removed_keys.get(key_id)
+                    if removed is not None:
+                        raise AuthError(
+                            401,
+                            "agent_removed",
+                            f"agent {removed!r} was removed from this server",
+                        )
+                    raise AuthError(401, "invalid_key", "invalid API key")
+                if not same_secret(secret, row.hash):
+                    raise AuthError(401, "invalid_key", "invalid API key")
+                if row.revoked_at is not None:
+                    raise AuthError(401, "key_revoked", f"API key {key_id} was revoked")
+                expires = aware(row.expires_at)
+                cached = (row.hash, row.agent_id, expires.timestamp() if expires else None)
+            live.key_cache[key_id] = cached
         if not same_secret(secret, cached[0]):
-            raise AuthError(401, "unauthorized", "unknown or revoked API key")
+            raise AuthError(401, "invalid_key", "invalid API key")
+        if cached[2] is not None and time.time() >= cached[2]:
+            raise AuthError(401, "key_expired", f"API key {key_id} has expired")
         return cached[1]
 
-    # ------------------------------------------------------------------ enrollment
-    def enroll(self, body: M.EnrollRequest) -> M.EnrollResult:
-        expected = self.cp.settings.enroll_key
-        if not expected:
-            raise AuthError(
-                403,
-                "enrollment_disabled",
-                "auto-enrollment is off on this server (start it with --enroll-key)",
-            )
-        self._rate_limit()
-        if not same_token(body.enroll_key, expected):
-            raise AuthError(401, "unauthorized", "wrong enrollment key")
-        agent_id = body.id or new_id("agent-")
-        with self.cp.session() as s:
-            exists = s.get(AgentRow, agent_id) is not None
-        if exists:
-            # re-enrolling an existing id would hand its key to whoever knows the enroll key
-            raise ApiError(409, "exists", f"agent {agent_id!r} exists already; use its API key")
-        self.add(
-            M.AgentCreate(id=agent_id, name=body.name, labels=body.labels),
-            enrolled=True,
-            attributes=body.attributes,
-        )
-        key = self.create_key(agent_id)
-        return M.EnrollResult(agent_id=agent_id, key_id=key.key_id, api_key=key.api_key)
 
-    def _rate_limit(self) -> None:
-        rate = self.cp.settings.enroll_rate
-        now = time.monotonic()
-        self._enroll_tokens = min(rate, self._enroll_tokens + (now - self._enroll_at) * rate)
-        self._enroll_at = now
-        if self._enroll_tokens < 1:
-            raise ApiError(
-                429, "rate_limited", "too many enrollments; retry in a second", [{"retry_after": 1}]
-            )
-        self._enroll_tokens -= 1
-
-
-def _labels(labels: list[str]) -> list[str]:
+def clean_labels(labels: list[str]) -> list[str]:
     out: list[str] = []
     for label in labels:
         label = label.strip()

@@ -9,6 +9,7 @@ changes for that agent or the hold expires, so a deploy reaches the agent in mil
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -26,8 +27,14 @@ class CheckinService:
         self.cp = cp
 
     async def checkin(
-        self, key_agent: str, body: M.CheckinRequest, closed: asyncio.Future[None] | None = None
+        self,
+        key_agent: str,
+        body: M.CheckinRequest,
+        closed: asyncio.Future[None] | None = None,
+        recheck: Callable[[], object] | None = None,
     ) -> M.CheckinResponse:
+        """``recheck`` authenticates the request's key again: called when a held check-in is
+        woken, so that revoking the key or removing the agent answers it 401 at once."""
         if body.agent_id != key_agent:
             raise AuthError(
                 403,
@@ -70,6 +77,8 @@ class CheckinService:
             and body.desired_hash == dhash
             and await live.wait(agent_id, hold, closed)
         ):
+            if recheck is not None:
+                recheck()  # AuthError: the key was revoked or the agent removed meanwhile
             desired, dhash = self.cp.deployments.desired(agent_id)
             commands = self.cp.commands.pending(agent_id)
         return M.CheckinResponse(
