@@ -55,6 +55,26 @@ def register(sub: Any) -> None:
         type=float,
         help="seconds a client may take to send a request's headers (slow clients are cut off)",
     )
+    option(p, "--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    option(p, "--tls-key", help="the private key of --tls-cert (PEM), if not in the same file")
+    option(
+        p,
+        "--tls-self-signed",
+        flag_action=True,
+        help="serve HTTPS with a private CA and certificate made once in the data dir "
+        "(the CA's fingerprint is printed, for the agents' --ca-fingerprint)",
+    )
+    option(
+        p,
+        "--tls-names",
+        help="names and addresses the --tls-self-signed certificate is for, comma-separated "
+        "(default: localhost,127.0.0.1 and --host)",
+    )
+    option(
+        p,
+        "--tls-client-ca",
+        help="mutual TLS: require a client certificate issued by the CA in this PEM file",
+    )
     p.set_defaults(func=cmd_server)
 
 
@@ -65,6 +85,11 @@ def cmd_server(args: argparse.Namespace) -> int:
     from pipenb.server.settings import ServerSettings
 
     data_dir = args.data_dir or default_data_dir()
+    try:
+        tls_cert, tls_key, notes = _tls(args, data_dir)
+    except ValueError as exc:
+        print(f"pipenb server: {exc}", file=sys.stderr)
+        return 2
     settings = ServerSettings(
         db_url=args.db_url or default_db_url(data_dir),
         token=args.token or new_token(),
@@ -73,9 +98,12 @@ def cmd_server(args: argparse.Namespace) -> int:
         long_poll=args.long_poll,
         retention=args.retention,
         header_timeout=max(1.0, args.header_timeout),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=args.tls_client_ca or None,
     )
     try:
-        asyncio.run(serve(settings, args.host, args.port, show_token=not args.token))
+        asyncio.run(serve(settings, args.host, args.port, show_token=not args.token, notes=notes))
     except OSError as exc:
         print(
             f"pipenb server: cannot listen on {args.host}:{args.port}: {exc.strerror}",
@@ -83,3 +111,61 @@ def cmd_server(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _tls(args: argparse.Namespace, data_dir: str) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """The certificate and key files to serve HTTPS with (None: plain HTTP), and banner lines.
+
+    ValueError, worded for the command line, when the options do not fit together or a file
+    cannot be used.
+    """
+    import ssl
+
+    if args.tls_self_signed and (args.tls_cert or args.tls_key):
+        raise ValueError("give --tls-cert/--tls-key or --tls-self-signed, not both")
+    if args.tls_key and not args.tls_cert:
+        raise ValueError("--tls-key needs --tls-cert")
+    if args.tls_client_ca and not (args.tls_cert or args.tls_self_signed):
+        raise ValueError("--tls-client-ca needs HTTPS: --tls-cert or --tls-self-signed")
+    if args.tls_names and not args.tls_self_signed:
+        raise ValueError("--tls-names is for --tls-self-signed")
+    notes: tuple[str, ...] = ()
+    cert, key = args.tls_cert or None, args.tls_key or None
+    if args.tls_self_signed:
+        from pipenb.server.certs import ensure_self_signed, parse_names
+
+        names = parse_names(args.tls_names, args.host)
+        made = ensure_self_signed(data_dir, names)
+        cert, key = str(made.cert_file), str(made.key_file)
+        notes = (
+            f"TLS: certificate for {','.join(names)}"
+            + (" (new)" if made.issued else "")
+            + f", signed by the private CA {made.ca_file}",
+            f"CA fingerprint (SHA-256): {made.fingerprint}",
+            f"agents: --ca-fingerprint {made.fingerprint}",
+        )
+    if cert is None:
+        return None, None, notes
+    from pipenb.server.listen import server_context
+
+    for flag, path in (
+        ("--tls-cert", cert),
+        ("--tls-key", key),
+        ("--tls-client-ca", args.tls_client_ca),
+    ):
+        if path:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"{flag} {path}: {exc.strerror}") from None
+    try:
+        server_context(cert, key, args.tls_client_ca or None)
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"cannot use --tls-cert {cert}"
+            + (f" / --tls-key {key}" if key else "")
+            + (f" / --tls-client-ca {args.tls_client_ca}" if args.tls_client_ca else "")
+            + f": {exc.reason or exc}"
+        ) from None
+    return cert, key, notes

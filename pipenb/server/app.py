@@ -19,6 +19,7 @@ PREFIX = "/pipenb/api/v1"
 ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/health", meta.HealthHandler),
     ("/openapi.json", meta.OpenApiHandler),
+    ("/ca.pem", meta.CaHandler),
     ("/pipes", r.PipesHandler),
     ("/pipes/{name}", r.PipeHandler),
     ("/pipes/{name}/versions", r.PipeVersionsHandler),

@@ -18,6 +18,11 @@ class ServerSettings:
     max_body: int = 16 * 1024 * 1024  # bytes; larger requests get 413
     enroll_rate: float = 10.0  # enrollments per second allowed (burst the same)
     header_timeout: float = 60.0  # seconds a client may take to send a request's headers
+    # HTTPS (pipenb server only; inside Jupyter, Jupyter's --certfile/--keyfile): the
+    # certificate chain and key files, and the CA that client certificates must come from
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
 
     @property
     def offline_seconds(self) -> float:
