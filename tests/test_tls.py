@@ -463,6 +463,7 @@ def test_https_to_a_plain_server_and_http_to_a_tls_server_fail_within_2s(
         assert words in info.value.message and time.monotonic() - t0 < BOUND
     # the servers are unharmed
     assert plain.request("GET", "/health").ok and srv.request("GET", "/health").ok
+    assert plain.request("GET", "/ca.pem", token=None).status_code == 404  # HTTPS only
 
 
 # ------------------------------------------------------------------------------ on the wire
@@ -589,3 +590,33 @@ def test_requests_cannot_skip_the_check(srv: ServerProcess) -> None:
     """The server's certificate is not trusted by default (no system CA signed it)."""
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(srv.api + "/health", timeout=5)
+
+
+def test_every_tls_option_is_also_a_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipenb.cli import build_parser
+
+    env = {
+        "PIPENB_CA_FILE": "ca.pem",
+        "PIPENB_CA_FINGERPRINT": "AB" * 32,
+        "PIPENB_CERT": "c.pem",
+        "PIPENB_KEY": "k.pem",
+        "PIPENB_INSECURE_HTTP": "1",
+        "PIPENB_TLS_CERT": "s.pem",
+        "PIPENB_TLS_KEY": "s.key",
+        "PIPENB_TLS_SELF_SIGNED": "yes",
+        "PIPENB_TLS_NAMES": "a,b",
+        "PIPENB_TLS_CLIENT_CA": "clients.pem",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    agent = build_parser().parse_args(["agent"])
+    assert (agent.ca_file, agent.ca_fingerprint, agent.cert, agent.key, agent.insecure_http) == (
+        "ca.pem", "AB" * 32, "c.pem", "k.pem", True
+    )  # fmt: skip
+    server = build_parser().parse_args(["server"])
+    assert (server.tls_cert, server.tls_key, server.tls_self_signed) == ("s.pem", "s.key", True)
+    assert (server.tls_names, server.tls_client_ca) == ("a,b", "clients.pem")
+    remote = build_parser().parse_args(["agents", "list"])
+    assert (remote.ca_file, remote.ca_fingerprint, remote.cert, remote.key) == (
+        "ca.pem", "AB" * 32, "c.pem", "k.pem"
+    )  # fmt: skip

@@ -38,13 +38,9 @@ class CaHandler(ApiHandler):
 
     @api("The certificates of the server's TLS chain (PEM), for CA pinning", auth="none")
     def get(self) -> None:
-        from pipenb.errors import ApiError
         from pipenb.tls import pem_certificates
 
-        path = self.cp.settings.tls_cert
-        if not path:
-            raise ApiError(404, "no_tls", "this server does not serve HTTPS (--tls-cert)")
-        with open(path) as fh:
+        with open(self.cp.settings.tls_cert) as fh:
             blocks = pem_certificates(fh.read())
         self.set_header("Content-Type", "application/x-pem-file")
         self.finish("\n".join(blocks) + "\n")
