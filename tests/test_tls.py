@@ -75,6 +75,7 @@ def seconds_to_message(agent: AgentProcess, text: str, timeout: float = 30.0) ->
         f"the log line {text!r}",
         agent.log_text,
     )
+    print(f"tls: {text!r} {end - start:.3f}s after the agent's first log line")  # for -s runs
     return end - start
 
 
@@ -620,3 +621,22 @@ def test_every_tls_option_is_also_a_variable(monkeypatch: pytest.MonkeyPatch) ->
     assert (remote.ca_file, remote.ca_fingerprint, remote.cert, remote.key) == (
         "ca.pem", "AB" * 32, "c.pem", "k.pem"
     )  # fmt: skip
+
+
+def test_pipe_connect_magic_takes_the_ca_options(
+    srv: ServerProcess, ca: Path, pin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.setenv("PIPENB_DATA_DIR", str(tmp_path))  # where a pinned CA is kept
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "pipenb")
+    with pytest.raises(UsageError, match="TLS: unknown CA"):
+        sh.run_line_magic("pipe", f"connect {srv.url} --token {srv.token}")
+    info = sh.run_line_magic("pipe", f"connect {srv.url} --token {srv.token} --ca-file {ca}")
+    assert srv.url in repr(info)
+    info = sh.run_line_magic(
+        "pipe", f"connect {srv.url} --token {srv.token} --ca-fingerprint {pin}"
+    )
+    assert srv.url in repr(info)
