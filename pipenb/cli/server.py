@@ -86,7 +86,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     data_dir = args.data_dir or default_data_dir()
     try:
-        tls_cert, tls_key, notes = _tls(args, data_dir)
+        tls_cert, tls_key, notes, url_host = _tls(args, data_dir)
     except ValueError as exc:
         print(f"pipenb server: {exc}", file=sys.stderr)
         return 2
@@ -103,7 +103,16 @@ def cmd_server(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca or None,
     )
     try:
-        asyncio.run(serve(settings, args.host, args.port, show_token=not args.token, notes=notes))
+        asyncio.run(
+            serve(
+                settings,
+                args.host,
+                args.port,
+                show_token=not args.token,
+                notes=notes,
+                url_host=url_host,
+            )
+        )
     except OSError as exc:
         print(
             f"pipenb server: cannot listen on {args.host}:{args.port}: {exc.strerror}",
@@ -113,8 +122,12 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tls(args: argparse.Namespace, data_dir: str) -> tuple[str | None, str | None, tuple[str, ...]]:
-    """The certificate and key files to serve HTTPS with (None: plain HTTP), and banner lines.
+def _tls(
+    args: argparse.Namespace, data_dir: str
+) -> tuple[str | None, str | None, tuple[str, ...], str | None]:
+    """The certificate and key files to serve HTTPS with (None: plain HTTP), banner lines, and
+    the host name for PIPENB_URL (a name of the self-signed certificate when ``--host`` is a
+    wildcard address, which no certificate is for).
 
     ValueError, worded for the command line, when the options do not fit together or a file
     cannot be used.
@@ -130,6 +143,7 @@ def _tls(args: argparse.Namespace, data_dir: str) -> tuple[str | None, str | Non
     if args.tls_names and not args.tls_self_signed:
         raise ValueError("--tls-names is for --tls-self-signed")
     notes: tuple[str, ...] = ()
+    url_host = None
     cert, key = args.tls_cert or None, args.tls_key or None
     if args.tls_self_signed:
         from pipenb.server.certs import ensure_self_signed, parse_names
@@ -141,11 +155,14 @@ def _tls(args: argparse.Namespace, data_dir: str) -> tuple[str | None, str | Non
             f"TLS: certificate for {','.join(names)}"
             + (" (new)" if made.issued else "")
             + f", signed by the private CA {made.ca_file}",
+            f"PIPENB_CA_FILE={made.ca_file}",
             f"CA fingerprint (SHA-256): {made.fingerprint}",
             f"agents: --ca-fingerprint {made.fingerprint}",
         )
+        if args.host in ("0.0.0.0", "::", ""):
+            url_host = names[0]
     if cert is None:
-        return None, None, notes
+        return None, None, notes, None
     from pipenb.server.listen import server_context
 
     for flag, path in (
@@ -168,4 +185,4 @@ def _tls(args: argparse.Namespace, data_dir: str) -> tuple[str | None, str | Non
             + (f" / --tls-client-ca {args.tls_client_ca}" if args.tls_client_ca else "")
             + f": {exc.reason or exc}"
         ) from None
-    return cert, key, notes
+    return cert, key, notes, url_host

@@ -24,10 +24,12 @@ async def serve(
     *,
     show_token: bool = True,
     notes: tuple[str, ...] = (),
+    url_host: str | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM. ``show_token``: print the user token (one the server made up);
     a token the user gave is never echoed, since a server's output often ends up in logs.
-    ``notes``: more lines for the banner (the CA's fingerprint)."""
+    ``notes``: more lines for the banner (the CA's fingerprint); ``url_host``: the name to
+    print in PIPENB_URL (one the certificate is for) instead of ``host``."""
     ssl_options = None
     if settings.tls_cert:
         ssl_options = server_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
@@ -49,7 +51,7 @@ async def serve(
     server.add_sockets(sockets)
     bound = sockets[0].getsockname()[1]
     cp.start()
-    url = f"{'https' if ssl_options else 'http'}://{host}:{bound}"
+    url = f"{'https' if ssl_options else 'http'}://{url_host or host}:{bound}"
     sys.stdout.write(f"pipenb server listening on {url}{PREFIX}\n")
     sys.stdout.write(f"  PIPENB_URL={url}\n")
     if settings.token and show_token:
