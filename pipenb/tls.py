@@ -61,6 +61,7 @@ class TlsOptions:
                 raise TlsError(f"{flag} {path}: no such file")
         if self.ca_fingerprint:
             normal_fingerprint(self.ca_fingerprint)
+        client_context(self)  # the files load (a wrong one is found now, not at first contact)
 
 
 # ---------------------------------------------------------------------------- fingerprints
@@ -106,9 +107,13 @@ def client_context(
     options: TlsOptions, cadata: str | None = None, *, verify: bool = True
 ) -> ssl.SSLContext:
     """The context for ``https://``: the system's CAs, or only ``--ca-file``/``cadata``."""
-    ctx = ssl.create_default_context(
-        cafile=options.ca_file if verify else None, cadata=cadata if verify else None
-    )
+    try:
+        ctx = ssl.create_default_context(
+            cafile=options.ca_file if verify else None, cadata=cadata if verify else None
+        )
+    except (ssl.SSLError, OSError) as exc:
+        what = f"--ca-file {options.ca_file}" if options.ca_file and verify else "the pinned CA"
+        raise TlsError(f"{what}: not a usable PEM certificate ({exc})") from None
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import stat
 import subprocess
@@ -30,7 +31,7 @@ from pipenb.agent import Agent, AgentSettings
 from pipenb.agent.http import ServerError, post
 from pipenb.agent.store import AgentStore
 from pipenb.client import Client
-from pipenb.errors import ApiError
+from pipenb.errors import ApiError, UsageError
 from pipenb.server.certs import ensure_self_signed
 from pipenb.tls import TlsError, TlsOptions, client_context, fetch_pinned_ca, fingerprint
 
@@ -591,6 +592,38 @@ def test_requests_cannot_skip_the_check(srv: ServerProcess) -> None:
     """The server's certificate is not trusted by default (no system CA signed it)."""
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(srv.api + "/health", timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--ca-file", "{bad}"), "not a usable PEM certificate"),
+        (("--ca-file", "{missing}"), "no such file"),
+        (("--cert", "{bad}"), "cannot load the client certificate"),
+        (("--key", "{bad}"), "--key needs --cert"),
+        (("--ca-fingerprint", "12:34"), "is not a SHA-256 fingerprint"),
+        (("--ca-file", "{bad}", "--ca-fingerprint", "AB" * 32), "not both"),
+    ],
+)
+def test_wrong_tls_options_are_refused_at_start(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    argv = [a.format(bad=bad, missing=tmp_path / "missing.pem") for a in args]
+    res = run_cli(
+        "agent", "--server", "https://127.0.0.1:1", "--enroll-key", "k",
+        "--data-dir", tmp_path / "a", *argv,
+    )  # fmt: skip
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    with pytest.raises(UsageError, match=re.escape(message)):
+        Client("https://127.0.0.1:1", "t", **_client_kwargs(argv))
+
+
+def _client_kwargs(argv: list[str]) -> dict[str, str]:
+    names = {"--ca-file": "ca_file", "--ca-fingerprint": "ca_fingerprint", "--cert": "cert"}
+    names["--key"] = "key"
+    return {names[argv[i]]: argv[i + 1] for i in range(0, len(argv), 2)}
 
 
 def test_every_tls_option_is_also_a_variable(monkeypatch: pytest.MonkeyPatch) -> None:
