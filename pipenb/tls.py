@@ -61,7 +61,8 @@ class TlsOptions:
                 raise TlsError(f"{flag} {path}: no such file")
         if self.ca_fingerprint:
             normal_fingerprint(self.ca_fingerprint)
-        client_context(self)  # the files load (a wrong one is found now, not at first contact)
+        if self.ca_file or self.cert:
+            client_context(self)  # the files load: a wrong one is found now, not at first contact
 
 
 # ---------------------------------------------------------------------------- fingerprints
