@@ -14,7 +14,7 @@ from pipenb.cli.options import option
 
 def register(sub: Any) -> None:
     p = sub.add_parser("agent", help="run an agent: check in with a server and run its pipes")
-    option(p, "--server", help="the server's URL, e.g. http://10.0.0.5:8765")
+    option(p, "--server", help="the server's URL, e.g. https://10.0.0.5:8765")
     option(
         p,
         "--id",

@@ -23,7 +23,8 @@ def register(sub: Any) -> None:
     option(
         p,
         "--data-dir",
-        help="where the default SQLite file lives (default: $PIPENB_DATA_DIR or ~/.local/state/pipenb)",
+        help="where the default SQLite file and the --tls-self-signed files live "
+        "(default: $PIPENB_DATA_DIR or ~/.local/state/pipenb)",
     )
     option(
         p,
