@@ -673,3 +673,62 @@ def test_pipe_connect_magic_takes_the_ca_options(
         "pipe", f"connect {srv.url} --token {srv.token} --ca-fingerprint {pin}"
     )
     assert srv.url in repr(info)
+
+
+# ------------------------------------------------------------------------------ Jupyter
+
+
+def test_inside_jupyter_https_is_jupyters_own_and_agents_use_ca_file(
+    tmp_path: Path, agents: list[AgentProcess]
+) -> None:
+    """What docs/jupyter.md says: Jupyter's --ServerApp.certfile/keyfile, the agent's --ca-file."""
+    import socket
+
+    made = ensure_self_signed(tmp_path / "certs", ["127.0.0.1"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
+    env.update(
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTER_DATA_DIR=str(tmp_path / "data"),
+    )
+    log = tmp_path / "jupyter.log"
+    with open(log, "wb") as out:
+        lab = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+             "--IdentityProvider.token=jt", "--no-browser", "--allow-root", f"--ServerApp.root_dir={tmp_path}",
+             f"--ServerApp.certfile={made.cert_file}", f"--ServerApp.keyfile={made.key_file}",
+             f"--PipenbExtension.enroll_key={ENROLL}",
+             f"--PipenbExtension.db_url=sqlite:///{tmp_path / 'pipenb.db'}"],
+            stdout=out, stderr=out, env=env, start_new_session=True,
+        )  # fmt: skip
+    url = f"https://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            assert lab.poll() is None, log.read_text()
+            try:
+                return requests.get(
+                    url + "/pipenb/api/v1/health", verify=str(made.ca_file), timeout=2
+                ).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_until(up, 90, "Jupyter over HTTPS", log.read_text, interval=0.2)
+        a = start_agent(url, tmp_path / "agent", "--ca-file", str(made.ca_file))
+        agents.append(a)
+        a.wait_enrolled(60)
+        wait_until(lambda: log_lines(a, "checked in with"), 30, "a check-in", a.log_text)
+        b = start_agent(url, tmp_path / "no-ca")  # the system's CAs do not know this one
+        agents.append(b)
+        wait_until(lambda: log_lines(b, "TLS: unknown CA"), 30, "refusal", b.log_text)
+    finally:
+        lab.terminate()
+        try:
+            lab.wait(30)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+            lab.wait()
