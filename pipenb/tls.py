@@ -178,15 +178,16 @@ def fetch_pinned_ca(url: str, options: TlsOptions, timeout: float = HANDSHAKE_TI
     return found
 
 
-def save_private(path: str, text: str) -> None:
-    """Write a file readable by its owner only, atomically (temporary file, then rename)."""
+def save_private(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Write a file readable by its owner only, atomically (temporary file, then rename), in a
+    directory made 0700 if it is new."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ca.", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
     try:
         os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

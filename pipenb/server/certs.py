@@ -10,11 +10,9 @@ certificate never touches them.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from pipenb.tls import normal_fingerprint, save_private
 
 CA_DAYS = 3650
 SERVER_DAYS = 397  # what browsers accept at most; the server re-issues it by itself
@@ -65,19 +65,6 @@ def _san(names: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -87,8 +74,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def fingerprint(cert: x509.Certificate) -> str:
-    raw = cert.fingerprint(hashes.SHA256()).hex().upper()
-    return ":".join(raw[i : i + 2] for i in range(0, len(raw), 2))
+    """SHA-256, spelled as ``pipenb.tls`` spells it (``AB:CD:...``)."""
+    return normal_fingerprint(cert.fingerprint(hashes.SHA256()).hex())
 
 
 def make_ca(
@@ -192,8 +179,8 @@ def ensure_self_signed(data_dir: str | os.PathLike[str], names: list[str]) -> Se
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     else:
         ca, ca_key = make_ca()
-        _write_private(ca_key_file, _key_pem(ca_key))
-        _write_private(ca_file, ca.public_bytes(serialization.Encoding.PEM))
+        save_private(ca_key_file, _key_pem(ca_key))
+        save_private(ca_file, ca.public_bytes(serialization.Encoding.PEM))
     current = None
     if cert_file.exists() and key_file.exists():
         current = x509.load_pem_x509_certificates(cert_file.read_bytes())[0]
@@ -205,9 +192,9 @@ def ensure_self_signed(data_dir: str | os.PathLike[str], names: list[str]) -> Se
     )
     if not fresh:
         cert, key = issue(ca, ca_key, names)
-        _write_private(key_file, _key_pem(key))
+        save_private(key_file, _key_pem(key))
         chain = cert.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(
             serialization.Encoding.PEM
         )
-        _write_private(cert_file, chain)
+        save_private(cert_file, chain)
     return SelfSigned(d, ca_file, cert_file, key_file, fingerprint(ca), not fresh)
