@@ -468,6 +468,28 @@ def test_https_to_a_plain_server_and_http_to_a_tls_server_fail_within_2s(
     assert plain.request("GET", "/ca.pem", token=None).status_code == 404  # HTTPS only
 
 
+def test_the_server_answers_the_wrong_protocol_at_once_and_closes(
+    srv: ServerProcess, plain: ServerProcess
+) -> None:
+    """Raw bytes: a plain request on the HTTPS port, a TLS record on the plain one. Each gets
+    its answer and the end of the connection at once, not after a timeout."""
+    import socket
+
+    cases = [
+        (srv.port, b"GET /pipenb/api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n", b"https_required"),
+        (plain.port, b"\x16\x03\x01\x00\x05hello", b"speaks plain HTTP, not HTTPS"),
+    ]
+    for port, hello, answer in cases:
+        t0 = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(hello)
+            got = b""
+            while chunk := sock.recv(65536):  # until the server closes
+                got += chunk
+        assert time.monotonic() - t0 < BOUND
+        assert got.startswith(b"HTTP/1.1 400") and answer in got, got
+
+
 # ------------------------------------------------------------------------------ on the wire
 
 
