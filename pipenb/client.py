@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,17 @@ from urllib.parse import quote
 
 from pipenb.errors import ApiError, AuthError, UsageError
 from pipenb.extras import message as _extra_message
+from pipenb.tls import (
+    HTTPS_REQUIRED,
+    TlsError,
+    TlsOptions,
+    describe,
+    fetch_pinned_ca,
+    https_required_message,
+    kept_ca,
+    normal_fingerprint,
+    save_private,
+)
 
 try:
     import requests
@@ -73,16 +85,42 @@ def _reason(exc: Exception) -> str:
     return type(exc).__name__
 
 
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ``ssl`` error inside the layers requests and urllib3 wrap around it."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLError):
+            return e
+        todo += [*e.args, getattr(e, "reason", None), e.__cause__, e.__context__]
+    return None
+
+
 class Client:
     """A connection to one pipenb server, authenticated with a user token.
 
     ``url`` is the server's address (``PIPENB_URL``), with or without the ``/pipenb/api/v1``
     suffix and with Jupyter's base URL if the server is mounted in Jupyter; ``token`` is the user
-    token (``PIPENB_TOKEN``).
+    token (``PIPENB_TOKEN``). For ``https://``: ``ca_file`` (``PIPENB_CA_FILE``) or
+    ``ca_fingerprint`` (``PIPENB_CA_FINGERPRINT``, see ``pipenb.tls``) says whom to trust
+    (default: the system's CAs), ``cert``/``key`` (``PIPENB_CERT``/``PIPENB_KEY``) are a client
+    certificate for a server that requires mutual TLS.
     """
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, timeout: float = 30
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30,
+        *,
+        ca_file: str | None = None,
+        ca_fingerprint: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
     ) -> None:
         url = url or os.environ.get("PIPENB_URL")
         if not url:
@@ -100,6 +138,22 @@ class Client:
         self.token = token if token is not None else os.environ.get("PIPENB_TOKEN") or None
         self.timeout = timeout
         self.session = requests.Session()
+        env = os.environ.get
+        self.tls = TlsOptions(
+            ca_file or env("PIPENB_CA_FILE") or None,
+            ca_fingerprint or env("PIPENB_CA_FINGERPRINT") or None,
+            cert or env("PIPENB_CERT") or None,
+            key or env("PIPENB_KEY") or None,
+        )
+        try:
+            self.tls.check()
+        except TlsError as exc:
+            raise UsageError(str(exc)) from None
+        # passed with every request: requests lets $REQUESTS_CA_BUNDLE override session.verify
+        self._verify: str | bool = self.tls.ca_file or True
+        if self.tls.cert:
+            self.session.cert = (self.tls.cert, self.tls.key) if self.tls.key else self.tls.cert
+        self._pinned = not (self.tls.ca_fingerprint and self.url.startswith("https://"))
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -135,6 +189,8 @@ class Client:
             headers["Authorization"] = f"Bearer {credential}"
         if params:
             params = {k: v for k, v in params.items() if v is not None}
+        if not self._pinned:
+            self._pin()
         try:
             resp = self.session.request(
                 method,
@@ -143,6 +199,7 @@ class Client:
                 params=params or None,
                 headers=headers,
                 timeout=timeout or self.timeout,
+                verify=self._verify,
             )
         except requests.Timeout as exc:
             raise ApiError(
@@ -150,6 +207,13 @@ class Client:
                 "timeout",
                 f"the server at {self.url} did not answer within {timeout or self.timeout:g} s "
                 f"({_reason(exc)})",
+            ) from None
+        except requests.exceptions.SSLError as exc:
+            cause = _ssl_cause(exc)
+            raise ApiError(
+                0,
+                "tls",
+                describe(cause, self.url, bool(self.tls.cert)) if cause else f"TLS: {_reason(exc)}",
             ) from None
         except requests.ConnectionError as exc:
             raise ApiError(
@@ -169,6 +233,21 @@ class Client:
                 f"is {self.url} a pipenb server?",
             ) from None
 
+    def _pin(self) -> None:
+        """``ca_fingerprint``: trust the server's CA of that fingerprint (``pipenb.tls``), kept
+        in the data dir (``ca/<fingerprint>.pem``) so it is fetched once."""
+        from pipenb.engine.checkpoints import default_data_dir
+
+        pin = normal_fingerprint(self.tls.ca_fingerprint or "")
+        path = os.path.join(default_data_dir(), "ca", pin.replace(":", "").lower() + ".pem")
+        if kept_ca(path, pin) is None:
+            try:
+                save_private(path, fetch_pinned_ca(self.url, self.tls, min(self.timeout, 10)))
+            except TlsError as exc:
+                raise ApiError(0, "tls", str(exc)) from None
+        self._verify = path
+        self._pinned = True
+
     def _error(self, resp: requests.Response) -> ApiError:
         code, message, details = "http_error", f"HTTP {resp.status_code} {resp.reason}", []
         try:
@@ -179,6 +258,8 @@ class Client:
         except (ValueError, KeyError, TypeError, AttributeError):
             if resp.status_code == 404:
                 message = f"{resp.url} was not found; is {self.url} a pipenb server?"
+        if code == HTTPS_REQUIRED:
+            message = https_required_message(self.url)
         cls = AuthError if resp.status_code in (401, 403) else ApiError
         return cls(resp.status_code, code, message, details)
 

@@ -27,7 +27,8 @@ USAGE = """\
     validate the cell's pipe and preview it (on a variable, a file, or the pipe's own input);
     the PreviewResult goes to NAME (default _pipe) and the pipe is kept for save/deploy/test
 
-%pipe connect URL [--token T]        connect to a server (default: PIPENB_URL/PIPENB_TOKEN)
+%pipe connect URL [--token T]        connect to a server (default: PIPENB_URL/PIPENB_TOKEN);
+    [--ca-file F | --ca-fingerprint FP] [--cert F --key F]   https:// trust and mutual TLS
 %pipe save [NAME] [--message M]      push the last (or named) pipe's YAML
 %pipe deploy [NAME] [--labels a,b] [--agents a,b] [--instances N|all] [--failover]
              [--param k=v]...        push, then deploy
@@ -290,8 +291,19 @@ class PipeMagics(Magics):
         p = _parser("%pipe connect")
         p.add_argument("url", nargs="?")
         p.add_argument("--token")
+        p.add_argument("--ca-file")
+        p.add_argument("--ca-fingerprint")
+        p.add_argument("--cert")
+        p.add_argument("--key")
         args = p.parse_args(argv)
-        client = Client(args.url, args.token)
+        client = Client(
+            args.url,
+            args.token,
+            ca_file=args.ca_file,
+            ca_fingerprint=args.ca_fingerprint,
+            cert=args.cert,
+            key=args.key,
+        )
         health = client.health()
         # Check the token too, so a wrong one shows now and not at the first deploy.
         client.agents()

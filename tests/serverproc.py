@@ -31,6 +31,8 @@ class ServerProcess:
         poll_interval: float = 1.0,
         long_poll: float = 30.0,
         extra: tuple[str, ...] = (),
+        verify: str | Path | bool = True,
+        cert: str | tuple[str, str] | None = None,
     ):
         self.data_dir = Path(data_dir)
         self.token = token
@@ -39,6 +41,9 @@ class ServerProcess:
         self.poll_interval = poll_interval
         self.long_poll = long_poll
         self.extra = extra
+        self.verify = str(verify) if isinstance(verify, Path) else verify  # https: whom to trust
+        self.cert = cert  # https with --tls-client-ca: the client certificate and key
+        self.banner = ""  # what the server printed when it started
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.log = self.data_dir / "server.log"
@@ -71,18 +76,34 @@ class ServerProcess:
         line = (
             self.proc.stdout.readline()
         )  # "pipenb server listening on http://...": blocks until up
-        m = re.search(r"(http://[\d.]+:\d+)", line)
+        m = re.search(r"(https?://[\d.]+:\d+)", line)
         if not m:
             self.stop()
             raise RuntimeError(f"server did not start: {line!r}\n{self.log.read_text()}")
         self.url = m.group(1)
+        self.banner = line
         while time.monotonic() < deadline:
             try:
-                if requests.get(self.api + "/health", timeout=2).ok:
+                ok = requests.get(
+                    self.api + "/health", timeout=2, verify=self.verify, cert=self.cert
+                ).ok
+                if ok:
                     return self
             except requests.ConnectionError:
                 time.sleep(0.05)  # poll
         raise RuntimeError("server did not answer /health in time")
+
+    def banner_line(self, text: str) -> str:
+        """The next line of the server's start-up banner that contains ``text`` (it reads the
+        banner up to there; the banner is printed at once, so this does not wait long)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"no {text!r} in the server's banner:\n{self.banner}")
+            self.banner += line
+            if text in line:
+                return line.strip()
 
     @property
     def port(self) -> int:
@@ -96,6 +117,8 @@ class ServerProcess:
             headers["Authorization"] = f"Bearer {self.token}"
         elif isinstance(token, str):
             headers["Authorization"] = f"Bearer {token}"
+        kw.setdefault("verify", self.verify)
+        kw.setdefault("cert", self.cert)
         return requests.request(
             method, self.api + path, headers=headers, timeout=kw.pop("timeout", 30), **kw
         )

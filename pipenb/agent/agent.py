@@ -23,7 +23,9 @@ from typing import Any
 from pipenb.agent.http import ServerError, post
 from pipenb.agent.settings import CAPABILITIES, AgentSettings
 from pipenb.agent.store import AgentStore
+from pipenb.agent.trust import Trust
 from pipenb.agent.workers import WorkerHandle
+from pipenb.tls import plain_http_problem
 
 log = logging.getLogger("pipenb.agent")
 
@@ -52,6 +54,8 @@ class Agent:
         self.retired: dict[str, dict[str, Any]] = {}  # final reports of removed workers
         self._tasks: set[asyncio.Task] = set()  # reconciles and restarts under way
         self.refused: ServerError | None = None  # why the server turned this agent away
+        self.trust = Trust(settings.server, settings.data_dir, settings.tls_options())
+        self._link_problem: str | None = None  # the TLS problem last logged (logged once)
 
     # ------------------------------------------------------------------ identity
     def attributes(self) -> dict[str, Any]:
@@ -86,11 +90,12 @@ class Agent:
                 # the server assigns the id and the labels (the token's): the agent says only
                 # what it would like to be called and what it is
                 body = {"enroll_key": s.enroll_key, "name": s.name, "attributes": self.attributes()}
-                got = await asyncio.to_thread(post, s.server, "/agent/enroll", body, None, 30)
+                got = await asyncio.to_thread(self._post, "/agent/enroll", body, None, 30)
             except ServerError as exc:
                 if exc.status in (400, 401, 403, 409):
                     raise SystemExit(f"pipenb agent: enrollment refused: {exc}") from None
-                log.warning("enrollment failed (%s); retrying in %.1fs", exc, delay)
+                if not self._link_failed(exc, "retrying with backoff"):
+                    log.warning("enrollment failed (%s); retrying in %.1fs", exc, delay)
                 await self._sleep(exc.retry_after or delay)
                 delay = min(delay * 2, self.settings.max_backoff)
                 continue
@@ -108,7 +113,34 @@ class Agent:
     def news(self) -> None:
         self._news.set()
 
+    def _post(self, path: str, body: dict[str, Any], key: str | None, timeout: float) -> Any:
+        """One request to the server (blocking: run it in a thread)."""
+        context = self.trust.context()
+        return post(
+            self.settings.server, path, body, key, timeout, context, bool(self.settings.cert)
+        )
+
+    def _link_failed(self, exc: ServerError, then: str) -> bool:
+        """Log a TLS problem once, as one line (not at every retry); True if it was one."""
+        if not exc.tls:
+            return False
+        if str(exc) != self._link_problem:
+            log.error("%s; %s", exc, then)
+            self._link_problem = str(exc)
+        return True
+
+    def check_link(self) -> None:
+        """Refuse plain HTTP to another host unless allowed, and then warn at every start."""
+        problem = plain_http_problem(self.settings.server)
+        if problem is None:
+            return
+        if not self.settings.insecure_http:
+            raise SystemExit(f"pipenb agent: refusing {problem}")
+        log.warning("--insecure-http: %s", problem.split(". Use https://")[0])
+
     async def run(self) -> None:
+        log.info("agent starting; server %s", self.settings.server)
+        self.check_link()
         await self.identify()
         if self._stop.is_set():
             return
@@ -223,9 +255,7 @@ class Agent:
             self.seq += 1
             body = self._report(wait)
             call = asyncio.create_task(
-                asyncio.to_thread(
-                    post, self.settings.server, "/agent/checkin", body, self.api_key, wait + 20
-                )
+                asyncio.to_thread(self._post, "/agent/checkin", body, self.api_key, wait + 20)
             )
             woken = asyncio.create_task(self._news.wait())
             done, _ = await asyncio.wait({call, woken}, return_when=asyncio.FIRST_COMPLETED)
@@ -241,7 +271,8 @@ class Agent:
                 refusals = refusals + 1 if exc.status == 401 else 0
                 if self._turned_away(exc, refusals):
                     return
-                if self.connected:
+                tls = self._link_failed(exc, "retrying with backoff, pipes keep running")
+                if self.connected and not tls:
                     log.warning("server unreachable or refusing (%s); pipes keep running", exc)
                 self.connected = False
                 self.full = True  # what we sent may be lost: resync once back
@@ -254,6 +285,7 @@ class Agent:
             if not self.connected:
                 log.info("checked in with %s as %s", self.settings.server, self.agent_id)
             self.connected = True
+            self._link_problem = None
             delay = 0.5
             self._sent(body)
             self.full = bool(resp.get("full_report"))
@@ -377,9 +409,7 @@ class Agent:
         body = self._report(0)
         body["leaving"] = True
         with contextlib.suppress(ServerError):
-            await asyncio.to_thread(
-                post, self.settings.server, "/agent/checkin", body, self.api_key, 5
-            )
+            await asyncio.to_thread(self._post, "/agent/checkin", body, self.api_key, 5)
 
 
 def _logline(level: str, dep_id: str | None, message: str) -> dict[str, Any]:

@@ -1,45 +1,76 @@
-"""JSON over HTTP for the agent, on the standard library (no requests: the agent stays small)."""
+"""JSON over HTTP(S) for the agent, on the standard library (no requests: the agent stays small)."""
 
 from __future__ import annotations
 
 import http.client
+import ssl
 import urllib.parse
 from typing import Any
 
 import orjson
 
+from pipenb.tls import HTTPS_REQUIRED, HTTPSConnection, describe, https_required_message
+
 
 class ServerError(Exception):
-    """The server answered with an error, or could not be reached (``status`` 0)."""
+    """The server answered with an error, or could not be reached (``status`` 0).
 
-    def __init__(self, status: int, message: str, retry_after: float | None = None, code: str = ""):
+    ``code``: the API's error code (``agent_removed``, ``key_revoked``, ...). ``tls``: the link
+    itself is wrong (certificate, pin, http/https mismatch), which waiting alone will not mend;
+    the agent still retries, since the server's side may be fixed.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        retry_after: float | None = None,
+        code: str = "",
+        *,
+        tls: bool = False,
+    ):
         self.status = status
         self.retry_after = retry_after
-        self.code = code  # the API's error code, e.g. "agent_removed", "key_revoked"
+        self.code = code
+        self.tls = tls
         super().__init__(f"{status}: {message}" if status else message)
 
 
 def post(
-    url: str, path: str, body: dict[str, Any], key: str | None, timeout: float
+    url: str,
+    path: str,
+    body: dict[str, Any],
+    key: str | None,
+    timeout: float,
+    context: ssl.SSLContext | None = None,
+    client_cert: bool = False,
 ) -> dict[str, Any]:
-    """POST JSON and return the JSON answer; ServerError for any failure."""
+    """POST JSON and return the JSON answer; ServerError for any failure.
+
+    ``context``: how to verify an ``https://`` server (default: the system's CAs);
+    ``client_cert``: whether it shows a client certificate (for the words of an error).
+    """
     parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
-    conn_cls = (
-        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    )
     base = parts.path.rstrip("/")
     if not base.endswith("/pipenb/api/v1"):
         base += "/pipenb/api/v1"
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    conn = conn_cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    host = parts.hostname or "127.0.0.1"
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = HTTPSConnection(host, parts.port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
     try:
         conn.request("POST", base + path, orjson.dumps(body), headers)
         resp = conn.getresponse()
         data = resp.read()
+    except ssl.SSLError as exc:
+        raise ServerError(0, describe(exc, url, client_cert), tls=True) from None
     except (OSError, http.client.HTTPException) as exc:
-        raise ServerError(0, f"cannot reach the server at {url}: {exc}") from None
+        raise ServerError(0, describe(exc, url)) from None
     finally:
         conn.close()
     if resp.status >= 400:
@@ -49,6 +80,8 @@ def post(
             message, code = error["message"], str(error.get("code") or "")
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             message = data[:200].decode("utf-8", "replace")
+        if code == HTTPS_REQUIRED:
+            raise ServerError(0, https_required_message(url), tls=True)
         retry = resp.getheader("Retry-After")
         raise ServerError(
             resp.status, message, float(retry) if retry and retry.isdigit() else None, code

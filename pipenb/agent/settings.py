@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipenb.tls import TlsOptions
+
 #: Capabilities a pipe may need and an agent may refuse.
 CAPABILITIES = ("exec", "script")
 
@@ -24,6 +26,15 @@ class AgentSettings:
     max_backoff: float = 30.0  # seconds between check-ins at most while the server is away
     buffer_logs: int = 1000  # log lines kept while the server is unreachable
     auth_tries: int = 3  # check-ins answered 401 in a row before the agent gives up and exits
+    # TLS (pipenb.tls): whom to trust, what to show, and whether plain HTTP off this host is ok
+    ca_file: str | None = None
+    ca_fingerprint: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure_http: bool = False
+
+    def tls_options(self) -> TlsOptions:
+        return TlsOptions(self.ca_file, self.ca_fingerprint, self.cert, self.key)
 
     @property
     def allow(self) -> list[str]:

@@ -14,7 +14,7 @@ from pipenb.cli.options import option
 
 def register(sub: Any) -> None:
     p = sub.add_parser("agent", help="run an agent: check in with a server and run its pipes")
-    option(p, "--server", help="the server's URL, e.g. http://10.0.0.5:8765")
+    option(p, "--server", help="the server's URL, e.g. https://10.0.0.5:8765")
     option(
         p,
         "--id",
@@ -55,6 +55,22 @@ def register(sub: Any) -> None:
         default=15.0,
         help="seconds between a pipe's metrics and checkpoint reports",
     )
+    option(p, "--ca-file", help="trust only the CA in this PEM file for an https:// server")
+    option(
+        p,
+        "--ca-fingerprint",
+        help="trust the server's CA if its SHA-256 fingerprint is this (as `pipenb server` "
+        "prints it); the CA is then kept in the data dir",
+    )
+    option(p, "--cert", help="a client certificate (PEM) for a server that requires mutual TLS")
+    option(p, "--key", help="the private key of --cert (PEM), if not in the --cert file")
+    option(
+        p,
+        "--insecure-http",
+        flag_action=True,
+        help="allow an http:// server URL that is not on this host (keys cross the network "
+        "in clear: labs only)",
+    )
     p.set_defaults(func=cmd_agent)
 
 
@@ -91,6 +107,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from pipenb.tls import TlsError, TlsOptions
+
+    try:
+        TlsOptions(args.ca_file, args.ca_fingerprint, args.cert, args.key).check()
+    except TlsError as exc:
+        print(f"pipenb agent: {exc}", file=sys.stderr)
+        return 2
     settings = AgentSettings(
         server=args.server,
         data_dir=args.data_dir or os.path.join(default_data_dir(), "agent"),
@@ -102,6 +125,11 @@ def cmd_agent(args: argparse.Namespace) -> int:
         disable=disable,
         long_poll=args.long_poll,
         metrics_every=max(0.5, args.metrics_every),
+        ca_file=args.ca_file,
+        ca_fingerprint=args.ca_fingerprint,
+        cert=args.cert,
+        key=args.key,
+        insecure_http=args.insecure_http,
     )
     agent = Agent(settings)
 

@@ -104,7 +104,14 @@ def _remote(fn: Handler) -> Callable[[argparse.Namespace], int]:
             require("server", f"pipenb {args.command}")
             from pipenb.client import Client
 
-            client = Client(args.url, args.token)
+            client = Client(
+                args.url,
+                args.token,
+                ca_file=args.ca_file,
+                ca_fingerprint=args.ca_fingerprint,
+                cert=args.cert,
+                key=args.key,
+            )
             return int(fn(client, args) or 0)
         except UsageError as exc:
             _err(f"pipenb: {exc}")
@@ -475,6 +482,16 @@ def register(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     option(common, "--url", help="the pipenb server, as printed by `pipenb server`")
     option(common, "--token", help="the user token for the server")
+    option(common, "--ca-file", help="trust only the CA in this PEM file for an https:// server")
+    option(
+        common,
+        "--ca-fingerprint",
+        help="trust the server's CA if its SHA-256 fingerprint is this (as `pipenb server` prints it)",
+    )
+    option(
+        common, "--cert", help="a client certificate (PEM) for a server that requires mutual TLS"
+    )
+    option(common, "--key", help="the private key of --cert (PEM), if not in the --cert file")
     common.add_argument("--json", action="store_true", help="print the server's answer as JSON")
 
     def leaf(group: Any, name: str, fn: Handler, help: str) -> argparse.ArgumentParser:

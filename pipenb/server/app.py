@@ -54,25 +54,35 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
 ]
 
 
+#: Mounted only when the standalone server speaks HTTPS (``--tls-cert``/``--tls-self-signed``).
+TLS_ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [("/ca.pem", meta.CaHandler)]
+
+
 def path_regex(path: str) -> str:
     return re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$"
 
 
-def handlers(base_url: str = "/") -> list[tuple[str, type[tornado.web.RequestHandler]]]:
+def handlers(
+    base_url: str = "/", routes: list[tuple[str, type[tornado.web.RequestHandler]]] = ROUTES
+) -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """URL specs for tornado, under ``base_url`` (Jupyter's base URL, or ``/``)."""
     prefix = base_url.rstrip("/") + PREFIX
     specs: list[tuple[str, type[tornado.web.RequestHandler]]] = [
-        (prefix + path_regex(path), handler) for path, handler in ROUTES
+        (prefix + path_regex(path), handler) for path, handler in routes
     ]
     specs.append((prefix + "/.*", NotFoundHandler))
     return specs
 
 
-def app_settings(cp: ControlPlane, base_url: str = "/") -> dict[str, Any]:
+def app_settings(
+    cp: ControlPlane,
+    base_url: str = "/",
+    routes: list[tuple[str, type[tornado.web.RequestHandler]]] = ROUTES,
+) -> dict[str, Any]:
     """What the handlers read from the application settings."""
     return {
         "pipenb": cp,
-        "pipenb_routes": ROUTES,
+        "pipenb_routes": routes,
         "pipenb_prefix": base_url.rstrip("/") + PREFIX,
     }
 
@@ -148,6 +158,10 @@ class _Application(tornado.web.Application):
 
 
 def make_app(cp: ControlPlane, **settings: Any) -> tornado.web.Application:
+    routes = ROUTES + TLS_ROUTES if cp.settings.tls_cert else ROUTES
     return _Application(
-        handlers(), **app_settings(cp), default_handler_class=NotFoundHandler, **settings
+        handlers("/", routes),
+        **app_settings(cp, "/", routes),
+        default_handler_class=NotFoundHandler,
+        **settings,
     )

@@ -23,6 +23,11 @@ class ServerSettings:
     # the key that seals secret params (None: secret.key beside a SQLite file; see secrets.py)
     secret_key_file: str | None = None
     wheel: str | None = None  # the wheel served to agent installs (--wheel); None: none
+    # HTTPS (pipenb server only; inside Jupyter, Jupyter's --certfile/--keyfile): the
+    # certificate chain and key files, and the CA that client certificates must come from
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
 
     @property
     def offline_seconds(self) -> float:

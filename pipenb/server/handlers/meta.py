@@ -27,3 +27,20 @@ class OpenApiHandler(ApiHandler):
             )
         self.set_header("Content-Type", "application/json")
         self.finish(doc)
+
+
+class CaHandler(ApiHandler):
+    """The certificates of the server's TLS chain, for agents that pin a fingerprint.
+
+    Public on purpose: certificates are not secrets, and a client cannot authenticate before it
+    knows whom to trust. Only CERTIFICATE blocks leave (a chain file may also hold the key).
+    """
+
+    @api("The certificates of the server's TLS chain (PEM), for CA pinning", auth="none")
+    def get(self) -> None:
+        from pipenb.tls import pem_certificates
+
+        with open(self.cp.settings.tls_cert) as fh:
+            blocks = pem_certificates(fh.read())
+        self.set_header("Content-Type", "application/x-pem-file")
+        self.finish("\n".join(blocks) + "\n")
