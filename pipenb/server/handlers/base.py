@@ -3,10 +3,17 @@
 Every handler method is decorated with ``@api(...)``: the decorator records what the method
 accepts and returns, and the OpenAPI document is built from those records, so it lists exactly
 the routes that are mounted.
+
+Request bodies are streamed (``@stream_request_body``): ``prepare()`` runs on the headers alone,
+so a request without valid credentials is refused before one byte of its body is read, and a
+body is refused (413) as soon as it passes its operation's limit (``body_limit``: the name of a
+``ServerSettings`` field), whether a ``Content-Length`` announced it or its bytes did.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +38,7 @@ class Operation:
     response: type[BaseModel] | None
     status: int
     query: tuple[str, ...]
+    body_limit: str = "max_body"  # the ServerSettings field with this operation's body limit
 
 
 def api(
@@ -41,10 +49,29 @@ def api(
     response: type[BaseModel] | None = None,
     status: int = 200,
     query: tuple[str, ...] = (),
+    body_limit: str = "max_body",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Record what an operation accepts and returns. The method it wraps runs once the whole
+    body has arrived (a streamed body is joined, and checked, first)."""
+
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn.__pipenb_api__ = Operation(summary, auth, body, response, status, query)  # type: ignore[attr-defined]
-        return fn
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def wrapper(self: ApiHandler, *args: Any, **kwargs: Any) -> Any:
+                self.body_arrived()
+                return await fn(self, *args, **kwargs)
+
+        else:
+
+            @functools.wraps(fn)
+            def wrapper(self: ApiHandler, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+                self.body_arrived()
+                return fn(self, *args, **kwargs)
+
+        op = Operation(summary, auth, body, response, status, query, body_limit)
+        wrapper.__pipenb_api__ = op  # type: ignore[attr-defined]
+        return wrapper
 
     return deco
 
@@ -57,8 +84,13 @@ def user_token_auth(handler: ApiHandler) -> bool:
     return bool(expected) and same_token(handler.bearer(), expected)
 
 
+@tornado.web.stream_request_body
 class ApiHandler(tornado.web.RequestHandler):
     """Base of every API handler. Subclasses implement ``get``/``post``/... with ``@api``."""
+
+    _chunks: list[bytes] | None = None
+    _received = 0
+    _body_limit = 0
 
     @property
     def cp(self) -> Any:
@@ -79,21 +111,47 @@ class ApiHandler(tornado.web.RequestHandler):
         return getattr(fn, "__pipenb_api__", None)
 
     def prepare(self) -> None:
-        length = self.request.headers.get("Content-Length")
-        limit = self.cp.settings.max_body
-        if (length and length.isdigit() and int(length) > limit) or len(
-            self.request.body or b""
-        ) > limit:
-            raise ApiError(413, "too_large", f"request body over {limit} bytes")
+        """On the headers alone: credentials first, then the announced body size."""
         op = self.operation()
-        if op is None:
+        self._chunks = []
+        self._body_limit = int(getattr(self.cp.settings, op.body_limit if op else "max_body"))
+        # whatever we answer, the rest of a body is read and dropped (never kept) until the
+        # connection closes; tornado's own cap would add a bare 400 after our answer
+        self.request.connection.set_max_body_size(1 << 62)  # type: ignore[union-attr]
+        if op is not None:
+            if op.auth == "user":
+                self.authorize_user()
+            elif op.auth == "agent":
+                self.agent_id = self.cp.agents.authenticate(self.bearer())
+        length = self.request.headers.get("Content-Length", "").strip()
+        if length and not length.isdigit():
+            raise ApiError(400, "bad_request", f"Content-Length is not a number: {length[:40]!r}")
+        if length and int(length) > self._body_limit:
+            raise self._too_large()
+
+    def _too_large(self) -> ApiError:
+        return ApiError(413, "too_large", f"request body over {self._body_limit} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        """Keep a body up to its limit; past it, answer 413 at once and keep nothing more."""
+        if self._finished or self._chunks is None:
             return
-        if op.auth == "user":
-            self.authorize_user()
-        elif op.auth == "agent":
-            self.agent_id = self.cp.agents.authenticate(self.bearer())
+        self._received += len(chunk)
+        if self._received > self._body_limit:
+            self._chunks = None
+            self.send_error(413, exc_info=(ApiError, self._too_large(), None))
+            return
+        self._chunks.append(chunk)
+
+    def body_arrived(self) -> None:
+        """The whole body is in: join it, and refuse a broken one where none is read."""
+        if self._chunks is not None:
+            self.request.body = b"".join(self._chunks)
+            self._chunks = None
+        op = self.operation()
         if (
-            op.body is None
+            op is not None
+            and op.body is None
             and self.request.method in ("POST", "PUT", "PATCH")
             and (self.request.body or b"").strip()
         ):
@@ -136,15 +194,21 @@ class ApiHandler(tornado.web.RequestHandler):
                 400, "invalid_body", f"{first['field'] or 'body'}: {first['message']}", details
             ) from None
 
-    def query(self, name: str, default: Any = None, kind: type = str) -> Any:
+    def query(self, name: str, default: Any = None, kind: type | None = None) -> Any:
+        """A query parameter, parsed and bounded as ``QUERY_PARAMS`` says (400 otherwise)."""
+        from pipenb.server.handlers.params import QUERY_PARAMS
+
         value = self.get_query_argument(name, None)
         if value is None:
             return default
+        param = QUERY_PARAMS.get(name)
+        if param is not None:
+            return param.parse(name, value)
         try:
-            return kind(value)
+            return (kind or str)(value)
         except ValueError:
             raise ApiError(
-                400, "bad_request", f"query parameter {name!r} must be {kind.__name__}"
+                400, "bad_request", f"query parameter {name!r} must be {(kind or str).__name__}"
             ) from None
 
     def send(self, model: BaseModel | None, status: int | None = None) -> None:
@@ -176,7 +240,7 @@ class ApiHandler(tornado.web.RequestHandler):
             self.set_header("Retry-After", "1")
         else:
             status, code, message, details = status_code, "internal", "internal server error", []
-        self.set_status(status)
+        self.set_status(status, reason="Payload Too Large" if status == 413 else None)  # RFC 9110
         self.set_header("Content-Type", "application/json")
         self.finish(error_body(code, message, details))
 
