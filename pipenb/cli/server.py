@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from typing import Any
 
@@ -55,7 +56,51 @@ def register(sub: Any) -> None:
         type=float,
         help="seconds a client may take to send a request's headers (slow clients are cut off)",
     )
+    option(
+        p,
+        "--max-checkin-body",
+        default="1MiB",
+        type=byte_size,
+        help="largest agent check-in body, in bytes (or with KiB/MiB); larger get 413",
+    )
+    option(
+        p,
+        "--max-pipe-body",
+        default="1MiB",
+        type=byte_size,
+        help="largest pipe push body; larger get 413",
+    )
+    option(
+        p,
+        "--max-body",
+        default="256KiB",
+        type=byte_size,
+        help="largest body of any other request; larger get 413",
+    )
+    option(
+        p,
+        "--max-connections",
+        default=1024,
+        type=int,
+        help="open connections served at once; more are answered 503 with Retry-After "
+        "(lowered to fit the process's open-file limit)",
+    )
     p.set_defaults(func=cmd_server)
+
+
+UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1 << 20, "MB": 1 << 20}
+UNITS["MIB"] = 1 << 20
+
+
+def byte_size(text: str | int) -> int:
+    """``1048576``, ``1MiB``, ``512KiB``: a size in bytes (binary units), at least 1."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    digits, unit = (m.group(1), m.group(2).upper()) if m else ("", "?")
+    if not digits or unit not in UNITS or int(digits) < 1:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1048576, 512KiB or 1MiB)")
+    return int(digits) * UNITS[unit]
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -73,6 +118,10 @@ def cmd_server(args: argparse.Namespace) -> int:
         long_poll=args.long_poll,
         retention=args.retention,
         header_timeout=max(1.0, args.header_timeout),
+        max_checkin_body=byte_size(args.max_checkin_body),
+        max_pipe_body=byte_size(args.max_pipe_body),
+        max_body=byte_size(args.max_body),
+        max_connections=max(1, args.max_connections),
     )
     try:
         asyncio.run(serve(settings, args.host, args.port, show_token=not args.token))

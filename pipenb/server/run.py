@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import sys
 
-import tornado.httpserver
+import tornado.ioloop
 import tornado.netutil
 
+from pipenb.server import lograte
 from pipenb.server.app import PREFIX, make_app
+from pipenb.server.connections import CappedHTTPServer, connection_cap
 from pipenb.server.core import ControlPlane
 from pipenb.server.settings import ServerSettings
 
@@ -22,14 +25,27 @@ async def serve(
 ) -> None:
     """Serve until SIGINT/SIGTERM. ``show_token``: print the user token (one the server made up);
     a token the user gave is never echoed, since a server's output often ends up in logs."""
+    repeats = lograte.install(settings.log_repeats, settings.log_window)
+    flush_logs = tornado.ioloop.PeriodicCallback(repeats.flush, settings.log_window * 1000)
+    flush_logs.start()
     cp = ControlPlane(settings)
     app = make_app(cp)
+    cap = connection_cap(settings.max_connections)
+    if cap < settings.max_connections:
+        log.warning(
+            "--max-connections %d lowered to %d: the process may open only %d files",
+            settings.max_connections,
+            cap,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
     # A client gets header_timeout to send its headers (so a slowloris holds a socket that long
     # at most) and two minutes for a body; agents open a connection per check-in, so no idle
-    # keep-alive connection needs to live longer.
-    server = tornado.httpserver.HTTPServer(
+    # keep-alive connection needs to live longer. Bodies are limited per operation by the
+    # handlers (which stream them); this cap is only for anything else.
+    server = CappedHTTPServer(
         app,
-        max_body_size=settings.max_body * 2,
+        max_connections=cap,
+        max_body_size=max(settings.max_body, settings.max_checkin_body, settings.max_pipe_body),
         idle_connection_timeout=settings.header_timeout,
         body_timeout=120,
         xheaders=False,
@@ -59,3 +75,5 @@ async def serve(
     cp.live.wake(*list(cp.live.waiters))  # answer held check-ins before closing
     await cp.stop()
     await server.close_all_connections()
+    flush_logs.stop()
+    repeats.flush()
