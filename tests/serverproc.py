@@ -31,6 +31,7 @@ class ServerProcess:
         poll_interval: float = 1.0,
         long_poll: float = 30.0,
         extra: tuple[str, ...] = (),
+        preexec_fn: Any = None,
     ):
         self.data_dir = Path(data_dir)
         self.token = token
@@ -39,6 +40,7 @@ class ServerProcess:
         self.poll_interval = poll_interval
         self.long_poll = long_poll
         self.extra = extra
+        self.preexec_fn = preexec_fn  # run in the child before the server starts (rlimits)
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.log = self.data_dir / "server.log"
@@ -65,6 +67,7 @@ class ServerProcess:
             stderr=open(self.log, "a"),  # noqa: SIM115 - lives as long as the process
             text=True,
             env=env,
+            preexec_fn=self.preexec_fn,
         )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None

@@ -65,6 +65,8 @@ class _JupyterBridge:
     consult Jupyter's identity: only the pipenb checks apply.
     """
 
+    drain_refused_bodies = False  # @authenticated runs before the body is read: refuse early
+
     def _is_user_op(self) -> bool:
         op = self.operation()  # type: ignore[attr-defined]
         return op is not None and op.auth == "user"

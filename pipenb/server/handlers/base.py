@@ -28,6 +28,7 @@ from pipenb.errors import ApiError, AuthError
 
 log = logging.getLogger("pipenb.server.http")
 Auth = Literal["user", "agent", "none"]
+DRAIN_MAX = 64 * 1024  # bytes of body read, and dropped, before a refusal is answered
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,9 @@ class ApiHandler(tornado.web.RequestHandler):
     _chunks: list[bytes] | None = None
     _received = 0
     _body_limit = 0
+    #: read a small body before answering a refusal (False where the host's own checks run at
+    #: the method, as Jupyter's ``@authenticated`` does: there a refusal must come first)
+    drain_refused_bodies = True
 
     @property
     def cp(self) -> Any:
@@ -111,23 +115,38 @@ class ApiHandler(tornado.web.RequestHandler):
         return getattr(fn, "__pipenb_api__", None)
 
     def prepare(self) -> None:
-        """On the headers alone: credentials first, then the announced body size."""
+        """On the headers alone: credentials first, then the announced body size.
+
+        A refusal is answered at once, and the connection closed, when a body of any size may
+        follow; when at most ``DRAIN_MAX`` bytes follow, they are read (and dropped) first, so a
+        client that sent a small body with a wrong key reads its 401, not a reset connection.
+        """
         op = self.operation()
         self._chunks = []
+        self._refusal: ApiError | None = None
         self._body_limit = int(getattr(self.cp.settings, op.body_limit if op else "max_body"))
         # whatever we answer, the rest of a body is read and dropped (never kept) until the
         # connection closes; tornado's own cap would add a bare 400 after our answer
         self.request.connection.set_max_body_size(1 << 62)  # type: ignore[union-attr]
-        if op is not None:
-            if op.auth == "user":
-                self.authorize_user()
-            elif op.auth == "agent":
-                self.agent_id = self.cp.agents.authenticate(self.bearer())
         length = self.request.headers.get("Content-Length", "").strip()
-        if length and not length.isdigit():
-            raise ApiError(400, "bad_request", f"Content-Length is not a number: {length[:40]!r}")
-        if length and int(length) > self._body_limit:
-            raise self._too_large()
+        try:
+            if op is not None:
+                if op.auth == "user":
+                    self.authorize_user()
+                elif op.auth == "agent":
+                    self.agent_id = self.cp.agents.authenticate(self.bearer())
+            if length and not length.isdigit():
+                raise ApiError(
+                    400, "bad_request", f"Content-Length is not a number: {length[:40]!r}"
+                )
+            if length and int(length) > self._body_limit:
+                raise self._too_large()
+        except ApiError as exc:
+            chunked = "Transfer-Encoding" in self.request.headers
+            small = not chunked and int(length or 0) <= DRAIN_MAX
+            if exc.status == 413 or not small or not self.drain_refused_bodies:
+                raise
+            self._refusal, self._chunks = exc, None  # answered once the body is in
 
     def _too_large(self) -> ApiError:
         return ApiError(413, "too_large", f"request body over {self._body_limit} bytes")
@@ -145,6 +164,8 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def body_arrived(self) -> None:
         """The whole body is in: join it, and refuse a broken one where none is read."""
+        if self._refusal is not None:
+            raise self._refusal
         if self._chunks is not None:
             self.request.body = b"".join(self._chunks)
             self._chunks = None

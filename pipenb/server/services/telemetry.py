@@ -14,7 +14,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 
 from pipenb.server import models as M
 from pipenb.server.tables import LogRow, MetricRow, utcnow
@@ -60,19 +60,22 @@ class TelemetryService:
                 )
             )
         arrived = utcnow()
+        rows = []
         for line in logs[:MAX_LOGS_PER_CHECKIN]:
             if line.deployment_id is not None and line.deployment_id not in assigned:
                 dropped += 1
                 continue
-            s.add(
-                LogRow(
-                    agent_id=agent_id,
-                    deployment_id=line.deployment_id,
-                    time=self.clamp(line.time, arrived),
-                    level=line.level[:10],
-                    message=line.message[:10000],
-                )
+            rows.append(
+                {
+                    "agent_id": agent_id,
+                    "deployment_id": line.deployment_id,
+                    "time": self.clamp(line.time, arrived),
+                    "level": line.level[:10],
+                    "message": line.message[:10000],
+                }
             )
+        if rows:  # one executemany: ORM objects cost ten times more for a full check-in
+            s.execute(insert(LogRow.__table__), rows)
         if dropped:
             log.warning(
                 "agent %s reported %d metrics points or log lines for deployments not "
