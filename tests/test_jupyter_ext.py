@@ -159,3 +159,24 @@ async def test_enroll_checkin_and_agent_key_refused_on_user_endpoints(jp_fetch):
     error_of(r, (401, 403))
     r = await call(jp_fetch, "GET", "agents", "jp-1")
     assert json.loads(r.body)["state"] == "online"
+
+
+async def test_body_limits_apply_inside_jupyter_too(jp_fetch):
+    """The pipenb handlers stream their bodies inside Jupyter as well: an anonymous check-in is
+    refused on its headers, and a check-in over ``max_checkin_body`` is a JSON 413."""
+    r = await call(
+        jp_fetch, "POST", "agent", "enroll", body={"enroll_key": ENROLL_KEY, "id": "jp-big"},
+        headers=NO_AUTH,
+    )  # fmt: skip
+    assert r.code == 201, r.body
+    agent_auth = {"Authorization": f"Bearer {json.loads(r.body)['api_key']}"}
+    huge = {"agent_id": "jp-big", "seq": 0, "logs": [{"message": "x" * 5000}] * 300}
+    r = await call(jp_fetch, "POST", "agent", "checkin", body=huge, headers=agent_auth)
+    err = error_of(r, (413,))
+    assert err["code"] == "too_large" and "1048576" in err["message"]
+    r = await call(jp_fetch, "POST", "agent", "checkin", body=huge, headers=NO_AUTH)
+    error_of(r, (401, 413))
+    r = await jp_fetch(
+        *api("pipes", "p"), method="GET", params={"version": str(2**63)}, raise_error=False
+    )
+    assert error_of(r, (400,))["code"] == "bad_request"

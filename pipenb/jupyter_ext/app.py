@@ -21,7 +21,7 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.auth import User
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Unicode, default
+from traitlets import Float, Integer, Unicode, default
 
 from pipenb.server.app import app_settings, handlers
 from pipenb.server.core import ControlPlane
@@ -133,6 +133,16 @@ class PipenbExtension(ExtensionApp):
         None, allow_none=True, help="seconds of silence before an agent is offline"
     ).tag(config=True)
 
+    max_checkin_body = Integer(
+        ServerSettings.max_checkin_body, help="largest agent check-in body (bytes); more: 413"
+    ).tag(config=True)
+    max_pipe_body = Integer(
+        ServerSettings.max_pipe_body, help="largest pipe push body (bytes); more: 413"
+    ).tag(config=True)
+    max_body = Integer(
+        ServerSettings.max_body, help="largest body of any other pipenb request (bytes)"
+    ).tag(config=True)
+
     cp: ControlPlane | None = None
     _kernel_token: str = ""
 
@@ -151,6 +161,9 @@ class PipenbExtension(ExtensionApp):
                 poll_interval=self.poll_interval,
                 long_poll=self.long_poll,
                 offline_after=self.offline_after,
+                max_checkin_body=self.max_checkin_body,
+                max_pipe_body=self.max_pipe_body,
+                max_body=self.max_body,
             )
         )
         self.settings.update(app_settings(self.cp, self.serverapp.base_url))
