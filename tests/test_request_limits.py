@@ -19,6 +19,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import logging.handlers
 import multiprocessing as mp
 import resource
 import select
@@ -31,11 +33,13 @@ from typing import Any
 
 import orjson
 import requests
+from agentproc import AgentProcess
 from conftest import REPO_ROOT, wait_until
 from edgekit import add_agent, checkin, error_of, fill, make_world, operations, serves
 from serverproc import PREFIX, ServerProcess
 
 from pipenb.server.handlers.params import QUERY_PARAMS
+from pipenb.server.lograte import RepeatFilter
 from pipenb.server.settings import ServerSettings
 
 MiB = 1 << 20
@@ -536,3 +540,83 @@ def test_a_flood_of_refused_requests_leaves_a_bounded_log(tmp_path):
     assert counted and len(lines) < 200
     dropped = sum(int(x.split("WARNING pipenb.server.logs: ")[1].split()[0]) for x in counted)
     assert len(refused) + dropped >= flood
+
+
+# ------------------------------------------------------------------------------ the agent
+
+
+def test_an_agent_whose_checkin_is_too_large_sheds_the_bulk_and_carries_on(tmp_path):
+    """A capture of big events makes the agent's check-in bigger than the server takes: the
+    server answers 413, the agent drops the captured events (the command is answered with an
+    error saying why) and keeps checking in, instead of sending the same report for ever."""
+    pipe = (
+        "name: bulky\n"
+        f"input: {{echo: {{lines: ['{'z' * 2000}'], interval: 10ms}}}}\n"
+        "output: {discard: {}}\n"
+    )
+    with (
+        ServerProcess(tmp_path / "srv", enroll_key="ek-bulk", extra=("--max-checkin-body", "32KiB")) as srv,
+        AgentProcess(srv.url, tmp_path / "agent", enroll_key="ek-bulk", agent_id="bulk-a") as agent,
+    ):  # fmt: skip
+        agent.wait_enrolled()
+        assert srv.request("POST", "/pipes", json={"yaml": pipe}).status_code == 201
+        dep = srv.request("POST", "/deployments", json={"pipe": "bulky", "agents": ["bulk-a"]})
+        assert dep.status_code == 201, dep.text
+        dep = dep.json()["id"]
+
+        def running() -> bool:
+            status = srv.request("GET", f"/deployments/{dep}").json()["status"]
+            return bool(status) and status[0]["state"] == "running"
+
+        wait_until(running, 30, "the pipe running")
+        r = srv.request(
+            "POST", f"/deployments/{dep}/commands", json={"type": "capture", "limit": 100}
+        )
+        assert r.status_code == 201, r.text
+        (command,) = r.json()["commands"]
+
+        def answered() -> dict[str, Any] | None:
+            return srv.request("GET", f"/commands/{command['id']}").json()["result"]
+
+        result = wait_until(answered, 30, "the capture answered", info=agent.log_text)
+        assert result["events"] == [] and "too large" in result["error"], result
+        assert "check-in refused as too large" in agent.log_text()
+        # and it goes on checking in: a second, small capture comes back whole
+        r = srv.request(
+            "POST", f"/deployments/{dep}/commands", json={"type": "capture", "limit": 2}
+        )
+        (small,) = r.json()["commands"]
+        result = wait_until(
+            lambda: srv.request("GET", f"/commands/{small['id']}").json()["result"], 30,
+            "the small capture", info=agent.log_text,
+        )  # fmt: skip
+        assert len(result["events"]) == 2 and result["error"] is None, result
+        assert srv.request("GET", "/agents/bulk-a").json()["state"] == "online"
+
+
+def test_the_repeat_filter_counts_what_it_drops_per_kind_and_window():
+    now = [0.0]
+    f = RepeatFilter(repeats=3, window=10.0, clock=lambda: now[0])
+    handler = logging.handlers.BufferingHandler(10_000)
+    handler.addFilter(f)
+    logger = logging.getLogger("pipenb.test.flood")
+    summaries = logging.getLogger("pipenb.server.logs")
+    logger.addHandler(handler)
+    summaries.addHandler(handler)
+    logger.propagate = summaries.propagate = False
+    try:
+        for i in range(100):
+            logger.warning("refused %s", i)  # one kind: the template, whatever the argument
+        logger.warning("another kind")
+        assert [r.getMessage() for r in handler.buffer] == [
+            "refused 0", "refused 1", "refused 2", "another kind"]  # fmt: skip
+        now[0] = 10.0
+        f.flush()
+        (summary,) = handler.buffer[4:]
+        assert summary.getMessage().startswith("97 more lines like this from pipenb.test.flood")
+        logger.warning("refused %s", "again")  # a new window lets lines through again
+        assert handler.buffer[-1].getMessage() == "refused again"
+    finally:
+        logger.removeHandler(handler)
+        summaries.removeHandler(handler)
+        logger.propagate = summaries.propagate = True
