@@ -33,6 +33,7 @@ class ServerProcess:
         extra: tuple[str, ...] = (),
         verify: str | Path | bool = True,
         cert: str | tuple[str, str] | None = None,
+        preexec_fn: Any = None,
     ):
         self.data_dir = Path(data_dir)
         self.token = token
@@ -44,6 +45,7 @@ class ServerProcess:
         self.verify = str(verify) if isinstance(verify, Path) else verify  # https: whom to trust
         self.cert = cert  # https with --tls-client-ca: the client certificate and key
         self.banner = ""  # what the server printed when it started
+        self.preexec_fn = preexec_fn  # run in the child before the server starts (rlimits)
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.log = self.data_dir / "server.log"
@@ -70,6 +72,7 @@ class ServerProcess:
             stderr=open(self.log, "a"),  # noqa: SIM115 - lives as long as the process
             text=True,
             env=env,
+            preexec_fn=self.preexec_fn,
         )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None

@@ -43,7 +43,7 @@ from serverproc import ServerProcess
 import pipenb
 from pipenb.server.settings import ServerSettings
 
-LIMIT = ServerSettings.max_body  # 16 MiB
+LIMIT = ServerSettings.max_pipe_body  # a pipe push: 1 MiB (a check-in: the same)
 MiB = 1 << 20
 
 

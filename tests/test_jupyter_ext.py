@@ -185,3 +185,24 @@ async def test_the_agent_wheel_and_script_are_open_and_the_install_info_is_not(j
     r = await call(jp_fetch, "GET", "agent", "install")
     assert r.code == 200, r.body
     assert json.loads(r.body)["wheel"]["sha256"] == hashlib.sha256(WHEEL).hexdigest()
+
+
+async def test_body_limits_apply_inside_jupyter_too(jp_fetch):
+    """The pipenb handlers stream their bodies inside Jupyter as well: an anonymous check-in is
+    refused on its headers, and a check-in over ``max_checkin_body`` is a JSON 413."""
+    r = await call(
+        jp_fetch, "POST", "agent", "enroll", body={"enroll_key": ENROLL_KEY}, headers=NO_AUTH,
+    )  # fmt: skip
+    assert r.code == 201, r.body
+    enrolled = json.loads(r.body)
+    agent_auth = {"Authorization": f"Bearer {enrolled['api_key']}"}
+    huge = {"agent_id": enrolled["agent_id"], "seq": 0, "logs": [{"message": "x" * 5000}] * 300}
+    r = await call(jp_fetch, "POST", "agent", "checkin", body=huge, headers=agent_auth)
+    err = error_of(r, (413,))
+    assert err["code"] == "too_large" and "1048576" in err["message"]
+    r = await call(jp_fetch, "POST", "agent", "checkin", body=huge, headers=NO_AUTH)
+    error_of(r, (401, 413))
+    r = await jp_fetch(
+        *api("pipes", "p"), method="GET", params={"version": str(2**63)}, raise_error=False
+    )
+    assert error_of(r, (400,))["code"] == "bad_request"

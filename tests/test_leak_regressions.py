@@ -185,9 +185,14 @@ def test_telemetry_forgets_last_points_older_than_the_metrics_interval(tmp_path)
     cp = ControlPlane(ServerSettings(db_url=f"sqlite:///{tmp_path}/cp.db", metrics_interval=every))
     try:
         agents = ["tm-a", "tm-b", "tm-c"]
-        deps = ["dep-0", "dep-1", "dep-2", "dep-3"]
         for a in agents:
             cp.agents.add(M.AgentCreate(id=a))
+        # an agent's metrics count for the deployments assigned to it only
+        cp.pipes.push(
+            M.PipePush(yaml="name: tm\ninput: {echo: {events: [{}]}}\noutput: {discard: {}}\n")
+        )
+        deps = [cp.deployments.create(M.DeploymentCreate(pipe="tm", agents=agents)).id
+                for _ in range(4)]  # fmt: skip
 
         async def report(seq: int, pairs: list[tuple[str, str]]) -> None:
             for a in {a for a, _ in pairs}:
@@ -207,15 +212,15 @@ def test_telemetry_forgets_last_points_older_than_the_metrics_interval(tmp_path)
         assert set(cp.telemetry._last_point) == set(every_pair)
         assert points() == len(every_pair)
 
-        # the points of dep-0 and dep-1 were stored two intervals ago, the others just now
-        old = {(a, d) for a, d in every_pair if d in ("dep-0", "dep-1")}
+        # the points of the first two were stored two intervals ago, the others just now
+        old = {(a, d) for a, d in every_pair if d in deps[:2]}
         for pair in old:
             cp.telemetry._last_point[pair] = time.time() - 2 * every
         cp.telemetry.expire()
         assert set(cp.telemetry._last_point) == set(every_pair) - old
 
         # what is kept still holds a new point back; what was forgotten stores one at once
-        kept, dropped = ("tm-a", "dep-2"), ("tm-a", "dep-0")
+        kept, dropped = ("tm-a", deps[2]), ("tm-a", deps[0])
         asyncio.run(report(1, [kept, dropped]))
         assert points() == len(every_pair) + 1
         assert set(cp.telemetry._last_point) == set(every_pair) - old | {dropped}

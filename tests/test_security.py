@@ -191,8 +191,9 @@ def test_secret_comparisons_are_constant_time(tmp_path, monkeypatch):
 
 def test_an_agent_key_reaches_only_its_own_agents_data(srv, world):
     """Agent a, with its own valid key, reporting about agent b's deployment and command under
-    its own id: the server takes that as a's own report, nothing of b's changes, and a is handed
-    neither b's desired pipes nor b's commands."""
+    its own id: the server drops what a says about a deployment not assigned to it (no status,
+    metrics or log rows, under anyone's name), nothing of b's changes, and a is handed neither
+    b's desired pipes nor b's commands."""
     before = agent_view(srv, world)
     r = checkin(
         srv,
@@ -221,9 +222,11 @@ def test_an_agent_key_reaches_only_its_own_agents_data(srv, world):
     r = checkin(srv, world.key_b, world.b, seq=2)
     assert [d["deployment_id"] for d in r.json()["desired"]] == [world.dep]
     assert [c["id"] for c in r.json()["commands"]] == [world.command]
-    # whatever a said lands under a's name, never b's
+    # what a said about b's deployment is stored nowhere
     logs = srv.request("GET", f"/deployments/{world.dep}/logs").json()["logs"]
-    assert {line["agent_id"] for line in logs if line["message"] == "from a"} == {world.a}
+    assert [line for line in logs if line["message"] == "from a"] == []
+    metrics = srv.request("GET", f"/deployments/{world.dep}/metrics").json()["metrics"]
+    assert [m for m in metrics if m["agent_id"] == world.a] == []
     assert {line["agent_id"] for line in logs if "says hello" in line["message"]} == {world.b}
 
 

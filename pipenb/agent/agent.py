@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import platform
@@ -28,6 +29,7 @@ from pipenb.agent.workers import WorkerHandle
 from pipenb.tls import plain_http_problem
 
 log = logging.getLogger("pipenb.agent")
+LOGS_PER_CHECKIN = 500  # log lines sent at once (the server keeps at most this many per check-in)
 
 
 class Agent:
@@ -194,7 +196,7 @@ class Agent:
             "pipes": pipes,
             "acks": list(self.acks) + [c["command_id"] for c in captures],
             "captures": captures,
-            "logs": list(self.logs),
+            "logs": list(itertools.islice(self.logs, LOGS_PER_CHECKIN)),
             "desired_hash": self.desired_hash,
             "wait": wait,
         }
@@ -271,6 +273,8 @@ class Agent:
                 refusals = refusals + 1 if exc.status == 401 else 0
                 if self._turned_away(exc, refusals):
                     return
+                if exc.status == 413:
+                    self._shed(exc)  # else the same report would be refused for ever
                 tls = self._link_failed(exc, "retrying with backoff, pipes keep running")
                 if self.connected and not tls:
                     log.warning("server unreachable or refusing (%s); pipes keep running", exc)
@@ -304,6 +308,21 @@ class Agent:
                 # so wait for a worker's news (the captured events) instead of asking again
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._news.wait(), 1.0)
+
+    def _shed(self, exc: ServerError) -> None:
+        """The server refused a check-in as too large (its ``--max-checkin-body``): drop the
+        bulky parts, captured events and buffered log lines, and say so, so the next check-in
+        fits."""
+        dropped = len(self.logs)
+        self.logs.clear()
+        for w in self.workers.values():
+            for capture in w.captures.values():
+                capture["events"] = []
+                capture["error"] = "the captured events were too large for a check-in"
+        log.error("check-in refused as too large (%s): dropped captured events and logs", exc)
+        self.logs.append(
+            _logline("error", None, f"check-in too large: {dropped} buffered log lines dropped")
+        )
 
     async def _command(self, cmd: dict[str, Any]) -> None:
         w = self.workers.get(cmd["deployment_id"])

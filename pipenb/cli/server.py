@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from typing import Any
 
@@ -88,7 +89,51 @@ def register(sub: Any) -> None:
         "--tls-client-ca",
         help="mutual TLS: require a client certificate issued by the CA in this PEM file",
     )
+    option(
+        p,
+        "--max-checkin-body",
+        default="1MiB",
+        type=byte_size,
+        help="largest agent check-in body, in bytes (or with KiB/MiB); larger get 413",
+    )
+    option(
+        p,
+        "--max-pipe-body",
+        default="1MiB",
+        type=byte_size,
+        help="largest pipe push body; larger get 413",
+    )
+    option(
+        p,
+        "--max-body",
+        default="256KiB",
+        type=byte_size,
+        help="largest body of any other request; larger get 413",
+    )
+    option(
+        p,
+        "--max-connections",
+        default=1024,
+        type=int,
+        help="open connections served at once; more are answered 503 with Retry-After "
+        "(lowered to fit the process's open-file limit)",
+    )
     p.set_defaults(func=cmd_server)
+
+
+UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1 << 20, "MB": 1 << 20}
+UNITS["MIB"] = 1 << 20
+
+
+def byte_size(text: str | int) -> int:
+    """``1048576``, ``1MiB``, ``512KiB``: a size in bytes (binary units), at least 1."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    digits, unit = (m.group(1), m.group(2).upper()) if m else ("", "?")
+    if not digits or unit not in UNITS or int(digits) < 1:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1048576, 512KiB or 1MiB)")
+    return int(digits) * UNITS[unit]
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -126,6 +171,10 @@ def cmd_server(args: argparse.Namespace) -> int:
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_client_ca=args.tls_client_ca or None,
+        max_checkin_body=byte_size(args.max_checkin_body),
+        max_pipe_body=byte_size(args.max_pipe_body),
+        max_body=byte_size(args.max_body),
+        max_connections=max(1, args.max_connections),
     )
     try:
         asyncio.run(

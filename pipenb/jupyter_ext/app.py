@@ -22,7 +22,7 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.auth import User
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Dict, Enum, Float, Unicode, default
+from traitlets import Dict, Enum, Float, Integer, Unicode, default
 
 from pipenb.server.app import app_settings, handlers
 from pipenb.server.core import ControlPlane
@@ -91,6 +91,8 @@ class _JupyterBridge:
     logins, origin) so that ``jupyter_authorize_user`` can decide; agent and open operations never
     consult Jupyter's identity: only the pipenb checks apply.
     """
+
+    drain_refused_bodies = False  # @authenticated runs before the body is read: refuse early
 
     def _is_user_op(self) -> bool:
         op = self.operation()  # type: ignore[attr-defined]
@@ -176,6 +178,15 @@ class PipenbExtension(ExtensionApp):
     wheel = Unicode(
         None, allow_none=True, help="the pipenb wheel served to agent installs (make dist)"
     ).tag(config=True)
+    max_checkin_body = Integer(
+        ServerSettings.max_checkin_body, help="largest agent check-in body (bytes); more: 413"
+    ).tag(config=True)
+    max_pipe_body = Integer(
+        ServerSettings.max_pipe_body, help="largest pipe push body (bytes); more: 413"
+    ).tag(config=True)
+    max_body = Integer(
+        ServerSettings.max_body, help="largest body of any other pipenb request (bytes)"
+    ).tag(config=True)
 
     cp: ControlPlane | None = None
     _kernel_token: str = ""
@@ -197,6 +208,9 @@ class PipenbExtension(ExtensionApp):
                 offline_after=self.offline_after,
                 secret_key_file=self.secret_key_file,
                 wheel=str(check_wheel(self.wheel)) if self.wheel else None,
+                max_checkin_body=self.max_checkin_body,
+                max_pipe_body=self.max_pipe_body,
+                max_body=self.max_body,
             )
         )
         self.settings.update(app_settings(self.cp, self.serverapp.base_url))

@@ -97,7 +97,7 @@ class _BodyLimit(httputil.HTTPMessageDelegate):
     a bare ``400`` with no body, and bodies under that cap are read whole before the handler
     refuses them."""
 
-    def __init__(self, inner: httputil.HTTPMessageDelegate, conn: Any, limit: int):
+    def __init__(self, inner: httputil.HTTPMessageDelegate, conn: Any, limit: int | None):
         self.inner, self.conn, self.limit = inner, conn, limit
         self.size = 0
         self.refused = False
@@ -108,7 +108,9 @@ class _BodyLimit(httputil.HTTPMessageDelegate):
             # tornado would answer a bare 400 with no body; say what is wrong, as JSON
             self._refuse(400, "bad_request", f"Content-Length is not a number: {length[:40]!r}")
             return None
-        if length and int(length) > self.limit:
+        # limit None: a streaming handler, which limits its own body once it has checked the
+        # credentials
+        if self.limit is not None and length and int(length) > self.limit:
             self.conn.set_max_body_size(int(length))  # else tornado's cap answers 400 after us
             self._refuse()
             return None
@@ -118,7 +120,7 @@ class _BodyLimit(httputil.HTTPMessageDelegate):
         if self.refused:
             return None
         self.size += len(chunk)
-        if self.size > self.limit:
+        if self.limit is not None and self.size > self.limit:
             self._refuse()
             return None
         return self.inner.data_received(chunk)
@@ -148,13 +150,14 @@ class _BodyLimit(httputil.HTTPMessageDelegate):
 
 
 class _Application(tornado.web.Application):
-    """The standalone server's application: request bodies are capped while they arrive."""
+    """The standalone server's application: a broken ``Content-Length`` gets a JSON 400, and a
+    handler that does not stream its body (none of the API's) has it capped while it arrives."""
 
     def find_handler(self, request: httputil.HTTPServerRequest, **kwargs: Any) -> Any:
         delegate = super().find_handler(request, **kwargs)
-        if getattr(delegate, "stream_request_body", True):
-            return delegate  # a streaming handler limits its own body
-        return _BodyLimit(delegate, request.connection, self.settings["pipenb"].settings.max_body)
+        streams = getattr(delegate, "stream_request_body", False)
+        limit = None if streams else self.settings["pipenb"].settings.max_body
+        return _BodyLimit(delegate, request.connection, limit)
 
 
 def make_app(cp: ControlPlane, **settings: Any) -> tornado.web.Application:

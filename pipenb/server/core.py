@@ -80,6 +80,8 @@ class ControlPlane:
     async def _background(self) -> None:
         """Every second: flush presence, notice agents that went silent (failover)."""
         ticks = 0
+        # old telemetry goes every minute, or sooner when the retention itself is short
+        expire_every = int(max(1.0, min(60.0, self.settings.retention / 4)))
         was_online: dict[str, bool] = {}
         while True:
             await asyncio.sleep(1.0)
@@ -96,7 +98,7 @@ class ControlPlane:
                     self.deployments.reconcile_all()
                 if ticks % 5 == 0:
                     self.flush_presence()
-                if ticks % 60 == 0:
+                if ticks % expire_every == 0:
                     self.telemetry.expire()
             except Exception:  # the loop must survive a bad moment (database locked, ...)
                 log.exception("background task")

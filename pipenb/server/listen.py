@@ -66,18 +66,30 @@ class SniffingHTTPServer(tornado.httpserver.HTTPServer):
     def initialize(self, *args: Any, sniff_timeout: float = 60.0, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self.sniff_timeout = sniff_timeout
+        self.sniffing = 0  # connections whose first byte has not come yet
+
+    def skip_sniffing(self) -> bool:
+        """Hand a new connection straight to tornado (a subclass with a connection cap says so
+        when it is full, so that the refusal is answered without waiting for a first byte)."""
+        return False
 
     def _handle_connection(self, connection: socket.socket, address: Any) -> None:
+        if self.skip_sniffing():
+            super()._handle_connection(connection, address)
+            return
         loop = IOLoop.current()
         fd = connection.fileno()
+        self.sniffing += 1
 
         def give_up() -> None:  # said nothing: as tornado does with a silent client
+            self.sniffing -= 1
             loop.remove_handler(fd)
             connection.close()
 
         timer = loop.call_later(self.sniff_timeout, give_up)
 
         def readable(_fd: Any, _events: int) -> None:
+            self.sniffing -= 1
             loop.remove_handler(fd)
             loop.remove_timeout(timer)
             try:

@@ -9,7 +9,21 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+#: The largest integer any request may carry where it is stored (a PostgreSQL ``integer``);
+#: a larger one is a 400, never an overflow in the database (a 500).
+MAX_INT32 = 2**31 - 1
+#: An agent's check-in counter lives in memory only: a signed 64-bit range.
+MAX_INT64 = 2**63 - 1
+
+# What one check-in may carry. An agent sends at most MAX_CHECKIN_LOGS lines at a time.
+MAX_CHECKIN_PIPES = 1000
+MAX_CHECKIN_LOGS = 1000
+MAX_CHECKIN_CAPTURES = 100
+MAX_CHECKIN_ACKS = 1000
+MAX_CAPTURE_EVENTS = 10_000
+MAX_LOG_MESSAGE = 10_000  # characters kept of a log line or an error; the rest is cut
 
 
 def _utc(value: datetime) -> datetime:
@@ -36,12 +50,24 @@ def _no_nul(value: str) -> str:
     return value.replace("\x00", "\ufffd")
 
 
+def _cut(limit: int) -> Any:
+    def cut(value: Any) -> Any:
+        return value[:limit] if isinstance(value, str) else value
+
+    return cut
+
+
 #: Text that is stored: no NUL characters, whatever the database.
 Text = Annotated[str, AfterValidator(_no_nul)]
+#: Reported text (log lines, errors): cut at MAX_LOG_MESSAGE characters rather than refused, so
+#: an agent with a long traceback to report is not locked out of its check-ins.
+Reported = Annotated[str, BeforeValidator(_cut(MAX_LOG_MESSAGE)), AfterValidator(_no_nul)]
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
 DepId = Annotated[str, Field(min_length=1, max_length=40)]
 Label = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
-Instances = Annotated[int, Field(ge=1)] | Literal["all"]
+Labels = Annotated[list[Label], Field(max_length=100)]
+Instances = Annotated[int, Field(ge=1, le=MAX_INT32)] | Literal["all"]
+Version = Annotated[int, Field(ge=1, le=MAX_INT32)] | Literal["latest"]
 
 
 # ---------------------------------------------------------------------------- errors
@@ -57,8 +83,8 @@ class ErrorBody(Model):
 
 # ---------------------------------------------------------------------------- pipes
 class PipePush(Model):
-    yaml: Text = Field(description="the pipe document")
-    message: Text = ""
+    yaml: Text = Field(description="the pipe document (its size is bounded by the body limit)")
+    message: Text = Field(default="", max_length=10_000)
 
 
 class PipeVersion(Model):
@@ -108,14 +134,14 @@ AgentState = Literal["online", "degraded", "offline", "new", "left"]
 
 
 class AgentCreate(Model):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$", max_length=200)
     name: Name | None = None
-    labels: list[Label] = []
+    labels: Labels = []
 
 
 class AgentUpdate(Model):
     name: Name | None = None
-    labels: list[Label] | None = None
+    labels: Labels | None = None
 
 
 class Agent(Model):
@@ -222,10 +248,12 @@ class EnrollResult(Model):
 # ---------------------------------------------------------------------------- deployments
 class DeploymentCreate(Model):
     pipe: Name
-    version: Annotated[int, Field(ge=1)] | Literal["latest"] = "latest"
+    version: Version = "latest"
     params: dict[str, Any] = {}
-    agents: list[Name] = Field(default=[], description="agent ids; none: every agent")
-    labels: list[Label] | None = Field(
+    agents: list[Name] = Field(
+        default=[], max_length=10_000, description="agent ids; none: every agent"
+    )
+    labels: Labels | None = Field(
         default=None,
         description="an agent must carry all of them; default: the pipe's labels; "
         "with neither agents nor labels, every agent is eligible",
@@ -236,7 +264,7 @@ class DeploymentCreate(Model):
 
 
 class DeploymentUpgrade(Model):
-    version: Annotated[int, Field(ge=1)] | Literal["latest"] = "latest"
+    version: Version = "latest"
     params: dict[str, Any] | None = None
 
 
@@ -281,11 +309,15 @@ CommandType = Literal["restart", "reset-checkpoint", "capture"]
 
 class CommandCreate(Model):
     type: CommandType
-    agent: str | None = Field(default=None, description="default: every agent running it")
-    stage: str | None = Field(
-        default=None, description="capture: input, an action index or label, or output"
+    agent: str | None = Field(
+        default=None, max_length=200, description="default: every agent running it"
     )
-    limit: int = Field(default=10, ge=1, le=10000)
+    stage: str | None = Field(
+        default=None,
+        max_length=200,
+        description="capture: input, an action index or label, or output",
+    )
+    limit: int = Field(default=10, ge=1, le=MAX_CAPTURE_EVENTS)
 
 
 class Command(Model):
@@ -333,35 +365,50 @@ class PipeReport(Model):
     deployment_id: DepId
     hash: str = Field(default="", max_length=64)
     state: Literal["starting", "running", "failed", "stopped", "finished"]
-    error: Text | None = None
+    error: Reported | None = None
     metrics: dict[str, Any] | None = None
     checkpoint: Any = None
 
 
 class Capture(Model):
     command_id: str = Field(max_length=40)
-    events: list[Any] = []
-    error: Text | None = None
+    events: list[Any] = Field(default=[], max_length=MAX_CAPTURE_EVENTS)
+    error: Reported | None = None
 
 
 class AgentLog(Model):
-    time: Timestamp | None = None
+    time: Timestamp | None = Field(
+        default=None,
+        description="clamped to the server's clock (no future, no older than the retention)",
+    )
     level: str = Field(default="info", max_length=10)
     deployment_id: DepId | None = None
-    message: Text
+    message: Reported = Field(description=f"cut at {MAX_LOG_MESSAGE} characters")
 
 
 class CheckinRequest(Model):
-    agent_id: str
-    seq: int = Field(ge=0, description="grows by one with each check-in of one agent process")
+    agent_id: str = Field(max_length=200)
+    seq: int = Field(
+        ge=0, le=MAX_INT64, description="grows by one with each check-in of one agent process"
+    )
     full: bool = Field(default=True, description="pipes lists every pipe (else: only changes)")
     attributes: dict[str, Any] | None = None
-    pipes: list[PipeReport] = []
-    acks: list[str] = Field(default=[], description="ids of commands carried out")
-    captures: list[Capture] = []
-    logs: list[AgentLog] = []
+    pipes: list[PipeReport] = Field(
+        default=[],
+        max_length=MAX_CHECKIN_PIPES,
+        description="reports on deployments not assigned to this agent are ignored",
+    )
+    acks: list[Annotated[str, Field(max_length=40)]] = Field(
+        default=[], max_length=MAX_CHECKIN_ACKS, description="ids of commands carried out"
+    )
+    captures: list[Capture] = Field(default=[], max_length=MAX_CHECKIN_CAPTURES)
+    logs: list[AgentLog] = Field(
+        default=[],
+        max_length=MAX_CHECKIN_LOGS,
+        description="lines of deployments not assigned to this agent are dropped",
+    )
     desired_hash: str | None = Field(
-        default=None, description="hash of the desired set the agent runs"
+        default=None, max_length=128, description="hash of the desired set the agent runs"
     )
     wait: float = Field(
         default=0, ge=0, le=120, description="seconds the server may hold the request"

@@ -10,6 +10,7 @@ from pydantic.json_schema import models_json_schema
 
 from pipenb import __version__
 from pipenb.server.handlers.base import Operation
+from pipenb.server.handlers.params import QUERY_PARAMS
 from pipenb.server.models import ErrorBody
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -54,7 +55,13 @@ def openapi_document(routes: list[tuple[str, type]], prefix: str) -> dict[str, A
                 "responses": {},
             }
             qs = [
-                {"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
+                {
+                    "name": q,
+                    "in": "query",
+                    "required": False,
+                    "description": QUERY_PARAMS[q].description,
+                    "schema": QUERY_PARAMS[q].schema(),
+                }
                 for q in op.query
             ]
             if params or qs:
@@ -70,7 +77,7 @@ def openapi_document(routes: list[tuple[str, type]], prefix: str) -> dict[str, A
             if op.status == 201 and op.response is not None:
                 entry["responses"]["200"] = ok  # e.g. a push of identical content
             entry["responses"][str(op.status)] = ok
-            for code in ("400", "404", "409", "413"):
+            for code in ("400", "404", "409", "413", "503"):
                 entry["responses"][code] = error
             if op.auth != "none":
                 entry["security"] = (

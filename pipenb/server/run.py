@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import sys
 
+import tornado.ioloop
 import tornado.netutil
 
+from pipenb.server import lograte
 from pipenb.server.app import PREFIX, make_app
+from pipenb.server.connections import CappedHTTPServer, connection_cap
 from pipenb.server.core import ControlPlane
 from pipenb.server.listen import SniffingHTTPServer, server_context
 from pipenb.server.settings import ServerSettings
 
 log = logging.getLogger("pipenb.server")
+
+
+class ListeningHTTPServer(SniffingHTTPServer, CappedHTTPServer):
+    """The standalone server's HTTP server: a connection first shows which protocol it speaks
+    (listen.py: the wrong one is answered at once), then counts against the connection cap
+    (connections.py: over it, 503 with Retry-After). A connection still to say its first
+    byte counts against the cap too, or silent sockets could take every file descriptor."""
+
+    def open_connections(self) -> int:
+        return len(self._connections) + self.sniffing
+
+    def skip_sniffing(self) -> bool:
+        return self.open_connections() >= self.max_connections
 
 
 async def serve(
@@ -33,16 +50,29 @@ async def serve(
     ssl_options = None
     if settings.tls_cert:
         ssl_options = server_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    repeats = lograte.install(settings.log_repeats, settings.log_window)
+    flush_logs = tornado.ioloop.PeriodicCallback(repeats.flush, settings.log_window * 1000)
+    flush_logs.start()
     cp = ControlPlane(settings)
     app = make_app(cp)
+    cap = connection_cap(settings.max_connections)
+    if cap < settings.max_connections:
+        log.warning(
+            "--max-connections %d lowered to %d: the process may open only %d files",
+            settings.max_connections,
+            cap,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
     # A client gets header_timeout to send its headers (so a slowloris holds a socket that long
     # at most) and two minutes for a body; agents open a connection per check-in, so no idle
-    # keep-alive connection needs to live longer.
-    server = SniffingHTTPServer(
+    # keep-alive connection needs to live longer. Bodies are limited per operation by the
+    # handlers (which stream them); this cap is only for anything else.
+    server = ListeningHTTPServer(
         app,
         ssl_options=ssl_options,
         sniff_timeout=settings.header_timeout,
-        max_body_size=settings.max_body * 2,
+        max_connections=cap,
+        max_body_size=max(settings.max_body, settings.max_checkin_body, settings.max_pipe_body),
         idle_connection_timeout=settings.header_timeout,
         body_timeout=120,
         xheaders=False,
@@ -74,3 +104,5 @@ async def serve(
     cp.live.wake(*list(cp.live.waiters))  # answer held check-ins before closing
     await cp.stop()
     await server.close_all_connections()
+    flush_logs.stop()
+    repeats.flush()

@@ -15,7 +15,15 @@ class ServerSettings:
     offline_after: float | None = None  # default: 3 poll intervals
     retention: float = 7 * 86400.0  # seconds metrics and logs are kept
     metrics_interval: float = 60.0  # at most one stored metrics point per pipe per this
-    max_body: int = 16 * 1024 * 1024  # bytes; larger requests get 413
+    max_body: int = (
+        256 * 1024
+    )  # bytes; larger request bodies get 413 (where no limit below applies)
+    max_checkin_body: int = 1024 * 1024  # bytes of one agent check-in
+    max_pipe_body: int = 1024 * 1024  # bytes of one pipe push
+    max_connections: int = 1024  # open connections (standalone server); more get 503
+    log_repeats: int = 20  # the same log message at most this often per log_window seconds
+    log_window: float = 10.0
+    clock_skew: float = 60.0  # seconds an agent's clock may run ahead of the server's
     enroll_rate: float = 10.0  # successful enrollments per second (burst the same)
     enroll_fail_rate: float = 1.0  # failed enrollments per second per client address
     enroll_fail_burst: int = 10  # failed enrollments an address may make at once

@@ -17,6 +17,7 @@ class CheckinHandler(ApiHandler):
         auth="agent",
         body=M.CheckinRequest,
         response=M.CheckinResponse,
+        body_limit="max_checkin_body",
     )
     async def post(self) -> None:
         body = self.body(M.CheckinRequest)
@@ -30,6 +31,7 @@ class CheckinHandler(ApiHandler):
 
     def on_connection_close(self) -> None:
         """The agent hung up (or died) while held: stop counting it as present now."""
+        super().on_connection_close()  # ends a body still on its way
         closed = getattr(self, "_closed", None)
         if closed is not None and not closed.done():
             closed.set_result(None)

@@ -3,10 +3,17 @@
 Every handler method is decorated with ``@api(...)``: the decorator records what the method
 accepts and returns, and the OpenAPI document is built from those records, so it lists exactly
 the routes that are mounted.
+
+Request bodies are streamed (``@stream_request_body``): ``prepare()`` runs on the headers alone,
+so a request without valid credentials is refused before one byte of its body is read, and a
+body is refused (413) as soon as it passes its operation's limit (``body_limit``: the name of a
+``ServerSettings`` field), whether a ``Content-Length`` announced it or its bytes did.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +30,7 @@ from pipenb.server.roles import READ_METHODS, ROLES, Principal, allows, needed_r
 
 log = logging.getLogger("pipenb.server.http")
 Auth = Literal["user", "agent", "none"]
+DRAIN_MAX = 64 * 1024  # bytes of body read, and dropped, before a refusal is answered
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class Operation:
     response: type[BaseModel] | None
     status: int
     query: tuple[str, ...]
+    body_limit: str = "max_body"  # the ServerSettings field with this operation's body limit
     role: str | None = None  # user operations: None means viewer for reads, editor for writes
 
 
@@ -44,14 +53,33 @@ def api(
     response: type[BaseModel] | None = None,
     status: int = 200,
     query: tuple[str, ...] = (),
+    body_limit: str = "max_body",
     role: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Record what an operation accepts and returns, and the role it needs (``role``; see
+    server/roles.py). The method it wraps runs once the whole body has arrived (a streamed body
+    is joined, and checked, first)."""
     if role is not None and role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn.__pipenb_api__ = Operation(summary, auth, body, response, status, query, role)  # type: ignore[attr-defined]
-        return fn
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def wrapper(self: ApiHandler, *args: Any, **kwargs: Any) -> Any:
+                self.body_arrived()
+                return await fn(self, *args, **kwargs)
+
+        else:
+
+            @functools.wraps(fn)
+            def wrapper(self: ApiHandler, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+                self.body_arrived()
+                return fn(self, *args, **kwargs)
+
+        op = Operation(summary, auth, body, response, status, query, body_limit, role)
+        wrapper.__pipenb_api__ = op  # type: ignore[attr-defined]
+        return wrapper
 
     return deco
 
@@ -62,11 +90,18 @@ def user_token_auth(handler: ApiHandler) -> Principal | None:
     return handler.cp.users.authenticate(handler.bearer())
 
 
+@tornado.web.stream_request_body
 class ApiHandler(tornado.web.RequestHandler):
     """Base of every API handler. Subclasses implement ``get``/``post``/... with ``@api``."""
 
     #: Who is calling a user operation, once ``authorize_user`` has said (None elsewhere).
     principal: Principal | None = None
+    _chunks: list[bytes] | None = None
+    _received = 0
+    _body_limit = 0
+    #: read a small body before answering a refusal (False where the host's own checks run at
+    #: the method, as Jupyter's ``@authenticated`` does: there a refusal must come first)
+    drain_refused_bodies = True
 
     @property
     def cp(self) -> Any:
@@ -87,21 +122,64 @@ class ApiHandler(tornado.web.RequestHandler):
         return getattr(fn, "__pipenb_api__", None)
 
     def prepare(self) -> None:
-        length = self.request.headers.get("Content-Length")
-        limit = self.cp.settings.max_body
-        if (length and length.isdigit() and int(length) > limit) or len(
-            self.request.body or b""
-        ) > limit:
-            raise ApiError(413, "too_large", f"request body over {limit} bytes")
+        """On the headers alone: credentials first, then the announced body size.
+
+        A refusal is answered at once, and the connection closed, when a body of any size may
+        follow; when at most ``DRAIN_MAX`` bytes follow, they are read (and dropped) first, so a
+        client that sent a small body with a wrong key reads its 401, not a reset connection.
+        """
         op = self.operation()
-        if op is None:
+        self._chunks = []
+        self._refusal: ApiError | None = None
+        self._body_limit = int(getattr(self.cp.settings, op.body_limit if op else "max_body"))
+        # whatever we answer, the rest of a body is read and dropped (never kept) until the
+        # connection closes; tornado's own cap would add a bare 400 after our answer
+        self.request.connection.set_max_body_size(1 << 62)  # type: ignore[union-attr]
+        length = self.request.headers.get("Content-Length", "").strip()
+        try:
+            if op is not None:
+                if op.auth == "user":
+                    self.authorize_user()
+                elif op.auth == "agent":
+                    self.agent_id = self.cp.agents.authenticate(self.bearer())
+            if length and not length.isdigit():
+                raise ApiError(
+                    400, "bad_request", f"Content-Length is not a number: {length[:40]!r}"
+                )
+            if length and int(length) > self._body_limit:
+                raise self._too_large()
+        except ApiError as exc:
+            chunked = "Transfer-Encoding" in self.request.headers
+            small = not chunked and int(length or 0) <= DRAIN_MAX
+            if exc.status == 413 or not small or not self.drain_refused_bodies:
+                raise
+            self._refusal, self._chunks = exc, None  # answered once the body is in
+
+    def _too_large(self) -> ApiError:
+        return ApiError(413, "too_large", f"request body over {self._body_limit} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        """Keep a body up to its limit; past it, answer 413 at once and keep nothing more."""
+        if self._finished or self._chunks is None:
             return
-        if op.auth == "user":
-            self.authorize_user()
-        elif op.auth == "agent":
-            self.agent_id = self.cp.agents.authenticate(self.bearer())
+        self._received += len(chunk)
+        if self._received > self._body_limit:
+            self._chunks = None
+            self.send_error(413, exc_info=(ApiError, self._too_large(), None))
+            return
+        self._chunks.append(chunk)
+
+    def body_arrived(self) -> None:
+        """The whole body is in: join it, and refuse a broken one where none is read."""
+        if self._refusal is not None:
+            raise self._refusal
+        if self._chunks is not None:
+            self.request.body = b"".join(self._chunks)
+            self._chunks = None
+        op = self.operation()
         if (
-            op.body is None
+            op is not None
+            and op.body is None
             and self.request.method in ("POST", "PUT", "PATCH")
             and (self.request.body or b"").strip()
         ):
@@ -201,15 +279,21 @@ class ApiHandler(tornado.web.RequestHandler):
                 400, "invalid_body", f"{first['field'] or 'body'}: {first['message']}", details
             ) from None
 
-    def query(self, name: str, default: Any = None, kind: type = str) -> Any:
+    def query(self, name: str, default: Any = None, kind: type | None = None) -> Any:
+        """A query parameter, parsed and bounded as ``QUERY_PARAMS`` says (400 otherwise)."""
+        from pipenb.server.handlers.params import QUERY_PARAMS
+
         value = self.get_query_argument(name, None)
         if value is None:
             return default
+        param = QUERY_PARAMS.get(name)
+        if param is not None:
+            return param.parse(name, value)
         try:
-            return kind(value)
+            return (kind or str)(value)
         except ValueError:
             raise ApiError(
-                400, "bad_request", f"query parameter {name!r} must be {kind.__name__}"
+                400, "bad_request", f"query parameter {name!r} must be {(kind or str).__name__}"
             ) from None
 
     def send(self, model: BaseModel | None, status: int | None = None) -> None:
@@ -242,7 +326,7 @@ class ApiHandler(tornado.web.RequestHandler):
             self.set_header("Retry-After", "1")
         else:
             status, code, message, details = status_code, "internal", "internal server error", []
-        self.set_status(status)
+        self.set_status(status, reason="Payload Too Large" if status == 413 else None)  # RFC 9110
         self.set_header("Content-Type", "application/json")
         self.finish(error_body(code, message, details))
 

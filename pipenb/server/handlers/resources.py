@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from pipenb.errors import ApiError
@@ -10,19 +11,11 @@ from pipenb.server.handlers.base import ApiHandler, api
 
 
 def _limit(handler: ApiHandler) -> int:
-    limit = handler.query("limit", 1000, int)
-    if not 1 <= limit <= 100_000:
-        raise ApiError(400, "bad_request", "limit must be between 1 and 100000")
-    return limit
+    return handler.query("limit", 1000)
 
 
-def _since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(400, "bad_request", "since must be an ISO 8601 time") from None
+def _since(handler: ApiHandler) -> datetime | None:
+    return handler.query("since")
 
 
 # ---------------------------------------------------------------------------- pipes
@@ -36,16 +29,19 @@ class PipesHandler(ApiHandler):
         body=M.PipePush,
         response=M.PipePushResult,
         status=201,
+        body_limit="max_pipe_body",
     )
-    def post(self) -> None:
-        result = self.cp.pipes.push(self.body(M.PipePush))
+    async def post(self) -> None:
+        body = self.body(M.PipePush)
+        spec = await asyncio.to_thread(self.cp.pipes.check, body)  # off the event loop
+        result = self.cp.pipes.store(body, spec)
         self.send(result, 201 if result.created else 200)
 
 
 class PipeHandler(ApiHandler):
     @api("Show a pipe version (default: the newest)", response=M.PipeVersion, query=("version",))
     def get(self, name: str) -> None:
-        self.send(self.cp.pipes.show(name, self.query("version", None, int)))
+        self.send(self.cp.pipes.show(name, self.query("version")))
 
     @api("Delete a pipe and its versions (refused while deployed)", status=204)
     def delete(self, name: str) -> None:
@@ -62,7 +58,7 @@ class PipeVersionsHandler(ApiHandler):
 class PipeDiffHandler(ApiHandler):
     @api("Unified diff between two versions", response=M.PipeDiff, query=("from", "to"))
     def get(self, name: str) -> None:
-        v1, v2 = self.query("from", None, int), self.query("to", None, int)
+        v1, v2 = self.query("from"), self.query("to")
         if v1 is None or v2 is None:
             raise ApiError(400, "bad_request", "give both ?from=V1&to=V2")
         self.send(self.cp.pipes.diff(name, v1, v2))
@@ -167,7 +163,7 @@ class AgentMetricsHandler(ApiHandler):
         self.send(
             self.cp.telemetry.metrics(
                 agent_id=agent_id,
-                since=_since(self.query("since")),
+                since=_since(self),
                 limit=_limit(self),
             )
         )
@@ -180,7 +176,7 @@ class AgentLogsHandler(ApiHandler):
         self.send(
             self.cp.telemetry.logs(
                 agent_id=agent_id,
-                since=_since(self.query("since")),
+                since=_since(self),
                 limit=_limit(self),
             )
         )
@@ -259,7 +255,7 @@ class DeploymentMetricsHandler(ApiHandler):
             self.cp.telemetry.metrics(
                 dep_id,
                 self.query("agent"),
-                _since(self.query("since")),
+                _since(self),
                 _limit(self),
             )
         )
@@ -273,7 +269,7 @@ class DeploymentLogsHandler(ApiHandler):
             self.cp.telemetry.logs(
                 dep_id,
                 self.query("agent"),
-                _since(self.query("since")),
+                _since(self),
                 _limit(self),
             )
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pipenb.server import models as M
 from pipenb.server.handlers.base import ApiHandler, api
-from pipenb.server.handlers.resources import _limit, _since
 
 
 class WhoAmIHandler(ApiHandler):
@@ -67,8 +66,8 @@ class AuditHandler(ApiHandler):
             self.cp.audit.query(
                 user=self.query("user"),
                 obj=self.query("object"),
-                since=_since(self.query("since")),
-                until=_since(self.query("until")),
-                limit=_limit(self),
+                since=self.query("since"),
+                until=self.query("until"),
+                limit=self.query("limit", 1000),
             )
         )

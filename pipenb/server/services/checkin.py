@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from pipenb.errors import AuthError
 from pipenb.server import models as M
-from pipenb.server.tables import AgentRow, DeploymentRow, PipeStatusRow, utcnow
+from pipenb.server.tables import AgentRow, AssignmentRow, PipeStatusRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane
@@ -97,15 +97,23 @@ class CheckinService:
                 if agent is not None and agent.attributes != body.attributes:
                     agent.attributes = body.attributes
             now = utcnow()
+            # Only deployments placed on this agent are its to report on: status, metrics and
+            # logs for any other id are dropped (a rogue key cannot write into deployments it
+            # does not run). One indexed query, then set lookups, however long the report.
+            assigned = set(
+                s.scalars(
+                    select(AssignmentRow.deployment_id).where(AssignmentRow.agent_id == agent_id)
+                )
+            )
             reported = set()
             for r in body.pipes:
+                if r.deployment_id not in assigned:
+                    # e.g. the final report of a pipe whose deployment was deleted or moved:
+                    # a row kept for it would never be removed
+                    continue
                 reported.add(r.deployment_id)
                 row = s.get(PipeStatusRow, (agent_id, r.deployment_id))
                 if row is None:
-                    if s.get(DeploymentRow, r.deployment_id) is None:
-                        # the final report of a pipe whose deployment was deleted: a row kept
-                        # for it would never be removed (the delete removed the others)
-                        continue
                     row = PipeStatusRow(
                         agent_id=agent_id, deployment_id=r.deployment_id, state=r.state
                     )
@@ -124,6 +132,6 @@ class CheckinService:
                 ):
                     if row.deployment_id not in reported:
                         s.delete(row)
-            self.cp.telemetry.record(s, agent_id, body.pipes, body.logs)
+            self.cp.telemetry.record(s, agent_id, body.pipes, body.logs, assigned)
             if body.acks or body.captures:
                 self.cp.commands.ack(s, agent_id, body.acks, body.captures)

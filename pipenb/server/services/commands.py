@@ -101,6 +101,8 @@ class CommandService:
                 select(CommandRow)
                 .where(CommandRow.agent_id == agent_id, CommandRow.acked_at.is_(None))
                 .order_by(CommandRow.created_at)
+                # no more than a check-in may ack (or carry captures of) at once
+                .limit(M.MAX_CHECKIN_CAPTURES)
             ).all()
             if not rows:
                 self.cp.live.pending_commands.discard(agent_id)

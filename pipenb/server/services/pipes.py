@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -47,11 +47,22 @@ class PipeService:
         self.cp = cp
 
     def push(self, body: M.PipePush) -> M.PipePushResult:
+        return self.store(body, self.check(body))
+
+    @staticmethod
+    def check(body: M.PipePush) -> Any:
+        """Validate a pushed pipe; the spec, or ApiError 400. Touches no shared state, so the
+        handler runs it in a thread: a large pipe must not stall the check-ins meanwhile."""
         try:
             spec = load_pipe(body.yaml, "<pushed>", builtins=PLACEHOLDER_BUILTINS)
         except PipeSyntaxError as exc:
             raise invalid_pipe(exc) from None
+        return spec
+
+    def store(self, body: M.PipePush, spec: Any) -> M.PipePushResult:
+        """Store a pipe ``check`` accepted as a new version (unless it is the newest already)."""
         digest = content_hash(body.yaml)
+        _DESCRIBED[digest] = (spec.description, list(spec.labels))
         with self.cp.session() as s:
             pipe = s.scalar(select(PipeRow).where(PipeRow.name == spec.name))
             if pipe is None:
@@ -128,7 +139,7 @@ class PipeService:
                 latest = self._latest(s, pipe.id)
                 if latest is None:
                     continue
-                desc, labels = _describe(latest.yaml)
+                desc, labels = _describe(latest.hash, latest.yaml)
                 out.append(
                     M.PipeSummary(
                         name=pipe.name,
@@ -197,9 +208,19 @@ def _version(name: str, row: PipeVersionRow, with_yaml: bool = False) -> M.PipeV
     )
 
 
-def _describe(yaml_text: str) -> tuple[str, list[str]]:
-    try:
-        spec = load_pipe(yaml_text, builtins=PLACEHOLDER_BUILTINS)
-    except PipeSyntaxError:
-        return "", []
-    return spec.description, spec.labels
+#: content hash -> (description, labels): listing pipes must not parse every pipe each time
+_DESCRIBED: dict[str, tuple[str, list[str]]] = {}
+
+
+def _describe(digest: str, yaml_text: str) -> tuple[str, list[str]]:
+    got = _DESCRIBED.get(digest)
+    if got is None:
+        try:
+            spec = load_pipe(yaml_text, builtins=PLACEHOLDER_BUILTINS)
+            got = (spec.description, list(spec.labels))
+        except PipeSyntaxError:
+            got = ("", [])
+        if len(_DESCRIBED) >= 4096:
+            _DESCRIBED.clear()
+        _DESCRIBED[digest] = got
+    return got
