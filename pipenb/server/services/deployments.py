@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from pipenb.errors import PipeSyntaxError
 from pipenb.lang.validate import load_pipe
+from pipenb.policy import Policy, check_pipe
 from pipenb.server import models as M
 from pipenb.server.security import new_id
 from pipenb.server.services.pipes import invalid_pipe, not_found
@@ -143,6 +144,8 @@ class DeploymentService:
             row.version = version
             row.params = params
             row.updated_at = utcnow()
+            s.flush()
+            self.check_policies(s, dep_ids=[dep_id])
         self.touch([dep_id])
         return self.get(dep_id)
 
@@ -175,6 +178,7 @@ class DeploymentService:
 
     def reconcile(self, dep_ids: list[str]) -> None:
         changed: set[str] = set()
+        placed: list[tuple[str, str]] = []  # new (deployment, agent) pairs: check policies
         offline_after = self.cp.settings.offline_seconds
         with self.cp.session() as s:
             # only the columns placement reads: whole rows would decode every agent's attributes
@@ -243,8 +247,73 @@ class DeploymentService:
                     )
                     load[aid] = load.get(aid, 0) + 1
                     changed.add(aid)
+                    placed.append((dep_id, aid))
+            if placed:
+                s.flush()
+                self.check_policies(s, pairs=placed)
         if changed:
             self.cp.live.notify(*changed)
+
+    # ------------------------------------------------------------------ agent policies
+    def check_policies(  # type: ignore[no-untyped-def]
+        self,
+        s,
+        *,
+        pairs: list[tuple[str, str]] | None = None,
+        dep_ids: list[str] | None = None,
+        agent_ids: list[str] | None = None,
+    ) -> None:
+        """Check placed instances against the policy their agent reported; mark the ones it
+        refuses ``refused`` with the rule they break (in pipe_status, where the agent's own
+        reports go: it refuses them too, with the same message, and its report then stands).
+        An instance the policy now allows loses a refusal it had (it is pending again)."""
+        q = select(AssignmentRow.deployment_id, AssignmentRow.agent_id)
+        if pairs is None:
+            if dep_ids is not None:
+                q = q.where(AssignmentRow.deployment_id.in_(dep_ids))
+            if agent_ids is not None:
+                q = q.where(AssignmentRow.agent_id.in_(agent_ids))
+            pairs = [(d, a) for d, a in s.execute(q).all()]
+        if not pairs:
+            return
+        agents = {
+            aid: (name, Policy.from_report((attrs or {}).get("policy")))
+            for aid, name, attrs in s.execute(
+                select(AgentRow.id, AgentRow.name, AgentRow.attributes).where(
+                    AgentRow.id.in_({a for _, a in pairs})
+                )
+            )
+        }
+        rendered: dict[Any, Any] = {}  # one rendering per pipe text, params and builtins
+        now = utcnow()
+        for dep_id, aid in pairs:
+            name, policy = agents.get(aid, (None, None))
+            if policy is None:  # an agent that reports no policy: it enforces none either
+                continue
+            dep = s.get(DeploymentRow, dep_id)
+            if dep is None:
+                continue
+            pipe = s.get(PipeRow, dep.pipe_id)
+            vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
+            builtins = builtins_for(aid, name or aid, pipe.name, dep.id)
+            key = (vrow.hash, _hash(dep.params), _hash(builtins) if "{{" in vrow.yaml else None)
+            if key not in rendered:
+                try:
+                    rendered[key] = load_pipe(
+                        vrow.yaml, "<deployment>", dep.params or {}, builtins, require_params=True
+                    )
+                except PipeSyntaxError:
+                    rendered[key] = None  # the agent reports what is wrong with it
+            spec = rendered[key]
+            refused = check_pipe(spec, policy) if spec is not None else []
+            row = s.get(PipeStatusRow, (aid, dep_id))
+            if refused:
+                if row is None:
+                    row = PipeStatusRow(agent_id=aid, deployment_id=dep_id, state="refused")
+                    s.add(row)
+                row.state, row.error, row.updated_at = "refused", refused[0], now
+            elif row is not None and row.state == "refused":
+                s.delete(row)
 
     def _handover(self, s, dep_id: str, from_agents: list[str]) -> list[Any]:  # type: ignore[no-untyped-def]
         """The last checkpoints reported by agents an instance moves away from."""
@@ -378,7 +447,7 @@ class DeploymentService:
             wanted = len(statuses) if dep.instances == -1 else dep.instances
             if not dep.running:
                 state = "stopped"
-            elif any(x.state == "failed" for x in statuses):
+            elif any(x.state in ("failed", "refused") for x in statuses):
                 state = "degraded"
             elif (
                 statuses
