@@ -36,6 +36,7 @@ class AgentProcess:
         disable: list[str] | tuple[str, ...] = (),
         python_flags: tuple[str, ...] = (),
         extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ):
         self.server = server
         self.data_dir = Path(data_dir)
@@ -49,6 +50,7 @@ class AgentProcess:
         self.disable = list(disable)
         self.python_flags = python_flags
         self.extra = extra
+        self.env = dict(env or {})  # added to the environment (PIPENB_* of the tests' own removed)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.data_dir / "agent.log"
         self.groups: list[int] = []  # every process group this helper started (for cleanup)
@@ -81,6 +83,7 @@ class AgentProcess:
         assert self.proc is None or self.proc.poll() is not None, "the agent is running already"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
+        env.update(self.env)
         with open(self.log, "ab") as log:
             log.write(f"--- {' '.join(self.args())}\n".encode())
             log.flush()
@@ -208,3 +211,13 @@ def pid_alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def tmp_policy(*more: str) -> tuple[str, ...]:
+    """Policy flags for test agents whose pipes read and write under the temp dir (where
+    pytest's tmp_path lives): the default policy (read /var/log/**, write DATA_DIR/out) would
+    refuse them. ``more`` adds flags, e.g. ``"--allow-exec", "any"``."""
+    import tempfile
+
+    tmp = os.path.realpath(tempfile.gettempdir())
+    return ("--allow-read", f"{tmp}/**", "--allow-write", tmp, *more)

@@ -79,6 +79,13 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
             if refused:
                 _say({"type": "status", "state": "refused", "error": refused[0]})
                 return EXIT_REFUSED
+        if job.get("run_as"):
+            # before anything of the pipe runs (a script's top level runs when it is built);
+            # every component is imported first: the new user may not read the installation
+            from pipenb.lang.registry import registry
+
+            registry.all()
+            _become(job["run_as"])
         ctx = RunContext(
             pipe=spec.name,
             data_dir=data_dir,
@@ -223,8 +230,6 @@ async def _main() -> int:
         _say({"type": "status", "state": "failed", "error": str(exc)})
         return 1
     try:
-        if job.get("run_as"):
-            _become(job["run_as"])
         return await _serve(job, reader)
     finally:
         with contextlib.suppress(OSError):

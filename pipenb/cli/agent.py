@@ -53,8 +53,7 @@ def register(sub: Any) -> None:
     option(
         p,
         "--allow-connect",
-        help="host:port patterns http-poll, http-post and tcp/udp outputs may reach "
-        "(default: *:*)",
+        help="host:port patterns http-poll, http-post and tcp/udp outputs may reach (default: *:*)",
     )
     option(
         p,

@@ -67,9 +67,7 @@ class Guard:
     # ------------------------------------------------------------------ sockets
     def connect(self, what: str, target: str, host: str, port: int, ip: str) -> None:
         if endpoint_allowed(self.policy.connect, host, port, ip) is not True:
-            raise PolicyError(
-                connect_message(what, target, host, port, ip, self.policy), "connect"
-            )
+            raise PolicyError(connect_message(what, target, host, port, ip, self.policy), "connect")
 
     def listen(self, what: str, host: str, port: int | None, ip: str | None = None) -> None:
         """``port=None``: the host alone (port 0, checked again once bound)."""
@@ -91,9 +89,7 @@ class Guard:
         program = argv[0]
         path_env = os.environ.get("PATH", os.defpath)
         got = real(program) if "/" in program else resolve_program(program, path_env)
-        want = {
-            real(a) if "/" in a else resolve_program(a, path_env) for a in self.policy.exec
-        }
+        want = {real(a) if "/" in a else resolve_program(a, path_env) for a in self.policy.exec}
         if got is None or got not in want:
             raise PolicyError(
                 f"{what} {program!r} resolves to {got or 'nothing on the PATH'}, not a program "

@@ -205,10 +205,8 @@ def load_file(path: str) -> dict[str, Any]:
             [sys.executable, "-c", code], input=data, capture_output=True, timeout=60
         )
         if proc.returncode != 0:
-            why = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise PolicyFileError(
-                f"the policy file {path} is not valid YAML: {why[-1] if why else 'unknown'}"
-            )
+            why = " ".join(proc.stderr.decode(errors="replace").split()) or "unknown"
+            raise PolicyFileError(f"the policy file {path} is not valid YAML: {why}") from None
         value = orjson.loads(proc.stdout)
     if value is None:
         value = {}

@@ -90,6 +90,20 @@ def real(path: str) -> str:
     return os.path.realpath(path)
 
 
+#: the host's own credential stores: a policy that allows ``/**`` still does not reach them
+HOST_SECRETS = (
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssh",
+    "/etc/ssl/private",
+    "/root/.ssh",
+)
+
+
 def protected_paths(
     data_dir: str, policy_file: str | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -99,7 +113,8 @@ def protected_paths(
     The agent's data dir holds its key (``identity.json``), desired pipes and checkpoints; the
     Python installation holds the code the next worker runs (a ``.pth`` written to site-packages
     runs as the agent's user at the next start); ``/proc`` of this process has its memory and
-    environment. The other directories on ``sys.path`` (``PYTHONPATH``, an editable install's
+    environment; the host's credential stores (``/etc/shadow``, SSH keys) are no pipe's
+    business. The other directories on ``sys.path`` (``PYTHONPATH``, an editable install's
     source tree) may be read where the policy allows, never written: a ``sitecustomize.py`` or
     a module of a shadowing name there would run too.
     """
@@ -136,6 +151,10 @@ def protected_paths(
         paths = paths[1:]  # the agent's working directory: workers start without it (-P)
     paths += os.environ.get("PYTHONPATH", "").split(os.pathsep)
     add(f"/proc/{os.getpid()}", "the agent's process")
+    import glob
+
+    for p in (*HOST_SECRETS, os.path.expanduser("~/.ssh"), *glob.glob("/home/*/.ssh")):
+        add(p, "the host's credentials")
     for p in paths:
         if p and os.path.exists(p):
             add(p, "a directory Python imports code from", code)
@@ -196,14 +215,16 @@ def parse_endpoint(text: str) -> Endpoint:
     if host.startswith("["):
         inner, _, rest = host[1:].partition("]")
         host = inner + rest  # [fd00::]/8 -> fd00::/8
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, [{host}]:port")
     if host != "*":
         try:
             net = ipaddress.ip_network(host, strict=False)
         except ValueError:
-            if ":" in host:
-                raise ValueError(f"{text!r}: write an IPv6 address in brackets, [{host}]:port")
             if not re.fullmatch(r"[A-Za-z0-9*?.\-_]+", host):
-                raise ValueError(f"{text!r}: {host!r} is not a host name, an address or a network")
+                raise ValueError(
+                    f"{text!r}: {host!r} is not a host name, an address or a network"
+                ) from None
     if port == "*":
         lo, hi = 0, 65535
     else:

@@ -26,8 +26,8 @@ from tornado.web import Application, RequestHandler, stream_request_body
 
 from pipenb.engine.base import Batch, Event, Input, RunContext
 from pipenb.engine.inputs.decode import decode_chunk
-from pipenb.engine.netguard import check_listen_first, check_listener
 from pipenb.engine.inputs.sockets import BATCH_EVENTS, Address, format_peer, split_address
+from pipenb.engine.netguard import check_listen_first, check_listener
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Duration, Size
 

@@ -61,7 +61,11 @@ class TcpOutput(Output):
         try:
             host, port = await asyncio.wait_for(
                 checked_address(
-                    self.ctx, "tcp address", self.options.address, self.host, self.port,
+                    self.ctx,
+                    "tcp address",
+                    self.options.address,
+                    self.host,
+                    self.port,
                     socket.SOCK_STREAM,
                 ),
                 self.options.timeout,
@@ -155,7 +159,11 @@ class UdpOutput(Output):
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         addr = await checked_address(
-            self.ctx, "udp address", self.options.address, self.host, self.port,
+            self.ctx,
+            "udp address",
+            self.options.address,
+            self.host,
+            self.port,
             socket.SOCK_DGRAM,
         )
         self._transport, self._sender = await loop.create_datagram_endpoint(
