@@ -57,8 +57,11 @@ while time.monotonic() < deadline:
         time.sleep(0.2)
 sys.exit("pipenb: JupyterLab's pipenb API did not answer within 60 s")
 PY
+# the local agent's policy, for the tutorials: read logs, the temp dir and the repo's examples,
+# write in the temp dir; exec and scripts stay off (docs/agent.md#policy)
 "$BIN/pipenb" agent --server "http://127.0.0.1:$PORT" --enroll-key="$KEY" --id local \
-    --name local --labels local --data-dir "$STATE/agent" --metrics-every 2 &
+    --name local --labels local --data-dir "$STATE/agent" --metrics-every 2 \
+    --allow-read "/var/log/**,/tmp/**,$PWD/examples/**" --allow-write /tmp &
 AGENT=$!
 echo "pipenb: JupyterLab on http://127.0.0.1:$PORT/lab (token in the lines above), agent 'local' enrolled"
 wait "$LAB"

@@ -73,7 +73,16 @@ class Policy:
         base = cls(write=(out_dir,))
         p = base.merged(values or {}, where)
         protected, unwritable = protected_paths(data_dir, policy_file)
-        return replace(p, protected=protected, unwritable=unwritable, holes=(real(out_dir),))
+        return replace(
+            p,
+            # as written (what a pipe's paths are checked against at deploy time) and resolved
+            # (what a real path is checked against where it is opened): /tmp may be a symlink
+            read=_with_real(p.read, glob=True),
+            write=_with_real(p.write, glob=False),
+            protected=protected,
+            unwritable=unwritable,
+            holes=(real(out_dir),),
+        )
 
     def merged(self, values: dict[str, Any], where: str = "the policy") -> Policy:
         """This policy with the keys of ``values`` (a policy file's or flags') replaced."""
@@ -151,6 +160,23 @@ class Policy:
         if isinstance(v, str):
             return v
         return ", ".join(v) if v else "nothing"
+
+
+def _with_real(paths: tuple[str, ...], glob: bool) -> tuple[str, ...]:
+    from pipenb.policy.rules import has_wildcards, real
+
+    out = list(paths)
+    for p in paths:
+        if glob and has_wildcards(p):
+            parts = p.split("/")
+            i = next(i for i, part in enumerate(parts) if has_wildcards(part))
+            head, tail = "/".join(parts[:i]) or "/", "/".join(parts[i:])
+            resolved = os.path.join(real(head), tail)
+        else:
+            resolved = real(p)
+        if resolved not in out:
+            out.append(resolved)
+    return tuple(out)
 
 
 def _strings(v: Any, where: str) -> tuple[str, ...]:

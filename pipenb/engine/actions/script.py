@@ -1,8 +1,9 @@
 """``script``: a Python function ``process(event)`` for what the other actions cannot say.
 
-Capability ``script``: the code runs with the agent's rights, so agents refuse it unless
-started with ``--allow-scripts``. Validation only compiles the code (the server never runs it);
-it is run when a pipe using it is built, in the process that runs the pipe.
+Capability ``script``: the code runs with the worker's rights, so agents refuse it unless their
+policy allows it (``scripts: true``, ``--allow-scripts``). Validation only compiles the code
+(the server never runs it); it is run when a pipe using it is built, in the process that runs
+the pipe.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``exec``: run a command once, every ``interval`` or by ``cron``; events from its output.
 
-Capability ``exec``: agents can refuse pipes that use it (``--disable exec``).
+Capability ``exec``: agents refuse it unless their policy allows it (``exec: any`` or a list of
+programs; ``--allow-exec``), and check each command against that policy before it runs.
 """
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ def exec_input(opts: ExecOptions, ctx: RunContext) -> ExecInput:
         ctx.guard.exec("exec command", opts.command, opts.env)
     if "exec" not in ctx.allow:
         raise PipeRuntimeError(
-            "the exec input is disabled here; start the agent without --disable exec to allow it"
+            "the exec input is disabled here; an agent allows it with --allow-exec "
+            "(or exec: in its --policy file)"
         )
     return ExecInput(opts, ctx)
