@@ -263,7 +263,6 @@ def test_the_agents_own_files_python_and_host_secrets_are_out_of_reach_whatever_
         f"{data}/identity.json": "the agent's own data dir",
         f"{data}/checkpoints/*.json": "the agent's own data dir",
         "/etc/shadow": "the host's credentials",
-        f"/proc/{os.getpid()}/environ": "the agent's process",
         f"{SITE}/x.py": "the Python installation",
     }
     for path, what in cases.items():
@@ -292,8 +291,11 @@ def test_the_guard_resolves_symlinks_and_programs(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "echo").symlink_to("/bin/sh")  # an "echo" that is a shell
-    g = Guard(_policy(tmp_path, read=[f"{allowed}/**"], exec=["echo"]))
+    g = Guard(_policy(tmp_path, read=[f"{allowed}/**", "/proc/**"], exec=["echo"]))
     assert g.read(str(allowed / "ok.log"), "files path") == str(allowed / "ok.log")
+    for proc, what in (("self", "this worker's process"), (os.getppid(), "the agent's process")):
+        with pytest.raises(PolicyError, match=f"is inside {what}"):
+            g.read(f"/proc/{proc}/environ", "files path")
     with pytest.raises(PolicyError, match=r"resolves to .*secret\.txt\) is outside") as exc:
         g.read(str(allowed / "link.log"), "files path")
     assert exc.value.rule == "read"
@@ -435,8 +437,9 @@ def test_every_host_component_outside_the_policy_is_refused_at_deploy_time(
         "files": (f"{{files: {{path: '{tmp_path}/etc/*.conf'}}}}", None, None,
                   f"files path {tmp_path}/etc/*.conf is outside this agent's read policy: "
                   f"{tmp_path}/logs/**"),
-        "file": (None, f"{{file: {{path: '{tmp_path}/elsewhere/x.ndjson'}}}}", None,
-                 f"file path {tmp_path}/elsewhere/x.ndjson is outside this agent's write "
+        # the server renders each agent's own values into the pipe before checking it
+        "file": (None, f"{{file: {{path: '{tmp_path}/elsewhere/{{{{agent.id}}}}.ndjson'}}}}", None,
+                 f"file path {tmp_path}/elsewhere/{aid}.ndjson is outside this agent's write "
                  f"policy: {tmp_path}/out"),
         "exec": ("{exec: {command: [id]}}", None, None,
                  "exec command 'id' is not in this agent's exec policy: echo"),
@@ -787,3 +790,49 @@ def test_the_cli_says_what_is_wrong_with_a_policy(tmp_path: Path) -> None:
             capture_output=True, text=True, env=env, timeout=60,
         )  # fmt: skip
         assert proc.returncode == 2 and says in proc.stderr, (flags, proc.stderr)
+
+
+def test_a_new_policy_lifts_a_refusal_and_a_new_version_is_checked_again(
+    client: Client, agents: Any, tmp_path: Path
+) -> None:
+    """The server checks again when the agent's reported policy changes (it restarted with
+    another) and when the deployment's pipe changes (a new version of a ``latest`` one)."""
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    logs.mkdir()
+    (logs / "app.log").write_text("one\ntwo\n")
+    data = tmp_path / "agent-moving"
+    a = agents("moving", "--allow-write", str(out), data_dir=data)
+    aid = a.agent_id
+    assert aid is not None
+    name = f"moving-{secrets.token_hex(2)}"
+    text = pipe_doc(
+        f"{{files: {{path: '{logs}/*.log', poll-interval: 50ms}}}}",
+        f"{{file: {{path: '{out}/got.ndjson'}}}}",
+        None,
+        name,
+    )
+    dep = deploy(client, text, aid)
+    assert dep["status"][0]["state"] == "refused"
+    assert "outside this agent's read policy: /var/log/**" in dep["status"][0]["error"]
+    assert a.terminate() == 0
+
+    # the host's operator allows the directory: the refusal goes, the pipe runs
+    b = agents("moving", "--allow-write", str(out), "--allow-read", f"{logs}/**", data_dir=data)
+    assert b.agent_id == aid
+    wait_until(
+        lambda: reported(client, dep["id"], "running"), 30, "running under the new policy",
+        lambda: instance(client, dep["id"]),
+    )  # fmt: skip
+    wait_until(
+        lambda: (
+            (out / "got.ndjson").exists()
+            and len((out / "got.ndjson").read_text().splitlines()) == 2
+        ),
+        30,
+    )
+
+    # a new version reads elsewhere: refused again, by the server and by the agent
+    client.push(text.replace(f"{logs}/*.log", f"{tmp_path}/*.log"))
+    st = wait_until(lambda: reported(client, dep["id"], "refused"), 30, "the new version refused")
+    assert f"files path {tmp_path}/*.log is outside this agent's read policy" in st["error"]
+    wait_until(lambda: client.agent(aid)["state"] == "degraded", 30, "the agent's own refusal")

@@ -33,6 +33,8 @@ from pipenb.policy.rules import absolute, endpoint_allowed, real, resolve_progra
 class Guard:
     def __init__(self, policy: Policy):
         protected = dict(policy.protected)
+        # memory, environment and command line (keys given as flags) of the agent and worker
+        protected.setdefault(real(f"/proc/{os.getppid()}"), "the agent's process")
         protected.setdefault(real(f"/proc/{os.getpid()}"), "this worker's process")
         self.policy = replace(policy, protected=protected)
 

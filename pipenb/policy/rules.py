@@ -112,8 +112,7 @@ def protected_paths(
 
     The agent's data dir holds its key (``identity.json``), desired pipes and checkpoints; the
     Python installation holds the code the next worker runs (a ``.pth`` written to site-packages
-    runs as the agent's user at the next start); ``/proc`` of this process has its memory and
-    environment; the host's credential stores (``/etc/shadow``, SSH keys) are no pipe's
+    runs as the agent's user at the next start); the host's credential stores (``/etc/shadow``, SSH keys) are no pipe's
     business. The other directories on ``sys.path`` (``PYTHONPATH``, an editable install's
     source tree) may be read where the policy allows, never written: a ``sitecustomize.py`` or
     a module of a shadowing name there would run too.
@@ -150,7 +149,6 @@ def protected_paths(
     if paths and paths[0] in ("", os.getcwd()) and not sys.flags.safe_path:
         paths = paths[1:]  # the agent's working directory: workers start without it (-P)
     paths += os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    add(f"/proc/{os.getpid()}", "the agent's process")
     import glob
 
     for p in (*HOST_SECRETS, os.path.expanduser("~/.ssh"), *glob.glob("/home/*/.ssh")):
