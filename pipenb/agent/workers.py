@@ -24,6 +24,10 @@ def worker_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
 
 
+#: no working directory on a worker's sys.path: a module a pipe wrote there is not ours to run
+#: (``-P`` is Python 3.11's; 3.10 has no such switch)
+SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()
+
 #: Seconds a worker must run before its next failure counts as the first again.
 STABLE_AFTER = 60.0
 
@@ -62,7 +66,7 @@ class WorkerHandle:
             with open(self.log_path, "ab") as err:
                 self.proc = await asyncio.create_subprocess_exec(
                     sys.executable,
-                    "-P",  # no working directory on sys.path: code there is not ours
+                    *SAFE_PATH,
                     "-m",
                     "pipenb.agent.worker",
                     env=worker_environ(),
