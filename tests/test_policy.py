@@ -264,6 +264,8 @@ def test_the_agents_own_files_python_and_host_secrets_are_out_of_reach_whatever_
         f"{data}/checkpoints/*.json": "the agent's own data dir",
         "/etc/shadow": "the host's credentials",
         f"{SITE}/x.py": "the Python installation",
+        "/proc/*/environ": "matches /proc/*/environ (processes' secrets and keys)",
+        "/proc/1/cmdline": "matches /proc/*/cmdline",
     }
     for path, what in cases.items():
         (msg,) = _check(pipe_doc(f"{{files: {{path: '{path}'}}}}", None, None), policy)

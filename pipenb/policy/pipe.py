@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pipenb.policy.model import Policy
 from pipenb.policy.rules import (
+    SECRET_GLOBS,
     absolute,
     code_env,
     command_argv,
@@ -115,8 +116,11 @@ def check_access(a: Access, policy: Policy) -> str | None:
 # ------------------------------------------------------------------------------ the rules
 
 
-def protected_reason(path: str, policy: Policy, verb: str) -> str | None:
-    """The message when ``path`` (absolute, normalised or real) is a path no pipe may touch."""
+def protected_reason(
+    path: str, policy: Policy, verb: str, pattern: str | None = None
+) -> str | None:
+    """The message when ``path`` (absolute, normalised or real) is a path no pipe may touch;
+    ``pattern``: the glob ``path`` is the fixed start of (at deploy time)."""
     if any(under(path, h) for h in policy.holes):
         return None
     roots = list(policy.protected.items())
@@ -125,11 +129,20 @@ def protected_reason(path: str, policy: Policy, verb: str) -> str | None:
     for root, what in roots:
         if under(path, root):
             return f"is inside {what} ({root}), which no pipe may {verb} whatever the policy says"
+    for secret in SECRET_GLOBS:
+        if glob_matches(secret, pattern or path, static=True):
+            return (
+                f"matches {secret} (processes' secrets and keys), which no pipe may {verb} "
+                "whatever the policy says"
+            )
     return None
 
 
 def read_reason(path: str, policy: Policy, static: bool = False) -> str | None:
-    why = protected_reason(_literal_dir(path) if static else path, policy, "read")
+    if static:
+        why = protected_reason(_literal_dir(path), policy, "read", pattern=path)
+    else:
+        why = protected_reason(path, policy, "read")
     if why is not None:
         return why
     if not any(glob_matches(g, path, static) for g in policy.read):

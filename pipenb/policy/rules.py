@@ -101,6 +101,18 @@ HOST_SECRETS = (
     "/etc/ssh",
     "/etc/ssl/private",
     "/root/.ssh",
+    "/proc/kcore",
+)
+
+#: what any process keeps secret (keys given as flags or variables), wherever it runs
+SECRET_GLOBS = (
+    "/proc/*/environ",
+    "/proc/*/cmdline",
+    "/proc/*/mem",
+    "/proc/*/task/*/environ",
+    "/proc/*/task/*/cmdline",
+    "/proc/*/task/*/mem",
+    "/home/*/.ssh/**",
 )
 
 
