@@ -337,7 +337,7 @@ def agents(srv: ServerProcess, tmp_path: Path) -> Iterator[Any]:
             data_dir or tmp_path / f"agent-{name}",
             enroll_key=ENROLL_KEY,
             name=name,
-            labels=[f"policy-{secrets.token_hex(3)}"],
+            labels=kw.pop("labels", [f"policy-{secrets.token_hex(3)}"]),
             long_poll=2,
             extra=flags,
             **kw,
@@ -838,3 +838,25 @@ def test_a_new_policy_lifts_a_refusal_and_a_new_version_is_checked_again(
     st = wait_until(lambda: reported(client, dep["id"], "refused"), 30, "the new version refused")
     assert f"files path {tmp_path}/*.log is outside this agent's read policy" in st["error"]
     wait_until(lambda: client.agent(aid)["state"] == "degraded", 30, "the agent's own refusal")
+
+
+def test_an_agent_that_joins_later_is_checked_when_the_pipe_is_placed_on_it(
+    client: Client, agents: Any, tmp_path: Path
+) -> None:
+    label = f"late-{secrets.token_hex(3)}"
+    name = f"late-{secrets.token_hex(2)}"
+    client.push(pipe_doc("{files: {path: /etc/hostname}}", None, None, name))
+    dep = client.deploy(name, labels=[label])
+    assert dep["status"] == []  # no agent has the label yet
+    a = agents("late", labels=[label])
+    st = wait_until(
+        lambda: (
+            (s := client.deployment(dep["id"])["status"]) and s[0]["state"] == "refused" and s[0]
+        ),
+        30,
+        "the instance placed on the new agent refused",
+    )
+    assert st["agent_id"] == a.agent_id
+    assert (
+        st["error"] == "files path /etc/hostname is outside this agent's read policy: /var/log/**"
+    )
