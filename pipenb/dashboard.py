@@ -27,6 +27,7 @@ STATE_COLOURS = {
     "starting": "#757575",
     "offline": "#c62828",
     "failed": "#c62828",
+    "refused": "#c62828",
     "stopped": "#9e9e9e",
     "finished": "#1565c0",
 }
@@ -287,6 +288,9 @@ class Dashboard:
             rate = self.rates.get(d["id"])
             per_s = f", {rate[0]:.1f} in/s" if rate else ""
             lines.append(f"  deployment {d['id']} of {d['pipe']}: {d.get('state')}{per_s}")
+            for s in d.get("status") or []:
+                if s.get("state") in ("refused", "failed"):  # never silent
+                    lines.append(f"    {s['agent_id']}: {s['state']}: {s.get('error')}")
         return "\n".join(lines)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 PipenbError                 root of everything pipenb raises on purpose
 ├── PipeSyntaxError         a pipe document is invalid; ``.problems`` lists every located one
 ├── PipeRuntimeError        a pipe could not start or run (an input could not open, ...)
+│   └── PolicyError         the agent's policy refuses what the pipe asks (a path, a socket)
 ├── EventError              one event failed one action; it goes to ``errors:``, never fatal
 ├── PipeTestFailure         a pipe's ``tests:`` section did not pass
 ├── ApiError                the server answered with an error (status, code, message, details)
@@ -53,6 +54,16 @@ class PipeSyntaxError(PipenbError):
 
 class PipeRuntimeError(PipenbError):
     """A pipe could not start or keep running (an input could not open, an output failed)."""
+
+
+class PolicyError(PipeRuntimeError):
+    """The worker host's policy refuses what a pipe asks for. ``rule`` names the rule
+    (``read``, ``write``, ``connect``, ``listen``, ``exec``, ``scripts``, ``protected``); the
+    agent reports the pipe ``refused`` with the message and never restarts it."""
+
+    def __init__(self, message: str, rule: str):
+        super().__init__(message)
+        self.rule = rule
 
 
 class EventError(PipenbError):

@@ -40,6 +40,7 @@ class AgentProcess:
         python_flags: tuple[str, ...] = (),
         extra: tuple[str, ...] = (),
         token: str = "test-token",
+        env: dict[str, str] | None = None,
     ):
         self.server = server
         self.data_dir = Path(data_dir)
@@ -55,6 +56,7 @@ class AgentProcess:
         self.extra = extra
         self.token = token  # the user token, to create an enrollment token for ``labels``
         self.enroll_token: dict[str, Any] | None = None  # the one created, if any
+        self.env = dict(env or {})  # added to the environment (PIPENB_* of the tests' own removed)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.data_dir / "agent.log"
         self.groups: list[int] = []  # every process group this helper started (for cleanup)
@@ -113,6 +115,7 @@ class AgentProcess:
         if self.enroll_key and self.labels and self.enroll_token is None and not self.identity():
             self.enroll_token = self.create_enroll_token()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
+        env.update(self.env)
         with open(self.log, "ab") as log:
             log.write(f"--- {' '.join(self.args())}\n".encode())
             log.flush()
@@ -240,3 +243,13 @@ def pid_alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def tmp_policy(*more: str) -> tuple[str, ...]:
+    """Policy flags for test agents whose pipes read and write under the temp dir (where
+    pytest's tmp_path lives): the default policy (read /var/log/**, write DATA_DIR/out) would
+    refuse them. ``more`` adds flags, e.g. ``"--allow-exec", "any"``."""
+    import tempfile
+
+    tmp = os.path.realpath(tempfile.gettempdir())
+    return ("--allow-read", f"{tmp}/**", "--allow-write", tmp, *more)

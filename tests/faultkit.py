@@ -527,7 +527,7 @@ class Rig:
 
     def start_agent(self, enroll: bool = True) -> Any:
         """An agent on the rig's data dir: enrolled the first time, its saved identity after."""
-        from agentproc import AgentProcess
+        from agentproc import AgentProcess, tmp_policy
 
         agent = AgentProcess(
             self.server.url,
@@ -536,7 +536,7 @@ class Rig:
             name="victim" if enroll else None,
             labels=[self.label] if enroll else (),
             long_poll=2.0,
-            extra=("--metrics-every", "1"),
+            extra=("--metrics-every", "1", *tmp_policy()),  # its pipes read and write in tmp
         )
         self.agents.append(agent)
         agent.start()

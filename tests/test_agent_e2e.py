@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 import pytest
-from agentproc import AgentProcess, pid_alive
+from agentproc import AgentProcess, pid_alive, tmp_policy
 from conftest import wait_until
 from serverproc import ServerProcess
 
@@ -203,8 +203,9 @@ AgentFactory = Callable[..., AgentProcess]
 def agents(tmp_path: Path) -> Iterator[AgentFactory]:
     """``agents(server, name, labels=[...], **AgentProcess options)``: a started, enrolled agent
     with a data dir of its own (``data_dir=`` to reuse one, ``enroll=False`` to use its saved
-    identity). Every agent and worker is killed at the end; their logs are printed (pytest
-    shows them when the test failed)."""
+    identity). Their policy lets pipes read and write under the temp dir (``extra=`` adds
+    flags; later ones win). Every agent and worker is killed at the end; their logs are printed
+    (pytest shows them when the test failed)."""
     made: list[AgentProcess] = []
 
     def start(
@@ -217,6 +218,7 @@ def agents(tmp_path: Path) -> Iterator[AgentFactory]:
         wait: bool = True,
         **kw: Any,
     ) -> AgentProcess:
+        kw["extra"] = (*tmp_policy(), *kw.get("extra", ()))
         agent = AgentProcess(
             server.url,
             data_dir or tmp_path / f"agent-{name}",
@@ -734,7 +736,8 @@ def test_failover_within_three_poll_intervals(
 def test_failing_pipes_are_reported_and_others_keep_running(
     srv: ServerProcess, client: Client, agents: AgentFactory, tmp_path: Path
 ) -> None:
-    a = agents(srv, "two words", [unique("mixed")], disable=["exec"])
+    # exec allowed by its policy, and disabled by the --disable shorthand, which wins
+    a = agents(srv, "two words", [unique("mixed")], disable=["exec"], extra=("--allow-exec", "any"))
     aid = a.wait_enrolled()
     src, out = tmp_path / "in.log", out_path(tmp_path, aid)
     w = LineWriter(src)
@@ -762,22 +765,25 @@ def test_failing_pipes_are_reported_and_others_keep_running(
         for name in (good, uses_exec, uses_script, bad_here)
     }
 
-    def failed(dep_id: str) -> dict[str, Any] | None:
+    def failed(dep_id: str, state: str) -> dict[str, Any] | None:
         s = instance(client, dep_id, aid)
-        return s if s and s["state"] == "failed" and s["error"] else None
+        return s if s and s["state"] == state and s["error"] else None
 
+    # what the agent's policy refuses is "refused", an invalid pipe "failed"
+    expected = {uses_exec: "refused", uses_script: "refused", bad_here: "failed"}
     errors = {
         name: wait_until(
-            lambda d=dep_id: failed(d),
+            lambda d=dep_id, st=expected[name]: failed(d, st),
             20,
-            f"{name} reported failed",
+            f"{name} reported {expected[name]}",
             lambda d=dep_id: brief(client, d),
         )["error"]
         for name, dep_id in deps.items()
         if name != good
     }
-    assert "exec" in errors[uses_exec] and "disabled" in errors[uses_exec], errors
-    assert "script" in errors[uses_script] and "disabled" in errors[uses_script], errors
+    assert "exec" in errors[uses_exec] and "policy is off" in errors[uses_exec], errors
+    assert "script" in errors[uses_script] and "policy is off" in errors[uses_script], errors
+    assert "--allow-scripts" in errors[uses_script], errors
     assert "invalid expression" in errors[bad_here], errors  # located: <dep-...>:5:18: ...
 
     def good_running() -> bool:
@@ -1010,7 +1016,10 @@ def test_enrolls_once_then_uses_the_saved_key(
     info = client.agent(aid)
     assert info["enrolled"] is True and info["name"] == "newcomer"
     assert info["labels"] == [label, "blue"]
-    assert info["attributes"]["capabilities"]["allowed"] == ["exec"]
+    assert info["attributes"]["capabilities"]["allowed"] == []  # exec and scripts: off
+    policy = info["attributes"]["policy"]
+    assert policy["exec"] == "off" and policy["scripts"] is False
+    assert str(a.data_dir.resolve()) in policy["protected"]
     count = len(client.agents()["agents"])
     assert a.terminate() == 0
     assert client.agent(aid)["state"] == "offline"

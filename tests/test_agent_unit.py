@@ -23,18 +23,28 @@ from pipenb.agent.store import AgentStore
 
 
 @pytest.mark.parametrize(
-    ("allow_scripts", "disable", "allowed"),
+    ("policy", "allow_scripts", "disable", "allowed"),
     [
-        (False, [], ["exec"]),
-        (True, [], ["exec", "script"]),
-        (False, ["exec"], []),
-        (True, ["exec"], ["script"]),
-        (True, ["script"], ["exec"]),
-        (True, ["exec", "script"], []),
+        ({}, False, [], []),  # exec and scripts are off by default
+        ({}, True, [], ["script"]),
+        ({"exec": "any"}, False, [], ["exec"]),
+        ({"exec": ["df"]}, True, [], ["exec", "script"]),
+        ({"exec": "any"}, False, ["exec"], []),  # --disable wins over the policy
+        ({"exec": "any"}, True, ["exec"], ["script"]),
+        ({"exec": "any", "scripts": True}, False, ["script"], ["exec"]),
+        ({"exec": "any"}, True, ["exec", "script"], []),
     ],
 )
-def test_capabilities_granted(allow_scripts: bool, disable: list[str], allowed: list[str]) -> None:
-    s = AgentSettings(server="x", data_dir="d", allow_scripts=allow_scripts, disable=disable)
+def test_capabilities_granted(
+    policy: dict[str, Any], allow_scripts: bool, disable: list[str], allowed: list[str]
+) -> None:
+    s = AgentSettings(
+        server="x",
+        data_dir="d",
+        allow_scripts=allow_scripts,
+        disable=disable,
+        policy_values=policy,
+    )
     assert s.allow == allowed
 
 

@@ -139,7 +139,7 @@ def test_the_line_installs_an_agent_that_enrolls_and_runs_a_deployed_pipe(
     # the agent runs from the fresh venv's own pipenb, not from this checkout
     cmdline = Path(f"/proc/{agent['attributes']['pid']}/cmdline").read_bytes().split(b"\0")
     assert str(prefix / "bin" / "pipenb").encode() in cmdline, cmdline
-    out = tmp_path / "hello.ndjson"
+    out = prefix / "data" / "out" / "hello.ndjson"  # where the default policy lets it write
     client.push(PIPE)
     dep = client.deploy("hello", labels=["edge"], params={"out": str(out)})
     events = wait_until(

@@ -368,8 +368,8 @@ def test_the_user_token_and_keys_never_reach_logs_or_output(tmp_path):
 
 def test_exec_and_script_are_refused_where_disabled_and_never_run(srv, tmp_path):
     """The same exec and script pipes deployed to an agent started with ``--disable exec`` and
-    without ``--allow-scripts``, and to one that allows both: the latter runs them (its canary
-    files appear), the former reports each instance failed with the reason and never runs
+    without ``--allow-scripts``, and to one whose policy allows both: the latter runs them (its
+    canary files appear), the former reports each instance refused with the rule and never runs
     either (its canary files never appear, no worker is left, none is restarted)."""
     label = "caps-" + secrets.token_hex(3)
     canary = tmp_path / "canaries"
@@ -409,6 +409,7 @@ def test_exec_and_script_are_refused_where_disabled_and_never_run(srv, tmp_path)
             labels=[label],
             allow_scripts=True,
             token=TOKEN,
+            extra=("--allow-exec", "any"),
         ).start()
         agents.append(lax)
         strict_id, lax_id = strict.wait_enrolled(), lax.wait_enrolled()
@@ -432,16 +433,21 @@ def test_exec_and_script_are_refused_where_disabled_and_never_run(srv, tmp_path)
             )
         errors = {
             name: wait_until(
-                lambda d=dep: (s := instance(d, strict_id)).get("state") == "failed" and s,
+                lambda d=dep: (s := instance(d, strict_id)).get("state") == "refused" and s,
                 timeout=30,
-                what=f"{name} reported failed on the strict agent",
+                what=f"{name} reported refused on the strict agent",
             )["error"]
             for name, dep in deps.items()
         }
-        assert "exec" in errors["caps-exec"] and "disabled" in errors["caps-exec"], errors
-        assert "script" in errors["caps-script"] and "disabled" in errors["caps-script"], errors
+        assert "exec" in errors["caps-exec"] and "policy is off" in errors["caps-exec"], errors
+        assert "script" in errors["caps-script"] and "policy is off" in errors["caps-script"]
         assert "--allow-scripts" in errors["caps-script"]
-        assert srv.request("GET", f"/agents/{strict_id}").json()["state"] == "degraded"
+        # the server refused them at deploy time; the agent refuses them too, and says so
+        wait_until(
+            lambda: srv.request("GET", f"/agents/{strict_id}").json()["state"] == "degraded",
+            timeout=30,
+            what="the strict agent degraded by its own refusals",
+        )
         wait_until(lambda: not strict.worker_pids(), timeout=20, what="no worker left")
         assert sorted(p.name for p in canary.iterdir()) == [f"exec-{lax_id}", f"script-{lax_id}"]
         assert "restarting pipe" not in strict.log_text()

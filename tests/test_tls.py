@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 import trustme
-from agentproc import AgentProcess
+from agentproc import AgentProcess, tmp_policy
 from conftest import run_cli, wait_until
 from serverproc import ServerProcess
 from tlskit import Proxy, chain_files
@@ -51,8 +51,14 @@ def ca_fingerprint(ca_file: Path) -> str:
 def start_agent(
     server: str, data_dir: Path, *extra: str, enroll_key: str | None = ENROLL, labels: tuple = ()
 ) -> AgentProcess:
+    # the pipes here write under the temp dir: a policy that allows it (the default would refuse)
     return AgentProcess(
-        server, data_dir, enroll_key=enroll_key, labels=labels, long_poll=5.0, extra=extra
+        server,
+        data_dir,
+        enroll_key=enroll_key,
+        labels=labels,
+        long_poll=5.0,
+        extra=(*extra, *tmp_policy()),
     ).start()
 
 

@@ -35,7 +35,9 @@ LOGS_PER_CHECKIN = 500  # log lines sent at once (the server keeps at most this 
 class Agent:
     def __init__(self, settings: AgentSettings):
         self.settings = settings
-        self.store = AgentStore(settings.data_dir)
+        self.store = AgentStore(settings.data_dir, traversable=bool(settings.run_as))
+        if settings.run_as:
+            _prepare_run_as(settings.data_dir, settings.run_as)
         self.agent_id: str | None = None
         self.api_key: str | None = None
         self.workers: dict[str, WorkerHandle] = {}
@@ -73,6 +75,9 @@ class Agent:
                 "allowed": self.settings.allow,
                 "disabled": [c for c in CAPABILITIES if c not in self.settings.allow],
             },
+            # the server checks deployments against it; the workers enforce it regardless
+            "policy": self.settings.policy.to_dict(),
+            "run_as": self.settings.run_as,
         }
 
     async def identify(self) -> None:
@@ -405,6 +410,8 @@ class Agent:
             "hash": d["hash"],
             "data_dir": self.settings.data_dir,
             "allow": self.settings.allow,
+            "policy": self.settings.policy.to_dict(),
+            "run_as": self.settings.run_as,
         }
         seq = int(d.get("checkpoint_seq") or 0)
         if seq > self.applied.get(d["deployment_id"], 0):
@@ -429,6 +436,19 @@ class Agent:
         body["leaving"] = True
         with contextlib.suppress(ServerError):
             await asyncio.to_thread(self._post, "/agent/checkin", body, self.api_key, 5)
+
+
+def _prepare_run_as(data_dir: str, user: str) -> None:
+    """Workers running as ``user`` keep their checkpoints, and write the default output dir,
+    in directories of the data dir they own; the rest of it (the key) stays the agent's."""
+    import pwd
+
+    pw = pwd.getpwnam(user)
+    for name in ("checkpoints", "out"):
+        path = os.path.join(data_dir, name)
+        os.makedirs(path, exist_ok=True)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+        os.chmod(path, 0o700)
 
 
 def _logline(level: str, dep_id: str | None, message: str) -> dict[str, Any]:

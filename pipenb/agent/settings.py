@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
+from pipenb.policy.model import Policy
 from pipenb.tls import TlsOptions
 
 #: Capabilities a pipe may need and an agent may refuse.
@@ -18,8 +21,8 @@ class AgentSettings:
     api_key: str | None = None
     enroll_key: str | None = None
     name: str | None = None  # a display name sent at enrollment (the server assigns the id)
-    allow_scripts: bool = False
-    disable: list[str] = field(default_factory=list)
+    allow_scripts: bool = False  # shorthand of the policy's scripts: true
+    disable: list[str] = field(default_factory=list)  # shorthand: exec off, scripts off
     long_poll: float = 30.0  # seconds the agent lets the server hold a check-in
     metrics_every: float = 15.0  # seconds between metric/checkpoint reports of a pipe
     drain_timeout: float = 20.0  # seconds a stopping worker may take before it is killed
@@ -36,10 +39,28 @@ class AgentSettings:
     def tls_options(self) -> TlsOptions:
         return TlsOptions(self.ca_file, self.ca_fingerprint, self.cert, self.key)
 
+    #: policy values from --policy FILE and the --allow-* flags (flags win), over the defaults
+    policy_values: dict[str, Any] = field(default_factory=dict)
+    policy_file: str | None = None
+    run_as: str | None = None  # workers run as this user (the agent must be root)
+
+    @cached_property
+    def policy(self) -> Policy:
+        """This host's policy: what its pipes may touch (see pipenb/policy)."""
+        values = dict(self.policy_values)
+        if self.allow_scripts:
+            values["scripts"] = True
+        if "exec" in self.disable:
+            values["exec"] = "off"
+        if "script" in self.disable:
+            values["scripts"] = False
+        return Policy.for_agent(self.data_dir, values, policy_file=self.policy_file)
+
     @property
     def allow(self) -> list[str]:
         """The capabilities this agent grants its pipes."""
-        allowed = {"exec"} - set(self.disable)
-        if self.allow_scripts and "script" not in self.disable:
+        p = self.policy
+        allowed = {"exec"} if p.exec != "off" else set()
+        if p.scripts:
             allowed.add("script")
         return sorted(allowed)

@@ -14,11 +14,15 @@ import orjson
 
 
 class AgentStore:
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, *, traversable: bool = False):
+        """``traversable``: workers run as another user (``--run-as``) and must reach the
+        ``out/`` and ``checkpoints/`` folders handed to them, so others may pass through the
+        folder (0711) but still not list it; every file in it stays 0600."""
         self.dir = data_dir
         # identity, desired pipes (with secret params in clear) and logs: the owner's alone
-        os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        os.chmod(data_dir, 0o700)
+        mode = 0o711 if traversable else 0o700
+        os.makedirs(data_dir, mode=mode, exist_ok=True)
+        os.chmod(data_dir, mode)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.dir, name)

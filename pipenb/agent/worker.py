@@ -56,8 +56,10 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
     from pipenb.engine.base import RunContext
     from pipenb.engine.checkpoints import FileCheckpointStore, checkpoint_path
     from pipenb.engine.runtime import Engine
-    from pipenb.errors import PipenbError, PipeSyntaxError
+    from pipenb.errors import PipenbError, PipeSyntaxError, PolicyError
     from pipenb.lang.validate import load_pipe
+    from pipenb.policy import Policy, check_pipe
+    from pipenb.policy.guard import Guard
 
     dep_id = job["deployment_id"]
     data_dir = job["data_dir"]
@@ -69,11 +71,27 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
             job.get("builtins"),
             require_params=True,
         )
+        guard = None
+        if job.get("policy") is not None:
+            # the agent's own check: whatever the server decided, this host's policy holds
+            guard = Guard(Policy(write=()).merged(job["policy"], "the agent's policy"))
+            refused = check_pipe(spec, guard.policy)
+            if refused:
+                _say({"type": "status", "state": "refused", "error": refused[0]})
+                return EXIT_REFUSED
+        if job.get("run_as"):
+            # before anything of the pipe runs (a script's top level runs when it is built);
+            # every component is imported first: the new user may not read the installation
+            from pipenb.lang.registry import registry
+
+            registry.all()
+            _become(job["run_as"])
         ctx = RunContext(
             pipe=spec.name,
             data_dir=data_dir,
             allow=frozenset(job.get("allow") or ()),
             values=spec.values,
+            guard=guard,
         )
         store = FileCheckpointStore(checkpoint_path(data_dir, dep_id))
         if job.get("checkpoint_reset"):  # the server hands a checkpoint (failover, reset)
@@ -82,6 +100,9 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
             else:
                 store.save(job["checkpoint"])
         engine = Engine(spec, ctx, checkpoints=store)
+    except PolicyError as exc:
+        _say({"type": "status", "state": "refused", "error": str(exc)})
+        return EXIT_REFUSED
     except (PipeSyntaxError, PipenbError) as exc:
         _say({"type": "status", "state": "failed", "error": str(exc)})
         return EXIT_REFUSED
@@ -106,16 +127,17 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
         await run
     except Exception as exc:
         snap = engine.snapshot()
+        refused = isinstance(exc, PolicyError)  # a symlink led outside: restarting cannot help
         _say(
             {
                 "type": "status",
-                "state": "failed",
+                "state": "refused" if refused else "failed",
                 "error": str(exc) or type(exc).__name__,
                 "metrics": _metrics(snap),
                 "checkpoint": snap["position"],
             }
         )
-        return 1
+        return EXIT_REFUSED if refused else 1
     finally:
         commands.cancel()
     snap = engine.snapshot()
@@ -174,6 +196,22 @@ async def _capture(engine: Any, cmd: dict[str, Any]) -> None:
         )
     except PipenbError as exc:
         _say({"type": "capture", "id": cmd["id"], "events": [], "error": str(exc)})
+
+
+def _become(user: str) -> None:
+    """Run the rest of this worker as ``user`` (``pipenb agent --run-as``): groups, then group,
+    then user, so nothing of root is left; the deployment's lock is already held."""
+    import pwd
+
+    pw = pwd.getpwnam(user)
+    os.setgroups([])
+    os.initgroups(pw.pw_name, pw.pw_gid)
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    if os.getuid() != pw.pw_uid or os.geteuid() != pw.pw_uid:  # pragma: no cover - paranoia
+        raise SystemExit(f"could not become {user}")
+    os.environ["HOME"] = pw.pw_dir
+    os.environ["USER"] = os.environ["LOGNAME"] = pw.pw_name
 
 
 async def _main() -> int:

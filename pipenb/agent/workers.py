@@ -18,6 +18,16 @@ from pipenb.agent.protocol import EXIT_REFUSED
 log = logging.getLogger("pipenb.agent")
 
 
+def worker_environ() -> dict[str, str]:
+    """The agent's environment without its ``PIPENB_*`` settings (API and enrollment keys):
+    a worker, and every command it runs, never sees them."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
+
+
+#: no working directory on a worker's sys.path: a module a pipe wrote there is not ours to run
+#: (``-P`` is Python 3.11's; 3.10 has no such switch)
+SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()
+
 #: Seconds a worker must run before its next failure counts as the first again.
 STABLE_AFTER = 60.0
 
@@ -57,8 +67,10 @@ class WorkerHandle:
             with open(fd, "ab") as err:
                 self.proc = await asyncio.create_subprocess_exec(
                     sys.executable,
+                    *SAFE_PATH,
                     "-m",
                     "pipenb.agent.worker",
+                    env=worker_environ(),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=err,
@@ -108,7 +120,8 @@ class WorkerHandle:
                 self.state = "stopped"
         elif code == EXIT_REFUSED:
             self.refused = True
-            self.state = "failed"
+            if self.state != "refused":  # refused by this host's policy: it said so
+                self.state = "failed"
             self.error = self.error or "the worker refused the pipe"
         elif code == 0 and self.state == "finished":
             pass

@@ -38,9 +38,53 @@ def register(sub: Any) -> None:
         help="where identity, desired pipes, checkpoints and logs live (default: ~/.local/state/pipenb/agent)",
     )
     option(
-        p, "--allow-scripts", flag_action=True, help="allow the script action (refused by default)"
+        p,
+        "--policy",
+        help="this host's policy for pipes, a YAML file: read, write, connect, listen, exec, "
+        "scripts (see docs/agent.md); the --allow-* flags override its keys",
     )
-    option(p, "--disable", help="capabilities to refuse, comma-separated: exec,script")
+    option(
+        p,
+        "--allow-read",
+        help="globs files inputs may read, comma-separated (default: /var/log/**)",
+    )
+    option(
+        p,
+        "--allow-write",
+        help="directories file outputs may write in, comma-separated (default: DATA_DIR/out)",
+    )
+    option(
+        p,
+        "--allow-connect",
+        help="host:port patterns http-poll, http-post and tcp/udp outputs may reach (default: *:*)",
+    )
+    option(
+        p,
+        "--allow-listen",
+        help="host:port patterns http-server and tcp/udp inputs may listen on "
+        "(default: *:1024-65535)",
+    )
+    option(
+        p,
+        "--allow-exec",
+        help="programs the exec input may run, comma-separated, or 'any' (default: none)",
+    )
+    option(
+        p,
+        "--allow-scripts",
+        flag_action=True,
+        help="allow the script action (the policy's scripts: true; refused by default)",
+    )
+    option(
+        p,
+        "--disable",
+        help="refuse exec and/or script whatever the policy says, comma-separated: exec,script",
+    )
+    option(
+        p,
+        "--run-as",
+        help="run workers (and what they run) as this user; the agent must be started as root",
+    )
     option(
         p,
         "--long-poll",
@@ -114,6 +158,39 @@ def cmd_agent(args: argparse.Namespace) -> int:
     except TlsError as exc:
         print(f"pipenb agent: {exc}", file=sys.stderr)
         return 2
+    from pipenb.policy import PolicyFileError
+    from pipenb.policy.model import load_file
+
+    values: dict = {}
+    try:
+        if args.policy:
+            values.update(load_file(args.policy))
+        flags = {
+            "read": args.allow_read,
+            "write": args.allow_write,
+            "connect": args.allow_connect,
+            "listen": args.allow_listen,
+            "exec": args.allow_exec,
+        }
+        values.update({k: v for k, v in flags.items() if v})
+    except PolicyFileError as exc:
+        print(f"pipenb agent: {exc}", file=sys.stderr)
+        return 2
+    if args.run_as:
+        import pwd
+
+        if os.geteuid() != 0:
+            print(
+                "pipenb agent: --run-as needs the agent to run as root (it switches its "
+                "workers to that user); start it as root, or drop --run-as",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            pwd.getpwnam(args.run_as)
+        except KeyError:
+            print(f"pipenb agent: --run-as: no user {args.run_as!r} here", file=sys.stderr)
+            return 2
     settings = AgentSettings(
         server=args.server,
         data_dir=args.data_dir or os.path.join(default_data_dir(), "agent"),
@@ -130,7 +207,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
         cert=args.cert,
         key=args.key,
         insecure_http=args.insecure_http,
+        policy_values=values,
+        policy_file=os.path.abspath(args.policy) if args.policy else None,
+        run_as=args.run_as,
     )
+    try:
+        settings.policy  # noqa: B018 - a bad flag is reported now, not at the first pipe
+    except PolicyFileError as exc:
+        print(f"pipenb agent: {exc}", file=sys.stderr)
+        return 2
     agent = Agent(settings)
 
     async def main() -> None:

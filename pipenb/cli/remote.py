@@ -443,6 +443,9 @@ def cmd_deployments_status(client: Any, args: argparse.Namespace) -> None:
         )
     print()
     print(format_table(rows) if rows else "no agent matches the target yet")
+    for r in rows:  # the table cuts long cells: a refusal's rule is shown whole
+        if r["error"] and r["state"] in ("refused", "failed"):
+            print(f"{r['agent']} {r['state']}: {r['error']}")
 
 
 def _deployment_action(verb: str, call: Callable[[Any, argparse.Namespace], Any]) -> Handler:

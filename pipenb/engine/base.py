@@ -31,6 +31,9 @@ class RunContext:
     preview: bool = False
     allow: frozenset[str] = frozenset({"exec", "script"})  # capabilities this run permits
     values: dict[str, Any] = field(default_factory=dict)
+    #: the worker host's policy, checked where files and sockets are opened
+    #: (``pipenb.policy.guard.Guard``); None when the user runs a pipe on their own machine
+    guard: Any = None
 
 
 class Input:

@@ -24,7 +24,8 @@ def check_capabilities(spec: PipeSpec, ctx: RunContext) -> None:
     if refused:
         raise PipeRuntimeError(
             f"pipe {spec.name!r} uses {', '.join(refused)}, which is disabled here "
-            f"(agents allow scripts only with --allow-scripts, and exec unless --disable exec)"
+            "(an agent allows them only where its policy says so: --allow-scripts, "
+            "--allow-exec, or scripts: and exec: in its --policy file)"
         )
 
 

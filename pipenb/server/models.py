@@ -271,7 +271,10 @@ class DeploymentUpgrade(Model):
 class InstanceStatus(Model):
     agent_id: str
     agent_state: AgentState
-    state: str = Field(description="pending, starting, running, failed, stopped, finished")
+    state: str = Field(
+        description="pending, starting, running, failed, stopped, finished, or refused (the "
+        "agent's policy refuses the pipe: error names the rule)"
+    )
     error: str | None = None
     hash: str | None = None
     in_sync: bool
@@ -364,7 +367,7 @@ class LogList(Model):
 class PipeReport(Model):
     deployment_id: DepId
     hash: str = Field(default="", max_length=64)
-    state: Literal["starting", "running", "failed", "stopped", "finished"]
+    state: Literal["starting", "running", "failed", "stopped", "finished", "refused"]
     error: Reported | None = None
     metrics: dict[str, Any] | None = None
     checkpoint: Any = None

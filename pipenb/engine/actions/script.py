@@ -1,8 +1,9 @@
 """``script``: a Python function ``process(event)`` for what the other actions cannot say.
 
-Capability ``script``: the code runs with the agent's rights, so agents refuse it unless
-started with ``--allow-scripts``. Validation only compiles the code (the server never runs it);
-it is run when a pipe using it is built, in the process that runs the pipe.
+Capability ``script``: the code runs with the worker's rights, so agents refuse it unless their
+policy allows it (``scripts: true``, ``--allow-scripts``). Validation only compiles the code
+(the server never runs it); it is run when a pipe using it is built, in the process that runs
+the pipe.
 """
 
 from __future__ import annotations
@@ -119,13 +120,19 @@ def _bad_result(r: Any) -> str:
 )
 def script_action(opts: ScriptOptions, ctx: RunContext) -> BatchStep:
     """Run a Python function ``process(event) -> event | list | None`` on each event."""
+    if ctx.guard is not None:
+        ctx.guard.script()
     if "script" not in ctx.allow:
         raise PipeRuntimeError(
             "the script action is disabled here; start the agent with --allow-scripts"
         )
     if opts.file is not None:
+        if ctx.guard is not None:
+            ctx.guard.read(opts.file, "script file")
         try:
             with open(opts.file, encoding="utf-8") as fh:
+                if ctx.guard is not None:
+                    ctx.guard.opened(fh, opts.file, "script file", "read")
                 code = fh.read()
         except OSError as exc:
             raise PipeRuntimeError(f"script: cannot read {opts.file}: {exc.strerror}") from None

@@ -1,6 +1,7 @@
 """``exec``: run a command once, every ``interval`` or by ``cron``; events from its output.
 
-Capability ``exec``: agents can refuse pipes that use it (``--disable exec``).
+Capability ``exec``: agents refuse it unless their policy allows it (``exec: any`` or a list of
+programs; ``--allow-exec``), and check each command against that policy before it runs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pipenb.engine.inputs.decode import decode_chunk, reject
 from pipenb.errors import PipeRuntimeError
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Duration
+from pipenb.policy.guard import clean_environ
 
 
 class ExecOptions(Options):
@@ -78,7 +80,11 @@ class ExecInput(Input):
 
     async def _run_once(self) -> tuple[bytes, bytes, int]:
         o = self.options
-        env = {**os.environ, **(o.env or {})}
+        if self.ctx.guard is not None:  # checked at each run: PATH may change under us
+            self.ctx.guard.exec("exec command", o.command, o.env)
+            env = clean_environ(o.env)
+        else:
+            env = {**os.environ, **(o.env or {})}
         if isinstance(o.command, str):
             proc = await asyncio.create_subprocess_shell(
                 o.command,
@@ -171,8 +177,11 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
 @registry.register("input", "exec", ExecOptions, capability="exec")
 def exec_input(opts: ExecOptions, ctx: RunContext) -> ExecInput:
     """Run a command once, every interval or on a cron schedule; events from its output."""
+    if ctx.guard is not None:
+        ctx.guard.exec("exec command", opts.command, opts.env)
     if "exec" not in ctx.allow:
         raise PipeRuntimeError(
-            "the exec input is disabled here; start the agent without --disable exec to allow it"
+            "the exec input is disabled here; an agent allows it with --allow-exec "
+            "(or exec: in its --policy file)"
         )
     return ExecInput(opts, ctx)

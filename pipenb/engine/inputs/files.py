@@ -199,11 +199,16 @@ class FilesInput(Input):
                 f.gone_since = now
 
     def _open(self, key: str, path: str, initial: bool) -> None:
+        guard = self.ctx.guard
+        if guard is not None:  # where the glob led, symlinks resolved: refused fails the pipe
+            guard.read(path, "files path")
         try:
             fh = open(path, "rb")  # noqa: SIM115 - kept open while tailed
         except OSError as exc:
             log.warning("files: cannot open %s: %s", path, exc)
             return
+        if guard is not None:
+            guard.opened(fh, path, "files path", "read")
         st = os.fstat(fh.fileno())
         if f"{st.st_dev}:{st.st_ino}" != key:  # replaced between stat and open
             fh.close()

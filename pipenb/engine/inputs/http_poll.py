@@ -16,6 +16,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from pipenb.engine.base import Batch, Event, Input, RunContext
 from pipenb.engine.inputs.decode import decode_chunk, reject
+from pipenb.engine.netguard import http_client
 from pipenb.engine.outputs.http_post import FETCH_ERRORS, describe
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Duration, Size
@@ -86,7 +87,7 @@ class HttpPollInput(Input):
 
     async def batches(self) -> AsyncIterator[Batch]:
         o = self.options
-        self._client = AsyncHTTPClient(force_instance=True, max_body_size=o.max_body)
+        self._client = http_client(self.ctx, "http-poll url", o.url, max_body_size=o.max_body)
         try:
             while True:
                 started = time.monotonic()

@@ -27,6 +27,7 @@ from tornado.web import Application, RequestHandler, stream_request_body
 from pipenb.engine.base import Batch, Event, Input, RunContext
 from pipenb.engine.inputs.decode import decode_chunk
 from pipenb.engine.inputs.sockets import BATCH_EVENTS, Address, format_peer, split_address
+from pipenb.engine.netguard import check_listen_first, check_listener
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Duration, Size
 
@@ -130,7 +131,15 @@ class HttpServerInput(Input):
             idle_connection_timeout=o.header_timeout,
             body_timeout=120,
         )
+        check_listen_first(self.ctx, "http-server address", self.host, self.port)
         sockets = bind_sockets(self.port, self.host or None)
+        try:
+            for sock in sockets:
+                check_listener(self.ctx, "http-server address", self.host, sock.getsockname())
+        except Exception:
+            for sock in sockets:
+                sock.close()
+            raise
         self._server.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._open = True

@@ -181,12 +181,21 @@ class TcpInput(Input):
 
     async def batches(self) -> AsyncIterator[Batch]:
         feed = Feed(self.options.buffer)
+        from pipenb.engine.netguard import check_listen_first, check_listener
+
+        check_listen_first(self.ctx, "tcp address", self.host, self.port)
         self._server = await asyncio.start_server(
             lambda r, w: self._serve(r, w, feed),
             self.host or None,
             self.port,
             reuse_address=True,
         )
+        try:
+            for sock in self._server.sockets:
+                check_listener(self.ctx, "tcp address", self.host, sock.getsockname())
+        except Exception:
+            self._server.close()
+            raise
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("tcp: listening on %s:%d", self.host or "*", self.port)
         try:
@@ -326,11 +335,15 @@ class UdpInput(Input):
     async def batches(self) -> AsyncIterator[Batch]:
         feed = Feed(self.options.buffer)
         loop = asyncio.get_running_loop()
+        from pipenb.engine.netguard import check_listen_first, check_listener
+
+        check_listen_first(self.ctx, "udp address", self.host, self.port)
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _UdpProtocol(self, feed),
             local_addr=(self.host or "0.0.0.0", self.port),
         )
         self._transport = transport
+        check_listener(self.ctx, "udp address", self.host, transport.get_extra_info("sockname"))
         self.port = transport.get_extra_info("sockname")[1]
         log.info("udp: listening on %s:%d", self.host or "*", self.port)
         try:

@@ -47,19 +47,28 @@ class FileOptions(OutputOptions):
 
 
 class _Sink:
-    def __init__(self, path: str, opts: FileOptions):
+    def __init__(self, path: str, opts: FileOptions, guard: Any = None):
         self.path = path
         self.opts = opts
+        self.guard = guard
         self.fh: BinaryIO | None = None
         self.size = 0
         self.columns: list[str] | None = opts.fields
 
     def open(self) -> BinaryIO:
         if self.fh is None:
+            if self.guard is not None:  # symlinks resolved, before anything is created
+                self.guard.write(self.path, "file path")
             if self.opts.mkdir:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             torn = _ends_without_newline(self.path)
             self.fh = open(self.path, "ab")  # noqa: SIM115 - kept open between batches
+            if self.guard is not None:
+                try:
+                    self.guard.opened(self.fh, self.path, "file path", "write")
+                except BaseException:
+                    self.fh = None
+                    raise
             self.size = self.fh.tell()
             if torn:
                 # a crash cut the last write short: end that line, so the replayed batch
@@ -139,7 +148,7 @@ class FileOutput(Output):
                 for s in self.sinks.values():
                     s.close()
                 self.sinks.clear()
-            sink = self.sinks[path] = _Sink(path, self.options)
+            sink = self.sinks[path] = _Sink(path, self.options, self.ctx.guard)
         return sink
 
     async def write(self, events: list[Event]) -> list[tuple[Event, str]]:

@@ -23,6 +23,7 @@ from tornado.httputil import HTTPInputError
 from tornado.iostream import UnsatisfiableReadError
 
 from pipenb.engine.base import Event, Output, RetryableOutputError, RunContext
+from pipenb.engine.netguard import http_client
 from pipenb.engine.outputs.common import OutputOptions, ndjson
 from pipenb.lang.registry import registry
 from pipenb.lang.types import Duration
@@ -86,7 +87,7 @@ class HttpPostOutput(Output):
 
     async def open(self) -> None:
         if self._client is None:
-            self._client = AsyncHTTPClient(force_instance=True)
+            self._client = http_client(self.ctx, "http-post url", self.options.url)
 
     async def write(self, events: list[Event]) -> list[tuple[Event, str]]:
         if self._client is None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 import orjson
 
 from pipenb.engine.base import Event, Output, RunContext
 from pipenb.engine.inputs.sockets import RemoteAddress, split_address
+from pipenb.engine.netguard import checked_address
 from pipenb.engine.outputs.common import OutputOptions, ndjson
 from pipenb.lang.registry import registry
 from pipenb.lang.types import Duration
@@ -57,8 +59,19 @@ class TcpOutput(Output):
     async def _connect(self) -> None:
         self._drop()
         try:
+            host, port = await asyncio.wait_for(
+                checked_address(
+                    self.ctx,
+                    "tcp address",
+                    self.options.address,
+                    self.host,
+                    self.port,
+                    socket.SOCK_STREAM,
+                ),
+                self.options.timeout,
+            )
             self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.options.timeout
+                asyncio.open_connection(host, port), self.options.timeout
             )
         except asyncio.TimeoutError:
             raise ConnectionError(
@@ -145,8 +158,16 @@ class UdpOutput(Output):
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
+        addr = await checked_address(
+            self.ctx,
+            "udp address",
+            self.options.address,
+            self.host,
+            self.port,
+            socket.SOCK_DGRAM,
+        )
         self._transport, self._sender = await loop.create_datagram_endpoint(
-            _Sender, remote_addr=(self.host, self.port)
+            _Sender, remote_addr=addr
         )
 
     async def write(self, events: list[Event]) -> list[tuple[Event, str]]:

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane
 
 
+#: states of a pipe that should run and does not: its agent is ``degraded``
+NOT_RUNNING = ("failed", "refused")
+
+
 class CheckinService:
     def __init__(self, cp: ControlPlane):
         self.cp = cp
@@ -48,10 +52,10 @@ class CheckinService:
         full_report = not body.full and (p.seq < 0 or body.seq != p.seq + 1)
         p.seq = body.seq
         if body.full:
-            p.failed = {r.deployment_id for r in body.pipes if r.state == "failed"}
+            p.failed = {r.deployment_id for r in body.pipes if r.state in NOT_RUNNING}
         else:
             for r in body.pipes:
-                if r.state == "failed":
+                if r.state in NOT_RUNNING:
                     p.failed.add(r.deployment_id)
                 else:
                     p.failed.discard(r.deployment_id)
@@ -95,7 +99,13 @@ class CheckinService:
             if body.attributes is not None:
                 agent = s.get(AgentRow, agent_id)
                 if agent is not None and agent.attributes != body.attributes:
+                    policy_changed = (agent.attributes or {}).get("policy") != (
+                        body.attributes.get("policy")
+                    )
                     agent.attributes = body.attributes
+                    if policy_changed:  # placed instances meet the policy it has now
+                        s.flush()
+                        self.cp.deployments.check_policies(s, agent_ids=[agent_id])
             now = utcnow()
             # Only deployments placed on this agent are its to report on: status, metrics and
             # logs for any other id are dropped (a rogue key cannot write into deployments it

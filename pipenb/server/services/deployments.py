@@ -16,6 +16,8 @@ from sqlalchemy import func, select
 
 from pipenb.errors import PipeSyntaxError
 from pipenb.lang.validate import load_pipe
+from pipenb.policy import Access, Policy, accesses
+from pipenb.policy.pipe import check_access
 from pipenb.server import models as M
 from pipenb.server import roles
 from pipenb.server.secrets import SecretBox, default_key_file, mask_params
@@ -182,8 +184,10 @@ class DeploymentService:
         self.cp.live.notify(*agents)
 
     def touch(self, dep_ids: list[str]) -> None:
-        """Something about these deployments changed: wake the agents that run them."""
+        """Something about these deployments changed (a version, parameters): check them
+        against their agents' policies again, and wake the agents that run them."""
         with self.cp.session() as s:
+            self.check_policies(s, dep_ids=dep_ids)
             agents = s.scalars(
                 select(AssignmentRow.agent_id).where(AssignmentRow.deployment_id.in_(dep_ids))
             ).all()
@@ -197,6 +201,7 @@ class DeploymentService:
 
     def reconcile(self, dep_ids: list[str]) -> None:
         changed: set[str] = set()
+        placed: list[tuple[str, str]] = []  # new (deployment, agent) pairs: check policies
         offline_after = self.cp.settings.offline_seconds
         with self.cp.session() as s:
             # only the columns placement reads: whole rows would decode every agent's attributes
@@ -265,8 +270,114 @@ class DeploymentService:
                     )
                     load[aid] = load.get(aid, 0) + 1
                     changed.add(aid)
+                    placed.append((dep_id, aid))
+            if placed:
+                s.flush()
+                self.check_policies(s, pairs=placed)
         if changed:
             self.cp.live.notify(*changed)
+
+    # ------------------------------------------------------------------ agent policies
+    def check_policies(  # type: ignore[no-untyped-def]
+        self,
+        s,
+        *,
+        pairs: list[tuple[str, str]] | None = None,
+        dep_ids: list[str] | None = None,
+        agent_ids: list[str] | None = None,
+    ) -> None:
+        """Check placed instances against the policy their agent reported; mark the ones it
+        refuses ``refused`` with the rule they break (in pipe_status, where the agent's own
+        reports go: it refuses them too, with the same message, and its report then stands).
+        An instance the policy now allows loses the server's refusal (it is pending again);
+        one the agent refused itself (a symlink leading outside) keeps it."""
+        q = select(AssignmentRow.deployment_id, AssignmentRow.agent_id)
+        if pairs is None:
+            if dep_ids is not None:
+                q = q.where(AssignmentRow.deployment_id.in_(dep_ids))
+            if agent_ids is not None:
+                q = q.where(AssignmentRow.agent_id.in_(agent_ids))
+            pairs = [(d, a) for d, a in s.execute(q).all()]
+        if not pairs:
+            return
+        policies: dict[bytes, Policy | None] = {}  # agents often report the same policy
+        agents: dict[str, tuple[str, Policy | None]] = {}
+        for aid, name, attrs in s.execute(
+            select(AgentRow.id, AgentRow.name, AgentRow.attributes).where(
+                AgentRow.id.in_({a for _, a in pairs})
+            )
+        ):
+            report = (attrs or {}).get("policy")
+            key = orjson.dumps(report, option=orjson.OPT_SORT_KEYS)
+            if key not in policies:
+                policies[key] = Policy.from_report(report)
+            agents[aid] = (name or aid, policies[key])
+        rows = {
+            (r.agent_id, r.deployment_id): r
+            for r in s.scalars(
+                select(PipeStatusRow).where(
+                    PipeStatusRow.agent_id.in_({a for _, a in pairs}),
+                    PipeStatusRow.deployment_id.in_({d for d, _ in pairs}),
+                )
+            )
+        }
+        deps: dict[str, Any] = {}  # deployment id -> (row, pipe, its accesses) or None
+        now = utcnow()
+        for dep_id, aid in pairs:
+            name, policy = agents.get(aid, (aid, None))
+            if policy is None:  # an agent that reports no policy: it enforces none either
+                continue
+            if dep_id not in deps:
+                deps[dep_id] = self._accesses(s, dep_id)
+            if deps[dep_id] is None:
+                continue
+            dep, pipe, accs = deps[dep_id]
+            builtins = builtins_for(aid, name, pipe.name, dep.id)
+            if accs is None:  # not renderable with placeholders: render for this agent
+                try:
+                    spec = load_pipe(
+                        self.cp.pipes.version_row(s, pipe.name, dep.version).yaml,
+                        "<deployment>",
+                        dep.params or {},
+                        builtins,
+                        require_params=True,
+                    )
+                except PipeSyntaxError:
+                    continue  # the agent reports what is wrong with it
+                mine = accesses(spec)
+            else:
+                mine = _for_agent(accs, builtins)
+            refused = [m for a in mine if (m := check_access(a, policy)) is not None]
+            row = rows.get((aid, dep_id))
+            if refused:
+                if row is None:
+                    row = PipeStatusRow(agent_id=aid, deployment_id=dep_id, state="refused")
+                    s.add(row)
+                # no hash: the server's mark (an agent's report always carries one)
+                row.state, row.error, row.hash, row.updated_at = "refused", refused[0], "", now
+            elif row is not None and row.state == "refused" and not row.hash:
+                s.delete(row)  # the server's own mark only: an agent's refusal stands
+
+    def _accesses(self, s, dep_id: str) -> tuple[Any, Any, list[Access] | None] | None:  # type: ignore[no-untyped-def]
+        """A deployment's row, pipe, and what its pipe asks of a host, rendered once with
+        placeholders for the agent's values (``_for_agent`` puts each agent's in); None for the
+        accesses when the pipe does not render that way (then each agent's is rendered)."""
+        dep = s.get(DeploymentRow, dep_id)
+        if dep is None:
+            return None
+        pipe = s.get(PipeRow, dep.pipe_id)
+        vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
+        try:
+            spec = load_pipe(
+                vrow.yaml,
+                "<deployment>",
+                self.secrets.open_params(dep.params),  # a secret may name a path or address
+                {**builtins_for("", "", pipe.name, dep.id), **_PLACEHOLDERS},
+                require_params=True,
+            )
+        except PipeSyntaxError:
+            return dep, pipe, None
+        return dep, pipe, accesses(spec)
 
     def _handover(self, s, dep_id: str, from_agents: list[str]) -> list[Any]:  # type: ignore[no-untyped-def]
         """The last checkpoints reported by agents an instance moves away from."""
@@ -400,7 +511,7 @@ class DeploymentService:
             wanted = len(statuses) if dep.instances == -1 else dep.instances
             if not dep.running:
                 state = "stopped"
-            elif any(x.state == "failed" for x in statuses):
+            elif any(x.state in ("failed", "refused") for x in statuses):
                 state = "degraded"
             elif (
                 statuses
@@ -428,6 +539,28 @@ class DeploymentService:
                 updated_by=dep.updated_by,
                 status=statuses,
             )
+
+
+#: stand-ins for the builtins that differ per agent, replaced in what a pipe asks for
+_PLACEHOLDERS = {"agent.id": "pnbagentid7f3e", "agent.name": "pnbagentname7f3e"}
+
+
+def _for_agent(accs: list[Access], builtins: dict[str, Any]) -> list[Access]:
+    """``accs`` with one agent's values where the placeholders were rendered."""
+
+    def sub(v: Any) -> Any:
+        if isinstance(v, str):
+            for k, mark in _PLACEHOLDERS.items():
+                if mark in v:
+                    v = v.replace(mark, str(builtins[k]))
+            return v
+        if isinstance(v, (list, tuple)):
+            return type(v)(sub(x) for x in v)
+        if isinstance(v, dict):
+            return {k: sub(x) for k, x in v.items()}
+        return v
+
+    return [Access(a.rule, a.what, sub(a.target)) for a in accs]
 
 
 def _eligible(dep: DeploymentRow, agent: Any) -> bool:
