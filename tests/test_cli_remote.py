@@ -360,6 +360,9 @@ def test_deployments_list_status_start_stop_upgrade_delete(
     client.push_file(pipe_file(tmp_path, name, label, "# v2\n"))
     code, out, _ = pnb("deployments", "upgrade", dep_id)
     assert code == 0
+    # issue 13: an upgrade without --version pins the newest version (no longer "latest")
+    assert out.startswith(f"upgraded {dep_id}: {name} version 2, ")
+    code, out, _ = pnb("deployments", "upgrade", dep_id, "--version", "latest")
     assert out.startswith(f"upgraded {dep_id}: {name} version latest (2), ")
     code, out, _ = pnb("deployments", "upgrade", dep_id, "--version", "1", "--json")
     assert orjson.loads(out)["version"] == 1

@@ -16,6 +16,7 @@ import orjson
 
 from pipenb.cli.options import option
 from pipenb.errors import ApiError, UsageError
+from pipenb.explain import no_match, recent_errors
 from pipenb.tables import format_table
 
 Handler = Callable[[Any, argparse.Namespace], int | None]
@@ -289,20 +290,33 @@ def cmd_keys_revoke(client: Any, args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------- deployments
+def _newest(client: Any, pipe: str) -> int:
+    """The pipe's newest version: what a deploy or upgrade pins when no --version is given."""
+    return int(client.pipe(pipe)["version"])
+
+
 def cmd_deploy(client: Any, args: argparse.Namespace) -> None:
+    params = _params(args.param)
+    # pinned by default: a later `pipes push` must not go live everywhere by itself
+    version = args.version if args.version is not None else _newest(client, args.pipe)
     result = client.deploy(
         args.pipe,
-        version=args.version,
-        params=_params(args.param),
+        version=version,
+        params=params,
         agents=_csv(args.agents) if args.agents is not None else None,
         labels=_csv(args.labels) if args.labels is not None else None,
         instances=args.instances,
         failover=args.failover,
+        name=args.name or args.pipe,
+        new=args.new,
     )
     if args.json:
         _print_json(result)
     else:
         print(result["id"])  # alone, so that DEP=$(pipenb deploy PIPE) works
+    missing = no_match(result)
+    if missing:
+        _err(f"warning: {missing}; the deployment stays pending until one does")
 
 
 def _deployment_rows(deps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -361,7 +375,13 @@ def cmd_deployments_status(client: Any, args: argparse.Namespace) -> None:
             }
         )
     print()
-    print(format_table(rows) if rows else "no agent matches the target yet")
+    print(format_table(rows) if rows else (no_match(dep) or "no instances"))
+    errors = recent_errors(client.logs(dep["id"], limit=200)["logs"])
+    if errors:
+        print()
+        print("recent errors:")
+        for line in errors:
+            print("  " + line)
 
 
 def _deployment_action(verb: str, call: Callable[[Any, argparse.Namespace], Any]) -> Handler:
@@ -373,6 +393,13 @@ def _deployment_action(verb: str, call: Callable[[Any, argparse.Namespace], Any]
             print(f"{verb} {dep['id']}: {dep['pipe']} version {_version_text(dep)}, {dep['state']}")
 
     return cmd
+
+
+def _upgrade(client: Any, args: argparse.Namespace) -> Any:
+    version = args.version
+    if version is None:
+        version = _newest(client, client.deployment(args.id)["pipe"])
+    return client.upgrade(args.id, version)
 
 
 def cmd_deployments_delete(client: Any, args: argparse.Namespace) -> None:
@@ -408,13 +435,13 @@ def register(sub: Any) -> None:
         p.set_defaults(func=_remote(fn))
         return p
 
-    def version_option(p: argparse.ArgumentParser, what: str) -> None:
+    def version_option(p: argparse.ArgumentParser, what: str, pinned: bool = False) -> None:
         p.add_argument(
             "--version",
             type=_version,
-            default="latest",
+            default=None if pinned else "latest",
             metavar="V",
-            help=f"{what} (default: latest)",
+            help=f"{what} (default: " + ("the newest, pinned)" if pinned else "latest)"),
         )
 
     # pipes
@@ -460,7 +487,15 @@ def register(sub: Any) -> None:
     # deploy
     p = leaf(sub, "deploy", cmd_deploy, "run a pipe on agents; prints the deployment id")
     p.add_argument("pipe", metavar="PIPE")
-    version_option(p, "the pipe version; 'latest' follows new pushes")
+    version_option(p, "the pipe version; 'latest' follows new pushes", pinned=True)
+    p.add_argument(
+        "--name",
+        help="the deployment's name (default: the pipe's); deploying again with the same name "
+        "changes that deployment instead of making another",
+    )
+    p.add_argument(
+        "--new", action="store_true", help="make another deployment even if the name exists"
+    )
     target = p.add_mutually_exclusive_group()
     target.add_argument("--agents", metavar="A,B", help="these agents (comma-separated ids)")
     target.add_argument(
@@ -511,11 +546,11 @@ def register(sub: Any) -> None:
     p = leaf(
         gs,
         "upgrade",
-        _deployment_action("upgraded", lambda c, a: c.upgrade(a.id, a.version)),
+        _deployment_action("upgraded", _upgrade),
         "move a deployment to another pipe version",
     )
     p.add_argument("id", metavar="ID")
-    version_option(p, "the version to run")
+    version_option(p, "the version to run; 'latest' follows new pushes", pinned=True)
     p = leaf(gs, "delete", cmd_deployments_delete, "delete a deployment (its agents stop it)")
     p.add_argument("id", metavar="ID")
 

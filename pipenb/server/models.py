@@ -167,6 +167,12 @@ class EnrollResult(Model):
 # ---------------------------------------------------------------------------- deployments
 class DeploymentCreate(Model):
     pipe: Name
+    name: Name | None = Field(
+        default=None,
+        description="deploying again with the same name changes that deployment (version, "
+        "params, target) instead of making another; default: a new one named after the pipe",
+    )
+    new: bool = Field(default=False, description="always a new deployment, even if name exists")
     version: Annotated[int, Field(ge=1)] | Literal["latest"] = "latest"
     params: dict[str, Any] = {}
     agents: list[Name] = Field(default=[], description="agent ids; none: every agent")
@@ -199,6 +205,7 @@ class InstanceStatus(Model):
 
 class Deployment(Model):
     id: str
+    name: str = Field(default="", description="what a repeated deploy refers to")
     pipe: str
     version: int | Literal["latest"]
     resolved_version: int

@@ -69,6 +69,16 @@ class DeploymentService:
 
     # ------------------------------------------------------------------ create and change
     def create(self, body: M.DeploymentCreate) -> M.Deployment:
+        """A new deployment; see ``apply`` for one a user can repeat by name."""
+        return self.apply(body)[0]
+
+    def apply(self, body: M.DeploymentCreate) -> tuple[M.Deployment, bool]:
+        """Create a deployment, or change the one of the same ``name`` (and say which: True
+        for created).
+
+        Running a notebook twice must not run its pipe twice: the name is the identity a user
+        repeats, like ``kubectl apply``. ``new`` (or no name) always creates, under a free name.
+        """
         version = None if body.version == "latest" else int(body.version)
         instances = -1 if body.instances == "all" else int(body.instances)
         with self.cp.session() as s:
@@ -79,26 +89,45 @@ class DeploymentService:
             labels = body.labels
             if labels is None:
                 labels = _pipe_labels(vrow.yaml)
-            dep_id = new_id("dep-")
-            self._check_params(vrow.yaml, body.params, dep_id)
+            existing = None
+            if body.name is not None and not body.new:
+                existing = s.scalar(select(DeploymentRow).where(DeploymentRow.name == body.name))
             now = utcnow()
-            s.add(
-                DeploymentRow(
-                    id=dep_id,
-                    pipe_id=pipe.id,
-                    version=version,
-                    params=body.params,
-                    target_agents=list(body.agents),
-                    target_labels=list(labels),
-                    instances=instances,
-                    failover=body.failover,
-                    running=body.start,
-                    created_at=now,
-                    updated_at=now,
+            if existing is not None:
+                dep_id = existing.id
+                self._check_params(vrow.yaml, body.params, dep_id)
+                existing.pipe_id = pipe.id
+                existing.version = version
+                existing.params = body.params
+                existing.target_agents = list(body.agents)
+                existing.target_labels = list(labels)
+                existing.instances = instances
+                existing.failover = body.failover
+                existing.running = body.start
+                existing.updated_at = now
+            else:
+                dep_id = new_id("dep-")
+                self._check_params(vrow.yaml, body.params, dep_id)
+                s.add(
+                    DeploymentRow(
+                        id=dep_id,
+                        name=_free_name(s, body.name or body.pipe),
+                        pipe_id=pipe.id,
+                        version=version,
+                        params=body.params,
+                        target_agents=list(body.agents),
+                        target_labels=list(labels),
+                        instances=instances,
+                        failover=body.failover,
+                        running=body.start,
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
-            )
         self.reconcile([dep_id])
-        return self.get(dep_id)
+        if existing is not None:
+            self.touch([dep_id])  # a new version or new params reach agents that keep it
+        return self.get(dep_id), existing is None
 
     def _check_params(self, yaml_text: str, params: dict[str, Any], dep_id: str) -> None:
         try:
@@ -390,6 +419,7 @@ class DeploymentService:
                 state = "pending"
             return M.Deployment(
                 id=dep.id,
+                name=dep.name,
                 pipe=pipe.name,
                 version="latest" if dep.version is None else dep.version,
                 resolved_version=vrow.version,
@@ -404,6 +434,22 @@ class DeploymentService:
                 updated_at=dep.updated_at,
                 status=statuses,
             )
+
+
+def _free_name(s: Any, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``... whichever no deployment has yet."""
+    taken = set(
+        s.scalars(
+            select(DeploymentRow.name).where(
+                (DeploymentRow.name == name) | DeploymentRow.name.like(name + "-%")
+            )
+        )
+    )
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
 
 
 def _eligible(dep: DeploymentRow, agent: Any) -> bool:
