@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import cli_env
+from agentproc import AgentProcess
+from conftest import cli_env, wait_until
 from IPython.core.interactiveshell import InteractiveShell
 from serverproc import ServerProcess
 
@@ -264,3 +265,187 @@ def test_a_failed_connect_says_the_old_server_stays(shell, srv: ServerProcess) -
     with pytest.raises(PipenbError) as caught:
         shell.run_line_magic("pipe", f"connect {srv.url} --token wrong")
     assert f"still connected to {srv.url}" in str(caught.value)
+
+
+# ---------------------------------------------------------------------------- with a real agent
+
+ENROLL = "ek-newuser"
+
+
+class QuietAgent(AgentProcess):
+    """An agent at the default verbosity (no ``-v``), as a user starts it."""
+
+    def args(self) -> list[str]:
+        args = super().args()
+        args.remove("-v")
+        return args
+
+
+@pytest.fixture(scope="module")
+def asrv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path_factory.mktemp("aserver"), enroll_key=ENROLL)
+    try:
+        yield server.start()
+    finally:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def aclient(asrv: ServerProcess) -> Client:
+    return Client(asrv.url, asrv.token, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def agent(asrv: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuietAgent]:
+    # the agent's own default long poll (30 s): a held check-in must not delay due reports
+    a = QuietAgent(
+        asrv.url,
+        tmp_path_factory.mktemp("agent"),
+        enroll_key=ENROLL,
+        labels=["nu"],
+        long_poll=30,
+        extra=("--metrics-every", "1"),
+    )
+    try:
+        a.start()
+        a.wait_enrolled()
+        yield a
+    finally:
+        a.cleanup()
+
+
+def files_pipe(name: str, src: Path, out: Path, actions: tuple[str, ...] = ()) -> str:
+    doc = [f"name: {name}", "input:", f'  files: {{path: "{src}", poll-interval: 50ms}}']
+    if actions:
+        doc += ["actions:", *(f"  - {a}" for a in actions)]
+    doc += ["output:", f'  file: {{path: "{out}", batch: {{size: 10, timeout: 50ms}}}}']
+    return "\n".join(doc) + "\n"
+
+
+def running_on(client: Client, dep_id: str, agent_id: str) -> dict[str, Any] | None:
+    st = client.deployment(dep_id)["status"]
+    return next(
+        (s for s in st if s["agent_id"] == agent_id and s["state"] == "running" and s["in_sync"]),
+        None,
+    )
+
+
+def append(path: Path, lines: list[str]) -> None:
+    with open(path, "a") as fh:
+        fh.write("".join(line + "\n" for line in lines))
+
+
+def events_in(instance: dict[str, Any]) -> int:
+    return int(((instance.get("metrics") or {}).get("input") or {}).get("events") or 0)
+
+
+def test_metrics_and_last_seen_honour_metrics_every(aclient, agent, tmp_path: Path) -> None:
+    aid = agent.agent_id
+    src, out = tmp_path / "in.log", tmp_path / "out.ndjson"
+    src.write_text("")
+    name = unique("metrics")
+    aclient.push(files_pipe(name, src, out))
+    dep_id = aclient.deploy(name, agents=[aid], labels=[])["id"]
+    inst = wait_until(lambda: running_on(aclient, dep_id, aid), 20, "the pipe running")
+    for round_ in range(1, 4):
+        before = inst
+        append(src, [f"r{round_}-{i}" for i in range(5)])
+        # --metrics-every 1: the server hears within seconds, not at the next long poll (30 s)
+        inst = wait_until(
+            lambda b=before, n=5 * round_: next(
+                (
+                    s
+                    for s in aclient.deployment(dep_id)["status"]
+                    if s["updated_at"] != b["updated_at"] and events_in(s) >= n
+                ),
+                None,
+            ),
+            8,
+            f"round {round_}: updated_at and metrics moving",
+            lambda: aclient.deployment(dep_id)["status"],
+        )
+    aclient.delete_deployment(dep_id)
+
+
+def test_pipe_errors_reach_the_server_and_status(aclient, agent, asrv, tmp_path, shell) -> None:
+    aid = agent.agent_id
+    src, out = tmp_path / "in.log", tmp_path / "out.ndjson"
+    src.write_text("")
+    name = unique("failing")
+    aclient.push(
+        files_pipe(
+            name, src, out, ("extract: {field: _raw, pattern: '^ok (?P<x>.*)', on-miss: error}",)
+        )
+    )
+    dep_id = aclient.deploy(name, agents=[aid], labels=[])["id"]
+    wait_until(lambda: running_on(aclient, dep_id, aid), 20, "the pipe running")
+    append(src, ["ok 1", "bad 2", "bad 3"])
+
+    def failed_lines() -> list[dict[str, Any]]:
+        return [
+            x
+            for x in aclient.logs(dep_id)["logs"]
+            if "event(s) failed" in x["message"] and "did not match" in x["message"]
+        ]
+
+    (line, *_) = wait_until(failed_lines, 20, "the failure in the deployment's logs")
+    assert line["agent_id"] == aid and line["level"] == "warning"
+    assert "set errors: to keep them" in line["message"]
+    assert any("event(s) failed" in x["message"] for x in aclient.agent_logs(aid)["logs"])
+
+    env = {k: v for k, v in cli_env().items() if not k.startswith("PIPENB_")}
+    env.update(PIPENB_URL=asrv.url, PIPENB_TOKEN=asrv.token)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipenb", "deployments", "status", dep_id],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert "recent errors:" in proc.stdout and "did not match" in proc.stdout, proc.stdout
+    shell.run_line_magic("pipe", f"connect {asrv.url} --token {asrv.token}")
+    status = shell.run_line_magic("pipe", f"status {dep_id}")
+    assert any("did not match" in e for e in status.errors)
+    assert "Recent errors" in status._repr_html_()
+    aclient.delete_deployment(dep_id)
+
+
+def test_a_deleted_deployment_leaves_no_files_on_the_agent(aclient, agent, tmp_path) -> None:
+    aid = agent.agent_id
+    src, out = tmp_path / "in.log", tmp_path / "out.ndjson"
+    src.write_text("a\nb\n")
+    name = unique("deleted")
+    aclient.push(files_pipe(name, src, out))
+    dep_id = aclient.deploy(name, agents=[aid], labels=[])["id"]
+    files = [
+        agent.data_dir / "checkpoints" / f"{dep_id}.json",
+        agent.data_dir / "logs" / f"{dep_id}.log",
+    ]
+    wait_until(lambda: all(f.exists() for f in files), 20, "a checkpoint and a log")
+    # stopped is not deleted: the checkpoint stays for a start
+    aclient.stop(dep_id)
+    wait_until(
+        lambda: all(s["state"] == "stopped" for s in aclient.deployment(dep_id)["status"]),
+        20,
+        "stopped",
+    )
+    assert files[0].exists()
+    aclient.delete_deployment(dep_id)
+    wait_until(lambda: not any(f.exists() for f in files), 20, "the files removed", lambda: files)
+
+
+def test_the_agent_says_it_is_up_and_what_it_runs(aclient, agent, tmp_path) -> None:
+    aid = agent.agent_id
+    wait_until(lambda: "connected to" in agent.log_text(), 20, "the start line")
+    start = next(x for x in agent.log_text().splitlines() if "connected to" in x)
+    assert aid in start and agent.server in start and "labels: nu" in start
+    src, out = tmp_path / "in.log", tmp_path / "out.ndjson"
+    src.write_text("")
+    name = unique("said")
+    aclient.push(files_pipe(name, src, out))
+    dep_id = aclient.deploy(name, agents=[aid], labels=[])["id"]
+    wait_until(lambda: f"started {dep_id} (pipe {name} version 1)" in agent.log_text(), 20, "start")
+    aclient.delete_deployment(dep_id)
+    wait_until(lambda: f"stopped {dep_id} (pipe {name})" in agent.log_text(), 20, "stop")
+    # one line each, not a line per check-in
+    assert agent.log_text().count(f"started {dep_id}") == 1

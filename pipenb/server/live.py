@@ -38,6 +38,8 @@ class Live:
     pending_commands: set[str] = field(default_factory=set)  # agents with unacked commands
     key_cache: dict[str, tuple[str, str]] = field(default_factory=dict)  # key_id -> (hash, agent)
     reconcile_due: bool = False  # an agent appeared, came back or left: re-place instances
+    #: deleted deployments to tell each agent about (it removes their checkpoint and log)
+    gone: dict[str, set[str]] = field(default_factory=dict)
 
     def seen(self, agent_id: str, offline_after: float) -> Presence:
         if not self.is_online(agent_id, offline_after):

@@ -344,6 +344,13 @@ class CheckinResponse(Model):
     commands: list[AgentCommand]
     poll_interval: float
     full_report: bool = Field(default=False, description="send a full report next time")
+    labels: list[str] | None = Field(
+        default=None, description="the agent's labels (answering a full report)"
+    )
+    gone: list[str] = Field(
+        default=[],
+        description="reported deployments that were deleted: the agent may remove their files",
+    )
 
 
 class Health(Model):

@@ -56,14 +56,16 @@ class CheckinService:
             or body.attributes is not None
             or body.full
         ):
-            self._write(agent_id, body)
+            gone, labels = self._write(agent_id, body)
+        else:
+            gone, labels = [], None
         if body.leaving:
             p.leaving = True
             live.reconcile_due = True  # hand its failover instances over now
         desired, dhash = self.cp.deployments.desired(agent_id)
         commands = self.cp.commands.pending(agent_id)
         hold = min(body.wait, self.cp.settings.long_poll)
-        idle = not body.leaving and not commands and not full_report
+        idle = not body.leaving and not commands and not full_report and agent_id not in live.gone
         if (
             hold > 0
             and idle
@@ -79,13 +81,25 @@ class CheckinService:
             commands=commands,
             poll_interval=self.cp.settings.poll_interval,
             full_report=full_report,
+            labels=labels,
+            gone=sorted({*gone, *live.gone.pop(agent_id, ())}),
         )
 
-    def _write(self, agent_id: str, body: M.CheckinRequest) -> None:
+    def _write(self, agent_id: str, body: M.CheckinRequest) -> tuple[list[str], list[str] | None]:
+        """Store the report; answer the reported deployments that no longer exist (the agent
+        cleans up their files) and, for a full report, the agent's labels."""
+        gone: list[str] = []
+        labels: list[str] | None = None
         with self.cp.session() as s:
-            if body.attributes is not None:
+            if body.attributes is not None or body.full:
                 agent = s.get(AgentRow, agent_id)
-                if agent is not None and agent.attributes != body.attributes:
+                if agent is not None:
+                    labels = list(agent.labels or [])
+                if (
+                    agent is not None
+                    and body.attributes is not None
+                    and agent.attributes != body.attributes
+                ):
                     agent.attributes = body.attributes
             now = utcnow()
             reported = set()
@@ -96,6 +110,7 @@ class CheckinService:
                     if s.get(DeploymentRow, r.deployment_id) is None:
                         # the final report of a pipe whose deployment was deleted: a row kept
                         # for it would never be removed (the delete removed the others)
+                        gone.append(r.deployment_id)
                         continue
                     row = PipeStatusRow(
                         agent_id=agent_id, deployment_id=r.deployment_id, state=r.state
@@ -118,3 +133,4 @@ class CheckinService:
             self.cp.telemetry.record(s, agent_id, body.pipes, body.logs)
             if body.acks or body.captures:
                 self.cp.commands.ack(s, agent_id, body.acks, body.captures)
+        return gone, labels

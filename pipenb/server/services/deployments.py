@@ -186,6 +186,8 @@ class DeploymentService:
             ]
             s.query(PipeStatusRow).filter(PipeStatusRow.deployment_id == dep_id).delete()
             s.delete(row)
+        for agent_id in agents:  # their next check-in answer says so: they clean up its files
+            self.cp.live.gone.setdefault(agent_id, set()).add(dep_id)
         self.cp.live.notify(*agents)
 
     def touch(self, dep_ids: list[str]) -> None:
