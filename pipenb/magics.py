@@ -21,6 +21,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Int
 
 from pipenb.errors import ApiError, PipenbError, PipeSyntaxError
+from pipenb.explain import no_match, recent_errors
 
 USAGE = """\
 %%pipe [NAME] [--sample VAR|PATH] [--limit N] [--param k=v]...
@@ -135,8 +136,6 @@ class Deployed(Info):
     """What ``%pipe deploy`` answers: the deployment's id and state."""
 
     def __init__(self, deployment: dict[str, Any]):
-        from pipenb.explain import no_match
-
         self.deployment = deployment
         keys = ("id", "name", "pipe", "version", "resolved_version", "state", "labels", "agents")
         data = {k: deployment.get(k) for k in keys if k in deployment}
@@ -166,8 +165,6 @@ class DeploymentStatus:
     with why nothing runs (no agent matches) and the deployment's recent errors."""
 
     def __init__(self, deployment: dict[str, Any], df: Any, errors: list[str]):
-        from pipenb.explain import no_match
-
         self.deployment = deployment
         self.df = df
         self.errors = errors
@@ -442,8 +439,6 @@ class PipeMagics(Magics):
         args = p.parse_args(argv)
         client = self._client()
         if args.deployment:
-            from pipenb.explain import recent_errors
-
             dep = client.deployment(args.deployment)
             errors = recent_errors(client.logs(dep["id"], limit=200)["logs"])
             return DeploymentStatus(dep, _df(dep.get("status") or [], INSTANCE_COLUMNS), errors)

@@ -407,6 +407,14 @@ def test_pipe_errors_reach_the_server_and_status(aclient, agent, asrv, tmp_path,
     status = shell.run_line_magic("pipe", f"status {dep_id}")
     assert any("did not match" in e for e in status.errors)
     assert "Recent errors" in status._repr_html_()
+    from pipenb.dashboard import Dashboard
+
+    dash = Dashboard(aclient, autostart=False)
+    try:
+        assert any("did not match" in e for e in dash.errors[dep_id])
+        assert "recent errors" in dash._deployment_line(aclient.deployment(dep_id))
+    finally:
+        dash.close()
     aclient.delete_deployment(dep_id)
 
 
@@ -449,3 +457,30 @@ def test_the_agent_says_it_is_up_and_what_it_runs(aclient, agent, tmp_path) -> N
     wait_until(lambda: f"stopped {dep_id} (pipe {name})" in agent.log_text(), 20, "stop")
     # one line each, not a line per check-in
     assert agent.log_text().count(f"started {dep_id}") == 1
+
+
+# ---------------------------------------------------------------------------- 10. dashboard
+
+
+def test_the_dashboard_shows_a_recent_rate_on_first_draw(srv: ServerProcess, client) -> None:
+    """An idle pipe that read 740 events in its first minute shows 0 in/s, not 740/110 s."""
+    from pipenb.dashboard import Dashboard
+
+    name, agent_id = unique("idle"), unique("idle-agent")
+    push(client, name)
+    client.add_agent(agent_id)
+    key = client.create_key(agent_id)["api_key"]
+    dep = client.deploy(name, agents=[agent_id], labels=[])
+    desired = client.checkin(key, {"agent_id": agent_id, "seq": 1})["desired"]
+    for seq, uptime in ((2, 100.0), (3, 110.0)):
+        metrics = {"uptime_s": uptime, "input": {"events": 740}, "output": {"events": 740}}
+        report = {"deployment_id": dep["id"], "hash": desired[0]["hash"], "state": "running"}
+        client.checkin(
+            key, {"agent_id": agent_id, "seq": seq, "pipes": [{**report, "metrics": metrics}]}
+        )
+    dash = Dashboard(client, autostart=False)
+    try:
+        assert dash.rates[dep["id"]] == (0.0, 0.0)
+        assert "0.0 in/s" in dash._deployment_line(client.deployment(dep["id"]))
+    finally:
+        dash.close()
