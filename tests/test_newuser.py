@@ -484,3 +484,39 @@ def test_the_dashboard_shows_a_recent_rate_on_first_draw(srv: ServerProcess, cli
         assert "0.0 in/s" in dash._deployment_line(client.deployment(dep["id"]))
     finally:
         dash.close()
+
+
+# ---------------------------------------------------------------------------- 6. templates
+
+
+def test_builtins_in_a_param_default_are_expanded(aclient, agent, tmp_path: Path) -> None:
+    aid = agent.agent_id
+    src = tmp_path / "in.log"
+    src.write_text("one\n")
+    name = unique("tmpl")
+    doc = (
+        f"name: {name}\n"
+        f'params:\n  out: {{default: "{tmp_path}/{{{{agent.id}}}}.ndjson"}}\n'
+        f'input: {{files: {{path: "{src}", poll-interval: 50ms}}}}\n'
+        'output:\n  file: {path: "{{out}}", batch: {timeout: 50ms}}\n'
+    )
+    aclient.push(doc)
+    dep_id = aclient.deploy(name, agents=[aid], labels=[])["id"]
+    wait_until(lambda: (tmp_path / f"{aid}.ndjson").exists(), 20, "the agent's own file")
+    assert not (tmp_path / "{{agent.id}}.ndjson").exists()
+    aclient.delete_deployment(dep_id)
+
+
+def test_a_param_default_may_use_only_builtins() -> None:
+    from pipenb.lang.validate import load_pipe
+
+    doc = (
+        "name: p\nparams:\n"
+        '  out: {default: "/x/{{nope}}.ndjson"}\n'
+        'input: {echo: {lines: [a]}}\noutput: {file: {path: "{{out}}"}}\n'
+    )
+    with pytest.raises(PipenbError) as caught:
+        load_pipe(doc)
+    (problem,) = caught.value.problems  # type: ignore[attr-defined]
+    assert (problem.line, problem.column) == (3, 18)
+    assert "{{nope}} in parameter 'out'" in problem.message and "agent.name" in problem.message

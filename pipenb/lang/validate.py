@@ -130,6 +130,7 @@ class _Checker:
         values = self.values(params, given, require_params)
         values.update(local_builtins(name) if builtins is None else builtins)
         values.setdefault("pipe.name", name)
+        self.expand_param_templates(params, given, values)
 
         rendered: dict[str, Any] = {}
         for section in ("input", "actions", "output", "errors"):
@@ -266,6 +267,29 @@ class _Checker:
             else:
                 values[pname] = p.default
         return values
+
+    def expand_param_templates(
+        self, params: dict[str, ParamSpec], given: dict[str, Any], values: dict[str, Any]
+    ) -> None:
+        """``default: "/x/{{agent.name}}.ndjson"``: built-ins inside a parameter's value are
+        expanded too, so each agent gets its own file and not one named ``{{agent.name}}``.
+
+        Only built-ins: a parameter made of other parameters would need an order to expand in.
+        """
+        builtins = {k: values[k] for k in BUILTINS if k in values}
+        for pname in params:
+            value = values.get(pname)
+            if not isinstance(value, str) or "{{" not in value:
+                continue
+            where: Path = ("params", pname) if pname in given else ("params", pname, "default")
+            values[pname], errs = render(value, builtins, where)
+            if errs:
+                bad = [m.group(1) for m in TEMPLATE.finditer(value) if m.group(1) not in builtins]
+                self.add(
+                    where,
+                    f"{{{{{bad[0] if bad else '?'}}}}} in parameter {pname!r}: a parameter's "
+                    f"value may use the built-ins only ({', '.join(BUILTINS)})",
+                )
 
     # ------------------------------------------------------------------ components
     def component(self, kind: Kind, raw: Any, path: Path) -> ComponentSpec | None:
