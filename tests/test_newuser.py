@@ -520,3 +520,39 @@ def test_a_param_default_may_use_only_builtins() -> None:
     (problem,) = caught.value.problems  # type: ignore[attr-defined]
     assert (problem.line, problem.column) == (3, 18)
     assert "{{nope}} in parameter 'out'" in problem.message and "agent.name" in problem.message
+
+
+# ---------------------------------------------------------------------------- 8. preview
+
+
+def test_preview_says_it_stopped_at_the_limit(tmp_path: Path, shell) -> None:
+    import pipenb
+
+    src = tmp_path / "big.log"
+    src.write_text("".join(f"line {i}\n" for i in range(1200)))
+    pipe = pipenb.Pipe.from_yaml(
+        f'name: big\ninput: {{files: {{path: "{src}"}}}}\noutput: {{discard: {{}}}}\n'
+    )
+    result = pipe.preview()
+    assert len(result.events) == 1000
+    assert "showing 1,000 of 1,000+ input events (--limit)" in result._repr_html_()
+    assert "showing 1,000 of 1,000+ input events (--limit)" in repr(result)
+    assert "showing 1,000 of 1,200" in pipe.preview(src.read_text().splitlines())._repr_html_()
+    assert pipe.preview(limit=5000).limit_note == ""  # all of it: nothing to say
+    # the magic's default is the same 1,000
+    shell.user_ns["big_src"] = str(src)
+    magic_result = shell.run_cell_magic(
+        "pipe", "--sample big_src", "name: big2\ninput: {stdin: {}}\noutput: {discard: {}}\n"
+    )
+    assert magic_result.limit_note.startswith("showing 1,000 of")
+
+
+def test_long_values_are_cut_in_the_html_but_kept_in_the_dataframe() -> None:
+    import pipenb
+
+    pipe = pipenb.Pipe.from_yaml("name: p\ninput: {echo: {lines: [a]}}\noutput: {discard: {}}\n")
+    result = pipe.preview(["x" * 5_000_000, "short"])
+    page = result._repr_html_()
+    assert len(page) < 20_000
+    assert "(5,000,000 characters)" in page and "short" in page
+    assert len(result.df.loc[0, "_raw"]) == 5_000_000
