@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -556,3 +557,85 @@ def test_long_values_are_cut_in_the_html_but_kept_in_the_dataframe() -> None:
     assert len(page) < 20_000
     assert "(5,000,000 characters)" in page and "short" in page
     assert len(result.df.loc[0, "_raw"]) == 5_000_000
+
+
+# ---------------------------------------------------------------------------- 9. the CLI
+
+
+def hand_agent(client: Client, name: str) -> tuple[str, str, dict[str, Any]]:
+    """An agent driven by hand (its check-ins from the test), running a new deployment."""
+    agent_id = unique("hand")
+    client.add_agent(agent_id, labels=["hand"])
+    key = client.create_key(agent_id)["api_key"]
+    push(client, name)
+    dep = client.deploy(name, agents=[agent_id], labels=[])
+    client.checkin(key, {"agent_id": agent_id, "seq": 1})
+    return agent_id, key, dep
+
+
+def test_the_cli_shows_logs_and_metrics(pnb, client: Client, srv: ServerProcess) -> None:
+    agent_id, key, dep = hand_agent(client, unique("cli-logs"))
+    desired = client.checkin(key, {"agent_id": agent_id, "seq": 2})["desired"]
+    report = {
+        "deployment_id": dep["id"],
+        "hash": desired[0]["hash"],
+        "state": "running",
+        "metrics": {"uptime_s": 5, "input": {"events": 42}, "output": {"events": 40}},
+    }
+    line = {"level": "warning", "deployment_id": dep["id"], "message": "2 event(s) failed"}
+    client.checkin(key, {"agent_id": agent_id, "seq": 3, "pipes": [report], "logs": [line]})
+    code, out, err = pnb("deployments", "logs", dep["id"])
+    assert code == 0, err
+    assert f"{agent_id} WARNING 2 event(s) failed" in out
+    code, out, _ = pnb("deployments", "metrics", dep["id"])
+    assert code == 0
+    assert out.splitlines()[1].split()[1:4] == [agent_id, "42", "40"]
+    code, out, _ = pnb("agents", "show", agent_id)
+    assert code == 0 and out.startswith(f"agent {agent_id} (") and "labels: hand" in out
+    code, _, err = pnb("agents", "show", "no-such-agent")
+    assert code == 1 and "does not exist" in err
+
+    # --follow prints what arrives later
+    env = {k: v for k, v in cli_env().items() if not k.startswith("PIPENB_")}
+    env.update(PIPENB_URL=srv.url, PIPENB_TOKEN=srv.token)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipenb",
+            "deployments",
+            "logs",
+            dep["id"],
+            "-f",
+            "--interval",
+            "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    guard = threading.Timer(30, proc.kill)  # a line that never comes ends the read, not the run
+    guard.start()
+    try:
+        assert proc.stdout is not None
+        assert "2 event(s) failed" in proc.stdout.readline()
+        later = {**line, "message": "a later line"}
+        client.checkin(key, {"agent_id": agent_id, "seq": 4, "logs": [later]})
+        assert "a later line" in proc.stdout.readline()  # blocks until it comes (or the kill)
+    finally:
+        guard.cancel()
+        proc.kill()
+        proc.wait()
+
+
+def test_the_cli_restarts_and_resets_a_deployment(pnb, client: Client) -> None:
+    agent_id, _key, dep = hand_agent(client, unique("cli-cmd"))
+    code, out, err = pnb("deployments", "restart", dep["id"])
+    assert code == 0, err
+    assert out.startswith(f"restart of {dep['id']} queued for agent(s) {agent_id}")
+    code, out, _ = pnb("deployments", "reset-checkpoint", dep["id"], "--agent", agent_id)
+    assert code == 0 and "reset-checkpoint" in out
+    assert [c["type"] for c in client.commands(dep["id"])["commands"]] == [
+        "restart",
+        "reset-checkpoint",
+    ]

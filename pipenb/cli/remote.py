@@ -402,6 +402,97 @@ def _upgrade(client: Any, args: argparse.Namespace) -> Any:
     return client.upgrade(args.id, version)
 
 
+def _log_line(x: dict[str, Any]) -> str:
+    return f"{x['time']} {x['agent_id']} {x['level'].upper()} {x['message']}"
+
+
+def cmd_deployments_logs(client: Any, args: argparse.Namespace) -> None:
+    """The deployment's log lines from its agents; ``--follow`` keeps printing new ones."""
+    import time
+
+    logs = client.logs(args.id, agent=args.agent, limit=args.limit)["logs"]
+    if args.json and not args.follow:
+        _print_json({"logs": logs})
+        return
+    seen: set[tuple[str, str, str]] = set()
+
+    def show(lines: list[dict[str, Any]]) -> None:
+        for x in lines:
+            key = (x["time"], x["agent_id"], x["message"])
+            if key in seen:  # `since` includes its own time: the last lines come again
+                continue
+            seen.add(key)
+            if args.json:
+                sys.stdout.write(orjson.dumps(x).decode() + "\n")
+            else:
+                print(_log_line(x))
+        sys.stdout.flush()
+
+    show(logs)
+    if not args.follow:
+        if not logs and not args.json:
+            print(f"no log lines yet for {args.id}")
+        return
+    since = logs[-1]["time"] if logs else None
+    try:
+        while True:
+            time.sleep(args.interval)  # polling the server: nothing to synchronise with
+            new = client.logs(args.id, agent=args.agent, since=since)["logs"]
+            if new:
+                since = new[-1]["time"]
+                show(new)
+    except KeyboardInterrupt:
+        return
+
+
+def cmd_deployments_metrics(client: Any, args: argparse.Namespace) -> None:
+    result = client.metrics(args.id, agent=args.agent, limit=args.limit)
+    if args.json:
+        _print_json(result)
+        return
+    rows = []
+    for m in result["metrics"]:
+        events_in, events_out = _events(m.get("data"))
+        data = m.get("data") or {}
+        rows.append(
+            {
+                "time": m["time"],
+                "agent": m["agent_id"],
+                "events_in": events_in,
+                "events_out": events_out,
+                "dead_letters": data.get("dead_letters"),
+                "uptime_s": data.get("uptime_s"),
+            }
+        )
+    print(format_table(rows) if rows else f"no metrics yet for {args.id}")
+
+
+def _command(kind: str) -> Handler:
+    def cmd(client: Any, args: argparse.Namespace) -> None:
+        result = client.command(args.id, kind, agent=args.agent)
+        if args.json:
+            _print_json(result)
+            return
+        agents = ", ".join(c["agent_id"] for c in result["commands"])
+        print(f"{kind} of {args.id} queued for agent(s) {agents}: they act on their next check-in")
+
+    return cmd
+
+
+def cmd_agents_show(client: Any, args: argparse.Namespace) -> None:
+    a = client.agent(args.id)
+    if args.json:
+        _print_json(a)
+        return
+    print(f"agent {a['id']} ({a['name']}): {a['state']}")
+    print(f"  labels: {', '.join(a['labels']) or 'none'}")
+    print(f"  last seen: {a['last_seen'] or 'never'}; enrolled: {'yes' if a['enrolled'] else 'no'}")
+    print(f"  pipes: {a['pipes']}")
+    for k, v in (a.get("attributes") or {}).items():
+        shown = orjson.dumps(v).decode() if isinstance(v, (dict, list)) else v
+        print(f"  {k}: {shown}")
+
+
 def cmd_deployments_delete(client: Any, args: argparse.Namespace) -> None:
     client.delete_deployment(args.id)
     if args.json:
@@ -474,6 +565,8 @@ def register(sub: Any) -> None:
     p = leaf(gs, "label", cmd_agents_label, "replace an agent's labels")
     p.add_argument("id", metavar="ID")
     p.add_argument("labels", metavar="A,B", help="the new labels, comma-separated ('' for none)")
+    p = leaf(gs, "show", cmd_agents_show, "an agent's state, labels and attributes")
+    p.add_argument("id", metavar="ID")
     p = leaf(gs, "remove", cmd_agents_remove, "remove an agent and its keys")
     p.add_argument("id", metavar="ID")
     k = gs.add_parser("keys", help="an agent's API keys: create, revoke")
@@ -553,6 +646,25 @@ def register(sub: Any) -> None:
     version_option(p, "the version to run; 'latest' follows new pushes", pinned=True)
     p = leaf(gs, "delete", cmd_deployments_delete, "delete a deployment (its agents stop it)")
     p.add_argument("id", metavar="ID")
+    p = leaf(gs, "logs", cmd_deployments_logs, "log lines the agents sent about a deployment")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--agent", help="only this agent's lines")
+    p.add_argument("--limit", type=_positive, default=100, help="newest lines (default 100)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between polls with --follow"
+    )
+    p = leaf(gs, "metrics", cmd_deployments_metrics, "metrics the agents reported")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--agent", help="only this agent's points")
+    p.add_argument("--limit", type=_positive, default=100, help="newest points (default 100)")
+    for kind, what in (
+        ("restart", "restart a deployment's pipe on its agents"),
+        ("reset-checkpoint", "forget a deployment's checkpoints: its input starts afresh (start-at)"),
+    ):
+        p = leaf(gs, kind, _command(kind), what)
+        p.add_argument("id", metavar="ID")
+        p.add_argument("--agent", help="only on this agent (default: every agent running it)")
 
     # tap
     p = leaf(sub, "tap", cmd_tap, "capture the next events at a stage of a running deployment")
