@@ -21,7 +21,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Int
 
 from pipenb.errors import ApiError, PipenbError, PipeSyntaxError
-from pipenb.explain import no_match, recent_errors
+from pipenb.explain import api_problem_lines, no_match, recent_errors
 
 USAGE = """\
 %%pipe [NAME] [--sample VAR|PATH] [--limit N] [--param k=v]...
@@ -82,13 +82,8 @@ def _params(items: list[str] | None) -> dict[str, str]:
 
 def _api_message(exc: ApiError) -> str:
     """The server's message and every located problem, one per line."""
-    lines = [f"server: {exc.message} ({exc.status} {exc.code})"]
-    for d in exc.details:
-        if isinstance(d, dict) and "line" in d and "message" in d:
-            lines.append(
-                f"{d.get('file', '<pipe>')}:{d['line']}:{d.get('column', 0)}: {d['message']}"
-            )
-    return "\n".join(lines)
+    first, *problems = api_problem_lines(exc.message, exc.code, exc.details)
+    return "\n".join([f"server: {first} ({exc.status} {exc.code})", *problems])
 
 
 def _csv(value: str | None) -> list[str] | None:

@@ -199,7 +199,8 @@ def test_pushing_an_invalid_pipe_prints_located_problems(pnb, tmp_path: Path) ->
     code, out, err = pnb("pipes", "push", "bad.yaml")
     assert (code, out) == (1, "")
     lines = err.splitlines()
-    assert lines[0].startswith("pipenb: the pipe has 3 problem(s): bad.yaml:2:28: ")
+    # issue 13: the first problem once, not in the message and again in the list
+    assert lines[0] == "pipenb: the pipe has 3 problem(s):"
     assert len(lines) == 4
     for line in lines[1:]:
         assert re.match(r"^bad\.yaml:\d+:\d+: \S", line), line

@@ -639,3 +639,26 @@ def test_the_cli_restarts_and_resets_a_deployment(pnb, client: Client) -> None:
         "restart",
         "reset-checkpoint",
     ]
+
+
+# ---------------------------------------------------------------------------- 10. messages
+
+
+def test_push_and_deploy_print_each_problem_once(pnb, client: Client, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\ninput: {echo: {lines: [a]}}\nactions:\n  - extrac: {}\noutput: {discard: {}}\n"
+    )
+    code, _, err = pnb("pipes", "push", str(bad))
+    assert code == 1
+    assert err.count("unknown action 'extrac'") == 1, err
+    name = unique("params")
+    push(client, name)
+    code, _, err = pnb("deploy", name, "--param", "n=lots")
+    assert code == 1
+    assert err.count("expects int") == 1, err
+    assert f"{name} v1:4:3: parameter 'n' expects int, got 'lots'" in err
+    assert "<deployment>" not in err
+    code, _, err = pnb("deploy", name, "--param", "m=1")
+    assert f"{name} v1: unknown parameter 'm'; declared: n" in err
+    assert ":0:0" not in err and err.count("unknown parameter") == 1

@@ -16,7 +16,7 @@ import orjson
 
 from pipenb.cli.options import option
 from pipenb.errors import ApiError, UsageError
-from pipenb.explain import no_match, recent_errors
+from pipenb.explain import api_problem_lines, no_match, recent_errors
 from pipenb.tables import format_table
 
 Handler = Callable[[Any, argparse.Namespace], int | None]
@@ -85,10 +85,10 @@ def _print_json(value: Any) -> None:
 
 def _api_error(exc: ApiError) -> None:
     """The message, then every located problem as ``file:line:column: message``."""
-    _err(f"pipenb: {exc.message}")
-    located = [d for d in exc.details if isinstance(d, dict) and "line" in d and "message" in d]
-    for d in located:
-        _err(f"{d.get('file', '<pipe>')}:{d.get('line', 0)}:{d.get('column', 0)}: {d['message']}")
+    first, *problems = api_problem_lines(exc.message, exc.code, exc.details)
+    _err(f"pipenb: {first}")
+    for line in problems:
+        _err(line)
     fields = [d for d in exc.details if isinstance(d, dict) and "field" in d and "message" in d]
     if len(fields) > 1:
         for d in fields:
@@ -660,7 +660,10 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=_positive, default=100, help="newest points (default 100)")
     for kind, what in (
         ("restart", "restart a deployment's pipe on its agents"),
-        ("reset-checkpoint", "forget a deployment's checkpoints: its input starts afresh (start-at)"),
+        (
+            "reset-checkpoint",
+            "forget a deployment's checkpoints: its input starts afresh (start-at)",
+        ),
     ):
         p = leaf(gs, kind, _command(kind), what)
         p.add_argument("id", metavar="ID")

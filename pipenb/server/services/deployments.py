@@ -95,7 +95,7 @@ class DeploymentService:
             now = utcnow()
             if existing is not None:
                 dep_id = existing.id
-                self._check_params(vrow.yaml, body.params, dep_id)
+                self._check_params(vrow, body.params, dep_id, body.pipe)
                 existing.pipe_id = pipe.id
                 existing.version = version
                 existing.params = body.params
@@ -107,7 +107,7 @@ class DeploymentService:
                 existing.updated_at = now
             else:
                 dep_id = new_id("dep-")
-                self._check_params(vrow.yaml, body.params, dep_id)
+                self._check_params(vrow, body.params, dep_id, body.pipe)
                 s.add(
                     DeploymentRow(
                         id=dep_id,
@@ -129,11 +129,13 @@ class DeploymentService:
             self.touch([dep_id])  # a new version or new params reach agents that keep it
         return self.get(dep_id), existing is None
 
-    def _check_params(self, yaml_text: str, params: dict[str, Any], dep_id: str) -> None:
+    def _check_params(self, vrow: Any, params: dict[str, Any], dep_id: str, pipe: str) -> None:
+        """Parameter values against the pipe version's declarations; a problem is located in
+        that version ("apache v3:5:3"), the text the user can look at (`pipes show`)."""
         try:
             load_pipe(
-                yaml_text,
-                "<deployment>",
+                vrow.yaml,
+                f"{pipe} v{vrow.version}",
                 params,
                 {
                     "agent.id": "agent",
@@ -168,7 +170,7 @@ class DeploymentService:
             version = None if body.version == "latest" else int(body.version)
             vrow = self.cp.pipes.version_row(s, pipe.name, version)
             params = body.params if body.params is not None else row.params
-            self._check_params(vrow.yaml, params, dep_id)
+            self._check_params(vrow, params, dep_id, pipe.name)
             row.version = version
             row.params = params
             row.updated_at = utcnow()
