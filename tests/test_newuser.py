@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from agentproc import AgentProcess
-from conftest import cli_env, wait_until
+from conftest import REPO_ROOT, cli_env, wait_until
 from IPython.core.interactiveshell import InteractiveShell
 from serverproc import ServerProcess
 
@@ -662,3 +662,88 @@ def test_push_and_deploy_print_each_problem_once(pnb, client: Client, tmp_path: 
     code, _, err = pnb("deploy", name, "--param", "m=1")
     assert f"{name} v1: unknown parameter 'm'; declared: n" in err
     assert ":0:0" not in err and err.count("unknown parameter") == 1
+
+
+def problems(doc: str) -> list[str]:
+    from pipenb.lang.validate import load_pipe
+
+    with pytest.raises(PipenbError) as caught:
+        load_pipe(doc)
+    return [str(p) for p in caught.value.problems]  # type: ignore[attr-defined]
+
+
+HEAD = "name: p\ninput: {echo: {lines: [a]}}\n"
+
+
+@pytest.mark.parametrize(
+    ("option", "own", "parents"),
+    [
+        (
+            "rotate: {size: 1MB, kep: 3}",
+            "for file.rotate (did you mean 'keep'?); allowed: keep, size",
+            "raw-field",
+        ),
+        (
+            "batch: {sise: 3}",
+            "for file.batch (did you mean 'size'?); allowed: size, timeout",
+            "raw-field",
+        ),
+    ],
+)
+def test_a_wrong_nested_option_names_its_own_options(option: str, own: str, parents: str) -> None:
+    (problem,) = problems(HEAD + f"output: {{file: {{path: /tmp/x, {option}}}}}\n")
+    assert own in problem and parents not in problem
+
+
+def test_the_reference_documents_the_rotate_options() -> None:
+    from pipenb.lang.reference import render_reference
+
+    text = render_reference()
+    assert "`file.rotate` options:" in text and "| `keep` | integer | `5` |" in text
+    assert (REPO_ROOT / "docs" / "reference.md").read_text() == text  # regenerated
+
+
+@pytest.mark.parametrize(
+    ("doc", "where", "hint"),
+    [
+        (
+            HEAD + "actions:\n  - filter: message == 'a: b'\noutput: {discard: {}}\n",
+            ":4:26:",
+            "a ': ' inside an unquoted value",
+        ),
+        (
+            "name: p\ninput: {echo: {lines: [a #b]}}\noutput: {discard: {}}\n",
+            ":3:1:",
+            "' #' starts a comment",
+        ),
+        (
+            HEAD
+            + "actions:\n  - extract: {field: _raw, pattern: ^x(?P<n>a)}\noutput: {discard: {}}\n",
+            ":4:40:",
+            "quote a value that contains ','",
+        ),
+        (
+            HEAD + "actions:\n  - set: {msg: concat(a, b)}\noutput: {discard: {}}\n",
+            ":4:22:",
+            "a ',' ends the entry",
+        ),
+        (
+            HEAD + "actions:\n  - filter: level = 'x'\noutput: {discard: {}}\n",
+            ":4:19:",
+            "to compare, use ==",
+        ),
+        (
+            HEAD + "actions:\n  - filter: a == 1 && b == 2\noutput: {discard: {}}\n",
+            ":4:20:",
+            "use and",
+        ),
+        (
+            HEAD + "actions:\n  - filter: msg =~ 'x'\noutput: {discard: {}}\n",
+            ":4:17:",
+            'use matches(field, "regex")',
+        ),
+    ],
+)
+def test_syntax_errors_say_the_usual_cause(doc: str, where: str, hint: str) -> None:
+    first = problems(doc)[0]
+    assert where in first and hint in first, first
