@@ -747,3 +747,56 @@ def test_the_reference_documents_the_rotate_options() -> None:
 def test_syntax_errors_say_the_usual_cause(doc: str, where: str, hint: str) -> None:
     first = problems(doc)[0]
     assert where in first and hint in first, first
+
+
+# ---------------------------------------------------------------------------- 11. make test
+
+
+def _test_recipe(command: str) -> str:
+    """The shell of the Makefile's ``test`` recipe, its pytest run replaced by ``command``."""
+    lines = (REPO_ROOT / "Makefile").read_text().splitlines()
+    start = lines.index(next(x for x in lines if x.startswith("test:")))
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line[1:])
+    text = "\n".join(recipe).replace("\\\n", " ")
+    (pg_line,) = [x for x in text.splitlines() if "postgres-test.sh" in x]
+    assert "$(BIN)/python -m pytest -q" in pg_line
+    return pg_line.lstrip("@").replace("$(BIN)/python -m pytest -q", command).replace("$$", "$")
+
+
+@pytest.mark.skipif(
+    not list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")), reason="no PostgreSQL here"
+)
+def test_make_test_stops_the_postgresql_it_started(tmp_path: Path) -> None:
+    import socket
+    import tempfile
+
+    with socket.socket() as s:  # a free port, not the 55432 other runs may use
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = tempfile.mkdtemp(prefix="pipenb-pg-newuser-", dir="/tmp")  # readable by postgres
+    env = {**cli_env(), "PIPENB_TEST_PG_DIR": base, "PIPENB_TEST_PG_PORT": str(port)}
+    env.pop("PIPENB_TEST_POSTGRES_URL", None)
+    seen = tmp_path / "url"
+    try:
+        proc = subprocess.run(
+            ["sh", "-c", _test_recipe(f'echo "$PIPENB_TEST_POSTGRES_URL" > {seen}')],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert f"127.0.0.1:{port}/pipenb_test" in seen.read_text(), proc.stderr
+        assert "stopping the cluster" in proc.stderr
+        with socket.socket() as s, pytest.raises(OSError):
+            s.connect(("127.0.0.1", port))  # nothing listens any more
+    finally:
+        subprocess.run(
+            ["bash", "scripts/postgres-test.sh", "stop"], cwd=REPO_ROOT, env=env, timeout=60
+        )
+        subprocess.run(["rm", "-rf", base], check=False)
