@@ -161,9 +161,14 @@ class Agent:
         now = time.monotonic()
         pipes = []
         self._due_sent: set[str] = set()
+        every = self.settings.metrics_every
+        ages = {d: now - self.sent_metrics_at.get(d, 0.0) for d in self.workers}
+        # when one pipe's report is due, pipes half-way there go along: one check-in per period
+        # for all of them, not one per pipe at scattered times
+        threshold = every / 2 if any(a >= every for a in ages.values()) else every
         for w in self.workers.values():
             key = (w.state, w.hash, w.error)
-            due = now - self.sent_metrics_at.get(w.dep_id, 0.0) >= self.settings.metrics_every
+            due = ages[w.dep_id] >= threshold
             if due:
                 self._due_sent.add(w.dep_id)
             if self.full or key != self.sent_state.get(w.dep_id) or due or w.captures:

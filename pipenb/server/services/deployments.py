@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
-from pipenb.errors import PipeSyntaxError
+from pipenb.errors import ApiError, PipeSyntaxError
 from pipenb.lang.validate import load_pipe
 from pipenb.server import models as M
 from pipenb.server.security import new_id
@@ -73,6 +74,18 @@ class DeploymentService:
         return self.apply(body)[0]
 
     def apply(self, body: M.DeploymentCreate) -> tuple[M.Deployment, bool]:
+        """Create a deployment, or change the one of the same ``name`` (True: created)."""
+        try:
+            return self._apply(body)
+        except IntegrityError:  # two deploys made the same name at once: one of them wins
+            raise ApiError(
+                409,
+                "conflict",
+                f"a deployment named {body.name or body.pipe!r} was made at the same time; "
+                "deploy again to update it",
+            ) from None
+
+    def _apply(self, body: M.DeploymentCreate) -> tuple[M.Deployment, bool]:
         """Create a deployment, or change the one of the same ``name`` (and say which: True
         for created).
 
