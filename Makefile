@@ -39,10 +39,16 @@ format: $(STAMP)
 # PostgreSQL (Debian's, installed when missing and possible) runs the store tests a second time;
 # without it those tests are skipped, the rest run on SQLite. Debian's chromium (installed the
 # same way) runs the browser test, and Debian's systemd (the same way) checks the agent's unit.
+# The PostgreSQL it started is stopped when the tests end, also on failure or Ctrl-C
+# (PIPENB_TEST_PG_KEEP=1 keeps it for the next run; one it found running is left alone).
 test: $(STAMP) lint
 	@bash scripts/chromium-test.sh
 	@bash scripts/systemd-test.sh
-	@eval "$$(bash scripts/postgres-test.sh)"; export PIPENB_TEST_POSTGRES_URL; \
+	@PIPENB_TEST_PG_STARTED=; eval "$$(bash scripts/postgres-test.sh)"; \
+	export PIPENB_TEST_POSTGRES_URL; \
+	if [ -n "$$PIPENB_TEST_PG_STARTED" ] && [ -z "$$PIPENB_TEST_PG_KEEP" ]; then \
+		trap 'bash scripts/postgres-test.sh stop' EXIT; trap 'exit 130' INT TERM; \
+	fi; \
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

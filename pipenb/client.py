@@ -408,9 +408,15 @@ class Client:
         instances: int | str = "all",
         failover: bool = False,
         start: bool = True,
+        name: str | None = None,
+        new: bool = False,
     ) -> dict[str, Any]:
         """Run a pipe version on agents. ``labels=None`` targets the labels the pipe declares;
-        parameter values may be strings, the server converts them to their declared types."""
+        parameter values may be strings, the server converts them to their declared types.
+
+        With a ``name``, deploying again changes the deployment of that name (version, params,
+        target) instead of making another, unless ``new``: repeatable, like ``kubectl apply``.
+        """
         body: dict[str, Any] = {
             "pipe": pipe,
             "version": _version(version),
@@ -422,6 +428,10 @@ class Client:
         }
         if labels is not None:
             body["labels"] = list(labels)
+        if name is not None:
+            body["name"] = name
+        if new:
+            body["new"] = True
         return self.request("POST", "/deployments", json=body)
 
     def deployments(self) -> dict[str, Any]:
@@ -519,21 +529,31 @@ class Client:
 
     # ------------------------------------------------------------------ metrics and logs
     def metrics(
-        self, dep_id: str, agent: str | None = None, since: datetime | str | None = None
+        self,
+        dep_id: str,
+        agent: str | None = None,
+        since: datetime | str | None = None,
+        limit: int | None = None,
     ) -> dict[str, Any]:
+        """The newest ``limit`` (server default 1,000) metrics lines, oldest first."""
         return self.request(
             "GET",
             f"/deployments/{_seg(dep_id)}/metrics",
-            params={"agent": agent, "since": _time(since)},
+            params={"agent": agent, "since": _time(since), "limit": limit},
         )
 
     def logs(
-        self, dep_id: str, agent: str | None = None, since: datetime | str | None = None
+        self,
+        dep_id: str,
+        agent: str | None = None,
+        since: datetime | str | None = None,
+        limit: int | None = None,
     ) -> dict[str, Any]:
+        """The newest ``limit`` (server default 1,000) logs lines, oldest first."""
         return self.request(
             "GET",
             f"/deployments/{_seg(dep_id)}/logs",
-            params={"agent": agent, "since": _time(since)},
+            params={"agent": agent, "since": _time(since), "limit": limit},
         )
 
     def agent_metrics(self, id: str) -> dict[str, Any]:

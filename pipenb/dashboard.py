@@ -18,6 +18,7 @@ from typing import Any
 import ipywidgets as w
 
 from pipenb.errors import PipenbError
+from pipenb.explain import no_match, recent_errors
 
 STATE_COLOURS = {
     "online": "#2e7d32",
@@ -92,6 +93,7 @@ class Dashboard:
         self.deployments: list[dict[str, Any]] = []
         self.rates: dict[str, tuple[float, float] | None] = {}  # deployment: (in/s, out/s)
         self._instances: dict[tuple[str, str], InstanceRate] = {}
+        self.errors: dict[str, list[str]] = {}  # deployment: its recent warning/error lines
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -131,11 +133,12 @@ class Dashboard:
                 agents = self.client.agents()["agents"]
                 deployments = self.client.deployments()["deployments"]
                 detailed = [self.client.deployment(d["id"]) for d in deployments]
+                errors = {d["id"]: self._recent_errors(d["id"]) for d in detailed}
             except (PipenbError, OSError) as exc:
                 self.error = str(exc)
             else:
                 self.error = None
-                self.agents, self.deployments = agents, detailed
+                self.agents, self.deployments, self.errors = agents, detailed, errors
                 self._update_rates()
             self.refreshes += 1
             self._render()
@@ -171,6 +174,29 @@ class Dashboard:
         while not self._stop.wait(self.interval):
             self.refresh()
 
+    def _recent_errors(self, dep_id: str) -> list[str]:
+        return recent_errors(self.client.logs(dep_id, limit=50)["logs"], limit=3)
+
+    def _earlier(self, dep_id: str, agent_id: str, metrics: dict[str, Any]) -> InstanceRate | None:
+        """The instance's counters at the newest point the server stored before ``metrics``.
+
+        A dashboard drawn for the first time has no counters of its own to compare with: the
+        average since the pipe started would show an idle pipe busy for as long as it lived.
+        """
+        uptime = metrics.get("uptime_s")
+        if not isinstance(uptime, (int, float)):
+            return None
+        try:
+            points = self.client.metrics(dep_id, agent=agent_id, limit=10)["metrics"]
+        except (PipenbError, OSError):
+            return None
+        for point in reversed(points):
+            data = point.get("data") or {}
+            then = data.get("uptime_s")
+            if isinstance(then, (int, float)) and 0 < then < uptime:
+                return instance_rate(data, None)
+        return None
+
     def _update_rates(self) -> None:
         seen: dict[tuple[str, str], InstanceRate] = {}
         rates: dict[str, tuple[float, float] | None] = {}
@@ -178,7 +204,10 @@ class Dashboard:
             total: tuple[float, float] | None = None
             for inst in dep.get("status") or []:
                 key = (dep["id"], inst["agent_id"])
-                rate = instance_rate(inst.get("metrics") or {}, self._instances.get(key))
+                before = self._instances.get(key)
+                if before is None and inst.get("metrics"):
+                    before = self._earlier(dep["id"], inst["agent_id"], inst["metrics"])
+                rate = instance_rate(inst.get("metrics") or {}, before)
                 if rate is None:
                     continue
                 seen[key] = rate
@@ -266,6 +295,14 @@ class Dashboard:
         rate = self.rates.get(dep["id"])
         rates = f"{rate[0]:,.1f} in/s, {rate[1]:,.1f} out/s" if rate else "no rates yet"
         errors = "; ".join(f"{s['agent_id']}: {s['error']}" for s in status if s.get("error"))
+        note = no_match(dep)
+        recent = self.errors.get(dep["id"]) or []
+        extra = ""
+        if note:
+            extra += f" &middot; <i>{html.escape(note)}</i>"
+        if recent:
+            items = "".join(f"<li><code>{html.escape(e)}</code></li>" for e in recent)
+            extra += f"<br><small>recent errors:</small><ul style='margin:0'>{items}</ul>"
         return (
             f"<b>{html.escape(dep['pipe'])}</b> v{dep.get('resolved_version')} "
             f"<code>{html.escape(dep['id'])}</code> {_state(dep.get('state', ''))} "
@@ -275,6 +312,7 @@ class Dashboard:
                 if errors
                 else ""
             )
+            + extra
         )
 
     # ------------------------------------------------------------------ display

@@ -2,8 +2,9 @@
 
 Load with ``%load_ext pipenb``. Every magic is a thin layer over ``pipenb.Pipe`` and
 ``pipenb.Client`` and returns a DataFrame or an object with a rich display (and a text one).
-Mistakes (a bad argument, an invalid pipe, an error from the server) are shown as short
-messages, never as tracebacks.
+Mistakes (a bad argument, an invalid pipe, an error from the server) fail the cell with a
+``MagicError``: Run All stops there and ``nbconvert --execute`` / nbclient fail, so notebook CI
+catches a broken pipe. The notebook shows the located, readable message, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import html
 import os
 import re
 import shlex
-import sys
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -21,6 +21,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Int
 
 from pipenb.errors import ApiError, PipenbError, PipeSyntaxError
+from pipenb.explain import api_problem_lines, no_match, recent_errors
 
 USAGE = """\
 %%pipe [NAME] [--sample VAR|PATH] [--limit N] [--param k=v]...
@@ -30,8 +31,11 @@ USAGE = """\
 %pipe connect URL [--token T]        connect to a server (default: PIPENB_URL/PIPENB_TOKEN);
     [--ca-file F | --ca-fingerprint FP] [--cert F --key F]   https:// trust and mutual TLS
 %pipe save [NAME] [--message M]      push the last (or named) pipe's YAML
-%pipe deploy [NAME] [--labels a,b] [--agents a,b] [--instances N|all] [--failover]
-             [--param k=v]...        push, then deploy
+%pipe deploy [PIPE] [--name N] [--new] [--version V|latest] [--labels a,b] [--agents a,b]
+             [--instances N|all] [--failover] [--param k=v]...
+                                     push, then deploy (pinned to the pushed version); again
+                                     with the same --name (default: the pipe's) updates that
+                                     deployment instead of making another; --new makes another
 %pipe status [DEPLOYMENT]            deployments, or one deployment's instances
 %pipe agents                         the server's agents
 %pipe add-agent [--token T] [--labels a,b] [--name N] [--prefix DIR] [--no-service]
@@ -45,11 +49,24 @@ USAGE = """\
 %pipe help                           this text"""
 
 
+class MagicError(PipenbError, UsageError):
+    """A ``%pipe``/``%%pipe`` cell failed: the cell fails, showing only this message.
+
+    A subclass of IPython's UsageError (so code that caught that still does) that IPython
+    shows through ``_render_traceback_``: the message, not fifty lines of magic internals.
+    An error (not a printed message) is what makes Run All stop and nbclient fail.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        first, *rest = str(self).splitlines() or [""]
+        return [f"\x1b[0;31mpipenb\x1b[0m: {first}", *rest]
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a mistake as IPython's UsageError instead of exiting."""
+    """argparse that reports a mistake as a MagicError instead of exiting."""
 
     def error(self, message: str) -> Any:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}\n\n{USAGE}")
+        raise MagicError(f"{self.prog}: {message}\n\n{USAGE}")
 
 
 def _parser(prog: str) -> _Parser:
@@ -61,9 +78,15 @@ def _params(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--param takes k=v, not {item!r}")
+            raise MagicError(f"--param takes k=v, not {item!r}")
         out[key.strip()] = value
     return out
+
+
+def _api_message(exc: ApiError) -> str:
+    """The server's message and every located problem, one per line."""
+    first, *problems = api_problem_lines(exc.message, exc.code, exc.details)
+    return "\n".join([f"server: {first} ({exc.status} {exc.code})", *problems])
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -112,11 +135,18 @@ class Deployed(Info):
 
     def __init__(self, deployment: dict[str, Any]):
         self.deployment = deployment
-        keys = ("id", "pipe", "resolved_version", "state", "labels", "agents", "instances")
+        keys = ("id", "name", "pipe", "version", "resolved_version", "state", "labels", "agents")
+        data = {k: deployment.get(k) for k in keys if k in deployment}
+        data["instances"] = deployment.get("instances")
+        note = no_match(deployment)
+        if note:
+            data["warning"] = note + "; it stays pending until one does"
+        updated = deployment.get("created_at") != deployment.get("updated_at")
         super().__init__(
-            f"Deployment {deployment.get('id')} of {deployment.get('pipe')}: "
+            f"Deployment {deployment.get('name') or deployment.get('id')} of "
+            f"{deployment.get('pipe')} {'updated' if updated else 'created'}: "
             f"{deployment.get('state')}",
-            {k: deployment.get(k) for k in keys if k in deployment},
+            data,
         )
 
     @property
@@ -142,8 +172,51 @@ class InstallLine(str):
         return str(self)
 
 
+class DeploymentStatus:
+    """``%pipe status DEP``: its instances (a DataFrame, also reachable as ``status["col"]``)
+    with why nothing runs (no agent matches) and the deployment's recent errors."""
+
+    def __init__(self, deployment: dict[str, Any], df: Any, errors: list[str]):
+        self.deployment = deployment
+        self.df = df
+        self.errors = errors
+        self.note = no_match(deployment)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.df[key]
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def _title(self) -> str:
+        d = self.deployment
+        return f"Deployment {d.get('name') or d.get('id')} ({d.get('id')}): {d.get('state')}"
+
+    def __repr__(self) -> str:
+        lines = [self._title()]
+        if self.note:
+            lines.append(self.note)
+        if len(self.df):
+            lines.append(self.df.to_string())
+        if self.errors:
+            lines += ["recent errors:", *("  " + e for e in self.errors)]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        out = [f"<h4>{html.escape(self._title())}</h4>"]
+        if self.note:
+            out.append(f"<p><b>{html.escape(self.note)}</b></p>")
+        if len(self.df):
+            out.append(self.df.to_html())
+        if self.errors:
+            items = "".join(f"<li><code>{html.escape(e)}</code></li>" for e in self.errors)
+            out.append(f"<p>Recent errors:</p><ul>{items}</ul>")
+        return "".join(out)
+
+
 DEPLOYMENT_COLUMNS = [
     "id",
+    "name",
     "pipe",
     "version",
     "resolved_version",
@@ -189,7 +262,7 @@ class PipeMagics(Magics):
         try:
             argv = shlex.split(line)
         except ValueError as exc:
-            raise UsageError(f"%pipe: {exc}") from None
+            raise MagicError(f"%pipe: {exc}") from None
         try:
             if cell is not None:
                 return self._cell(argv, cell)
@@ -198,14 +271,14 @@ class PipeMagics(Magics):
                 return None
             handler = getattr(self, f"_do_{argv[0].replace('-', '_')}", None)
             if handler is None:
-                raise UsageError(f"%pipe: unknown command {argv[0]!r}\n\n{USAGE}")
+                raise MagicError(f"%pipe: unknown command {argv[0]!r}\n\n{USAGE}")
             return handler(argv[1:])
+        except MagicError:
+            raise
         except ApiError as exc:
-            raise UsageError(f"server: {exc.message} ({exc.status} {exc.code})") from None
-        except PipeSyntaxError as exc:
-            raise UsageError(str(exc)) from None
+            raise MagicError(_api_message(exc)) from None
         except PipenbError as exc:
-            raise UsageError(str(exc)) from None
+            raise MagicError(str(exc)) from None
 
     # ------------------------------------------------------------------ %%pipe
     def _cell(self, argv: list[str], cell: str) -> Any:
@@ -224,8 +297,7 @@ class PipeMagics(Magics):
         try:
             pipe = Pipe.from_yaml(text, _params(args.param), file="cell", line_offset=offset)
         except PipeSyntaxError as exc:
-            self._show_problems(exc, cell)
-            return None
+            raise MagicError(self._problems_text(exc, cell)) from None
         sample = self._sample(args.sample)
         limit = args.limit if args.limit is not None else self.limit
         result = pipe.preview(sample, limit)
@@ -243,10 +315,10 @@ class PipeMagics(Magics):
             return ns[ref]
         if os.path.exists(ref):
             return ref
-        raise UsageError(f"--sample {ref}: no such variable or file")
+        raise MagicError(f"--sample {ref}: no such variable or file")
 
     @staticmethod
-    def _show_problems(exc: PipeSyntaxError, cell: str) -> None:
+    def _problems_text(exc: PipeSyntaxError, cell: str) -> str:
         lines = cell.splitlines()
         out = [f"The pipe is invalid ({len(exc.problems)} problem(s)):"]
         for prob in exc.problems:
@@ -255,13 +327,13 @@ class PipeMagics(Magics):
                 out.append(f"    {lines[prob.line - 1]}")
                 if prob.column >= 1:
                     out.append("    " + " " * (prob.column - 1) + "^")
-        print("\n".join(out), file=sys.stderr)
+        return "\n".join(out)
 
     # ------------------------------------------------------------------ helpers
     def _pipe(self, name: str | None) -> Any:
         if name is None:
             if self.last is None:
-                raise UsageError("no pipe yet: run a %%pipe cell first")
+                raise MagicError("no pipe yet: run a %%pipe cell first")
             return self.last
         if name in self.pipes:
             return self.pipes[name]
@@ -271,12 +343,12 @@ class PipeMagics(Magics):
         if isinstance(value, Pipe):
             return value
         known = ", ".join(sorted(self.pipes)) or "none"
-        raise UsageError(f"no pipe named {name!r} (known: {known})")
+        raise MagicError(f"no pipe named {name!r} (known: {known})")
 
     def _client(self) -> Any:
         if self.client is None:
             if not os.environ.get("PIPENB_URL"):
-                raise UsageError(
+                raise MagicError(
                     "not connected: %pipe connect URL --token T (or set PIPENB_URL/PIPENB_TOKEN)"
                 )
             from pipenb.client import Client
@@ -296,17 +368,26 @@ class PipeMagics(Magics):
         p.add_argument("--cert")
         p.add_argument("--key")
         args = p.parse_args(argv)
-        client = Client(
-            args.url,
-            args.token,
-            ca_file=args.ca_file,
-            ca_fingerprint=args.ca_fingerprint,
-            cert=args.cert,
-            key=args.key,
-        )
-        health = client.health()
-        # Check the token too, so a wrong one shows now and not at the first deploy.
-        client.agents()
+        try:
+            client = Client(
+                args.url,
+                args.token,
+                ca_file=args.ca_file,
+                ca_fingerprint=args.ca_fingerprint,
+                cert=args.cert,
+                key=args.key,
+            )
+            health = client.health()
+            # Check the token too, so a wrong one shows now and not at the first deploy.
+            client.agents()
+        except PipenbError as exc:
+            reason = _api_message(exc) if isinstance(exc, ApiError) else str(exc)
+            if self.client is None:
+                raise MagicError(f"not connected: {reason}") from None
+            # say so: the cells below must not go to the old server without a word
+            raise MagicError(
+                f"{reason}\nstill connected to {self.client.url}, not to {args.url}"
+            ) from None
         self.client = client
         return Info(
             f"Connected to {client.url}",
@@ -325,26 +406,57 @@ class PipeMagics(Magics):
 
     def _do_deploy(self, argv: list[str]) -> Deployed:
         p = _parser("%pipe deploy")
-        p.add_argument("name", nargs="?")
+        p.add_argument("pipe", nargs="?")
+        p.add_argument("--name")
+        p.add_argument("--new", action="store_true")
+        p.add_argument("--version")
         p.add_argument("--labels")
         p.add_argument("--agents")
         p.add_argument("--instances", default="all")
         p.add_argument("--failover", action="store_true")
         p.add_argument("--param", action="append")
         args = p.parse_args(argv)
-        pipe = self._pipe(args.name)
         client = self._client()
-        pushed = client.push(pipe.yaml)
+        pipe = self._pipe_or_none(args.pipe)
+        if pipe is not None:
+            pushed = client.push(pipe.yaml)
+            pipe_name, version = pushed["pipe"], pushed["version"]
+        else:
+            # a fresh kernel: no %%pipe cell ran, but the server may store the pipe already
+            try:
+                stored = client.pipe(args.pipe)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                known = ", ".join(sorted(self.pipes)) or "none"
+                raise MagicError(
+                    f"no pipe named {args.pipe!r} in this notebook (known: {known}) "
+                    "nor on the server: run its %%pipe cell first"
+                ) from None
+            pipe_name, version = stored["pipe"], stored["version"]
+        if args.version is not None:
+            version = args.version  # "latest" follows later pushes; a number pins that one
         dep = client.deploy(
-            pushed["pipe"],
-            version=pushed["version"],
+            pipe_name,
+            version=version,
             params=_params(args.param),
             agents=_csv(args.agents),
             labels=_csv(args.labels),
             instances=args.instances,
             failover=args.failover,
+            name=args.name or pipe_name,
+            new=args.new,
         )
         return Deployed(dep)
+
+    def _pipe_or_none(self, name: str | None) -> Any:
+        """The notebook's pipe of that name, or None when only the server may know it."""
+        if name is None or name in self.pipes:
+            return self._pipe(name)
+        from pipenb.pipe import Pipe
+
+        value = self.shell.user_ns.get(name)
+        return value if isinstance(value, Pipe) else None
 
     def _do_status(self, argv: list[str]) -> Any:
         p = _parser("%pipe status")
@@ -353,7 +465,8 @@ class PipeMagics(Magics):
         client = self._client()
         if args.deployment:
             dep = client.deployment(args.deployment)
-            return _df(dep.get("status") or [], INSTANCE_COLUMNS)
+            errors = recent_errors(client.logs(dep["id"], limit=200)["logs"])
+            return DeploymentStatus(dep, _df(dep.get("status") or [], INSTANCE_COLUMNS), errors)
         return _df(client.deployments()["deployments"], DEPLOYMENT_COLUMNS)
 
     def _do_agents(self, argv: list[str]) -> Any:

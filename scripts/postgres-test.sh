@@ -3,8 +3,11 @@
 #
 #   eval "$(scripts/postgres-test.sh)"    # sets PIPENB_TEST_POSTGRES_URL when PostgreSQL can run
 #
-# stdout carries exactly one line, `PIPENB_TEST_POSTGRES_URL=...`, or nothing when PostgreSQL
-# is not available (the PostgreSQL tests are then skipped); every note goes to stderr.
+# stdout carries `PIPENB_TEST_POSTGRES_URL=...`, or nothing when PostgreSQL is not available (the
+# PostgreSQL tests are then skipped), and `PIPENB_TEST_PG_STARTED=1` when this run started the
+# cluster (not when it reused a running one); every note goes to stderr.
+#
+#   scripts/postgres-test.sh stop         # stop the cluster (`make test` does, if it started it)
 #
 # - PIPENB_TEST_POSTGRES_URL already set: print it, start nothing.
 # - Otherwise find initdb/pg_ctl (/usr/lib/postgresql/*/bin, then PATH); as root with apt-get,
@@ -14,14 +17,15 @@
 #   for loopback, with a `pipenb_test` database. Run again, it reuses the running cluster.
 # - As root the cluster runs as the `postgres` system user (PostgreSQL refuses to run as root).
 #
-# Stop it with: pg_ctl -D /tmp/pipenb-pg-$UID/data stop   (as the postgres user when root)
+# `make test` stops the cluster when the tests end if it started it (PIPENB_TEST_PG_KEEP=1 keeps
+# it running for the next run). By hand: scripts/postgres-test.sh stop
 set -euo pipefail
 
 note() { echo "postgres-test: $*" >&2; }
 
 emit() { printf 'PIPENB_TEST_POSTGRES_URL=%q\n' "$1"; }
 
-if [ -n "${PIPENB_TEST_POSTGRES_URL:-}" ]; then
+if [ -n "${PIPENB_TEST_POSTGRES_URL:-}" ] && [ "${1:-}" != stop ]; then
     note "using PIPENB_TEST_POSTGRES_URL from the environment"
     emit "$PIPENB_TEST_POSTGRES_URL"
     exit 0
@@ -100,7 +104,18 @@ running() { as_owner "$PG_CTL" -D "$DATA" status >/dev/null 2>&1; }
 
 ready() { "$PG_ISREADY" -q -h 127.0.0.1 -p "$1" -U "$PG_USER" -t 1 >/dev/null 2>&1; }
 
+if [ "${1:-}" = stop ]; then
+    if [ -f "$DATA/PG_VERSION" ] && running; then
+        note "stopping the cluster in $DATA"
+        as_owner "$PG_CTL" -D "$DATA" -m fast -w stop >&2
+    else
+        note "no cluster running in $DATA"
+    fi
+    exit 0
+fi
+
 # ------------------------------------------------------------------------------ the cluster
+STARTED=""
 PORT=""
 if [ -f "$DATA/PG_VERSION" ] && running && [ -f "$BASE/port" ]; then
     PORT=$(cat "$BASE/port")
@@ -157,6 +172,7 @@ EOF
         exit 1
     fi
     echo "$PORT" >"$BASE/port"
+    STARTED=1
 fi
 
 for _ in $(seq 1 300); do
@@ -175,3 +191,4 @@ if [ "$(psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB'")" != 1
 fi
 
 emit "postgresql://$PG_USER@127.0.0.1:$PORT/$DB"
+[ -z "$STARTED" ] || echo "PIPENB_TEST_PG_STARTED=1"

@@ -199,7 +199,8 @@ def test_pushing_an_invalid_pipe_prints_located_problems(pnb, tmp_path: Path) ->
     code, out, err = pnb("pipes", "push", "bad.yaml")
     assert (code, out) == (1, "")
     lines = err.splitlines()
-    assert lines[0].startswith("pipenb: the pipe has 3 problem(s): bad.yaml:2:28: ")
+    # issue 13: the first problem once, not in the message and again in the list
+    assert lines[0] == "pipenb: the pipe has 3 problem(s):"
     assert len(lines) == 4
     for line in lines[1:]:
         assert re.match(r"^bad\.yaml:\d+:\d+: \S", line), line
@@ -360,6 +361,9 @@ def test_deployments_list_status_start_stop_upgrade_delete(
     client.push_file(pipe_file(tmp_path, name, label, "# v2\n"))
     code, out, _ = pnb("deployments", "upgrade", dep_id)
     assert code == 0
+    # issue 13: an upgrade without --version pins the newest version (no longer "latest")
+    assert out.startswith(f"upgraded {dep_id}: {name} version 2, ")
+    code, out, _ = pnb("deployments", "upgrade", dep_id, "--version", "latest")
     assert out.startswith(f"upgraded {dep_id}: {name} version latest (2), ")
     code, out, _ = pnb("deployments", "upgrade", dep_id, "--version", "1", "--json")
     assert orjson.loads(out)["version"] == 1

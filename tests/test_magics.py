@@ -113,13 +113,13 @@ def test_config_limit(shell: InteractiveShell) -> None:
     assert magics(shell).limit == 1000
 
 
-def test_an_invalid_cell_reports_cell_lines(
-    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_an_invalid_cell_reports_cell_lines(shell: InteractiveShell) -> None:
     before = magics(shell).last
     bad = "name: bad\ninput: {echo: {lines: [a]}}\nactions:\n  - fliter: 'True'\noutput: {discrd: {}}\n"
-    assert cell(shell, bad, "broken") is None
-    err = capsys.readouterr().err
+    # issue 13: an invalid cell fails (Run All stops), with the located problems as message
+    with pytest.raises(UsageError) as caught:
+        cell(shell, bad, "broken")
+    err = str(caught.value)
     assert "cell:4:5: unknown action 'fliter'" in err
     assert "cell:5:10: unknown output 'discrd'" in err
     assert "broken" not in shell.user_ns
@@ -256,13 +256,11 @@ def test_unload_and_load_again(shell: InteractiveShell) -> None:
     assert list(cell(shell, LEVELS).df["message"]) == ["disk full", "gone"]
 
 
-def test_the_magic_line_names_a_cell_without_a_name(
-    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_magic_line_names_a_cell_without_a_name(shell: InteractiveShell) -> None:
     cell = 'input: {echo: {lines: ["[error] disk full"]}}\noutput: {print: {}}\n'
     result = shell.run_cell_magic("pipe", "unnamed", cell)
     assert result.pipe == "unnamed" and len(result.events) == 1
     assert shell.user_ns["unnamed"] is result
     bad = 'input: {echo: {lines: ["x"]}}\nactions:\n  - filtr: x\noutput: {print: {}}\n'
-    assert shell.run_cell_magic("pipe", "unnamed", bad) is None
-    assert "cell:3:5: unknown action 'filtr'" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="cell:3:5: unknown action 'filtr'"):
+        shell.run_cell_magic("pipe", "unnamed", bad)

@@ -30,6 +30,10 @@ from pipenb.tls import plain_http_problem
 
 log = logging.getLogger("pipenb.agent")
 LOGS_PER_CHECKIN = 500  # log lines sent at once (the server keeps at most this many per check-in)
+#: What a person running an agent wants to see without -v: that it is up (where, as whom) and
+#: each deployment it starts, changes or stops. INFO here shows at the default WARNING level.
+changes = logging.getLogger("pipenb.agent.changes")
+changes.setLevel(logging.INFO)
 
 
 class Agent:
@@ -60,6 +64,8 @@ class Agent:
         self.refused: ServerError | None = None  # why the server turned this agent away
         self.trust = Trust(settings.server, settings.data_dir, settings.tls_options())
         self._link_problem: str | None = None  # the TLS problem last logged (logged once)
+        self._due_sent: set[str] = set()  # pipes whose due report the last check-in carried
+        self._announced = False  # the one line saying the agent is up was printed
 
     # ------------------------------------------------------------------ identity
     def attributes(self) -> dict[str, Any]:
@@ -178,12 +184,31 @@ class Agent:
                     await w.start()
 
     # ------------------------------------------------------------------ check-in
+    def _due_in(self) -> float | None:
+        """Seconds until a pipe's metrics and checkpoint report is due (None: no pipe runs).
+
+        A held check-in must not delay a due report: metrics, last-seen and the checkpoint used
+        for failover reach the server every ``--metrics-every`` seconds, not every long poll.
+        """
+        if not self.workers:
+            return None
+        now, every = time.monotonic(), self.settings.metrics_every
+        return max(0.0, min(self.sent_metrics_at.get(d, 0.0) + every - now for d in self.workers))
+
     def _report(self, wait: float) -> dict[str, Any]:
         now = time.monotonic()
         pipes = []
+        self._due_sent: set[str] = set()
+        every = self.settings.metrics_every
+        ages = {d: now - self.sent_metrics_at.get(d, 0.0) for d in self.workers}
+        # when one pipe's report is due, pipes half-way there go along: one check-in per period
+        # for all of them, not one per pipe at scattered times
+        threshold = every / 2 if any(a >= every for a in ages.values()) else every
         for w in self.workers.values():
             key = (w.state, w.hash, w.error)
-            due = now - self.sent_metrics_at.get(w.dep_id, 0.0) >= self.settings.metrics_every
+            due = ages[w.dep_id] >= threshold
+            if due:
+                self._due_sent.add(w.dep_id)
             if self.full or key != self.sent_state.get(w.dep_id) or due or w.captures:
                 report = w.report()
                 if not (self.full or due):
@@ -215,7 +240,7 @@ class Agent:
         for p in body["pipes"]:
             self.retired.pop(p["deployment_id"], None)
             self.sent_state[p["deployment_id"]] = (p["state"], p["hash"], p["error"])
-            if p["metrics"] is not None or body["full"]:
+            if p["metrics"] is not None or body["full"] or p["deployment_id"] in self._due_sent:
                 self.sent_metrics_at[p["deployment_id"]] = now
         done = set(body["acks"])
         self.acks = [a for a in self.acks if a not in done]
@@ -259,6 +284,10 @@ class Agent:
             news = self._news.is_set()
             self._news.clear()
             wait = 0.0 if news or self.full or self.acks or self.logs else self.settings.long_poll
+            due_in = self._due_in()
+            if due_in is not None:
+                # the server answers the held check-in when the next report is due
+                wait = min(wait, due_in)
             self.seq += 1
             body = self._report(wait)
             call = asyncio.create_task(
@@ -270,7 +299,7 @@ class Agent:
             if call not in done:
                 # news while the server holds us: check in again now; the server answers the
                 # held request at once, and its answer (older than the next) is not needed
-                call.add_done_callback(_ignore_result)
+                call.add_done_callback(self._superseded)
                 continue
             try:
                 resp = call.result()
@@ -293,8 +322,19 @@ class Agent:
             refusals = 0
             if not self.connected:
                 log.info("checked in with %s as %s", self.settings.server, self.agent_id)
+                if not self._announced:
+                    self._announced = True
+                    labels = resp.get("labels")
+                    changes.info(
+                        "pipenb agent %s connected to %s; labels: %s; running %d pipe(s)",
+                        self.agent_id,
+                        self.settings.server,
+                        ", ".join(labels) if labels else "none",
+                        len(resp.get("desired") or []),
+                    )
             self.connected = True
             self._link_problem = None
+            self._forget(resp.get("gone") or [])
             delay = 0.5
             self._sent(body)
             self.full = bool(resp.get("full_report"))
@@ -394,12 +434,59 @@ class Agent:
             for w in stopping:
                 del self.workers[w.dep_id]
                 self.retired[w.dep_id] = w.report()  # the server hears it stopped
+                if w.dep_id not in want:
+                    changes.info("stopped %s (pipe %s)", w.dep_id, w.desired.get("pipe"))
+            replaced = {w.dep_id for w in stopping}
             for dep, d in want.items():
                 if dep not in self.workers:
                     self.retired.pop(dep, None)  # replaced, not gone
-                    self.workers[dep] = WorkerHandle(d, self._job(d), self.news)
+                    self.workers[dep] = WorkerHandle(
+                        d, self._job(d), self.news, on_log=self._worker_log(dep)
+                    )
                     await self.workers[dep].start()
+                    changes.info(
+                        "%s %s (pipe %s version %s)",
+                        "changed" if dep in replaced else "started",
+                        dep,
+                        d.get("pipe"),
+                        d.get("version"),
+                    )
             self.news()
+
+    def _superseded(self, task: asyncio.Task) -> None:
+        """A held check-in answered after a newer one went out: only its deletions matter."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        self._forget(task.result().get("gone") or [])
+
+    def _worker_log(self, dep_id: str) -> Any:
+        """Where a worker's warnings go: the server's logs of that deployment."""
+
+        def say(level: str, message: str) -> None:
+            self.logs.append(_logline(level, dep_id, message))
+
+        return say
+
+    def _forget(self, gone: list[str]) -> None:
+        """The server confirmed these deployments are deleted: remove what they left here
+        (checkpoint, worker log, lock, applied reset), unless one runs again under that id."""
+        from pipenb.engine.checkpoints import checkpoint_path
+
+        running = set(self.workers) | {d["deployment_id"] for d in self.desired}
+        for dep in gone:
+            if dep in running or "/" in dep or dep.startswith("."):
+                continue
+            for path in (
+                checkpoint_path(self.settings.data_dir, dep),
+                os.path.join(self.settings.data_dir, "logs", f"{dep}.log"),
+                os.path.join(self.settings.data_dir, "locks", f"{dep}.lock"),
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            if self.applied.pop(dep, None) is not None:
+                self.store.save_applied_seqs(self.applied)
+            self.retired.pop(dep, None)
+            changes.info("deleted %s: removed its checkpoint and log", dep)
 
     def _job(self, d: dict[str, Any]) -> dict[str, Any]:
         job = {
@@ -412,6 +499,8 @@ class Agent:
             "allow": self.settings.allow,
             "policy": self.settings.policy.to_dict(),
             "run_as": self.settings.run_as,
+            # a worker tells its metrics at least this often, so a due report carries fresh ones
+            "status_every": self.settings.metrics_every,
         }
         seq = int(d.get("checkpoint_seq") or 0)
         if seq > self.applied.get(d["deployment_id"], 0):
@@ -460,8 +549,3 @@ def _logline(level: str, dep_id: str | None, message: str) -> dict[str, Any]:
         "deployment_id": dep_id,
         "message": message,
     }
-
-
-def _ignore_result(task: asyncio.Task) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import signal
 import sys
@@ -19,7 +20,44 @@ import orjson
 
 from pipenb.agent.protocol import EXIT_REFUSED
 
-STATUS_EVERY = 2.0  # seconds between metric reports
+STATUS_EVERY = 2.0  # seconds between metric reports (at most; the agent may ask for less)
+#: Warnings a worker sends its agent (and so the server) per LOG_WINDOW seconds at most: a pipe
+#: that fails every event warns at every batch.
+LOG_BURST = 10
+LOG_WINDOW = 10.0
+
+
+class _ToAgent(logging.Handler):
+    """The pipe's warnings and errors (``5 event(s) failed (first: ...)``) to the agent, which
+    ships them to the server's logs of the deployment; rate-limited, with a count of the rest."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.window_start = 0.0
+        self.sent = 0
+        self.suppressed = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        now = time.monotonic()
+        if now - self.window_start >= LOG_WINDOW:
+            if self.suppressed:
+                _say(
+                    {
+                        "type": "log",
+                        "level": "warning",
+                        "message": f"{self.suppressed} more warning(s) not sent",
+                    }
+                )
+            self.window_start, self.sent, self.suppressed = now, 0, 0
+        if self.sent >= LOG_BURST:
+            self.suppressed += 1
+            return
+        self.sent += 1
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not stop the pipe
+            message = str(record.msg)
+        _say({"type": "log", "level": record.levelname.lower(), "message": message})
 
 
 _agent_gone = False
@@ -112,9 +150,10 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
     run = asyncio.create_task(engine.run())
     commands = asyncio.create_task(_commands(engine, loop, reader))
     _say({"type": "status", "state": "running", "metrics": None, "checkpoint": None})
+    every = min(STATUS_EVERY, max(0.2, float(job.get("status_every") or STATUS_EVERY)))
     try:
         while not run.done():
-            await asyncio.wait({run}, timeout=STATUS_EVERY)
+            await asyncio.wait({run}, timeout=every)
             snap = engine.snapshot()
             _say(
                 {
@@ -238,6 +277,11 @@ async def _main() -> int:
 
 def main() -> int:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    root = logging.getLogger("pipenb")
+    local = logging.StreamHandler(sys.stderr)  # the worker's log file in the agent's data dir
+    local.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(local)
+    root.addHandler(_ToAgent())
     return asyncio.run(_main())
 
 

@@ -35,8 +35,15 @@ STABLE_AFTER = 60.0
 class WorkerHandle:
     """One deployment's worker. ``state`` is what the agent reports for it."""
 
-    def __init__(self, desired: dict[str, Any], job: dict[str, Any], on_change: Callable[[], None]):
+    def __init__(
+        self,
+        desired: dict[str, Any],
+        job: dict[str, Any],
+        on_change: Callable[[], None],
+        on_log: Callable[[str, str], None] | None = None,
+    ):
         self.desired = desired
+        self.on_log = on_log  # (level, message) of the worker's warnings, for the server
         self.job = job
         self.dep_id: str = desired["deployment_id"]
         self.hash: str = desired["hash"]
@@ -107,6 +114,9 @@ class WorkerHandle:
                     self.checkpoint = msg["checkpoint"]
                 if changed:
                     self.on_change()
+            elif msg.get("type") == "log":
+                if self.on_log is not None:
+                    self.on_log(str(msg.get("level") or "warning"), str(msg.get("message") or ""))
             elif msg.get("type") == "capture":
                 self.captures[msg["id"]] = {
                     "command_id": msg["id"],

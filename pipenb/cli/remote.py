@@ -16,6 +16,7 @@ import orjson
 
 from pipenb.cli.options import option
 from pipenb.errors import ApiError, UsageError
+from pipenb.explain import api_problem_lines, no_match, recent_errors
 from pipenb.tables import format_table
 
 Handler = Callable[[Any, argparse.Namespace], int | None]
@@ -84,10 +85,10 @@ def _print_json(value: Any) -> None:
 
 def _api_error(exc: ApiError) -> None:
     """The message, then every located problem as ``file:line:column: message``."""
-    _err(f"pipenb: {exc.message}")
-    located = [d for d in exc.details if isinstance(d, dict) and "line" in d and "message" in d]
-    for d in located:
-        _err(f"{d.get('file', '<pipe>')}:{d.get('line', 0)}:{d.get('column', 0)}: {d['message']}")
+    first, *problems = api_problem_lines(exc.message, exc.code, exc.details)
+    _err(f"pipenb: {first}")
+    for line in problems:
+        _err(line)
     fields = [d for d in exc.details if isinstance(d, dict) and "field" in d and "message" in d]
     if len(fields) > 1:
         for d in fields:
@@ -365,20 +366,33 @@ def cmd_tokens_revoke(client: Any, args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------- deployments
+def _newest(client: Any, pipe: str) -> int:
+    """The pipe's newest version: what a deploy or upgrade pins when no --version is given."""
+    return int(client.pipe(pipe)["version"])
+
+
 def cmd_deploy(client: Any, args: argparse.Namespace) -> None:
+    params = _params(args.param)
+    # pinned by default: a later `pipes push` must not go live everywhere by itself
+    version = args.version if args.version is not None else _newest(client, args.pipe)
     result = client.deploy(
         args.pipe,
-        version=args.version,
-        params=_params(args.param),
+        version=version,
+        params=params,
         agents=_csv(args.agents) if args.agents is not None else None,
         labels=_csv(args.labels) if args.labels is not None else None,
         instances=args.instances,
         failover=args.failover,
+        name=args.name or args.pipe,
+        new=args.new,
     )
     if args.json:
         _print_json(result)
     else:
         print(result["id"])  # alone, so that DEP=$(pipenb deploy PIPE) works
+    missing = no_match(result)
+    if missing:
+        _err(f"warning: {missing}; the deployment stays pending until one does")
 
 
 def _deployment_rows(deps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -442,10 +456,16 @@ def cmd_deployments_status(client: Any, args: argparse.Namespace) -> None:
             }
         )
     print()
-    print(format_table(rows) if rows else "no agent matches the target yet")
+    print(format_table(rows) if rows else (no_match(dep) or "no instances"))
     for r in rows:  # the table cuts long cells: a refusal's rule is shown whole
         if r["error"] and r["state"] in ("refused", "failed"):
             print(f"{r['agent']} {r['state']}: {r['error']}")
+    errors = recent_errors(client.logs(dep["id"], limit=200)["logs"])
+    if errors:
+        print()
+        print("recent errors:")
+        for line in errors:
+            print("  " + line)
 
 
 def _deployment_action(verb: str, call: Callable[[Any, argparse.Namespace], Any]) -> Handler:
@@ -457,6 +477,104 @@ def _deployment_action(verb: str, call: Callable[[Any, argparse.Namespace], Any]
             print(f"{verb} {dep['id']}: {dep['pipe']} version {_version_text(dep)}, {dep['state']}")
 
     return cmd
+
+
+def _upgrade(client: Any, args: argparse.Namespace) -> Any:
+    version = args.version
+    if version is None:
+        version = _newest(client, client.deployment(args.id)["pipe"])
+    return client.upgrade(args.id, version)
+
+
+def _log_line(x: dict[str, Any]) -> str:
+    return f"{x['time']} {x['agent_id']} {x['level'].upper()} {x['message']}"
+
+
+def cmd_deployments_logs(client: Any, args: argparse.Namespace) -> None:
+    """The deployment's log lines from its agents; ``--follow`` keeps printing new ones."""
+    import time
+
+    logs = client.logs(args.id, agent=args.agent, limit=args.limit)["logs"]
+    if args.json and not args.follow:
+        _print_json({"logs": logs})
+        return
+    seen: set[tuple[str, str, str]] = set()
+
+    def show(lines: list[dict[str, Any]]) -> None:
+        for x in lines:
+            key = (x["time"], x["agent_id"], x["message"])
+            if key in seen:  # `since` includes its own time: the last lines come again
+                continue
+            seen.add(key)
+            if args.json:
+                sys.stdout.write(orjson.dumps(x).decode() + "\n")
+            else:
+                print(_log_line(x))
+        sys.stdout.flush()
+
+    show(logs)
+    if not args.follow:
+        if not logs and not args.json:
+            print(f"no log lines yet for {args.id}")
+        return
+    since = logs[-1]["time"] if logs else None
+    try:
+        while True:
+            time.sleep(args.interval)  # polling the server: nothing to synchronise with
+            new = client.logs(args.id, agent=args.agent, since=since)["logs"]
+            if new:
+                since = new[-1]["time"]
+                show(new)
+    except KeyboardInterrupt:
+        return
+
+
+def cmd_deployments_metrics(client: Any, args: argparse.Namespace) -> None:
+    result = client.metrics(args.id, agent=args.agent, limit=args.limit)
+    if args.json:
+        _print_json(result)
+        return
+    rows = []
+    for m in result["metrics"]:
+        events_in, events_out = _events(m.get("data"))
+        data = m.get("data") or {}
+        rows.append(
+            {
+                "time": m["time"],
+                "agent": m["agent_id"],
+                "events_in": events_in,
+                "events_out": events_out,
+                "dead_letters": data.get("dead_letters"),
+                "uptime_s": data.get("uptime_s"),
+            }
+        )
+    print(format_table(rows) if rows else f"no metrics yet for {args.id}")
+
+
+def _command(kind: str) -> Handler:
+    def cmd(client: Any, args: argparse.Namespace) -> None:
+        result = client.command(args.id, kind, agent=args.agent)
+        if args.json:
+            _print_json(result)
+            return
+        agents = ", ".join(c["agent_id"] for c in result["commands"])
+        print(f"{kind} of {args.id} queued for agent(s) {agents}: they act on their next check-in")
+
+    return cmd
+
+
+def cmd_agents_show(client: Any, args: argparse.Namespace) -> None:
+    a = client.agent(args.id)
+    if args.json:
+        _print_json(a)
+        return
+    print(f"agent {a['id']} ({a['name']}): {a['state']}")
+    print(f"  labels: {', '.join(a['labels']) or 'none'}")
+    print(f"  last seen: {a['last_seen'] or 'never'}; enrolled: {'yes' if a['enrolled'] else 'no'}")
+    print(f"  pipes: {a['pipes']}")
+    for k, v in (a.get("attributes") or {}).items():
+        shown = orjson.dumps(v).decode() if isinstance(v, (dict, list)) else v
+        print(f"  {k}: {shown}")
 
 
 def cmd_deployments_delete(client: Any, args: argparse.Namespace) -> None:
@@ -502,13 +620,13 @@ def register(sub: Any) -> None:
         p.set_defaults(func=_remote(fn))
         return p
 
-    def version_option(p: argparse.ArgumentParser, what: str) -> None:
+    def version_option(p: argparse.ArgumentParser, what: str, pinned: bool = False) -> None:
         p.add_argument(
             "--version",
             type=_version,
-            default="latest",
+            default=None if pinned else "latest",
             metavar="V",
-            help=f"{what} (default: latest)",
+            help=f"{what} (default: " + ("the newest, pinned)" if pinned else "latest)"),
         )
 
     # pipes
@@ -541,6 +659,8 @@ def register(sub: Any) -> None:
     p = leaf(gs, "label", cmd_agents_label, "replace an agent's labels")
     p.add_argument("id", metavar="ID")
     p.add_argument("labels", metavar="A,B", help="the new labels, comma-separated ('' for none)")
+    p = leaf(gs, "show", cmd_agents_show, "an agent's state, labels and attributes")
+    p.add_argument("id", metavar="ID")
     p = leaf(gs, "remove", cmd_agents_remove, "remove an agent and its keys")
     p.add_argument("id", metavar="ID")
     p = leaf(
@@ -613,7 +733,15 @@ def register(sub: Any) -> None:
     # deploy
     p = leaf(sub, "deploy", cmd_deploy, "run a pipe on agents; prints the deployment id")
     p.add_argument("pipe", metavar="PIPE")
-    version_option(p, "the pipe version; 'latest' follows new pushes")
+    version_option(p, "the pipe version; 'latest' follows new pushes", pinned=True)
+    p.add_argument(
+        "--name",
+        help="the deployment's name (default: the pipe's); deploying again with the same name "
+        "changes that deployment instead of making another",
+    )
+    p.add_argument(
+        "--new", action="store_true", help="make another deployment even if the name exists"
+    )
     target = p.add_mutually_exclusive_group()
     target.add_argument("--agents", metavar="A,B", help="these agents (comma-separated ids)")
     target.add_argument(
@@ -664,13 +792,35 @@ def register(sub: Any) -> None:
     p = leaf(
         gs,
         "upgrade",
-        _deployment_action("upgraded", lambda c, a: c.upgrade(a.id, a.version)),
+        _deployment_action("upgraded", _upgrade),
         "move a deployment to another pipe version",
     )
     p.add_argument("id", metavar="ID")
-    version_option(p, "the version to run")
+    version_option(p, "the version to run; 'latest' follows new pushes", pinned=True)
     p = leaf(gs, "delete", cmd_deployments_delete, "delete a deployment (its agents stop it)")
     p.add_argument("id", metavar="ID")
+    p = leaf(gs, "logs", cmd_deployments_logs, "log lines the agents sent about a deployment")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--agent", help="only this agent's lines")
+    p.add_argument("--limit", type=_positive, default=100, help="newest lines (default 100)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between polls with --follow"
+    )
+    p = leaf(gs, "metrics", cmd_deployments_metrics, "metrics the agents reported")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--agent", help="only this agent's points")
+    p.add_argument("--limit", type=_positive, default=100, help="newest points (default 100)")
+    for kind, what in (
+        ("restart", "restart a deployment's pipe on its agents"),
+        (
+            "reset-checkpoint",
+            "forget a deployment's checkpoints: its input starts afresh (start-at)",
+        ),
+    ):
+        p = leaf(gs, kind, _command(kind), what)
+        p.add_argument("id", metavar="ID")
+        p.add_argument("--agent", help="only on this agent (default: every agent running it)")
 
     # tap
     p = leaf(sub, "tap", cmd_tap, "capture the next events at a stage of a running deployment")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import html
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,13 +59,47 @@ class StagePreview:
         }
 
 
+#: Characters of one value the HTML display shows; the DataFrames keep the whole value. A 5 MB
+#: line would otherwise go into the notebook file, which Jupyter saves with its outputs.
+HTML_VALUE_CHARS = 300
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        value = orjson.dumps(value, default=str).decode()
+    if isinstance(value, str) and len(value) > HTML_VALUE_CHARS:
+        return f"{value[:HTML_VALUE_CHARS]}… ({len(value):,} characters)"
+    return value
+
+
+def _html_table(df: Any) -> str:
+    """A table for the notebook, long values cut (``.df`` has them whole)."""
+    return df.map(_short).to_html(index=False, max_cols=30)
+
+
 @dataclass
 class PreviewResult:
-    """What a preview produced. ``.df`` is the output; ``.stages[i].df`` any stage's events."""
+    """What a preview produced. ``.df`` is the output; ``.stages[i].df`` any stage's events.
+
+    ``limit`` is how many input events the preview read at most; ``more`` says the input had
+    more than that; ``total`` is how many it has (None when it stopped reading at the limit).
+    """
 
     pipe: str
     stages: list[StagePreview]
     errors: list[Event] = field(default_factory=list)
+    limit: int | None = None
+    more: bool = False
+    total: int | None = None
+
+    @property
+    def limit_note(self) -> str:
+        """ "showing 1,000 of 5,000+ events (--limit)", or "" when the whole input was read."""
+        if not self.more or self.limit is None:
+            return ""
+        exact = self.total is not None and self.total > self.limit
+        of = f"{self.total:,}" if exact else f"{self.limit:,}+"
+        return f"showing {self.limit:,} of {of} input events (--limit)"
 
     @property
     def events(self) -> list[Event]:
@@ -101,6 +136,8 @@ class PreviewResult:
         from pipenb.tables import format_table
 
         out = f"Preview of {self.pipe}: {len(self.events)} event(s) out, {len(self.errors)} error(s)\n"
+        if self.limit_note:
+            out += self.limit_note + "\n"
         out += format_table(self.counts) + "\n"
         if self.events:
             out += format_table(self.events[:20])
@@ -112,12 +149,14 @@ class PreviewResult:
         parts = [
             f"<h4>Preview of <code>{self.pipe}</code>: {len(self.events)} event(s) out, "
             f"{len(self.errors)} error(s)</h4>",
-            self.counts_df.to_html(index=False),
         ]
+        if self.limit_note:
+            parts.append(f"<p><b>{html.escape(self.limit_note)}</b></p>")
+        parts.append(self.counts_df.to_html(index=False))
         if self.events:
-            parts.append(self.df.head(50).to_html(index=False, max_cols=30))
+            parts.append(_html_table(self.df.head(50)))
         if self.errors:
-            parts.append("<h4>Errors</h4>" + self.errors_df.head(50).to_html(index=False))
+            parts.append("<h4>Errors</h4>" + _html_table(self.errors_df.head(50)))
         return "\n".join(parts)
 
 
@@ -125,6 +164,15 @@ def sample_events(
     sample: Any, spec: PipeSpec, limit: int | None
 ) -> tuple[list[Event], list[Event]]:
     """Events (and rejects) from a sample: a list of events or lines, a DataFrame, a file."""
+    events, rejects, _total = _sample_events(sample, spec, limit)
+    return events, rejects
+
+
+def _sample_events(
+    sample: Any, spec: PipeSpec, limit: int | None
+) -> tuple[list[Event], list[Event], int | None]:
+    """``sample_events``, and how many events the sample has (None: more than ``limit``, from
+    a file read only that far)."""
     rejects: list[Event] = []
     fmt = getattr(spec.input.options, "format", "lines")
     if fmt not in ("lines", "json"):
@@ -142,9 +190,11 @@ def sample_events(
             lines = []
             for line in fh:
                 lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))
-                if limit is not None and len(lines) >= limit:
+                if limit is not None and len(lines) > limit:  # one more: there is more
                     break
         events, rejects = decode_lines(lines, fmt)
+        if limit is not None and len(lines) > limit:
+            return events[:limit], rejects, None
     elif isinstance(sample, (list, tuple)):
         lines = [s for s in sample if isinstance(s, str)]
         if lines and len(lines) == len(sample):
@@ -166,7 +216,7 @@ def sample_events(
         raise UsageError(
             "a sample is a list of events or lines, a pandas DataFrame, or a file path"
         )
-    return (events[:limit] if limit is not None else events), rejects
+    return (events[:limit] if limit is not None else events), rejects, len(events)
 
 
 def _clean(v: Any) -> Any:
@@ -186,6 +236,14 @@ def input_sample(
     spec: PipeSpec, limit: int | None, timeout: float
 ) -> tuple[list[Event], list[Event]]:
     """The first ``limit`` events of the pipe's own input, read once, from the beginning."""
+    events, rejects, _seen = _input_sample(spec, limit, timeout)
+    return events, rejects
+
+
+def _input_sample(
+    spec: PipeSpec, limit: int | None, timeout: float
+) -> tuple[list[Event], list[Event], int]:
+    """``input_sample``, and how many events it read (more than ``limit``: the input has more)."""
     from pipenb.engine.build import check_capabilities
 
     ctx = RunContext(pipe=spec.name, preview=True, values=spec.values)
@@ -211,16 +269,17 @@ def input_sample(
                 async for batch in agen:
                     out.extend(batch.events)
                     rejects.extend(batch.rejects)
-                    if limit is not None and len(out) >= limit:
+                    if limit is not None and len(out) > limit:  # one more: there is more
                         break
         except TimeoutError:
             pass
         finally:
             await agen.aclose()
             await inp.close()
-        return out if limit is None else out[:limit]
+        return out
 
-    return run_sync(collect()), rejects
+    events = run_sync(collect())
+    return (events if limit is None else events[:limit]), rejects, len(events)
 
 
 class _nullctx:
@@ -244,10 +303,12 @@ def run_sync(coro: Any) -> Any:
 def preview(
     spec: PipeSpec, sample: Any = None, limit: int | None = 1000, timeout: float = 10.0
 ) -> PreviewResult:
+    total: int | None
     if sample is None:
-        events, rejects = input_sample(spec, limit, timeout)
+        events, rejects, seen = _input_sample(spec, limit, timeout)
+        total = None if limit is not None and seen > limit else seen
     else:
-        events, rejects = sample_events(sample, spec, limit)
+        events, rejects, total = _sample_events(sample, spec, limit)
     ctx = RunContext(pipe=spec.name, preview=True, values=spec.values)
     chain = compile_chain(spec, ctx, fuse=False)
     stages = [
@@ -284,4 +345,5 @@ def preview(
         errors.append(
             {**f.event, "_error": {"stage": chain.names[f.stage], "message": str(f.error)}}
         )
-    return PreviewResult(spec.name, stages, errors)
+    more = limit is not None and (total is None or total > limit)
+    return PreviewResult(spec.name, stages, errors, limit, more, total)

@@ -419,6 +419,29 @@ class Expression:
     fn: Callable[[dict], Any]
 
 
+#: Operators people bring from other languages, and what this one says instead.
+_FOREIGN = (
+    (re.compile(r"=~"), "'=~' is not an operator here: use matches(field, \"regex\")"),
+    (re.compile(r"!~"), "'!~' is not an operator here: use not matches(field, \"regex\")"),
+    (re.compile(r"&&"), "'&&' is not an operator here: use and"),
+    (re.compile(r"\|\|"), "'||' is not an operator here: use or"),
+    (re.compile(r"(?<![=!<>])=(?![=~])"), "'=' assigns; to compare, use =="),
+)
+
+
+def syntax_hint(text: str) -> tuple[int, str] | None:
+    """(offset, message) for a syntax error whose cause is a common habit: ``=``, ``&&``,
+    ``||``, ``=~``. Quoted text is left out of the search (``msg == "a=b"`` is fine)."""
+    blanked = re.sub(
+        r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", lambda m: " " * len(m.group()), text
+    )
+    for pattern, message in _FOREIGN:
+        m = pattern.search(blanked)
+        if m:
+            return m.start(), message
+    return None
+
+
 def parse(text: str) -> ast.expr:
     """Parse and check an expression; raises ExpressionError with the offending column."""
     if not isinstance(text, str):
@@ -432,6 +455,10 @@ def parse(text: str) -> ast.expr:
             warnings.simplefilter("ignore")
             tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
+        hint = syntax_hint(text.strip())
+        if hint is not None:
+            offset, message = hint
+            raise ExpressionError(f"invalid expression: {message}", offset) from None
         raise ExpressionError(f"invalid expression: {exc.msg}", (exc.offset or 1) - 1) from None
     except ValueError as exc:  # a NUL byte
         raise ExpressionError(f"invalid expression: {exc}") from None

@@ -94,7 +94,31 @@ def render_component(c: Component) -> str:
         )
     if rows:
         lines += ["| option | type | default |", "|---|---|---|", *rows, ""]
+    for name, f in c.options.model_fields.items():
+        nested = _nested(f.annotation)
+        if nested is not None:
+            lines += _nested_table(f"{c.name}.{f.alias or name}", nested)
     return "\n".join(lines)
+
+
+def _nested(tp: Any) -> Any:
+    """The options model of a mapping option (``rotate``, ``batch``), if it is one."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return next((a for a in typing.get_args(tp) if hasattr(a, "model_fields")), None)
+    return tp if isinstance(tp, type) and hasattr(tp, "model_fields") else None
+
+
+def _nested_table(title: str, model: Any) -> list[str]:
+    """What "mapping (see below)" refers to: the mapping's own options."""
+    lines = [f"`{title}` options:", ""]
+    doc = inspect.cleandoc(model.__doc__ or "")
+    if doc:
+        lines += [doc, ""]
+    rows = [
+        f"| `{f.alias or n}` | {type_name(f.annotation, list(f.metadata))} | {_default(f)} |"
+        for n, f in model.model_fields.items()
+    ]
+    return [*lines, "| option | type | default |", "|---|---|---|", *rows, ""]
 
 
 def render_reference() -> str:

@@ -79,6 +79,31 @@ def decode_text(data: bytes, file: str = "<pipe>") -> str:
         raise PipeSyntaxError([Problem(line, col, msg, (), file)]) from None
 
 
+def yaml_hint(problem: str, context: str, line: str, column: int, previous: str = "") -> str | None:
+    """The usual cause of a YAML syntax error, in words: the parser's own message names the
+    token it choked on, not the quoting that would have avoided it. ``previous``: the line
+    before, where a comment may have cut an open ``[`` or ``{`` short."""
+    before = line[: max(0, column - 1)]
+    cut_before = "flow" in context and not before.strip() and " #" in previous
+    if " #" in before or "\t#" in before or cut_before:
+        return (
+            "' #' starts a comment in YAML, which cut the value short: quote a value that "
+            "contains '#' (e.g. pattern: '^#(?P<n>\\d+)')"
+        )
+    if "mapping values are not allowed" in problem:
+        return (
+            "a ': ' inside an unquoted value starts a mapping: quote the whole value "
+            """(e.g. filter: "message == 'a: b'")"""
+        )
+    if "flow mapping" in context or "flow sequence" in context:
+        closer = "}" if "mapping" in context else "]"
+        return (
+            f"inside {{...}} or [...] a ',' ends an entry and '{closer}' the whole: quote a "
+            "value that contains ',', '{', '}', '[', ']', '?' or ': '"
+        )
+    return None
+
+
 def load_yaml(text: str, file: str = "<pipe>", line_offset: int = 0) -> tuple[Any, SourceMap]:
     """Parse one YAML document; return its value and a SourceMap. Raises PipeSyntaxError."""
     smap = SourceMap(file=file, line_offset=line_offset, lines=text.splitlines())
@@ -90,6 +115,11 @@ def load_yaml(text: str, file: str = "<pipe>", line_offset: int = 0) -> tuple[An
         msg = f"YAML syntax: {exc.problem or exc.context}"
         if exc.context and exc.problem:
             msg = f"YAML syntax: {exc.problem} ({exc.context})"
+        source_line = smap.lines[line - 1] if 0 < line <= len(smap.lines) else ""
+        previous = smap.lines[line - 2] if 1 < line <= len(smap.lines) + 1 else ""
+        hint = yaml_hint(str(exc.problem or ""), str(exc.context or ""), source_line, col, previous)
+        if hint:
+            msg = f"{msg}; {hint}"
         raise PipeSyntaxError([Problem(line + line_offset, col, msg, (), file)]) from None
     except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare
         raise PipeSyntaxError([Problem(1 + line_offset, 1, f"YAML: {exc}", (), file)]) from None

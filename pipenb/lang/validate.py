@@ -130,6 +130,7 @@ class _Checker:
         values = self.values(params, given, require_params)
         values.update(local_builtins(name) if builtins is None else builtins)
         values.setdefault("pipe.name", name)
+        self.expand_param_templates(params, given, values)
 
         rendered: dict[str, Any] = {}
         for section in ("input", "actions", "output", "errors"):
@@ -278,6 +279,29 @@ class _Checker:
                 values[pname] = p.default
         return values
 
+    def expand_param_templates(
+        self, params: dict[str, ParamSpec], given: dict[str, Any], values: dict[str, Any]
+    ) -> None:
+        """``default: "/x/{{agent.name}}.ndjson"``: built-ins inside a parameter's value are
+        expanded too, so each agent gets its own file and not one named ``{{agent.name}}``.
+
+        Only built-ins: a parameter made of other parameters would need an order to expand in.
+        """
+        builtins = {k: values[k] for k in BUILTINS if k in values}
+        for pname in params:
+            value = values.get(pname)
+            if not isinstance(value, str) or "{{" not in value:
+                continue
+            where: Path = ("params", pname) if pname in given else ("params", pname, "default")
+            values[pname], errs = render(value, builtins, where)
+            if errs:
+                bad = [m.group(1) for m in TEMPLATE.finditer(value) if m.group(1) not in builtins]
+                self.add(
+                    where,
+                    f"{{{{{bad[0] if bad else '?'}}}}} in parameter {pname!r}: a parameter's "
+                    f"value may use the built-ins only ({', '.join(BUILTINS)})",
+                )
+
     # ------------------------------------------------------------------ components
     def component(self, kind: Kind, raw: Any, path: Path) -> ComponentSpec | None:
         names = registry.names(kind)
@@ -333,10 +357,13 @@ class _Checker:
         where = ".".join(str(x) for x in loc)
         if etype == "extra_forbidden":
             key = loc[-1] if loc else "?"
-            allowed = _allowed(model)
+            # inside `rotate: {...}` or `batch: {...}`: that mapping's own options
+            owner, inner = _nested_model(model, loc[:-1])
+            allowed = _allowed(owner)
+            where_key = ".".join([cname, *(str(x) for x in loc[:inner])])
             self.add(
                 path,
-                f"unknown option {key!r} for {cname}{did_you_mean(key, allowed)}; "
+                f"unknown option {key!r} for {where_key}{did_you_mean(key, allowed)}; "
                 f"allowed: {', '.join(allowed)}",
                 key=True,
             )
@@ -352,6 +379,7 @@ class _Checker:
         if isinstance(cause, ExpressionError):
             line, col = self.smap.where(path)
             col += cause.offset + self.quote_shift(line, col)
+            msg += self.flow_comma_hint(line, msg)
             self.problems.append(
                 Problem(
                     line,
@@ -379,6 +407,17 @@ class _Checker:
         if not isinstance(raw, str):
             return False
         return any(m.group(1) in self.unresolved for m in TEMPLATE.finditer(raw))
+
+    def flow_comma_hint(self, line: int, msg: str) -> str:
+        """``set: {msg: concat(a, b)}``: YAML split the expression at the comma."""
+        idx = line - self.smap.line_offset - 1
+        text = self.smap.lines[idx] if 0 <= idx < len(self.smap.lines) else ""
+        if "never closed" in msg and "{" in text and "," in text:
+            return (
+                "; inside {...} a ',' ends the entry, which cut the expression: quote it "
+                '(e.g. set: {msg: "concat(a, b)"})'
+            )
+        return ""
 
     def quote_shift(self, line: int, col: int) -> int:
         """An expression written in quotes starts one column after the value's mark."""
@@ -477,6 +516,27 @@ def _relevant(errors: list[dict]) -> list[dict]:
         telling = [e for e in errs if e.get("type") in ("value_error", "assertion_error")]
         out.append((telling or errs)[0])
     return out
+
+
+def _nested_model(model: type, loc: tuple) -> tuple[type, int]:
+    """The options model at ``loc`` inside ``model`` (``("rotate",)`` -> RotateOptions), and how
+    many steps of ``loc`` it took; stops where the path leaves nested models (a list index)."""
+    import types as _types
+    import typing
+
+    steps = 0
+    for part in loc:
+        fields = getattr(model, "model_fields", {})
+        field = fields.get(part) or next((f for f in fields.values() if f.alias == part), None)
+        if field is None:
+            break
+        tp = field.annotation
+        if typing.get_origin(tp) in (typing.Union, _types.UnionType):
+            tp = next((a for a in typing.get_args(tp) if hasattr(a, "model_fields")), None)
+        if not hasattr(tp, "model_fields"):
+            break
+        model, steps = tp, steps + 1
+    return model, steps
 
 
 def _allowed(model: type) -> list[str]:

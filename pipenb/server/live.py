@@ -42,6 +42,8 @@ class Live:
     #: request hears that the agent was removed, not just that the key is unknown
     removed_keys: dict[str, str] = field(default_factory=dict)
     reconcile_due: bool = False  # an agent appeared, came back or left: re-place instances
+    #: deleted deployments to tell each agent about (it removes their checkpoint and log)
+    gone: dict[str, set[str]] = field(default_factory=dict)
 
     def seen(self, agent_id: str, offline_after: float) -> Presence:
         if not self.is_online(agent_id, offline_after):

@@ -248,6 +248,12 @@ class EnrollResult(Model):
 # ---------------------------------------------------------------------------- deployments
 class DeploymentCreate(Model):
     pipe: Name
+    name: Name | None = Field(
+        default=None,
+        description="deploying again with the same name changes that deployment (version, "
+        "params, target) instead of making another; default: a new one named after the pipe",
+    )
+    new: bool = Field(default=False, description="always a new deployment, even if name exists")
     version: Version = "latest"
     params: dict[str, Any] = {}
     agents: list[Name] = Field(
@@ -285,6 +291,7 @@ class InstanceStatus(Model):
 
 class Deployment(Model):
     id: str
+    name: str = Field(default="", description="what a repeated deploy refers to")
     pipe: str
     version: int | Literal["latest"]
     resolved_version: int
@@ -445,6 +452,13 @@ class CheckinResponse(Model):
     commands: list[AgentCommand]
     poll_interval: float
     full_report: bool = Field(default=False, description="send a full report next time")
+    labels: list[str] | None = Field(
+        default=None, description="the agent's labels (answering a full report)"
+    )
+    gone: list[str] = Field(
+        default=[],
+        description="reported deployments that were deleted: the agent may remove their files",
+    )
 
 
 class Health(Model):

@@ -99,6 +99,8 @@ class RemovedAgentRow(Base):
 class DeploymentRow(Base):
     __tablename__ = "deployments"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    #: what a user repeats to change this deployment instead of making another (migration 0003)
+    name: Mapped[str] = mapped_column(String(200), unique=True, index=True)
     pipe_id: Mapped[int] = mapped_column(ForeignKey("pipes.id"), index=True)
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: latest
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -21,7 +21,10 @@ from pipenb.lang.types import Size
 
 
 class RotateOptions(Options):
-    """``rotate: {size: 100MB, keep: 5}``: past ``size``, the file becomes ``path.1`` and so on."""
+    """``rotate: {size: 100MB, keep: 5}``: before a batch would take the file past ``size``, it
+    is renamed ``path.1`` (an older ``path.1`` becomes ``path.2``, and so on) and a new file
+    starts. ``keep`` old files are kept, the oldest beyond that is deleted; ``keep: 0`` keeps
+    none. A batch larger than ``size`` still goes into one file."""
 
     size: Size
     keep: int = 5
@@ -33,7 +36,8 @@ class FileOptions(OutputOptions):
     ``path`` may use ``${field}`` to split events across files (``/out/${service}.ndjson``).
     ``format``: ``ndjson`` (default), ``csv`` (columns from ``fields``, or the first event's
     keys; a header line unless ``header: false``) or ``raw`` (the ``raw-field``, default
-    ``_raw``, one per line). ``rotate`` rotates by size; ``fsync: true`` syncs every batch.
+    ``_raw``, one per line). ``rotate`` rotates by size (its options below); ``fsync: true``
+    syncs every batch.
     """
 
     path: str

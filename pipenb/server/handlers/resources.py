@@ -189,13 +189,15 @@ class DeploymentsHandler(ApiHandler):
         self.send(self.cp.deployments.list())
 
     @api(
-        "Deploy a pipe version to agents (by id or labels)",
+        "Deploy a pipe version to agents (by id or labels); 200 when a deployment of that "
+        "name was changed instead",
         body=M.DeploymentCreate,
         response=M.Deployment,
         status=201,
     )
     def post(self) -> None:
-        self.send(self.cp.deployments.create(self.body(M.DeploymentCreate)))
+        dep, created = self.cp.deployments.apply(self.body(M.DeploymentCreate))
+        self.send(dep, 201 if created else 200)
 
 
 class DeploymentHandler(ApiHandler):

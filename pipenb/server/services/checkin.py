@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from pipenb.errors import AuthError
 from pipenb.server import models as M
-from pipenb.server.tables import AgentRow, AssignmentRow, PipeStatusRow, utcnow
+from pipenb.server.tables import AgentRow, AssignmentRow, DeploymentRow, PipeStatusRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane
@@ -67,14 +67,16 @@ class CheckinService:
             or body.attributes is not None
             or body.full
         ):
-            self._write(agent_id, body)
+            gone, labels = self._write(agent_id, body)
+        else:
+            gone, labels = [], None
         if body.leaving:
             p.leaving = True
             live.reconcile_due = True  # hand its failover instances over now
         desired, dhash = self.cp.deployments.desired(agent_id)
         commands = self.cp.commands.pending(agent_id)
         hold = min(body.wait, self.cp.settings.long_poll)
-        idle = not body.leaving and not commands and not full_report
+        idle = not body.leaving and not commands and not full_report and agent_id not in live.gone
         if (
             hold > 0
             and idle
@@ -92,13 +94,25 @@ class CheckinService:
             commands=commands,
             poll_interval=self.cp.settings.poll_interval,
             full_report=full_report,
+            labels=labels,
+            gone=sorted({*gone, *live.gone.pop(agent_id, ())}),
         )
 
-    def _write(self, agent_id: str, body: M.CheckinRequest) -> None:
+    def _write(self, agent_id: str, body: M.CheckinRequest) -> tuple[list[str], list[str] | None]:
+        """Store the report; answer the reported deployments that no longer exist (the agent
+        cleans up their files) and, for a full report, the agent's labels."""
+        gone: list[str] = []
+        labels: list[str] | None = None
         with self.cp.session() as s:
-            if body.attributes is not None:
+            if body.attributes is not None or body.full:
                 agent = s.get(AgentRow, agent_id)
-                if agent is not None and agent.attributes != body.attributes:
+                if agent is not None:
+                    labels = list(agent.labels or [])
+                if (
+                    agent is not None
+                    and body.attributes is not None
+                    and agent.attributes != body.attributes
+                ):
                     policy_changed = (agent.attributes or {}).get("policy") != (
                         body.attributes.get("policy")
                     )
@@ -119,7 +133,10 @@ class CheckinService:
             for r in body.pipes:
                 if r.deployment_id not in assigned:
                     # e.g. the final report of a pipe whose deployment was deleted or moved:
-                    # a row kept for it would never be removed
+                    # a row kept for it would never be removed. A deleted one is answered as
+                    # gone, so the agent cleans up its files.
+                    if s.get(DeploymentRow, r.deployment_id) is None:
+                        gone.append(r.deployment_id)
                     continue
                 reported.add(r.deployment_id)
                 row = s.get(PipeStatusRow, (agent_id, r.deployment_id))
@@ -145,3 +162,4 @@ class CheckinService:
             self.cp.telemetry.record(s, agent_id, body.pipes, body.logs, assigned)
             if body.acks or body.captures:
                 self.cp.commands.ack(s, agent_id, body.acks, body.captures)
+        return gone, labels

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
-from pipenb.errors import PipeSyntaxError
+from pipenb.errors import ApiError, PipeSyntaxError
 from pipenb.lang.validate import load_pipe
 from pipenb.policy import Access, Policy, accesses
 from pipenb.policy.pipe import check_access
@@ -75,6 +76,28 @@ class DeploymentService:
 
     # ------------------------------------------------------------------ create and change
     def create(self, body: M.DeploymentCreate) -> M.Deployment:
+        """A new deployment; see ``apply`` for one a user can repeat by name."""
+        return self.apply(body)[0]
+
+    def apply(self, body: M.DeploymentCreate) -> tuple[M.Deployment, bool]:
+        """Create a deployment, or change the one of the same ``name`` (True: created)."""
+        try:
+            return self._apply(body)
+        except IntegrityError:  # two deploys made the same name at once: one of them wins
+            raise ApiError(
+                409,
+                "conflict",
+                f"a deployment named {body.name or body.pipe!r} was made at the same time; "
+                "deploy again to update it",
+            ) from None
+
+    def _apply(self, body: M.DeploymentCreate) -> tuple[M.Deployment, bool]:
+        """Create a deployment, or change the one of the same ``name`` (and say which: True
+        for created).
+
+        Running a notebook twice must not run its pipe twice: the name is the identity a user
+        repeats, like ``kubectl apply``. ``new`` (or no name) always creates, under a free name.
+        """
         version = None if body.version == "latest" else int(body.version)
         instances = -1 if body.instances == "all" else int(body.instances)
         with self.cp.session() as s:
@@ -85,46 +108,71 @@ class DeploymentService:
             labels = body.labels
             if labels is None:
                 labels = _pipe_labels(vrow.yaml)
-            dep_id = new_id("dep-")
-            params = self._stored_params(vrow.yaml, body.params, dep_id)
+            existing = None
+            if body.name is not None and not body.new:
+                existing = s.scalar(select(DeploymentRow).where(DeploymentRow.name == body.name))
             now = utcnow()
-            s.add(
-                DeploymentRow(
-                    id=dep_id,
-                    pipe_id=pipe.id,
-                    version=version,
-                    params=params,
-                    target_agents=list(body.agents),
-                    target_labels=list(labels),
-                    instances=instances,
-                    failover=body.failover,
-                    running=body.start,
-                    created_at=now,
-                    updated_at=now,
-                    created_by=roles.current_name(),
-                    updated_by=roles.current_name(),
+            who = roles.current_name()
+            if existing is not None:
+                dep_id = existing.id
+                existing.params = self._stored_params(
+                    vrow, body.params, dep_id, body.pipe, existing.params
                 )
-            )
+                existing.pipe_id = pipe.id
+                existing.version = version
+                existing.target_agents = list(body.agents)
+                existing.target_labels = list(labels)
+                existing.instances = instances
+                existing.failover = body.failover
+                existing.running = body.start
+                existing.updated_at = now
+                existing.updated_by = who
+            else:
+                dep_id = new_id("dep-")
+                params = self._stored_params(vrow, body.params, dep_id, body.pipe)
+                s.add(
+                    DeploymentRow(
+                        id=dep_id,
+                        name=_free_name(s, body.name or body.pipe),
+                        pipe_id=pipe.id,
+                        version=version,
+                        params=params,
+                        target_agents=list(body.agents),
+                        target_labels=list(labels),
+                        instances=instances,
+                        failover=body.failover,
+                        running=body.start,
+                        created_at=now,
+                        updated_at=now,
+                        created_by=who,
+                        updated_by=who,
+                    )
+                )
         self.reconcile([dep_id])
-        return self.get(dep_id)
+        if existing is not None:
+            self.touch([dep_id])  # a new version or new params reach agents that keep it
+        return self.get(dep_id), existing is None
 
     def _stored_params(
         self,
-        yaml_text: str,
+        vrow: Any,
         params: dict[str, Any],
         dep_id: str,
+        pipe: str,
         previous: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Check the params against the version, and seal the ones it declares secret."""
-        spec = self._check_params(yaml_text, params, dep_id)
+        spec = self._check_params(vrow, params, dep_id, pipe)
         secret = {name for name, p in spec.params.items() if p.secret}
         return self.secrets.seal_params(params, secret, previous)
 
-    def _check_params(self, yaml_text: str, params: dict[str, Any], dep_id: str) -> Any:
+    def _check_params(self, vrow: Any, params: dict[str, Any], dep_id: str, pipe: str) -> Any:
+        """Parameter values against the pipe version's declarations; a problem is located in
+        that version ("apache v3:5:3"), the text the user can look at (`pipes show`)."""
         try:
             return load_pipe(
-                yaml_text,
-                "<deployment>",
+                vrow.yaml,
+                f"{pipe} v{vrow.version}",
                 params,
                 {
                     "agent.id": "agent",
@@ -163,7 +211,7 @@ class DeploymentService:
                 params = body.params
             else:
                 params = self.secrets.open_params(row.params)
-            row.params = self._stored_params(vrow.yaml, params, dep_id, row.params)
+            row.params = self._stored_params(vrow, params, dep_id, pipe.name, row.params)
             row.version = version
             row.updated_at = utcnow()
             row.updated_by = roles.current_name()
@@ -181,6 +229,8 @@ class DeploymentService:
             ]
             s.query(PipeStatusRow).filter(PipeStatusRow.deployment_id == dep_id).delete()
             s.delete(row)
+        for agent_id in agents:  # their next check-in answer says so: they clean up its files
+            self.cp.live.gone.setdefault(agent_id, set()).add(dep_id)
         self.cp.live.notify(*agents)
 
     def touch(self, dep_ids: list[str]) -> None:
@@ -523,6 +573,7 @@ class DeploymentService:
                 state = "pending"
             return M.Deployment(
                 id=dep.id,
+                name=dep.name,
                 pipe=pipe.name,
                 version="latest" if dep.version is None else dep.version,
                 resolved_version=vrow.version,
@@ -561,6 +612,22 @@ def _for_agent(accs: list[Access], builtins: dict[str, Any]) -> list[Access]:
         return v
 
     return [Access(a.rule, a.what, sub(a.target)) for a in accs]
+
+
+def _free_name(s: Any, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``... whichever no deployment has yet."""
+    taken = set(
+        s.scalars(
+            select(DeploymentRow.name).where(
+                (DeploymentRow.name == name) | DeploymentRow.name.like(name + "-%")
+            )
+        )
+    )
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
 
 
 def _eligible(dep: DeploymentRow, agent: Any) -> bool:
