@@ -9,6 +9,7 @@ A worker that dies has its tasks run again elsewhere; that is Dask's own doing
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,6 +33,7 @@ class DaskExecutor(Executor):
                 processes=True,
                 dashboard_address="127.0.0.1:0",
                 host="127.0.0.1",
+                silence_logs=logging.WARNING,  # its INFO lines would drown the progress line
             )
             self._own.append(local)
             self.client = distributed.Client(local)

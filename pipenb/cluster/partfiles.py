@@ -108,6 +108,7 @@ def merge(c: ComponentSpec, files: list[str]) -> dict[str, Any]:
                     if skip_header and i > 0:
                         fh.readline()
                     shutil.copyfileobj(fh, out, 1 << 20)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

@@ -323,13 +323,18 @@ class ClusterRun:
         report.skipped = len(done)
         prog = Progress(spec.name, len(parts), skipped=len(done))
         t0 = time.perf_counter()
+        todo = [p for p in parts if p.index not in done]
+        if not todo and cut is None:  # an earlier run completed every partition
+            self._finish(report, results)
+            report.state = "finished"
+            self._tick(prog, report, t0)
+            return report
         executor = self.executor = executor_for(self.cluster)
         try:
             report.address, report.dashboard = executor.address, executor.dashboard_link
             prog.dashboard = executor.dashboard_link
             self._tick(prog, report, t0)
             run_id = uuid.uuid4().hex[:8]
-            todo = [p for p in parts if p.index not in done]
             handles = {
                 executor.submit(
                     run_partition, job, p, key=f"pipenb-{spec.name}-{run_id}-{p.name}"
