@@ -48,15 +48,29 @@ def cmd_run_cluster(args: argparse.Namespace, pipe: Any, data_dir: str) -> int:
         _err(f"pipenb: --partition-size {args.partition_size}: {exc}")
         return 2
     quiet = args.quiet or args.json
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # the client's INFO chatter
-    progress = terminal_progress if sys.stderr.isatty() and not quiet else None
+    try:  # distributed sets its logger to INFO when imported: quiet it after that
+        import distributed  # noqa: F401
+
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    except ImportError:
+        pass  # the run says what to install
+    tty = sys.stderr.isatty()
+    shown: list[str] = []
+
+    def progress(p: Any) -> None:
+        if p.dashboard and not shown:  # once, first: worth opening while it runs
+            shown.append(p.dashboard)
+            _err(f"pipenb: {p.total} partition(s); Dask dashboard: {p.dashboard}")
+        if tty:
+            terminal_progress(p)
+
     run = ClusterRun(
         pipe.spec,
         args.cluster,
         data_dir=data_dir,
         resume=args.resume,
         partition_bytes=size,
-        progress=progress,
+        progress=None if quiet else progress,
     )
     try:
         report = run.run()
@@ -73,10 +87,8 @@ def cmd_run_cluster(args: argparse.Namespace, pipe: Any, data_dir: str) -> int:
     except KeyboardInterrupt:
         _err("\npipenb: stopped; finished partitions are kept: run again with --resume")
         return 130
-    if progress is not None:
-        sys.stderr.write("\n")
-    if not quiet and report.dashboard:
-        _err(f"cluster {report.address} (dashboard {report.dashboard})")
+    if tty and not quiet:
+        sys.stderr.write("\r\033[K")
     _summary(report, args)
     if report.failures:
         _err(f"pipenb: pipe {pipe.name}: {report.error}")

@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -274,8 +274,10 @@ class ClusterRun:
         partition_bytes: int | None = None,
         allow: frozenset[str] = frozenset({"exec", "script"}),
         progress: Callable[[Progress], None] | None = None,
+        now: float | None = None,
     ):
         self.spec = spec
+        self.now = now  # the arrival time of every event (time windows); default: the start
         self.cluster = cluster
         self.data_dir = data_dir or default_data_dir()
         self.resume = resume
@@ -302,6 +304,8 @@ class ClusterRun:
                 raise UsageError(f"output {c.name}: {why}")
         parts = partitions(spec, self.partition_bytes)
         job = Job.of(spec, self.allow, cut, len(parts))
+        if self.now is not None:
+            job = replace(job, clock=self.now)
         fingerprint = f"{job.key}:{self.partition_bytes}"
         state = state_dir(self.data_dir, spec.name)
         report = ClusterReport(spec, empty_counts(spec), partitions=len(parts))

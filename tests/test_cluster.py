@@ -1,0 +1,408 @@
+"""Cluster pipes on a real Dask ``LocalCluster`` (2 worker processes, one thread each).
+
+The single-process engine is the reference: the same pipe over the same files, run once with
+``Pipe.run()`` and once split into partitions on the cluster, must give the same multiset of
+events, the same dead letters and the same per-stage counters. Files are split into small byte
+ranges (a few KB) so most partitions start and end in the middle of a line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import REPO_ROOT
+
+import pipenb
+from pipenb.cluster import ClusterRun, run_pipe
+from pipenb.engine.actions import aggregate
+from pipenb.engine.inputs.dataset import read_range
+from pipenb.errors import PipeSyntaxError, UsageError
+
+distributed = pytest.importorskip("distributed")
+
+EXAMPLES = REPO_ROOT / "examples"
+DATA = EXAMPLES / "data"
+LOGS = {
+    "apache": "Apache",
+    "hdfs": "HDFS",
+    "linux": "Linux",
+    "openssh": "OpenSSH",
+    "zookeeper": "Zookeeper",
+}
+COPIES = 3
+PART = 48 << 10  # bytes per partition: each 2k-line sample makes 4 to 7 ranges
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=40,
+    )
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def copies(tmp: Path, log: str, n: int = COPIES) -> str:
+    d = tmp / "in"
+    d.mkdir(exist_ok=True)
+    for i in range(n):
+        shutil.copy(DATA / f"{log}_2k.log", d / f"{log}-{i:02d}.log")
+    return str(d / f"{log}-*.log")
+
+
+def lines_of(paths: list[str]) -> list[bytes]:
+    out: list[bytes] = []
+    for p in paths:
+        with open(p, "rb") as fh:
+            out.extend(fh.read().splitlines())
+    return out
+
+
+def multiset(lines: list[bytes]) -> Counter:
+    return Counter(orjson.dumps(orjson.loads(x), option=orjson.OPT_SORT_KEYS) for x in lines)
+
+
+def parts(d: str) -> list[str]:
+    return sorted(str(p) for p in Path(d).glob("part-*"))
+
+
+def stage_counts(snap: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "input": (snap["input"]["events"], snap["input"]["bytes"], snap["input"]["errors"]),
+        "actions": [
+            (a["stage"], a["in"], a["out"], a["dropped"], a["errors"]) for a in snap["actions"]
+        ],
+        "output": (snap["output"]["events"], snap["output"]["errors"]),
+        "dead": (snap["dead_letters"], snap["dead_letters_dropped"]),
+    }
+
+
+def single(pipe_file: Path | str, params: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    return pipenb.Pipe.from_file(pipe_file, params).run(data_dir=str(tmp / "single-state"))
+
+
+# ---------------------------------------------------------------------------- the examples
+@pytest.mark.parametrize("name", sorted(LOGS))
+def test_loghub_example_gives_the_same_events_and_counts(name: str, tmp_path: Path, client) -> None:
+    glob = copies(tmp_path, LOGS[name])
+    one = tmp_path / "single.ndjson"
+    want = single(EXAMPLES / f"{name}.yml", {"path": glob, "out": str(one)}, tmp_path)
+    out = tmp_path / "cluster.ndjson"
+    pipe = pipenb.Pipe.from_file(EXAMPLES / f"{name}.yml", {"path": glob, "out": str(out)})
+    report = run_pipe(pipe.spec, client, data_dir=str(tmp_path / "state"), partition_bytes=PART)
+    assert report.state == "finished", report.error
+    assert report.partitions > 3 * COPIES  # files really were split into ranges
+    got = report.snapshot()
+    assert stage_counts(got) == stage_counts(want)
+    assert want["input"]["events"] == 2000 * COPIES
+    files = parts(str(out))
+    assert len(files) == report.partitions
+    assert multiset(lines_of(files)) == multiset(lines_of([str(one)]))
+    assert got["cluster"]["files"]["output"] == [
+        {"path": f, "size": os.path.getsize(f)} for f in files
+    ]
+    assert not list(Path(out).glob(".part-*"))  # no temp file left behind
+    manifest = orjson.loads((out / "_manifest.json").read_bytes())
+    assert [p["path"] for p in manifest["parts"]] == [os.path.basename(f) for f in files]
+
+
+# ---------------------------------------------------------------------------- byte ranges
+def test_byte_ranges_own_each_line_exactly_once(tmp_path: Path) -> None:
+    lines = [("x" * (i * 7 % 23)) + f"-{i}" for i in range(200)]
+    for tail in ("\n", ""):  # with and without a newline at the end
+        p = tmp_path / f"f{len(tail)}.log"
+        p.write_bytes(("\n".join(lines) + tail).encode())
+        size = p.stat().st_size
+        for step in (1, 2, 5, 13, 64, 100, 1000, size, size + 5):
+            got = []
+            for start in range(0, size, step):
+                for b in read_range(str(p), start, start + step, read_bytes=17):
+                    got.extend(e["_raw"] for e in b.events)
+            assert got == lines, f"step {step}, tail {tail!r}"
+
+
+# ---------------------------------------------------------------------------- aggregate
+AGG_PIPE = """
+name: agg
+params:
+  path: {}
+  out: {}
+input:
+  files: {path: "{{path}}", follow: false}
+actions:
+  - extract:
+      pattern: '^(?P<month>\\w+) +(?P<day>\\d+) (?P<hour>\\d\\d):\\d\\d:\\d\\d \\S+ (?P<process>[^\\[:]+?)(?:\\[(?P<pid>\\d+)\\])?:'
+      on-miss: drop
+  - convert: {pid: int, day: int}
+  - aggregate:
+      window: 1h
+      by: [process, month]
+      count: n
+      sum: {pid: pid_sum}
+      min: {day: first_day}
+      max: {day: last_day}
+      p50: {pid: pid_p50}
+      p95: [pid]
+  - add: {tag: windowed}
+output:
+  file: {path: "{{out}}"}
+"""
+
+
+def test_aggregate_gives_the_same_windows(tmp_path: Path, client, monkeypatch) -> None:
+    glob = copies(tmp_path, "Linux")
+    src = tmp_path / "agg.yml"
+    src.write_text(AGG_PIPE)
+    now = 1_800_000_123.0
+    monkeypatch.setattr(aggregate, "wall_clock", lambda: now)  # one process, one window
+    one = tmp_path / "single.ndjson"
+    want = single(src, {"path": glob, "out": str(one)}, tmp_path)
+    out = tmp_path / "cluster.ndjson"
+    pipe = pipenb.Pipe.from_file(src, {"path": glob, "out": str(out)})
+    report = ClusterRun(
+        pipe.spec, client, data_dir=str(tmp_path / "state"), partition_bytes=PART, now=now
+    ).run()
+    assert report.state == "finished", report.error
+    assert report.partitions >= 12  # a tree of at least four levels
+    assert stage_counts(report.snapshot()) == stage_counts(want)
+    windows = lines_of(parts(str(out)))
+    assert multiset(windows) == multiset(lines_of([str(one)]))  # same groups, same numbers
+    first = orjson.loads(windows[0])
+    assert first["window_start"] == "2027-01-15T08:00:00Z" and first["tag"] == "windowed"
+    assert sum(orjson.loads(w)["n"] for w in windows) == 2000 * COPIES
+
+
+def test_what_cannot_be_split_is_refused_where_it_is_written(tmp_path: Path) -> None:
+    cases = {
+        "  - dedupe: [host]\n": (10, "dedupe cannot run on a cluster"),
+        "  - aggregate: {every: 10, count: n}\n": (10, "arrival order"),
+    }
+    for action, (line, words) in cases.items():
+        text = f"""name: x
+params:
+  path: {{}}
+input:
+  files: {{path: "{{{{path}}}}", follow: false}}
+actions:
+  - add: {{a: 1}}
+  - filter: a == 1
+  - add: {{b: 2}}
+{action}output:
+  discard: {{}}
+"""
+        pipe = pipenb.Pipe.from_yaml(text, {"path": str(tmp_path / "*.log")}, file="x.yml")
+        with pytest.raises(PipeSyntaxError) as err:
+            run_pipe(pipe.spec, "local:2")
+        (prob,) = err.value.problems
+        assert prob.line == line and words in prob.message and str(prob).startswith("x.yml:10:")
+    follow = pipenb.Pipe.from_yaml(
+        "name: f\ninput:\n  files: {path: /tmp/none-*.log}\noutput:\n  discard: {}\n", file="f.yml"
+    )
+    with pytest.raises(PipeSyntaxError, match=r"f.yml:3:.*follow: true never ends"):
+        run_pipe(follow.spec, "local:2")
+
+
+def test_without_dask_it_says_what_to_install(monkeypatch) -> None:
+    from pipenb.cluster import executor_for
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "pipenb.cluster.dask", raising=False)
+    with pytest.raises(UsageError) as err:
+        executor_for("local:2")
+    msg = str(err.value)
+    assert "[cluster] extra" in msg and "pip install pipenb" not in msg.replace("pipenb-", "")
+    with pytest.raises(UsageError, match="local:N"):
+        executor_for("spark://x")
+
+
+# ---------------------------------------------------------------------------- errors, echo
+ECHO_PIPE = """
+name: echoes
+input:
+  echo:
+    events:
+      - {n: "1", k: a}
+      - {n: "two", k: b}
+      - {n: "3", k: c}
+      - {n: "4", k: a}
+    count: 6000
+actions:
+  - convert: {n: int}
+  - sample: {rate: 3, key: k}
+output:
+  file: {path: "OUT", merge: true}
+errors:
+  file: {path: "ERR"}
+"""
+
+
+def test_echo_with_dead_letters_and_a_merged_file_from_the_cli(tmp_path: Path) -> None:
+    """The CLI with ``--cluster local:2``: one merged file in input order, dead letters in part
+    files, the same counts as without ``--cluster``."""
+    src = tmp_path / "echo.yml"
+    src.write_text(
+        ECHO_PIPE.replace("OUT", str(tmp_path / "c.ndjson")).replace("ERR", str(tmp_path / "e"))
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    cmd = [sys.executable, "-m", "pipenb", "run", str(src), "--json"]
+    r = subprocess.run(
+        [*cmd, "--cluster", "local:2", "--data-dir", str(tmp_path / "s")],
+        capture_output=True,
+        env=env,
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    got = orjson.loads(r.stderr.strip().splitlines()[-1])
+    assert got["cluster"]["partitions"] == 3  # 24,000 events, 10,000 a partition
+    # the same pipe in one process, writing elsewhere
+    src2 = tmp_path / "echo1.yml"
+    src2.write_text(
+        ECHO_PIPE.replace("OUT", str(tmp_path / "s.ndjson"))
+        .replace("ERR", str(tmp_path / "e1.ndjson"))
+        .replace(", merge: true", "")
+    )
+    r1 = subprocess.run(
+        [*cmd[:4], str(src2), "--json", "--data-dir", str(tmp_path / "s1")],
+        capture_output=True,
+        env=env,
+        timeout=240,
+    )
+    assert r1.returncode == 0, r1.stderr.decode()[-2000:]
+    want = orjson.loads(r1.stderr.strip().splitlines()[-1])
+    assert stage_counts(got) == stage_counts(want)
+    assert (tmp_path / "c.ndjson").read_bytes() == (tmp_path / "s.ndjson").read_bytes()
+    assert not (tmp_path / "c.ndjson.parts").exists()
+    dead = lines_of(parts(str(tmp_path / "e")))
+    assert len(dead) == 6000 and want["dead_letters"] == 6000
+    assert multiset(dead) == multiset(lines_of([str(tmp_path / "e1.ndjson")]))
+    # sample by key is deterministic: the same keys survive on every partition
+    kept = Counter(orjson.loads(x)["k"] for x in lines_of([str(tmp_path / "c.ndjson")]))
+    assert kept == {"a": 12000, "c": 6000}  # crc32 % 3 == 0 for a and c, not for b
+
+
+# ---------------------------------------------------------------------------- dataset
+def test_dataset_input_reads_a_directory_the_same_in_one_process_and_split(
+    tmp_path: Path, client
+) -> None:
+    d = tmp_path / "ds"
+    (d / "2026-11" / "02").mkdir(parents=True)
+    shutil.copy(DATA / "HDFS_2k.log", d / "2026-11" / "a.log")
+    with (
+        open(DATA / "HDFS_2k.log", "rb") as src,
+        gzip.open(d / "2026-11" / "02" / "b.log.gz", "wb") as gz,
+    ):
+        gz.write(src.read())
+    (d / "_manifest.json").write_text("{}")  # hidden from the data set
+    (d / "2026-11" / ".tmp").write_text("not data\n")
+    text = (
+        (EXAMPLES / "hdfs.yml")
+        .read_text()
+        .replace(
+            'files: {path: "{{path}}", start-at: beginning, follow: false}',
+            'dataset: {path: "{{path}}", pattern: "**.log*", metadata: true}',
+        )
+    )
+    src = tmp_path / "hdfs-ds.yml"
+    src.write_text(text)
+    one = tmp_path / "one.ndjson"
+    want = single(src, {"path": str(d), "out": str(one)}, tmp_path)
+    assert want["input"]["events"] == 4000
+    out = tmp_path / "split"
+    pipe = pipenb.Pipe.from_file(src, {"path": f"file://{d}", "out": str(out)})
+    report = run_pipe(pipe.spec, client, data_dir=str(tmp_path / "st"), partition_bytes=PART)
+    assert report.state == "finished", report.error
+    assert report.partitions == 7  # a.log in 6 ranges, the .gz whole
+    assert stage_counts(report.snapshot())["actions"] == stage_counts(want)["actions"]
+    got = lines_of(parts(str(out)))
+    assert multiset(got) == multiset(lines_of([str(one)]))
+    offsets = {orjson.loads(x)["_offset"] for x in got if "a.log" in orjson.loads(x)["_path"]}
+    assert len(offsets) == 2000 and 0 in offsets
+
+
+# ---------------------------------------------------------------------------- resume
+def test_resume_runs_only_what_an_interrupted_run_left(tmp_path: Path, client) -> None:
+    glob = copies(tmp_path, "OpenSSH", 4)
+    one = tmp_path / "single.ndjson"
+    want = single(EXAMPLES / "openssh.yml", {"path": glob, "out": str(one)}, tmp_path)
+    out = tmp_path / "out"
+    pipe = pipenb.Pipe.from_file(EXAMPLES / "openssh.yml", {"path": glob, "out": str(out)})
+    state = str(tmp_path / "state")
+
+    run: ClusterRun
+
+    def stop_after_four(p) -> None:
+        if p.done >= 4:
+            run.stop()  # as Ctrl-C would: what has not finished is cancelled
+
+    run = ClusterRun(
+        pipe.spec, client, data_dir=state, partition_bytes=PART, progress=stop_after_four
+    )
+    first = run.run()
+    assert first.state == "stopped"
+    markers = sorted((tmp_path / "state" / "cluster" / "openssh").glob("part-*.json"))
+    assert 4 <= len(markers) < first.partitions
+    # a part file damaged since (cut short) is not trusted: its partition runs again
+    (damaged,) = orjson.loads(markers[0].read_bytes())["files"]["output"]
+    with open(damaged["path"], "r+b") as fh:
+        fh.truncate(10)
+    second = ClusterRun(pipe.spec, client, data_dir=state, partition_bytes=PART, resume=True).run()
+    assert second.state == "finished", second.error
+    assert second.skipped == len(markers) - 1
+    assert stage_counts(second.snapshot()) == stage_counts(want)  # resumed counts included
+    assert multiset(lines_of(parts(str(out)))) == multiset(lines_of([str(one)]))
+    # without --resume, a run starts over: nothing is skipped
+    third = run_pipe(pipe.spec, client, data_dir=state, partition_bytes=PART)
+    assert third.skipped == 0
+    assert multiset(lines_of(parts(str(out)))) == multiset(lines_of([str(one)]))
+
+
+# ---------------------------------------------------------------------------- a worker dies
+def test_a_worker_killed_mid_run_still_gives_the_same_output(tmp_path: Path, client) -> None:
+    """Last in this file: it kills one of the shared cluster's workers (its nanny restarts it)."""
+    glob = copies(tmp_path, "Zookeeper", 6)
+    one = tmp_path / "single.ndjson"
+    want = single(EXAMPLES / "zookeeper.yml", {"path": glob, "out": str(one)}, tmp_path)
+    out = tmp_path / "out"
+    pipe = pipenb.Pipe.from_file(EXAMPLES / "zookeeper.yml", {"path": glob, "out": str(out)})
+    killed: list[int] = []
+
+    def kill_one(p) -> None:
+        if p.done >= 3 and not killed:
+            busy = client.processing()  # worker address -> keys it is running now
+            addr = next((a for a, keys in sorted(busy.items()) if keys), None)
+            assert addr is not None, "no worker was busy: the run ended too soon to test this"
+            pid = client.run(os.getpid, workers=[addr])[addr]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    report = ClusterRun(
+        pipe.spec,
+        client,
+        data_dir=str(tmp_path / "state"),
+        partition_bytes=16 << 10,
+        progress=kill_one,
+    ).run()
+    assert killed, "the worker was never killed"
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
+    assert report.state == "finished", report.error
+    assert stage_counts(report.snapshot()) == stage_counts(want)
+    assert multiset(lines_of(parts(str(out)))) == multiset(lines_of([str(one)]))
+    assert not list(out.glob(".part-*"))  # the dead attempt's temp file was swept
