@@ -26,7 +26,7 @@ USAGE = """\
 %%pipe [NAME] [--sample VAR|PATH] [--limit N] [--param k=v]...
     validate the cell's pipe and preview it (on a variable, a file, or the pipe's own input);
     the PreviewResult goes to NAME (default _pipe) and the pipe is kept for save/deploy/test
-%%pipe [NAME] --cluster local:N|tcp://HOST:8786 [--resume] [--param k=v]...
+%%pipe [NAME] --cluster local:N|tcp://HOST:8786 [--resume] [--partition-size SIZE] [--param k=v]...
     run the cell's pipe over its whole input on a Dask cluster (dashboard link and progress
     shown); the run's metrics go to NAME
 
@@ -202,6 +202,7 @@ class PipeMagics(Magics):
         p.add_argument("--param", action="append")
         p.add_argument("--cluster")
         p.add_argument("--resume", action="store_true")
+        p.add_argument("--partition-size")
         args = p.parse_args(argv)
         text, offset = cell, 0
         if args.name and not re.search(r"(?m)^name\s*:", cell):
@@ -216,7 +217,13 @@ class PipeMagics(Magics):
             self.pipes[key] = pipe
         self.last = pipe
         if args.cluster:  # run it whole on a cluster; the run's metrics go to the variable
-            result = pipe.run(cluster=args.cluster, resume=args.resume)
+            from pipenb.lang.units import parse_size
+
+            try:
+                size = parse_size(args.partition_size) if args.partition_size else None
+            except ValueError as exc:
+                raise UsageError(f"--partition-size {args.partition_size}: {exc}") from None
+            result = pipe.run(cluster=args.cluster, resume=args.resume, partition_bytes=size)
             self.shell.user_ns[args.name or "_pipe"] = result
             c = result["cluster"]
             return Info(
