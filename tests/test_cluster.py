@@ -271,6 +271,9 @@ def test_echo_with_dead_letters_and_a_merged_file_from_the_cli(tmp_path: Path) -
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     got = orjson.loads(r.stderr.strip().splitlines()[-1])
     assert got["cluster"]["partitions"] == 3  # 24,000 events, 10,000 a partition
+    # security: the local cluster listens on loopback only, its dashboard too
+    assert got["cluster"]["address"].startswith("tcp://127.0.0.1:")
+    assert got["cluster"]["dashboard"].startswith("http://127.0.0.1:")
     # the same pipe in one process, writing elsewhere
     src2 = tmp_path / "echo1.yml"
     src2.write_text(
@@ -334,6 +337,45 @@ def test_dataset_input_reads_a_directory_the_same_in_one_process_and_split(
     assert multiset(got) == multiset(lines_of([str(one)]))
     offsets = {orjson.loads(x)["_offset"] for x in got if "a.log" in orjson.loads(x)["_path"]}
     assert len(offsets) == 2000 and 0 in offsets
+
+
+# ---------------------------------------------------------------------------- failures
+def test_a_failed_partition_is_reported_with_why_and_resume_runs_only_it(
+    tmp_path: Path, client
+) -> None:
+    d = tmp_path / "ds"
+    d.mkdir()
+    for i in range(3):
+        shutil.copy(DATA / "Apache_2k.log", d / f"a{i}.log")
+    (d / "b.log.gz").write_bytes(b"this is not gzip data\n")
+    text = (
+        (EXAMPLES / "apache.yml")
+        .read_text()
+        .replace(
+            'files: {path: "{{path}}", start-at: beginning, follow: false}',
+            'dataset: {path: "{{path}}"}',
+        )
+    )
+    src = tmp_path / "apache-ds.yml"
+    src.write_text(text)
+    out = tmp_path / "out"
+    pipe = pipenb.Pipe.from_file(src, {"path": str(d), "out": str(out)})
+    state = str(tmp_path / "state")
+    report = run_pipe(pipe.spec, client, data_dir=state, partition_bytes=PART)
+    assert report.state == "failed"
+    (failed,) = report.failures
+    assert failed.partition == f"part-00012 ({d / 'b.log.gz'})"
+    assert "gzip" in failed.error.lower() or "magic" in failed.error.lower(), failed.error
+    assert report.error.startswith("1 of 13 partition(s) failed: part-00012")
+    assert len(parts(str(out))) == 12  # the others completed and stay
+    with pytest.raises(pipenb.errors.PipeRuntimeError, match="part-00012"):
+        pipe.run(cluster=client, data_dir=state, partition_bytes=PART, resume=True)
+    # fixed: --resume runs the one partition left
+    with gzip.open(d / "b.log.gz", "wb") as gz:
+        gz.write((DATA / "Apache_2k.log").read_bytes())
+    again = run_pipe(pipe.spec, client, data_dir=state, partition_bytes=PART, resume=True)
+    assert again.state == "finished" and again.skipped == 12
+    assert again.snapshot()["input"]["events"] == 4 * 2000
 
 
 # ---------------------------------------------------------------------------- resume

@@ -312,11 +312,12 @@ class ClusterRun:
         done: dict[int, dict[str, Any]] = {}
         if self.resume and cut is None:
             done = _load_done(state, fingerprint, parts)
-        else:
-            if self.resume:
-                log.warning(
-                    "--resume: a pipe with aggregate runs again whole (partials are not kept)"
-                )
+        elif self.resume:
+            log.warning("--resume: a pipe with aggregate runs again whole (partials are not kept)")
+        todo = [p for p in parts if p.index not in done]
+        # the cluster first: a run that cannot start (dask missing, no scheduler) removes nothing
+        executor = executor_for(self.cluster) if todo or cut is not None else None
+        if not done:
             _forget(state)
             for c in self._file_outputs():
                 partfiles.clear(c)
@@ -327,13 +328,12 @@ class ClusterRun:
         report.skipped = len(done)
         prog = Progress(spec.name, len(parts), skipped=len(done))
         t0 = time.perf_counter()
-        todo = [p for p in parts if p.index not in done]
-        if not todo and cut is None:  # an earlier run completed every partition
+        if executor is None:  # an earlier run completed every partition
             self._finish(report, results)
             report.state = "finished"
             self._tick(prog, report, t0)
             return report
-        executor = self.executor = executor_for(self.cluster)
+        self.executor = executor
         try:
             report.address, report.dashboard = executor.address, executor.dashboard_link
             prog.dashboard = executor.dashboard_link
@@ -384,13 +384,22 @@ class ClusterRun:
             elif report.failures:
                 report.state = "failed"
             else:
+                tail = None
                 if cut is not None:
-                    tail = self._reduce(executor, job, [by_index[i] for i in sorted(by_index)])
+                    try:
+                        tail = self._reduce(executor, job, [by_index[i] for i in sorted(by_index)])
+                    except Exception as exc:  # combining or the rest of the chain failed
+                        report.failures.append(
+                            Failed(f"{spec.actions[cut].label} (combine)", _why(exc))
+                        )
+                        report.state = "failed"
+                if tail is not None:
                     add_counts(report.counts, tail.counts)
                     report.workers.append(tail.worker)
                     results[tail.index] = tail
-                self._finish(report, results)
-                report.state = "finished"
+                if not report.failures:
+                    self._finish(report, results)
+                    report.state = "finished"
         except KeyboardInterrupt:
             report.state = "stopped"
             raise
