@@ -415,6 +415,78 @@ def test_resume_runs_only_what_an_interrupted_run_left(tmp_path: Path, client) -
     assert multiset(lines_of(parts(str(out)))) == multiset(lines_of([str(one)]))
 
 
+# ---------------------------------------------------------------------------- other outputs
+def _echo(tmp: Path, output: str, n: int = 3000) -> pipenb.Pipe:
+    text = f"""
+name: out-{tmp.name[:20].replace("_", "-")}
+input:
+  echo:
+    events: [{{k: a, v: 1}}, {{k: b, v: 2}}, {{k: "x/../y", v: 3}}]
+    count: {n}
+actions:
+  - add: {{seq: 1}}
+output:
+{output}
+"""
+    return pipenb.Pipe.from_yaml(text)
+
+
+def test_http_post_is_sent_from_the_workers(tmp_path: Path, client) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list[bytes] = []
+    lock = threading.Lock()
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                got.extend(orjson.dumps(e) for e in orjson.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/in"
+        pipe = _echo(tmp_path, f"  http-post: {{url: {url}, batch: {{size: 500}}}}", n=8000)
+        report = run_pipe(pipe.spec, client, data_dir=str(tmp_path / "s"))
+    finally:
+        server.shutdown()
+    assert report.state == "finished", report.error
+    assert report.partitions == 3 and report.snapshot()["output"]["events"] == 24000
+    assert len(got) == 24000
+    assert Counter(orjson.loads(x)["k"] for x in got) == {"a": 8000, "b": 8000, "x/../y": 8000}
+
+
+def test_field_paths_and_a_merged_csv(tmp_path: Path, client) -> None:
+    by = tmp_path / "by"
+    pipe = _echo(tmp_path, f'  file: {{path: "{by}/${{k}}"}}', n=5000)
+    report = run_pipe(pipe.spec, client, data_dir=str(tmp_path / "s"))
+    assert report.state == "finished", report.error
+    # each value has its directory of parts; a value never leaves the output directory
+    assert sorted(p.name for p in by.iterdir()) == ["a", "b", "x_.._y"]
+    for d, k in (("a", "a"), ("b", "b"), ("x_.._y", "x/../y")):
+        files = parts(str(by / d))
+        assert [Path(f).name for f in files] == ["part-00000.ndjson", "part-00001.ndjson"]
+        assert {orjson.loads(x)["k"] for x in lines_of(files)} == {k}
+        assert len(lines_of(files)) == 5000
+    csv_out = tmp_path / "all.csv"
+    pipe = _echo(
+        tmp_path, f'  file: {{path: "{csv_out}", format: csv, fields: [k, v], merge: true}}'
+    )
+    report = run_pipe(pipe.spec, client, data_dir=str(tmp_path / "s2"))
+    assert report.state == "finished", report.error
+    rows = csv_out.read_text().splitlines()
+    assert rows[0] == "k,v" and rows.count("k,v") == 1 and len(rows) == 1 + 9000
+    assert rows[1:4] == ["a,1", "b,2", "x/../y,3"]
+    assert not (tmp_path / "all.csv.parts").exists()
+
+
 # ---------------------------------------------------------------------------- a worker dies
 def test_a_worker_killed_mid_run_still_gives_the_same_output(tmp_path: Path, client) -> None:
     """Last in this file: it kills one of the shared cluster's workers (its nanny restarts it)."""
