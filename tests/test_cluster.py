@@ -138,6 +138,33 @@ def test_byte_ranges_own_each_line_exactly_once(tmp_path: Path) -> None:
             assert got == lines, f"step {step}, tail {tail!r}"
 
 
+def test_dataset_input_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    import asyncio
+
+    from pipenb.engine.base import RunContext
+    from pipenb.engine.inputs.dataset import DatasetInput, DatasetOptions
+
+    for name, lines in (("1.log", ["a", "b"]), ("2.log", ["c", "d", "e"]), ("3.log", ["f"])):
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+
+    def read(position: Any = None) -> tuple[list[str], Any]:
+        inp = DatasetInput(DatasetOptions(path=str(tmp_path)), RunContext())
+        if position is not None:
+            inp.restore(position)
+
+        async def go() -> list[Any]:
+            return [b async for b in inp.batches()]
+
+        batches = asyncio.run(go())
+        return [e["_raw"] for b in batches for e in b.events], [b.position for b in batches]
+
+    events, positions = read()
+    assert events == list("abcdef")
+    assert positions[1] == {"file": str(tmp_path / "2.log"), "offset": 6}
+    assert read({"file": str(tmp_path / "2.log"), "offset": 2})[0] == list("def")
+    assert read(positions[1])[0] == ["f"]
+
+
 # ---------------------------------------------------------------------------- aggregate
 AGG_PIPE = """
 name: agg

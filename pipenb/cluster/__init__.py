@@ -7,18 +7,31 @@ partial windows of ``aggregate``; ``run`` drives it all and reports one run; ``e
 the small interface a distributed engine implements (``dask`` is the one there is).
 
 dask and distributed are optional (the ``[cluster]`` extra); nothing here imports them until a
-run starts.
+run starts. The names below are imported on first use, so ``pipenb`` commands that never run on
+a cluster (the CLI registers ``--cluster`` from ``pipenb.cluster.cli``) do not pay for them.
 """
 
-from pipenb.cluster.executor import INSTALL_HINT, Executor, executor_for
-from pipenb.cluster.run import ClusterReport, ClusterRun, Progress, run_pipe
+from __future__ import annotations
 
-__all__ = [
-    "INSTALL_HINT",
-    "ClusterReport",
-    "ClusterRun",
-    "Executor",
-    "Progress",
-    "executor_for",
-    "run_pipe",
-]
+from typing import Any
+
+_EXPORTS = {
+    "INSTALL_HINT": "pipenb.cluster.executor",
+    "Executor": "pipenb.cluster.executor",
+    "executor_for": "pipenb.cluster.executor",
+    "ClusterReport": "pipenb.cluster.run",
+    "ClusterRun": "pipenb.cluster.run",
+    "Progress": "pipenb.cluster.run",
+    "run_pipe": "pipenb.cluster.run",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipenb.cluster' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
