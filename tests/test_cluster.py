@@ -165,6 +165,47 @@ def test_dataset_input_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert read(positions[1])[0] == ["f"]
 
 
+@pytest.mark.parametrize("multiline", [False, True], ids=["lines", "multiline"])
+def test_metadata_names_files_as_the_glob_matched_them(
+    multiline: bool, tmp_path: Path, client, monkeypatch
+) -> None:
+    """``_path`` is the path as the pipe's (relative) glob matched it, ``_offset`` the line's
+    byte offset, the same split or not; multiline records are never cut at a range boundary
+    (those files are read whole, by the files input itself)."""
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("in")
+    for f in range(3):
+        with open(f"in/app-{f}.log", "w") as fh:
+            for i in range(1500):
+                fh.write(f"2026-11-{f + 1:02d} ERROR request {i} failed\n")
+                for j in range(i % 4):
+                    fh.write(f"    at frame {j} of request {i}\n")
+    ml = ", multiline: {start: '^\\d'}" if multiline else ""
+    src = tmp_path / "meta.yml"
+    src.write_text(
+        "name: meta\nparams:\n  out: {}\ninput:\n"
+        f'  files: {{path: "in/*.log", follow: false, metadata: true{ml}}}\n'
+        'output:\n  file: {path: "{{out}}"}\n'
+    )
+    one = tmp_path / "one.ndjson"
+    want = single(src, {"out": str(one)}, tmp_path)
+    assert want["input"]["events"] == (4500 if multiline else 3 * 1500 + 3 * 2250)
+    out = tmp_path / "split"
+    report = run_pipe(
+        pipenb.Pipe.from_file(src, {"out": str(out)}).spec,
+        client,
+        data_dir=str(tmp_path / "st"),
+        partition_bytes=16 << 10,
+    )
+    assert report.state == "finished", report.error
+    ranges = sum(-(-os.path.getsize(f"in/app-{f}.log") // (16 << 10)) for f in range(3))
+    assert report.partitions == (3 if multiline else ranges) and ranges > 3
+    got = lines_of(parts(str(out)))
+    assert multiset(got) == multiset(lines_of([str(one)]))
+    first = orjson.loads(got[0])
+    assert first["_path"] == "in/app-0.log" and first["_offset"] == 0
+
+
 # ---------------------------------------------------------------------------- aggregate
 AGG_PIPE = """
 name: agg

@@ -36,6 +36,7 @@ class Partition:
     start: int = 0
     end: int | None = None
     events: tuple[Any, ...] = ()
+    label: str = ""  # the file as the pipe's glob matched it (``_path``); url is absolute
 
     @property
     def name(self) -> str:
@@ -136,11 +137,13 @@ def partitions(spec: PipeSpec, partition_bytes: int = DEFAULT_PARTITION_BYTES) -
         paths = sorted(FilesInput(o, RunContext(pipe=spec.name))._matches().values())
         whole = o.multiline is not None  # a record may span a range boundary: read files whole
         for path in paths:
-            path = os.path.abspath(path)
+            full = os.path.abspath(path)
             if whole:
-                parts.append(Partition(len(parts), "file", path))
+                parts.append(Partition(len(parts), "file", full, label=path))
             else:
-                parts.extend(_ranges(len(parts), path, os.path.getsize(path), partition_bytes))
+                parts.extend(
+                    _ranges(len(parts), full, os.path.getsize(full), partition_bytes, path)
+                )
         return parts
     if inp.name == "dataset":
         from pipenb.engine.inputs.dataset import list_files
@@ -148,9 +151,9 @@ def partitions(spec: PipeSpec, partition_bytes: int = DEFAULT_PARTITION_BYTES) -
         for f in list_files(o.path, o.pattern):
             url = os.path.abspath(f.url) if "://" not in f.url else f.url
             if f.splittable:
-                parts.extend(_ranges(len(parts), url, f.size, partition_bytes))
+                parts.extend(_ranges(len(parts), url, f.size, partition_bytes, f.url))
             else:
-                parts.append(Partition(len(parts), "range", url))
+                parts.append(Partition(len(parts), "range", url, label=f.url))
         return parts
     if inp.name == "echo":
         if o.interval is not None and o.count is None:
@@ -163,9 +166,12 @@ def partitions(spec: PipeSpec, partition_bytes: int = DEFAULT_PARTITION_BYTES) -
     raise _refuse(spec, inp, f"input {inp.name} cannot be split; {BOUNDED}")
 
 
-def _ranges(first: int, url: str, size: int, step: int) -> list[Partition]:
+def _ranges(first: int, url: str, size: int, step: int, label: str) -> list[Partition]:
     n = max(1, math.ceil(size / max(1, step)))
     if n == 1:
-        return [Partition(first, "range", url)]
+        return [Partition(first, "range", url, label=label)]
     bounds = [i * step for i in range(n)] + [None]
-    return [Partition(first + i, "range", url, bounds[i] or 0, bounds[i + 1]) for i in range(n)]
+    return [
+        Partition(first + i, "range", url, bounds[i] or 0, bounds[i + 1], label=label)
+        for i in range(n)
+    ]

@@ -126,6 +126,9 @@ class PartitionInput(Input):
             one = o.model_copy(update={"path": glob.escape(p.url), "exclude": [], "follow": False})
             self._inner = FilesInput(one, self.ctx)
             async for batch in self._inner.batches():
+                for e in (*batch.events, *batch.rejects):  # the name the pipe's glob matched
+                    if "_path" in e:
+                        e["_path"] = p.label or p.url
                 yield batch
             return
         from pipenb.engine.inputs.dataset import read_range
@@ -138,6 +141,7 @@ class PartitionInput(Input):
             metadata=o.metadata,
             read_bytes=o.read_bytes,
             max_line_bytes=o.max_line_bytes,
+            label=p.label or None,
         ):
             yield batch
 

@@ -145,11 +145,15 @@ def read_range(
     metadata: bool = False,
     read_bytes: int = 1 << 20,
     max_line_bytes: int | None = 1 << 20,
+    label: str | None = None,
 ) -> Iterator[Batch]:
     """Batches of the lines that start in ``[start, end)`` of ``url`` (``end=None``: to EOF).
 
     Each batch's position is ``{"file": url, "offset": N}``, N just past its last line.
+    ``label`` is the ``_path`` metadata and rejects carry (default ``url``): a cluster run reads
+    an absolute path but reports the file as the pipe's glob matched it, as one process does.
     """
+    name = label or url
     with open_source(url) as fh:
         pos = start
         if start > 0:
@@ -172,25 +176,28 @@ def read_range(
             data = partial + chunk if partial else chunk
             if not chunk:
                 if data:  # the last line, without a newline
-                    yield _batch(url, data, data_at, fmt, metadata, max_line_bytes, len(data))
+                    yield _batch(url, name, data, data_at, fmt, metadata, max_line_bytes, len(data))
                 return
             cut = data.rfind(b"\n")
             if end is not None and data_at + len(data) > end:
                 # the line holding byte end-1 is our last: stop at its newline
                 last = data.find(b"\n", max(0, end - 1 - data_at))
                 if last >= 0:
-                    yield _batch(url, data[: last + 1], data_at, fmt, metadata, max_line_bytes)
+                    yield _batch(
+                        url, name, data[: last + 1], data_at, fmt, metadata, max_line_bytes
+                    )
                     return
             if cut < 0:
                 partial = data
                 continue
             complete, partial = data[: cut + 1], data[cut + 1 :]
-            yield _batch(url, complete, data_at, fmt, metadata, max_line_bytes)
+            yield _batch(url, name, complete, data_at, fmt, metadata, max_line_bytes)
             data_at += len(complete)
 
 
 def _batch(
     url: str,
+    name: str,
     complete: bytes,
     at: int,
     fmt: str,
@@ -200,9 +207,9 @@ def _batch(
 ) -> Batch:
     events, rejects = decode_chunk(complete, fmt, max_line)
     for r in rejects:
-        r["_path"] = url
+        r["_path"] = name
     if metadata:
-        _add_metadata(url, at, complete, fmt, events)
+        _add_metadata(name, at, complete, fmt, events)
     n = len(complete) if consumed is None else consumed
     return Batch(events, {"file": url, "offset": at + n}, n, rejects)
 
