@@ -9,8 +9,10 @@ A worker that dies has its tasks run again elsewhere; that is Dask's own doing
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +22,21 @@ from pipenb.cluster.executor import Executor
 from pipenb.errors import UsageError
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Start worker processes with SIGINT ignored (Python keeps an inherited SIG_IGN), so a
+    Ctrl-C in the terminal reaches the driver only, instead of a traceback from every worker."""
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 class DaskExecutor(Executor):
     def __init__(self, cluster: Any):
         self._own: list[Any] = []  # what we started and must close
@@ -27,14 +44,15 @@ class DaskExecutor(Executor):
             self.client = cluster
         elif isinstance(cluster, str) and cluster.startswith("local"):
             n = int(cluster.split(":", 1)[1]) if ":" in cluster else (os.cpu_count() or 1)
-            local = distributed.LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address="127.0.0.1:0",
-                host="127.0.0.1",
-                silence_logs=logging.WARNING,  # its INFO lines would drown the progress line
-            )
+            with _sigint_ignored():  # Ctrl-C is the driver's to handle: it stops the workers
+                local = distributed.LocalCluster(
+                    n_workers=n,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address="127.0.0.1:0",
+                    host="127.0.0.1",
+                    silence_logs=logging.ERROR,  # its INFO lines would drown the progress line
+                )
             self._own.append(local)
             self.client = distributed.Client(local)
             self._own.insert(0, self.client)
