@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, wait_until
 
 import pipenb
 from pipenb.cluster import ClusterRun, run_pipe
@@ -444,6 +444,56 @@ def test_a_failed_partition_is_reported_with_why_and_resume_runs_only_it(
     again = run_pipe(pipe.spec, client, data_dir=state, partition_bytes=PART, resume=True)
     assert again.state == "finished" and again.skipped == 12
     assert again.snapshot()["input"]["events"] == 4 * 2000
+
+
+# ---------------------------------------------------------------------------- Ctrl-C
+SLOW_PIPE = """
+name: slow
+params:
+  path: {}
+  out: {}
+input:
+  files: {path: "{{path}}", follow: false}
+actions:
+  - script:
+      code: |
+        import time
+        time.sleep(0.3)  # the work of a partition: long enough to be interrupted half way
+        def process(event):
+            return event
+output:
+  file: {path: "{{out}}"}
+"""
+
+
+def test_ctrl_c_stops_the_cli_run_and_resume_finishes_it(tmp_path: Path) -> None:
+    glob = copies(tmp_path, "Linux", 4)
+    src = tmp_path / "slow.yml"
+    src.write_text(SLOW_PIPE)
+    out, state = tmp_path / "out", tmp_path / "state"
+    cmd = [
+        sys.executable, "-m", "pipenb", "run", str(src), "--param", f"path={glob}",
+        "--param", f"out={out}", "--cluster", "local:2", "--partition-size", "20KB",
+        "--data-dir", str(state),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    markers = state / "cluster" / "slow"
+    try:
+        wait_until(lambda: markers.is_dir() and any(markers.glob("part-*.json")), timeout=120)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole group
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = err.decode()
+    assert proc.returncode == 130, text[-3000:]
+    assert "run again with --resume" in text and "Traceback" not in text, text[-3000:]
+    done = len(list(markers.glob("part-*.json")))
+    r = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, timeout=240)
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    assert f"{done} resumed from an earlier run" in r.stderr.decode()
+    assert len(lines_of(parts(str(out)))) == 4 * 2000
 
 
 # ---------------------------------------------------------------------------- resume
