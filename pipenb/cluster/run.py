@@ -306,17 +306,41 @@ class ClusterRun:
         job = Job.of(spec, self.allow, cut, len(parts))
         if self.now is not None:
             job = replace(job, clock=self.now)
-        fingerprint = f"{job.key}:{self.partition_bytes}"
-        state = state_dir(self.data_dir, spec.name)
         report = ClusterReport(spec, empty_counts(spec), partitions=len(parts))
         done: dict[int, dict[str, Any]] = {}
         if self.resume and cut is None:
-            done = _load_done(state, fingerprint, parts)
+            fingerprint = f"{job.key}:{self.partition_bytes}"
+            done = _load_done(state_dir(self.data_dir, spec.name), fingerprint, parts)
         elif self.resume:
             log.warning("--resume: a pipe with aggregate runs again whole (partials are not kept)")
         todo = [p for p in parts if p.index not in done]
         # the cluster first: a run that cannot start (dask missing, no scheduler) removes nothing
         executor = executor_for(self.cluster) if todo or cut is not None else None
+        t0 = time.perf_counter()
+        try:
+            return self._run(executor, job, cut, parts, todo, done, report, t0)
+        except KeyboardInterrupt:
+            report.state = "stopped"
+            raise
+        finally:
+            report.seconds = time.perf_counter() - t0
+            if executor is not None:
+                executor.close()
+
+    def _run(
+        self,
+        executor: Executor | None,
+        job: Job,
+        cut: int | None,
+        parts: list[Partition],
+        todo: list[Partition],
+        done: dict[int, dict[str, Any]],
+        report: ClusterReport,
+        t0: float,
+    ) -> ClusterReport:
+        spec = self.spec
+        state = state_dir(self.data_dir, spec.name)
+        fingerprint = f"{job.key}:{self.partition_bytes}"
         if not done:
             _forget(state)
             for c in self._file_outputs():
@@ -327,86 +351,71 @@ class ClusterRun:
             results[i] = PartitionResult(i, doc["counts"], doc.get("files", {}))
         report.skipped = len(done)
         prog = Progress(spec.name, len(parts), skipped=len(done))
-        t0 = time.perf_counter()
         if executor is None:  # an earlier run completed every partition
             self._finish(report, results)
             report.state = "finished"
             self._tick(prog, report, t0)
             return report
         self.executor = executor
-        try:
-            report.address, report.dashboard = executor.address, executor.dashboard_link
-            prog.dashboard = executor.dashboard_link
-            self._tick(prog, report, t0)
-            run_id = uuid.uuid4().hex[:8]
-            handles = {
-                executor.submit(
-                    run_partition, job, p, key=f"pipenb-{spec.name}-{run_id}-{p.name}"
-                ): p
-                for p in todo
-            }
-            by_index: dict[int, Any] = {}
-            pending = set(handles)
-            report.state = "running"
-            for h in executor.as_completed(list(handles)):
-                pending.discard(h)
-                p = handles[h]
-                try:
-                    res: PartitionResult = executor.result(h)
-                except Exception as exc:  # the task raised, or its workers kept dying
-                    report.failures.append(Failed(p.describe(), _why(exc)))
-                    prog.failed += 1
-                    self._tick(prog, report, t0)
-                    continue
-                results[p.index] = res
-                by_index[p.index] = h
-                add_counts(report.counts, res.counts)
-                report.workers.append(res.worker)
-                if cut is None:
-                    os.makedirs(state, exist_ok=True)
-                    partfiles.write_json(
-                        _marker(state, p),
-                        {
-                            "version": 1,
-                            "fingerprint": fingerprint,
-                            "partition": p.identity(),
-                            "files": res.files,
-                            "counts": res.counts,
-                        },
-                    )
-                prog.done += 1
+        report.address, report.dashboard = executor.address, executor.dashboard_link
+        prog.dashboard = executor.dashboard_link
+        self._tick(prog, report, t0)
+        run_id = uuid.uuid4().hex[:8]
+        handles = {
+            executor.submit(run_partition, job, p, key=f"pipenb-{spec.name}-{run_id}-{p.name}"): p
+            for p in todo
+        }
+        by_index: dict[int, Any] = {}
+        pending = set(handles)
+        report.state = "running"
+        for h in executor.as_completed(list(handles)):
+            pending.discard(h)
+            p = handles[h]
+            try:
+                res: PartitionResult = executor.result(h)
+            except Exception as exc:  # the task raised, or its workers kept dying
+                report.failures.append(Failed(p.describe(), _why(exc)))
+                prog.failed += 1
                 self._tick(prog, report, t0)
-                if self._stopping and pending:
-                    executor.cancel(list(pending))
-                    break
-            if self._stopping and len(results) < len(parts):
-                report.state = "stopped"
-            elif report.failures:
-                report.state = "failed"
-            else:
-                tail = None
-                if cut is not None:
-                    try:
-                        tail = self._reduce(executor, job, [by_index[i] for i in sorted(by_index)])
-                    except Exception as exc:  # combining or the rest of the chain failed
-                        report.failures.append(
-                            Failed(f"{spec.actions[cut].label} (combine)", _why(exc))
-                        )
-                        report.state = "failed"
-                if tail is not None:
-                    add_counts(report.counts, tail.counts)
-                    report.workers.append(tail.worker)
-                    results[tail.index] = tail
-                if not report.failures:
-                    self._finish(report, results)
-                    report.state = "finished"
-        except KeyboardInterrupt:
+                continue
+            results[p.index] = res
+            by_index[p.index] = h
+            add_counts(report.counts, res.counts)
+            report.workers.append(res.worker)
+            if cut is None:
+                partfiles.write_json(
+                    _marker(state, p),
+                    {
+                        "version": 1,
+                        "fingerprint": fingerprint,
+                        "partition": p.identity(),
+                        "files": res.files,
+                        "counts": res.counts,
+                    },
+                )
+            prog.done += 1
+            self._tick(prog, report, t0)
+            if self._stopping and pending:
+                executor.cancel(list(pending))
+                break
+        if self._stopping and len(results) < len(parts):
             report.state = "stopped"
-            raise
-        finally:
-            report.seconds = time.perf_counter() - t0
-            prog.elapsed = report.seconds
-            executor.close()
+            return report
+        if report.failures:
+            report.state = "failed"
+            return report
+        if cut is not None:
+            try:
+                tail = self._reduce(executor, job, [by_index[i] for i in sorted(by_index)])
+            except Exception as exc:  # combining or the rest of the chain failed
+                report.failures.append(Failed(f"{spec.actions[cut].label} (combine)", _why(exc)))
+                report.state = "failed"
+                return report
+            add_counts(report.counts, tail.counts)
+            report.workers.append(tail.worker)
+            results[tail.index] = tail
+        self._finish(report, results)
+        report.state = "finished"
         return report
 
     def _reduce(self, executor: Executor, job: Job, level: list[Any]) -> PartitionResult:
