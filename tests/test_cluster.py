@@ -285,6 +285,15 @@ actions:
     )
     with pytest.raises(PipeSyntaxError, match=r"f.yml:3:.*follow: true never ends"):
         run_pipe(follow.spec, "local:2")
+    # an output path that is a file cannot become a directory of parts: said, nothing removed
+    taken = tmp_path / "taken.ndjson"
+    taken.write_text('{"keep": "me"}\n')
+    pipe = pipenb.Pipe.from_yaml(
+        f'name: t\ninput:\n  echo: {{lines: [a]}}\noutput:\n  file: {{path: "{taken}"}}\n'
+    )
+    with pytest.raises(UsageError, match=r"is a file; .* set merge: true"):
+        run_pipe(pipe.spec, "local:2")
+    assert taken.read_text() == '{"keep": "me"}\n'
 
 
 def test_without_dask_it_says_what_to_install(monkeypatch) -> None:
@@ -507,7 +516,10 @@ def test_resume_runs_only_what_an_interrupted_run_left(tmp_path: Path, client) -
 
     run: ClusterRun
 
+    lines: list[str] = []
+
     def stop_after_four(p) -> None:
+        lines.append(p.line())
         if p.done >= 4:
             run.stop()  # as Ctrl-C would: what has not finished is cancelled
 
@@ -516,6 +528,9 @@ def test_resume_runs_only_what_an_interrupted_run_left(tmp_path: Path, client) -
     )
     first = run.run()
     assert first.state == "stopped"
+    assert lines[0].startswith(f"openssh: 0/{first.partitions} partitions, 0 events")
+    assert lines[-1].startswith(f"openssh: 4/{first.partitions} partitions, ")
+    assert lines[-1].endswith(" events/s") and not lines[-1].endswith(" 0 events/s")
     markers = sorted((tmp_path / "state" / "cluster" / "openssh").glob("part-*.json"))
     assert 4 <= len(markers) < first.partitions
     # a part file damaged since (cut short) is not trusted: its partition runs again
