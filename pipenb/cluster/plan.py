@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -55,14 +55,6 @@ class Partition:
             digest = hashlib.sha1(orjson.dumps(list(self.events), default=str)).hexdigest()
             return {"kind": "events", "events": digest}
         return {"kind": self.kind, "url": self.url, "start": self.start, "end": self.end}
-
-
-@dataclass
-class Plan:
-    partitions: list[Partition]
-    #: index of the ``aggregate`` action that cuts the chain (partials, then one tail), or None
-    cut: int | None = None
-    refusals: list[str] = field(default_factory=list)
 
 
 def _refuse(spec: PipeSpec, c: ComponentSpec | None, message: str) -> PipeSyntaxError:
