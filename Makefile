@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/checkin_load.py
 	$(BIN)/python bench/agent_memory.py
+	$(BIN)/python bench/cluster_bench.py
 
 # long reliability runs (10 min each): check-in soak, 5,000-agent burst, full-speed pipe
 soak: $(STAMP)

@@ -27,6 +27,9 @@ USAGE = """\
 %%pipe [NAME] [--sample VAR|PATH] [--limit N] [--param k=v]...
     validate the cell's pipe and preview it (on a variable, a file, or the pipe's own input);
     the PreviewResult goes to NAME (default _pipe) and the pipe is kept for save/deploy/test
+%%pipe [NAME] --cluster local:N|tcp://HOST:8786 [--resume] [--partition-size SIZE] [--param k=v]...
+    run the cell's pipe over its whole input on a Dask cluster (dashboard link and progress
+    shown); the run's metrics go to NAME
 
 %pipe connect URL [--token T]        connect to a server (default: PIPENB_URL/PIPENB_TOKEN);
     [--ca-file F | --ca-fingerprint FP] [--cert F --key F]   https:// trust and mutual TLS
@@ -289,6 +292,9 @@ class PipeMagics(Magics):
         p.add_argument("--sample")
         p.add_argument("--limit", type=int)
         p.add_argument("--param", action="append")
+        p.add_argument("--cluster")
+        p.add_argument("--resume", action="store_true")
+        p.add_argument("--partition-size")
         args = p.parse_args(argv)
         text, offset = cell, 0
         if args.name and not re.search(r"(?m)^name\s*:", cell):
@@ -298,12 +304,35 @@ class PipeMagics(Magics):
             pipe = Pipe.from_yaml(text, _params(args.param), file="cell", line_offset=offset)
         except PipeSyntaxError as exc:
             raise MagicError(self._problems_text(exc, cell)) from None
-        sample = self._sample(args.sample)
-        limit = args.limit if args.limit is not None else self.limit
-        result = pipe.preview(sample, limit)
         for key in {pipe.name, args.name} - {None}:
             self.pipes[key] = pipe
         self.last = pipe
+        if args.cluster:  # run it whole on a cluster; the run's metrics go to the variable
+            from pipenb.lang.units import parse_size
+
+            try:
+                size = parse_size(args.partition_size) if args.partition_size else None
+            except ValueError as exc:
+                raise UsageError(f"--partition-size {args.partition_size}: {exc}") from None
+            result = pipe.run(cluster=args.cluster, resume=args.resume, partition_bytes=size)
+            self.shell.user_ns[args.name or "_pipe"] = result
+            c = result["cluster"]
+            return Info(
+                f"pipe {pipe.name}: {result['state']} on {args.cluster}",
+                {
+                    "events in": result["input"]["events"],
+                    "events out": result["output"]["events"],
+                    "failed events": result["dead_letters"],
+                    "partitions": c["partitions"],
+                    "resumed": c["resumed"],
+                    "workers": len(c["workers"]),
+                    "seconds": result["uptime_s"],
+                    "dashboard": c["dashboard"],
+                },
+            )
+        sample = self._sample(args.sample)
+        limit = args.limit if args.limit is not None else self.limit
+        result = pipe.preview(sample, limit)
         self.shell.user_ns[args.name or "_pipe"] = result
         return result
 

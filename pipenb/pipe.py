@@ -86,13 +86,30 @@ class Pipe:
         store = checkpoints or FileCheckpointStore(checkpoint_path(data_dir, self.name))
         return Engine(self.spec, ctx, checkpoints=store)
 
-    def run(self, **kwargs: Any) -> dict[str, Any]:
-        """Run in the foreground until the input ends; return the final metrics."""
+    def run(self, *, cluster: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """Run in the foreground until the input ends; return the final metrics.
+
+        ``cluster`` (``"local:2"``, ``"tcp://host:8786"``, a ``distributed.Client``) runs it
+        split over a Dask cluster instead (``resume=``, ``partition_bytes=``, ``progress=``,
+        ``data_dir=`` apply); see docs/cluster.md. Failed partitions raise PipeRuntimeError.
+        """
+        if cluster is not None:
+            return self._run_on_cluster(cluster, **kwargs)
         from pipenb.engine.preview import run_sync
 
         engine = self.engine(**kwargs)
         run_sync(engine.run())  # in a thread when a loop already runs here (a notebook)
         return engine.snapshot()
+
+    def _run_on_cluster(self, cluster: Any, **kwargs: Any) -> dict[str, Any]:
+        from pipenb.cluster.run import auto_progress, run_pipe
+        from pipenb.errors import PipeRuntimeError
+
+        kwargs.setdefault("progress", auto_progress())
+        report = run_pipe(self.spec, cluster, **kwargs)
+        if report.failures:
+            raise PipeRuntimeError(f"pipe {self.name}: {report.error}")
+        return report.snapshot()
 
     def __repr__(self) -> str:
         return f"Pipe({self.name!r}, input={self.spec.input.name}, actions={len(self.spec.actions)}, output={self.spec.output.name})"

@@ -30,6 +30,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="final metrics as JSON (on stderr)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    from pipenb.cluster.cli import add_arguments as cluster_arguments
+
+    cluster_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -237,6 +240,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return _usage(exc)
     data_dir = args.data_dir or default_data_dir()
+    if getattr(args, "cluster", None):
+        from pipenb.cluster.cli import cmd_run_cluster
+
+        return cmd_run_cluster(args, pipe, data_dir)
+    if getattr(args, "resume", False) or getattr(args, "partition_size", None):
+        return _usage(UsageError("--resume and --partition-size go with --cluster"))
     ckpt = checkpoint_path(data_dir, pipe.name)
     if args.reset and os.path.exists(ckpt):
         os.unlink(ckpt)

@@ -2,6 +2,7 @@
 pipe of three components does not pay for building the option models of thirty."""
 
 BUILTINS: dict[tuple[str, str], str] = {
+    ("input", "dataset"): "pipenb.engine.inputs.dataset",
     ("input", "echo"): "pipenb.engine.inputs.echo",
     ("input", "exec"): "pipenb.engine.inputs.exec",
     ("input", "files"): "pipenb.engine.inputs.files",

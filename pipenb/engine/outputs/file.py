@@ -38,6 +38,9 @@ class FileOptions(OutputOptions):
     keys; a header line unless ``header: false``) or ``raw`` (the ``raw-field``, default
     ``_raw``, one per line). ``rotate`` rotates by size (its options below); ``fsync: true``
     syncs every batch.
+    On a cluster (``pipenb run --cluster``) ``path`` is a directory of part files, one per
+    partition (``part-00042.ndjson``); ``merge: true`` joins them, in order, into ``path`` itself.
+    A single process writes ``path`` either way.
     """
 
     path: str
@@ -48,6 +51,7 @@ class FileOptions(OutputOptions):
     rotate: RotateOptions | None = None
     fsync: bool = False
     mkdir: bool = True
+    merge: bool = False
 
 
 class _Sink:
