@@ -9,7 +9,7 @@ import tornado.web
 from tornado import httputil
 
 from pipenb.server.core import ControlPlane
-from pipenb.server.handlers import agent_api, meta
+from pipenb.server.handlers import agent_api, authoring, meta
 from pipenb.server.handlers import resources as r
 from pipenb.server.handlers.base import NotFoundHandler, error_body
 
@@ -40,6 +40,10 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/commands/{command_id}", r.CommandHandler),
     ("/agent/checkin", agent_api.CheckinHandler),
     ("/agent/enroll", agent_api.EnrollHandler),
+    ("/authoring/validate", authoring.ValidateHandler),
+    ("/authoring/preview", authoring.PreviewHandler),
+    ("/authoring/test", authoring.RunTestsHandler),
+    ("/authoring/schema", authoring.SchemaHandler),
 ]
 
 
