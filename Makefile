@@ -4,7 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench soak venv clean
+.PHONY: run test lint format bench soak venv clean build-lab check-lab dist
+
+# The JupyterLab extension (TypeScript in src/, built into pipenb/labextension). Node.js and jlpm
+# are build-time tools: scripts/node-setup.sh installs Debian's nodejs when node is missing.
+# Incremental: nothing runs when no source changed.
+LAB_SOURCES := package.json tsconfig.json $(wildcard src/*.ts style/*.css style/*.js schema/*.json)
+LAB_BUILT := pipenb/labextension/static/style.js
+NODE_STAMP := node_modules/.pipenb-installed
+JLPM := PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/jlpm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +22,29 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+$(NODE_STAMP): package.json yarn.lock $(STAMP)
+	@bash scripts/node-setup.sh
+	$(JLPM) install
+	touch $(NODE_STAMP)
+
+$(LAB_BUILT): $(NODE_STAMP) $(LAB_SOURCES)
+	$(JLPM) build
+	touch $(LAB_BUILT)
+
+build-lab: $(LAB_BUILT)
+
+# type checks, lint and the unit tests of the frontend's pure logic
+check-lab: $(NODE_STAMP)
+	node_modules/.bin/tsc --noEmit
+	node_modules/.bin/eslint src
+	node_modules/.bin/vitest run
+
+# the wheel, with the prebuilt JupyterLab extension inside (users need no Node.js)
+dist: $(STAMP) build-lab
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation -w dist .
+
 # JupyterLab with pipenb's server inside (SQLite in .pipenb/) and one local agent; Ctrl-C stops both
-run: $(STAMP)
+run: $(STAMP) build-lab
 	bash scripts/run.sh
 
 lint: $(STAMP)
@@ -29,7 +58,7 @@ format: $(STAMP)
 # PostgreSQL (Debian's, installed when missing and possible) runs the store tests a second time;
 # without it those tests are skipped, the rest run on SQLite. Debian's chromium (installed the
 # same way) runs the browser test.
-test: $(STAMP) lint
+test: $(STAMP) lint build-lab check-lab
 	@bash scripts/chromium-test.sh
 	@eval "$$(bash scripts/postgres-test.sh)"; export PIPENB_TEST_POSTGRES_URL; \
 	$(BIN)/python -m pytest -q
@@ -44,4 +73,4 @@ soak: $(STAMP)
 	$(BIN)/python bench/soak/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules lib tsconfig.tsbuildinfo pipenb/labextension
