@@ -25,6 +25,7 @@ import { DeployForm } from './deploy';
 import { problemRanges } from './diagnostics';
 import { unifiedDiff } from './diff';
 import { api, ApiError, IDeployment, IValidateResult } from './handler';
+import { pipeIcon } from './icon';
 import { PreviewPanel } from './preview';
 import { el } from './tables';
 
@@ -490,7 +491,7 @@ export class PipeEditorFactory extends ABCWidgetFactory<
         new ToolbarButton({ label, tooltip, className: `jp-pipenb-tb-${id}`, onClick: () => void run() })
       );
     }
-    widget.title.iconClass = 'jp-pipenb-icon';
+    widget.title.icon = pipeIcon;
     return widget;
   }
 }

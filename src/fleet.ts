@@ -7,6 +7,7 @@ import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { api, IAgent, IDeployment, IPipeSummary } from './handler';
+import { pipeIcon } from './icon';
 import { formatRate, instanceRate, IRate } from './rates';
 import { el } from './tables';
 
@@ -19,7 +20,7 @@ export class FleetPanel extends Widget {
     this.id = 'pipenb-fleet';
     this.addClass('jp-pipenb-fleet');
     this.title.caption = 'pipenb fleet';
-    this.title.iconClass = 'jp-pipenb-icon jp-SideBar-tabIcon';
+    this.title.icon = pipeIcon;
     const head = el('div', { class: 'jp-pipenb-fleet-head' });
     head.appendChild(el('h3', {}, 'pipenb fleet'));
     const refresh = el('button', { class: 'jp-mod-styled', title: 'Refresh now' }, '⟳');

@@ -19,6 +19,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { watchPipeCells } from './cellmode';
 import { DEFAULT_SETTINGS, FACTORY, IPipenbSettings, PipeEditor, PipeEditorFactory } from './editor';
 import { FleetPanel } from './fleet';
+import { pipeIcon } from './icon';
 import { IDeployment } from './handler';
 import { setFilePicker } from './preview';
 import { TapPanel } from './tap';
@@ -83,7 +84,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       displayName: 'Pipe',
       extensions: ['.pipe.yaml', '.pipe.yml'],
       mimeTypes: ['text/x-yaml'],
-      iconClass: 'jp-pipenb-icon',
+      icon: pipeIcon,
       fileFormat: 'text',
       contentType: 'file'
     });
@@ -139,7 +140,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIDs.newPipe, {
       label: args => (args.isLauncher ? 'New Pipe' : 'New Pipe File'),
       caption: 'A new pipe file, opened in the Pipe Editor',
-      iconClass: 'jp-pipenb-icon',
+      icon: args => (args.isPalette ? undefined : pipeIcon),
       execute: async args => {
         const cwd = (args.cwd as string) ?? browser?.model.path ?? '';
         const model = await app.serviceManager.contents.newUntitled({

@@ -11,6 +11,8 @@ import { tapMagic } from './magic';
 import { el, eventsTable } from './tables';
 
 export const MAX_ROWS = 200;
+/** events asked for per round: an agent answers once it has seen that many */
+export const ROUND = 5;
 
 export class TapPanel extends Widget {
   constructor(
@@ -86,7 +88,7 @@ export class TapPanel extends Widget {
   private async round(): Promise<void> {
     try {
       const stage = this.stage.value.trim() || undefined;
-      const queued = (await api.command(this.dep.id, 'capture', stage, 20)).commands;
+      const queued = (await api.command(this.dep.id, 'capture', stage, ROUND)).commands;
       if (!queued.length) {
         this.status.textContent = 'no agent runs this deployment now';
         await sleep(2000);

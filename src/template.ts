@@ -7,9 +7,9 @@ params:
   level: {default: error, enum: [error, warn, info]}
 input:
   echo:
-    events:
-      - {_raw: "2024-05-01T10:00:00Z error disk full"}
-      - {_raw: "2024-05-01T10:00:01Z info started"}
+    lines:
+      - 2024-05-01T10:00:00Z error disk full
+      - 2024-05-01T10:00:01Z info started
     interval: 1s
 actions:
   - extract: {field: _raw, pattern: '^(?P<time>\\S+) (?P<level>\\w+) (?P<message>.*)$'}

@@ -1,0 +1,235 @@
+"""The JupyterLab extension in a real browser (Debian's chromium through Playwright) against
+JupyterLab started as ``make run`` starts it, with its agent ``local``:
+
+open a pipe file in the Pipe Editor, type a mistake and see the diagnostic at its line, fix it,
+preview a loghub sample and see the per-stage tables, run the tests; then a new pipe from the
+launcher, deployed through the Deploy dialog to the local agent, running in the Fleet panel with
+a rate, tapped for live events, and stopped. Screenshots go to tests/artifacts/.
+
+The extension must be built (``make build-lab``, which ``make test`` runs first); without it, or
+without chromium, the test is skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from labproc import LabProcess
+
+CHROMIUM = os.environ.get("PIPENB_TEST_CHROMIUM", "/usr/bin/chromium")
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "tests" / "artifacts"
+BUILT = REPO / "pipenb" / "labextension" / "package.json"
+SAMPLE = (
+    "examples/data/Apache_2k.log"  # loghub's Apache 2k sample, as tests/test_loghub.py reads it
+)
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)),
+        reason=f"no chromium at {CHROMIUM} (make test installs Debian's chromium when it can)",
+    ),
+    pytest.mark.skipif(
+        not BUILT.exists(), reason="the JupyterLab extension is not built: make build-lab"
+    ),
+    pytest.mark.slow,
+    pytest.mark.timeout(600),
+]
+
+
+def launch(pw):  # type: ignore[no-untyped-def]
+    return pw.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-gpu",
+            "--no-first-run",
+        ],
+    )
+
+
+def editor_line(page, text: str):  # type: ignore[no-untyped-def]
+    return page.locator(".jp-pipenb-editor .cm-line", has_text=text).first
+
+
+def line_number(page, line) -> int:  # type: ignore[no-untyped-def]
+    """The 1-based number of a rendered CodeMirror line (the document is short: all rendered)."""
+    return int(
+        line.evaluate(
+            "(el) => Array.from(el.parentElement.querySelectorAll(':scope > .cm-line')).indexOf(el) + 1"
+        )
+    )
+
+
+def run_editor_flow(url: str, token: str, workdir: str) -> None:
+    """Pipe Editor: diagnostics, fix, preview of a loghub sample, tests."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 950})
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}/lab/tree/{workdir}/apache.pipe.yaml?token={token}")
+            editor = page.locator(".jp-pipenb-editor")
+            expect(editor).to_be_visible(timeout=90_000)
+            problems = page.locator(".jp-pipenb-problems")
+            expect(problems).to_contain_text("No problems", timeout=60_000)
+
+            # a mistake: "filter" becomes "fliter"; the problem appears at that line
+            line = editor_line(page, "- filter:")
+            expected_line = line_number(page, line)
+            line.locator("text=filter").first.dblclick()
+            page.keyboard.type("fliter")
+            item = problems.locator(".jp-pipenb-problem").first
+            expect(item).to_contain_text("did you mean 'filter'")
+            expect(item.locator(".jp-pipenb-where")).to_have_text(
+                re.compile(rf"^{expected_line}:\d+$")
+            )
+            marked = page.locator(".jp-pipenb-editor .cm-line:has(.cm-lintRange-error)")
+            expect(marked).to_have_count(1)
+            expect(marked).to_contain_text("fliter")
+            assert line_number(page, marked.first) == expected_line
+            page.screenshot(path=str(ARTIFACTS / "lab-editor-problem.png"))
+
+            # fixed: the problem goes away
+            editor_line(page, "- fliter:").locator("text=fliter").first.dblclick()
+            page.keyboard.type("filter")
+            expect(problems).to_contain_text("No problems")
+            expect(marked).to_have_count(0)
+
+            # preview of the loghub sample: every stage's counts and its events as a table
+            page.locator(".jp-pipenb-side .lm-TabBar-tab", has_text="Preview").click()
+            preview = page.locator(".jp-pipenb-preview")
+            preview.locator(".jp-pipenb-sample-source").select_option("file")
+            preview.locator(".jp-pipenb-sample-path").fill(SAMPLE)
+            preview.locator(".jp-pipenb-run-preview").click()
+            counts = preview.locator(".jp-pipenb-counts")
+            expect(counts).to_be_visible()
+            expect(counts.locator("tbody tr")).to_have_count(6)  # input + 5 actions
+            expect(counts.locator("tbody tr").first).to_contain_text("input:files")
+            expect(counts.locator("tbody tr").first.locator("td").nth(2)).to_have_text("200")
+            tabs = preview.locator(".jp-pipenb-stage-tab")
+            expect(tabs).to_have_count(7)  # every stage and the dead letters
+            preview.locator(".jp-pipenb-stage-tab[data-stage='0:extract']").click()
+            table = preview.locator(".jp-pipenb-events")
+            expect(table.locator("th", has_text="level")).to_have_count(1)
+            expect(table.locator("tbody tr").first).to_contain_text("Sun Dec 04")
+            preview.locator(".jp-pipenb-stage-tab[data-stage='4:add']").click()
+            expect(table.locator("th", has_text="timestamp")).to_have_count(1)
+            expect(table.locator("tbody tr")).to_have_count(200)
+            page.screenshot(path=str(ARTIFACTS / "lab-editor-preview.png"))
+
+            # the pipe's tests: every case passes
+            page.locator(".jp-pipenb-tb-tests").click()
+            tests = page.locator(".jp-pipenb-tests")
+            expect(tests).to_contain_text("4/4 passed")
+            expect(tests.locator(".jp-pipenb-case.jp-mod-pass")).to_have_count(4)
+            page.screenshot(path=str(ARTIFACTS / "lab-editor-tests.png"))
+        finally:
+            browser.close()
+
+
+def run_fleet_flow(url: str, token: str, workdir: str) -> str:
+    """New Pipe from the launcher, Deploy dialog, Fleet panel with a rate, tap, stop.
+    Returns the deployment id."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 950})
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}/lab/tree/{workdir}?reset&token={token}")
+            expect(page.locator(".jp-DirListing-item", has_text="apache.pipe.yaml")).to_be_visible(
+                timeout=90_000
+            )
+            page.get_by_role("button", name="New Launcher").first.click()
+            card = page.locator(".jp-Launcher:visible .jp-LauncherCard", has_text="New Pipe")
+            expect(card).to_be_visible()
+            card.click()
+            editor = page.locator(".jp-pipenb-editor:visible")
+            expect(editor).to_be_visible()
+            expect(editor.locator(".jp-pipenb-problems")).to_contain_text("No problems")
+            page.locator(".jp-pipenb-tb-deploy:visible").click()
+
+            dialog = page.locator(".jp-Dialog")
+            expect(dialog.locator(".jp-pipenb-matches")).to_contain_text("local (online)")
+            dialog.locator(".jp-pipenb-labels").fill("no-such-label")
+            expect(dialog.locator(".jp-pipenb-matches")).to_contain_text("Matching agents (0)")
+            dialog.locator(".jp-pipenb-labels").fill("local")
+            expect(dialog.locator(".jp-pipenb-agent-chip")).to_have_count(1)
+            level = dialog.locator("select.jp-pipenb-param[name='level']")
+            expect(level.locator("option")).to_have_count(3)
+            level.select_option("info")
+            page.screenshot(path=str(ARTIFACTS / "lab-deploy-dialog.png"))
+            dialog.get_by_role("button", name="Deploy").click()
+
+            state = editor.locator(".jp-pipenb-dep-state")
+            expect(state).to_be_visible()
+            dep_id = state.inner_text().split(":")[0].strip()
+
+            # the Fleet panel: the deployment runs, with events per second
+            page.locator(".jp-SideBar .lm-TabBar-tab[data-id='pipenb-fleet']").click()
+            dep = page.locator(f".jp-pipenb-dep[data-id='{dep_id}']")
+            expect(dep).to_have_attribute("data-state", "running", timeout=90_000)
+            expect(dep.locator(".jp-pipenb-rate")).to_have_text(
+                re.compile(r"in [0-9.]+/s"), timeout=90_000
+            )
+            rate = float(
+                re.search(r"in ([0-9.]+)/s", dep.locator(".jp-pipenb-rate").inner_text()).group(1)
+            )
+            assert rate > 0
+            expect(page.locator(".jp-pipenb-agent[data-id='local']")).to_contain_text("online")
+            page.screenshot(path=str(ARTIFACTS / "lab-fleet.png"))
+
+            # tap: live events of the output stage
+            dep.locator("button[data-action='tap']").click()
+            tap = page.locator(".jp-pipenb-tap")
+            rows = tap.locator(".jp-pipenb-events tbody tr")
+            expect(rows.first).to_be_visible(timeout=90_000)
+            expect(rows.first).to_contain_text("info")  # level=info was deployed
+            expect(rows.first).to_contain_text("started")
+            tap.locator(".jp-pipenb-tap-pause").click()
+            expect(tap).to_have_attribute("data-paused", "true")
+            page.screenshot(path=str(ARTIFACTS / "lab-tap.png"))
+
+            # stop it from the panel
+            dep.locator("button[data-action='stop']").click()
+            expect(dep).to_have_attribute("data-state", "stopped", timeout=60_000)
+            expect(dep.locator("button[data-action='start']")).to_be_visible()
+            return dep_id
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def workdir(lab: LabProcess) -> str:
+    """A directory under JupyterLab's root (the repository) that git ignores, with a pipe file."""
+    rel = f"tests/artifacts/lab-ui-{lab.port}"
+    d = REPO / rel
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "examples" / "apache.yml", d / "apache.pipe.yaml")
+    return rel
+
+
+def test_pipe_editor_diagnostics_preview_and_tests(lab: LabProcess, workdir: str) -> None:
+    run_editor_flow(lab.url, lab.token, workdir)
+    assert (ARTIFACTS / "lab-editor-preview.png").stat().st_size > 10_000
+
+
+def test_deploy_from_the_editor_then_fleet_panel_tap_and_stop(
+    lab: LabProcess, workdir: str
+) -> None:
+    dep_id = run_fleet_flow(lab.url, lab.token, workdir)
+    dep = lab.get(f"/deployments/{dep_id}").json()
+    assert dep["running"] is False  # the panel's stop reached the server
+    assert dep["params"] == {"level": "info"}
+    assert dep["labels"] == ["local"]
