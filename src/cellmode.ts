@@ -12,11 +12,13 @@ export function isPipeCell(source: string): boolean {
   return /^%%pipe\b/.test(source);
 }
 
-function update(model: ICellModel, panel: NotebookPanel): void {
+function update(cell: Cell, panel: NotebookPanel): void {
+  const model: ICellModel = cell.model;
   if (model.type !== 'code') {
     return;
   }
   const pipe = isPipeCell(model.sharedModel.getSource());
+  cell.node.classList.toggle('jp-pipenb-pipe-cell', pipe);
   const lang = panel.content.codeMimetype;
   if (pipe && model.mimeType !== YAML_MIME) {
     model.mimeType = YAML_MIME;
@@ -32,9 +34,9 @@ export function watchPipeCells(tracker: INotebookTracker): void {
     }
     (cell as any).__pipenbWatched = true;
     const model = cell.model;
-    update(model, panel);
-    model.contentChanged.connect(() => update(model, panel));
-    model.mimeTypeChanged.connect(() => update(model, panel)); // the kernel's language came
+    update(cell, panel);
+    model.contentChanged.connect(() => update(cell, panel));
+    model.mimeTypeChanged.connect(() => update(cell, panel)); // the kernel's language came
   };
   tracker.widgetAdded.connect((_, panel) => {
     void panel.revealed.then(() => {

@@ -291,6 +291,7 @@ export class PipeEditor extends SplitPanel {
     if (this.timer !== null) {
       window.clearTimeout(this.timer);
     }
+    this.node.dataset.checking = 'true'; // the tests (and styles) can tell a stale result
     this.timer = window.setTimeout(() => void this.validate(), this.settings().validateDelay);
   }
 
@@ -322,6 +323,9 @@ export class PipeEditor extends SplitPanel {
     }));
     view.dispatch(setDiagnostics(view.state, diagnostics));
     this.node.dataset.problems = String(result.problems.length);
+    if (this.timer === null) {
+      this.node.dataset.checking = 'false';
+    }
     return result;
   }
 
@@ -398,10 +402,11 @@ export class PipeEditor extends SplitPanel {
     if (!text) {
       body.textContent = `The editor's text is the server's ${label}.`;
     }
-    for (const line of text.split('\n').filter(Boolean)) {
-      const cls = line.startsWith('+') ? 'jp-mod-add' : line.startsWith('-') ? 'jp-mod-del' : '';
+    text.split('\n').forEach((line, i) => {
+      const cls =
+        i < 2 ? 'jp-mod-header' : line.startsWith('+') ? 'jp-mod-add' : line.startsWith('-') ? 'jp-mod-del' : '';
       body.appendChild(el('div', { class: cls }, line));
-    }
+    });
     const widget = new Widget({ node: body });
     await showDialog({ title: `Diff: ${label}`, body: widget, buttons: [Dialog.okButton()] });
   }

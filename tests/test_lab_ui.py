@@ -12,6 +12,7 @@ without chromium, the test is skipped, saying why.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -56,7 +57,7 @@ def launch(pw):  # type: ignore[no-untyped-def]
 
 
 def editor_line(page, text: str):  # type: ignore[no-untyped-def]
-    return page.locator(".jp-pipenb-editor .cm-line", has_text=text).first
+    return page.locator(".jp-pipenb-editor:visible .cm-line", has_text=text).first
 
 
 def line_number(page, line) -> int:  # type: ignore[no-untyped-def]
@@ -77,10 +78,10 @@ def run_editor_flow(url: str, token: str, workdir: str) -> None:
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 950})
             page.set_default_timeout(60_000)
-            page.goto(f"{url}/lab/tree/{workdir}/apache.pipe.yaml?token={token}")
-            editor = page.locator(".jp-pipenb-editor")
+            page.goto(f"{url}/lab/tree/{workdir}/apache.pipe.yaml?reset&token={token}")
+            editor = page.locator(".jp-pipenb-editor:visible")
             expect(editor).to_be_visible(timeout=90_000)
-            problems = page.locator(".jp-pipenb-problems")
+            problems = editor.locator(".jp-pipenb-problems")
             expect(problems).to_contain_text("No problems", timeout=60_000)
 
             # a mistake: "filter" becomes "fliter"; the problem appears at that line
@@ -88,12 +89,13 @@ def run_editor_flow(url: str, token: str, workdir: str) -> None:
             expected_line = line_number(page, line)
             line.locator("text=filter").first.dblclick()
             page.keyboard.type("fliter")
+            expect(editor).to_have_attribute("data-checking", "false")
             item = problems.locator(".jp-pipenb-problem").first
             expect(item).to_contain_text("did you mean 'filter'")
             expect(item.locator(".jp-pipenb-where")).to_have_text(
                 re.compile(rf"^{expected_line}:\d+$")
             )
-            marked = page.locator(".jp-pipenb-editor .cm-line:has(.cm-lintRange-error)")
+            marked = editor.locator(".cm-line:has(.cm-lintRange-error)")
             expect(marked).to_have_count(1)
             expect(marked).to_contain_text("fliter")
             assert line_number(page, marked.first) == expected_line
@@ -102,12 +104,13 @@ def run_editor_flow(url: str, token: str, workdir: str) -> None:
             # fixed: the problem goes away
             editor_line(page, "- fliter:").locator("text=fliter").first.dblclick()
             page.keyboard.type("filter")
+            expect(editor).to_have_attribute("data-checking", "false")
             expect(problems).to_contain_text("No problems")
             expect(marked).to_have_count(0)
 
             # preview of the loghub sample: every stage's counts and its events as a table
-            page.locator(".jp-pipenb-side .lm-TabBar-tab", has_text="Preview").click()
-            preview = page.locator(".jp-pipenb-preview")
+            editor.locator(".jp-pipenb-side .lm-TabBar-tab", has_text="Preview").click()
+            preview = editor.locator(".jp-pipenb-preview")
             preview.locator(".jp-pipenb-sample-source").select_option("file")
             preview.locator(".jp-pipenb-sample-path").fill(SAMPLE)
             preview.locator(".jp-pipenb-run-preview").click()
@@ -128,11 +131,79 @@ def run_editor_flow(url: str, token: str, workdir: str) -> None:
             page.screenshot(path=str(ARTIFACTS / "lab-editor-preview.png"))
 
             # the pipe's tests: every case passes
-            page.locator(".jp-pipenb-tb-tests").click()
-            tests = page.locator(".jp-pipenb-tests")
+            page.locator(".jp-pipenb-tb-tests:visible").click()
+            tests = editor.locator(".jp-pipenb-tests")
             expect(tests).to_contain_text("4/4 passed")
             expect(tests.locator(".jp-pipenb-case.jp-mod-pass")).to_have_count(4)
             page.screenshot(path=str(ARTIFACTS / "lab-editor-tests.png"))
+
+            # Save to server with a message, then Diff against the stored version
+            page.locator(".jp-pipenb-tb-save:visible").click()
+            ask = page.locator(".jp-Dialog")
+            ask.locator("input").fill("first version from the UI test")
+            ask.get_by_role("button", name="OK").click()
+            expect(page.locator(".Toastify__toast", has_text="apache")).to_contain_text(
+                re.compile(r"Saved apache as version \d+|apache v\d+ is already this text")
+            )
+            editor_line(page, "labels: [web]").click()
+            page.keyboard.press("End")
+            page.keyboard.press("ArrowLeft")
+            page.keyboard.type(", eu")
+            expect(editor).to_have_attribute("data-checking", "false")
+            expect(problems).to_contain_text("No problems")
+            page.locator(".jp-pipenb-tb-diff:visible").click()
+            diff = page.locator(".jp-Dialog .jp-pipenb-diff")
+            expect(diff).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "lab-editor-diff.png"))
+            expect(diff.locator(".jp-mod-del")).to_have_text(["-labels: [web]"])
+            expect(diff.locator(".jp-mod-add")).to_have_text(["+labels: [web, eu]"])
+            page.locator(".jp-Dialog").get_by_role("button", name="OK").click()
+
+            # completion of an action name from the server's schema
+            editor_line(page, "- add: {source: apache}").click()
+            page.keyboard.press("End")
+            page.keyboard.press("Enter")
+            page.keyboard.type("- dedu")
+            menu = page.locator(".cm-tooltip-autocomplete")
+            expect(menu).to_contain_text("dedupe")
+            page.keyboard.press("Escape")
+        finally:
+            browser.close()
+
+
+def run_notebook_flow(url: str, token: str, workdir: str) -> None:
+    """ "Open With → Pipe Editor" for a plain YAML file; a %%pipe cell is highlighted as YAML."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 950})
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}/lab/tree/{workdir}?reset&token={token}")
+            item = page.locator(".jp-DirListing-item", has_text="plain.yaml")
+            expect(item).to_be_visible(timeout=90_000)
+            item.click(button="right")
+            page.locator(".lm-Menu-item", has_text="Open With").hover()
+            page.locator(".lm-Menu-item", has_text="Pipe Editor").click()
+            expect(page.locator(".jp-pipenb-editor:visible .jp-pipenb-problems")).to_contain_text(
+                "No problems"
+            )
+
+            page.goto(f"{url}/lab/tree/{workdir}/cells.ipynb?token={token}")
+            chooser = page.locator(".jp-Dialog", has_text="Select Kernel")
+            page.add_locator_handler(
+                chooser, lambda dialog: dialog.get_by_role("button", name="Select").click()
+            )
+            cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell")
+            expect(cells).to_have_count(2, timeout=90_000)
+            expect(cells.nth(0)).to_have_class(re.compile(r"\bjp-pipenb-pipe-cell\b"))
+            expect(cells.nth(1)).not_to_have_class(re.compile(r"\bjp-pipenb-pipe-cell\b"))
+            # typing the magic into the Python cell turns it into a pipe cell
+            cells.nth(1).locator(".cm-content").click()
+            page.keyboard.press("Control+Home")
+            page.keyboard.type("%%pipe\n")
+            expect(cells.nth(1)).to_have_class(re.compile(r"\bjp-pipenb-pipe-cell\b"))
         finally:
             browser.close()
 
@@ -217,12 +288,46 @@ def workdir(lab: LabProcess) -> str:
     d = REPO / rel
     d.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "examples" / "apache.yml", d / "apache.pipe.yaml")
+    shutil.copy(REPO / "examples" / "demo.yml", d / "plain.yaml")
+    cells = [
+        "%%pipe\nname: cell-pipe\ninput: {echo: {lines: [a]}}\noutput: {discard: {}}",
+        "print('python')",
+    ]
+    (d / "cells.ipynb").write_text(json.dumps(notebook(cells)))
     return rel
+
+
+def notebook(sources: list[str]) -> dict:
+    return {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": f"c{i}",
+                "metadata": {},
+                "outputs": [],
+                "source": src,
+            }
+            for i, src in enumerate(sources)
+        ],
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
 
 
 def test_pipe_editor_diagnostics_preview_and_tests(lab: LabProcess, workdir: str) -> None:
     run_editor_flow(lab.url, lab.token, workdir)
     assert (ARTIFACTS / "lab-editor-preview.png").stat().st_size > 10_000
+
+
+def test_open_with_pipe_editor_and_pipe_cells_highlighted_as_yaml(
+    lab: LabProcess, workdir: str
+) -> None:
+    run_notebook_flow(lab.url, lab.token, workdir)
 
 
 def test_deploy_from_the_editor_then_fleet_panel_tap_and_stop(
