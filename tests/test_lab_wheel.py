@@ -58,7 +58,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         check=True,
         timeout=300,
     )
-    (wheel,) = (tmp / "dist").glob("pipenb-*.whl")
+    (wheel,) = (tmp / "dist").glob("pipenb*.whl")  # pipenb or pipenb_fleet
     env_dir = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300)
     py = env_dir / "bin" / "python"
