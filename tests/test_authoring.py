@@ -238,6 +238,11 @@ async def test_sample_paths_outside_the_root_are_refused(jp_fetch, jp_root_dir) 
         code, answer = await _post(jp_fetch, "preview", {"text": PIPE, "path": path})
         assert code == 403, (path, answer)
         assert "outside the Jupyter root" in answer["error"]["message"]
+    # hidden files, as Jupyter's file browser hides them (allow_hidden is off by default)
+    (jp_root_dir / ".secrets").mkdir()
+    (jp_root_dir / ".secrets" / "k.log").write_text("[error] key\n")
+    code, answer = await _post(jp_fetch, "preview", {"text": PIPE, "path": ".secrets/k.log"})
+    assert code == 403 and "hidden" in answer["error"]["message"], answer
     # paths are the file browser's: an absolute one is read from the root too, not from /
     for path in ("missing.log", str(outside)):
         code, answer = await _post(jp_fetch, "preview", {"text": PIPE, "path": path})

@@ -161,6 +161,18 @@ def sample_path(handler: ApiHandler, path: str) -> str:
     full = os.path.realpath(os.path.join(root, path.lstrip("/")))
     if full != root and not full.startswith(root.rstrip(os.sep) + os.sep):
         raise ApiError(403, "forbidden", f"sample path {path!r} is outside the Jupyter root")
+    rel = os.path.relpath(full, root)
+    contents = handler.settings.get("contents_manager")
+    if any(part.startswith(".") for part in rel.split(os.sep)) and not getattr(
+        contents, "allow_hidden", False
+    ):
+        # as Jupyter's file browser: hidden files only with ContentsManager.allow_hidden
+        raise ApiError(
+            403,
+            "forbidden",
+            f"sample path {path!r} is hidden; Jupyter serves hidden files only with "
+            "--ContentsManager.allow_hidden=True",
+        )
     if not os.path.isfile(full):
         raise ApiError(404, "not_found", f"sample file {path!r} does not exist under the root")
     return full
