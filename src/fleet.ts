@@ -167,12 +167,13 @@ export class FleetPanel extends Widget {
     for (const a of agents) {
       const row = el('div', { class: 'jp-pipenb-agent', 'data-id': a.id, 'data-state': a.state });
       row.appendChild(el('b', {}, a.id));
-      const version = a.attributes?.version ? ` · v${a.attributes.version}` : '';
+      const version = a.attributes?.pipenb ? ` · pipenb ${a.attributes.pipenb}` : '';
       const seen = a.last_seen ? ` · seen ${new Date(a.last_seen).toLocaleTimeString()}` : '';
       row.appendChild(el('span', {}, ` ${a.state} · ${a.labels.join(', ') || 'no labels'}${version}${seen} · ${a.pipes} pipe(s)`));
-      const refusals = a.attributes?.refusals ?? a.attributes?.policy_refusals;
-      if (refusals && (Array.isArray(refusals) ? refusals.length : true)) {
-        row.appendChild(el('div', { class: 'jp-pipenb-error' }, `refused: ${JSON.stringify(refusals)}`));
+      // its policy: capabilities it refuses (pipes using them fail there, with that reason)
+      const disabled: string[] = a.attributes?.capabilities?.disabled ?? [];
+      if (disabled.length) {
+        row.appendChild(el('div', { class: 'jp-pipenb-muted jp-pipenb-refuses' }, `refuses: ${disabled.join(', ')}`));
       }
       this.agentsNode.appendChild(row);
     }

@@ -26,12 +26,10 @@ export class TapPanel extends Widget {
     this.title.closable = true;
     const bar = el('div', { class: 'jp-pipenb-tap-bar' });
     bar.appendChild(el('span', {}, 'Stage '));
-    this.stage = el('input', {
-      type: 'text',
-      class: 'jp-pipenb-tap-stage',
-      placeholder: 'output (or input, an action index or label)'
-    });
+    this.stage = el('select', { class: 'jp-pipenb-tap-stage' });
+    this.stage.appendChild(el('option', { value: 'output' }, 'output'));
     bar.appendChild(this.stage);
+    void this.loadStages();
     this.pauseButton = el('button', { class: 'jp-mod-styled jp-pipenb-tap-pause' }, 'Pause');
     this.pauseButton.onclick = () => this.togglePause();
     const clear = el('button', { class: 'jp-mod-styled' }, 'Clear');
@@ -60,6 +58,20 @@ export class TapPanel extends Widget {
       this.render();
     };
     void this.loop();
+  }
+
+  /** The stages of the deployed version: input, each action (``2:extract``), output. */
+  private async loadStages(): Promise<void> {
+    try {
+      const version = await api.pipe(this.dep.pipe, this.dep.resolved_version);
+      const v = await api.validate(version.yaml ?? '');
+      const actions = v.stages.slice(1);
+      for (const name of ['input', ...actions]) {
+        this.stage.appendChild(el('option', { value: name }, name));
+      }
+    } catch {
+      // the stage list is a convenience: "output" still works
+    }
   }
 
   private togglePause(): void {
@@ -137,7 +149,7 @@ export class TapPanel extends Widget {
     this.node.dataset.events = String(this.events.length);
   }
 
-  private stage: HTMLInputElement;
+  private stage: HTMLSelectElement;
   private pauseButton: HTMLButtonElement;
   private status: HTMLElement;
   private table: HTMLElement;

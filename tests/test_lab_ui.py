@@ -268,6 +268,11 @@ def run_fleet_flow(url: str, token: str, workdir: str) -> str:
             expect(rows.first).to_be_visible(timeout=90_000)
             expect(rows.first).to_contain_text("info")  # level=info was deployed
             expect(rows.first).to_contain_text("started")
+            # another stage: after the extract, before the filter, the error lines pass too
+            stage = tap.locator("select.jp-pipenb-tap-stage")
+            expect(stage.locator("option")).to_have_count(4)  # output, input, 0:extract, 1:filter
+            stage.select_option("0:extract")
+            expect(rows.filter(has_text="disk full").first).to_be_visible(timeout=90_000)
             tap.locator(".jp-pipenb-tap-pause").click()
             expect(tap).to_have_attribute("data-paused", "true")
             page.screenshot(path=str(ARTIFACTS / "lab-tap.png"))
