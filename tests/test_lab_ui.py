@@ -247,6 +247,15 @@ def run_fleet_flow(url: str, token: str, workdir: str) -> str:
             expect(state).to_be_visible()
             dep_id = state.inner_text().split(":")[0].strip()
 
+            # a notebook to copy the tap into later
+            page.locator(".jp-DirListing-item", has_text="cells.ipynb").dblclick()
+            chooser = page.locator(".jp-Dialog", has_text="Select Kernel")
+            page.add_locator_handler(
+                chooser, lambda dialog: dialog.get_by_role("button", name="Select").click()
+            )
+            notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+            expect(notebook.locator(".jp-CodeCell")).to_have_count(2, timeout=90_000)
+
             # the Fleet panel: the deployment runs, with events per second
             page.locator(".jp-SideBar .lm-TabBar-tab[data-id='pipenb-fleet']").click()
             dep = page.locator(f".jp-pipenb-dep[data-id='{dep_id}']")
@@ -275,6 +284,10 @@ def run_fleet_flow(url: str, token: str, workdir: str) -> str:
             expect(rows.filter(has_text="disk full").first).to_be_visible(timeout=90_000)
             tap.locator(".jp-pipenb-tap-pause").click()
             expect(tap).to_have_attribute("data-paused", "true")
+            tap.locator(".jp-pipenb-tap-copy").click()
+            magic = f"%pipe tap {dep_id} --stage 0:extract --limit 10"
+            expect(notebook.locator(".jp-CodeCell")).to_have_count(3)
+            expect(notebook.locator(".jp-CodeCell", has_text=magic)).to_have_count(1)
             page.screenshot(path=str(ARTIFACTS / "lab-tap.png"))
 
             # stop it from the panel
@@ -327,6 +340,20 @@ def notebook(sources: list[str]) -> dict:
 def test_pipe_editor_diagnostics_preview_and_tests(lab: LabProcess, workdir: str) -> None:
     run_editor_flow(lab.url, lab.token, workdir)
     assert (ARTIFACTS / "lab-editor-preview.png").stat().st_size > 10_000
+
+
+def test_settings_come_from_the_schema(lab: LabProcess) -> None:
+    import requests
+
+    r = requests.get(
+        f"{lab.url}/lab/api/settings/pipenb:plugin",
+        headers={"Authorization": f"token {lab.token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    props = r.json()["schema"]["properties"]
+    assert props["refreshInterval"]["default"] == 5
+    assert props["sampleSize"]["default"] == 200
 
 
 def test_open_with_pipe_editor_and_pipe_cells_highlighted_as_yaml(
