@@ -4,7 +4,13 @@ import { describe, expect, it } from 'vitest';
 import { complete, Schema } from './completion';
 import { lineStarts, problemRanges } from './diagnostics';
 import { unifiedDiff } from './diff';
-import { buildFields, collectValues, matchingAgents, splitList } from './paramsform';
+import {
+  buildFields,
+  collectValues,
+  matchingAgents,
+  parseAssignments,
+  splitList
+} from './paramsform';
 import { instanceRate } from './rates';
 import { tapMagic } from './magic';
 
@@ -127,6 +133,16 @@ describe('params form', () => {
     const r = collectValues(params, { level: 'warn', n: '7', ratio: '', on: false, out: '' });
     expect(r.values).toEqual({ level: 'warn', n: 7, on: false });
     expect(r.missing).toEqual(['out']);
+  });
+
+  it('reads preview parameters as NAME=VALUE pieces', () => {
+    expect(parseAssignments('level=warn, n = 3\nout=/tmp/x=y')).toEqual({
+      level: 'warn',
+      n: '3',
+      out: '/tmp/x=y'
+    });
+    expect(parseAssignments('')).toEqual({});
+    expect(parseAssignments('level')).toBe('"level" is not NAME=VALUE');
   });
 
   it('matches agents as the server places deployments', () => {

@@ -127,3 +127,24 @@ export function matchingAgents<A extends { id: string; labels: string[] }>(
     a => (!ids.length || ids.includes(a.id)) && labels.every(l => a.labels.includes(l))
   );
 }
+
+/**
+ * ``level=error, n=3`` (commas or new lines between) as ``{level: "error", n: "3"}``: the values
+ * stay strings, the server converts them to the declared types. A piece without ``=`` is an
+ * error naming it.
+ */
+export function parseAssignments(text: string): Record<string, string> | string {
+  const out: Record<string, string> = {};
+  for (const piece of text.split(/[,\n]/)) {
+    const p = piece.trim();
+    if (!p) {
+      continue;
+    }
+    const eq = p.indexOf('=');
+    if (eq <= 0) {
+      return `"${p}" is not NAME=VALUE`;
+    }
+    out[p.slice(0, eq).trim()] = p.slice(eq + 1).trim();
+  }
+  return out;
+}

@@ -6,6 +6,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { api, IPreviewResult } from './handler';
+import { parseAssignments } from './paramsform';
 import { el, eventsTable, rowsTable } from './tables';
 
 export interface IPreviewHost {
@@ -56,10 +57,15 @@ export class PreviewPanel extends Widget {
     };
     this.pathRow = el('div', { class: 'jp-pipenb-path-row' });
     this.pathRow.append(this.path, pick);
+    this.params = el('input', {
+      class: 'jp-pipenb-preview-params',
+      type: 'text',
+      placeholder: 'parameters: name=value, ... (default: their defaults)'
+    });
     const run = el('button', { class: 'jp-mod-styled jp-mod-accept jp-pipenb-run-preview' }, 'Run preview');
     run.onclick = () => void this.run();
     this.source.onchange = () => this.sync();
-    form.append(this.source, this.lines, this.pathRow, run);
+    form.append(this.source, this.lines, this.pathRow, this.params, run);
     this.node.appendChild(form);
     this.output = el('div', { class: 'jp-pipenb-preview-output' });
     this.node.appendChild(this.output);
@@ -89,6 +95,13 @@ export class PreviewPanel extends Widget {
       text: this.host.text,
       limit: this.sampleSize()
     };
+    const params = parseAssignments(this.params.value);
+    if (typeof params === 'string') {
+      this.output.textContent = '';
+      this.output.appendChild(el('div', { class: 'jp-pipenb-error' }, params));
+      return null;
+    }
+    body.params = params;
     if (this.source.value === 'lines') {
       body.lines = this.lines.value.split('\n').filter(l => l.length);
     } else if (this.source.value === 'file') {
@@ -106,6 +119,7 @@ export class PreviewPanel extends Widget {
   }
 
   render(r: IPreviewResult): void {
+    this.node.dataset.runs = String(++this.runs); // which result is shown (for the tests)
     this.output.textContent = '';
     if (!r.ok) {
       const msg = r.error ?? `the pipe has ${r.problems.length} problem(s): see Problems`;
@@ -156,6 +170,8 @@ export class PreviewPanel extends Widget {
   private lines: HTMLTextAreaElement;
   private path: HTMLInputElement;
   private pathRow: HTMLElement;
+  private params: HTMLInputElement;
   private output: HTMLElement;
   private ran = false;
+  private runs = 0;
 }

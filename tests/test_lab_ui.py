@@ -69,6 +69,10 @@ def line_number(page, line) -> int:  # type: ignore[no-untyped-def]
     )
 
 
+# Each flow has a JupyterLab workspace of its own, so the tabs it leaves open are not restored
+# in the default workspace other tests (test_browser.py) open.
+
+
 def run_editor_flow(url: str, token: str, workdir: str) -> None:
     """Pipe Editor: diagnostics, fix, preview of a loghub sample, tests."""
     from playwright.sync_api import expect, sync_playwright
@@ -78,7 +82,9 @@ def run_editor_flow(url: str, token: str, workdir: str) -> None:
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 950})
             page.set_default_timeout(60_000)
-            page.goto(f"{url}/lab/tree/{workdir}/apache.pipe.yaml?reset&token={token}")
+            page.goto(
+                f"{url}/lab/workspaces/pipenb-editor/tree/{workdir}/apache.pipe.yaml?reset&token={token}"
+            )
             editor = page.locator(".jp-pipenb-editor:visible")
             expect(editor).to_be_visible(timeout=90_000)
             problems = editor.locator(".jp-pipenb-problems")
@@ -129,6 +135,13 @@ def run_editor_flow(url: str, token: str, workdir: str) -> None:
             expect(table.locator("th", has_text="timestamp")).to_have_count(1)
             expect(table.locator("tbody tr")).to_have_count(200)
             page.screenshot(path=str(ARTIFACTS / "lab-editor-preview.png"))
+            # with a parameter: level=error keeps the error lines only
+            preview.locator(".jp-pipenb-preview-params").fill("level=error")
+            runs = int(preview.get_attribute("data-runs") or 0)
+            preview.locator(".jp-pipenb-run-preview").click()
+            expect(preview).to_have_attribute("data-runs", str(runs + 1))
+            expect(table.locator("tbody tr", has_text="notice")).to_have_count(0)
+            expect(table.locator("tbody tr", has_text="error").first).to_be_visible()
 
             # the pipe's tests: every case passes
             page.locator(".jp-pipenb-tb-tests:visible").click()
@@ -180,7 +193,7 @@ def run_notebook_flow(url: str, token: str, workdir: str) -> None:
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 950})
             page.set_default_timeout(60_000)
-            page.goto(f"{url}/lab/tree/{workdir}?reset&token={token}")
+            page.goto(f"{url}/lab/workspaces/pipenb-notebook/tree/{workdir}?reset&token={token}")
             item = page.locator(".jp-DirListing-item", has_text="plain.yaml")
             expect(item).to_be_visible(timeout=90_000)
             item.click(button="right")
@@ -190,7 +203,9 @@ def run_notebook_flow(url: str, token: str, workdir: str) -> None:
                 "No problems"
             )
 
-            page.goto(f"{url}/lab/tree/{workdir}/cells.ipynb?token={token}")
+            page.goto(
+                f"{url}/lab/workspaces/pipenb-notebook/tree/{workdir}/cells.ipynb?token={token}"
+            )
             chooser = page.locator(".jp-Dialog", has_text="Select Kernel")
             page.add_locator_handler(
                 chooser, lambda dialog: dialog.get_by_role("button", name="Select").click()
@@ -218,7 +233,7 @@ def run_fleet_flow(url: str, token: str, workdir: str) -> str:
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 950})
             page.set_default_timeout(60_000)
-            page.goto(f"{url}/lab/tree/{workdir}?reset&token={token}")
+            page.goto(f"{url}/lab/workspaces/pipenb-fleet/tree/{workdir}?reset&token={token}")
             expect(page.locator(".jp-DirListing-item", has_text="apache.pipe.yaml")).to_be_visible(
                 timeout=90_000
             )
