@@ -4,7 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench soak venv clean dist
+.PHONY: run test lint format bench soak venv clean build-lab check-lab dist
+
+# The JupyterLab extension (TypeScript in src/, built into pipenb/labextension). Node.js and jlpm
+# are build-time tools: scripts/node-setup.sh installs Debian's nodejs when node is missing.
+# Incremental: nothing runs when no source changed.
+LAB_SOURCES := package.json tsconfig.json $(wildcard src/*.ts style/*.css style/*.js schema/*.json)
+LAB_BUILT := pipenb/labextension/static/style.js
+NODE_STAMP := node_modules/.pipenb-installed
+JLPM := PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/jlpm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +23,28 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The wheel (distribution pipenb-fleet) in dist/: what worker hosts install and the server serves
+$(NODE_STAMP): package.json yarn.lock $(STAMP)
+	@bash scripts/node-setup.sh
+	$(JLPM) install
+	touch $(NODE_STAMP)
+
+$(LAB_BUILT): $(NODE_STAMP) $(LAB_SOURCES)
+	$(JLPM) build
+	touch $(LAB_BUILT)
+
+build-lab: $(LAB_BUILT)
+
+# type checks, lint and the unit tests of the frontend's pure logic
+check-lab: $(NODE_STAMP)
+	node_modules/.bin/tsc --noEmit
+	node_modules/.bin/eslint src
+	node_modules/.bin/vitest run
+
+# The wheel (distribution pipenb-fleet) in dist/, with the prebuilt JupyterLab extension inside
+# (users need no Node.js): what worker hosts install and the server serves
 # (`pipenb server --wheel dist/...whl`). `pip install 'dist/pipenb_fleet-*.whl[server]'` for the
 # control plane, `[jupyter]` for notebooks; the wheel alone is an agent.
-dist: $(STAMP)
+dist: $(STAMP) build-lab
 	rm -f dist/pipenb_fleet-*.whl
 	$(BIN)/python -m pip wheel --no-deps --no-build-isolation --quiet --wheel-dir dist .
 	@ls dist/pipenb_fleet-*.whl
@@ -41,7 +67,7 @@ format: $(STAMP)
 # same way) runs the browser test, and Debian's systemd (the same way) checks the agent's unit.
 # The PostgreSQL it started is stopped when the tests end, also on failure or Ctrl-C
 # (PIPENB_TEST_PG_KEEP=1 keeps it for the next run; one it found running is left alone).
-test: $(STAMP) lint
+test: $(STAMP) lint build-lab check-lab
 	@bash scripts/chromium-test.sh
 	@bash scripts/systemd-test.sh
 	@PIPENB_TEST_PG_STARTED=; eval "$$(bash scripts/postgres-test.sh)"; \
@@ -62,4 +88,4 @@ soak: $(STAMP)
 	$(BIN)/python bench/soak/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules lib tsconfig.tsbuildinfo pipenb/labextension

@@ -664,6 +664,51 @@ class Client:
             insecure_http=insecure_http,
         )
 
+    # ------------------------------------------------------------------ authoring (editors)
+    def validate(
+        self, text: str, params: dict[str, Any] | None = None, file: str = "<pipe>"
+    ) -> dict[str, Any]:
+        """Every problem of a pipe text (``problems``, each with line and column), or its
+        params and stages when ``ok``. Problems are an answer here, not an exception."""
+        body = {"text": text, "params": dict(params or {}), "file": file}
+        return self.request("POST", "/authoring/validate", json=body)
+
+    def preview_text(
+        self,
+        text: str,
+        lines: list[str] | None = None,
+        path: str | None = None,
+        params: dict[str, Any] | None = None,
+        limit: int = 200,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """Preview a pipe text on the server, in a sandbox: ``lines``, or a file ``path`` under
+        the Jupyter root, or (neither) the pipe's own input. Every stage's events and counts."""
+        body: dict[str, Any] = {
+            "text": text,
+            "params": dict(params or {}),
+            "lines": lines,
+            "path": path,
+            "limit": limit,
+            "timeout": timeout,
+        }
+        return self.request(
+            "POST", "/authoring/preview", json=body, timeout=max(self.timeout, timeout + 10)
+        )
+
+    def test_text(
+        self, text: str, params: dict[str, Any] | None = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Run a pipe text's ``tests:`` on the server, in a sandbox: each case passed or not."""
+        body = {"text": text, "params": dict(params or {}), "timeout": timeout}
+        return self.request(
+            "POST", "/authoring/test", json=body, timeout=max(self.timeout, timeout + 10)
+        )
+
+    def pipe_schema(self) -> dict[str, Any]:
+        """The JSON Schema of pipe documents, generated from the server's component registry."""
+        return self.request("GET", "/authoring/schema")
+
     # ------------------------------------------------------------------ agent side
     def checkin(self, api_key: str, body: dict[str, Any]) -> dict[str, Any]:
         """One agent check-in with the agent's key (the user token is not accepted there).

@@ -17,6 +17,13 @@ PORT=${PIPENB_JUPYTER_PORT:-8888}
 mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
 JTOKEN=${PIPENB_JUPYTER_TOKEN:-$("$BIN/python" -c 'import secrets; print(secrets.token_hex(24))')}
+# the JupyterLab extension built in this checkout (`make build-lab`), found where it is, so an
+# editable install needs no `jupyter labextension develop`; a wheel installs it in share/jupyter
+if [ -f pipenb/labextension/package.json ]; then
+    mkdir -p "$STATE/jupyter-data/labextensions"
+    ln -sfn "$PWD/pipenb/labextension" "$STATE/jupyter-data/labextensions/pipenb"
+    export JUPYTER_PATH="$STATE/jupyter-data${JUPYTER_PATH:+:$JUPYTER_PATH}"
+fi
 START=notebooks
 WHEEL=$(ls -t dist/pipenb_fleet-*-py3-none-any.whl 2>/dev/null | head -n 1 || true)
 [ -f notebooks/quickstart.ipynb ] && START=notebooks/quickstart.ipynb

@@ -9,7 +9,7 @@ import tornado.web
 from tornado import httputil
 
 from pipenb.server.core import ControlPlane
-from pipenb.server.handlers import agent_api, install, meta, users
+from pipenb.server.handlers import agent_api, authoring, install, meta, users
 from pipenb.server.handlers import resources as r
 from pipenb.server.handlers.base import NotFoundHandler, error_body
 
@@ -51,6 +51,10 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/agent/install", install.InstallInfoHandler),
     ("/agent/install.sh", install.InstallScriptHandler),
     ("/agent/wheel", install.WheelHandler),
+    ("/authoring/validate", authoring.ValidateHandler),
+    ("/authoring/preview", authoring.PreviewHandler),
+    ("/authoring/test", authoring.RunTestsHandler),
+    ("/authoring/schema", authoring.SchemaHandler),
 ]
 
 

@@ -1,0 +1,177 @@
+/**
+ * The Preview tab: a sample (the pipe's own input, pasted lines, or a file from the Jupyter file
+ * browser), then per-stage tabs with the events as a table and every stage's in/out/dropped/
+ * errors counts, and the dead letters with their errors.
+ */
+import { Widget } from '@lumino/widgets';
+
+import { api, IPreviewResult } from './handler';
+import { parseAssignments } from './paramsform';
+import { el, eventsTable, rowsTable } from './tables';
+
+export interface IPreviewHost {
+  readonly text: string;
+}
+
+/** Where a file path for the sample comes from (the file browser's selection). */
+export let pickFile: () => string | null = () => null;
+export function setFilePicker(fn: () => string | null): void {
+  pickFile = fn;
+}
+
+export class PreviewPanel extends Widget {
+  constructor(
+    private readonly host: IPreviewHost,
+    private readonly sampleSize: () => number
+  ) {
+    super();
+    this.addClass('jp-pipenb-preview');
+    this.title.label = 'Preview';
+    const form = el('div', { class: 'jp-pipenb-sample' });
+    this.source = el('select', { class: 'jp-pipenb-sample-source' });
+    for (const [value, label] of [
+      ['input', "The pipe's own input"],
+      ['lines', 'Pasted lines'],
+      ['file', 'A file']
+    ]) {
+      this.source.appendChild(el('option', { value }, label));
+    }
+    this.lines = el('textarea', {
+      class: 'jp-pipenb-sample-lines',
+      rows: '5',
+      placeholder: 'one sample line per line'
+    });
+    this.path = el('input', {
+      class: 'jp-pipenb-sample-path',
+      type: 'text',
+      placeholder: 'path under the Jupyter root'
+    });
+    const pick = el('button', { class: 'jp-mod-styled' }, 'Use selected file');
+    pick.onclick = () => {
+      const p = pickFile();
+      if (p) {
+        this.path.value = p;
+        this.source.value = 'file';
+        this.sync();
+      }
+    };
+    this.pathRow = el('div', { class: 'jp-pipenb-path-row' });
+    this.pathRow.append(this.path, pick);
+    this.params = el('input', {
+      class: 'jp-pipenb-preview-params',
+      type: 'text',
+      placeholder: 'parameters: name=value, ... (default: their defaults)'
+    });
+    const run = el('button', { class: 'jp-mod-styled jp-mod-accept jp-pipenb-run-preview' }, 'Run preview');
+    run.onclick = () => void this.run();
+    this.source.onchange = () => this.sync();
+    form.append(this.source, this.lines, this.pathRow, this.params, run);
+    this.node.appendChild(form);
+    this.output = el('div', { class: 'jp-pipenb-preview-output' });
+    this.node.appendChild(this.output);
+    this.sync();
+  }
+
+  /** Choose a sample file (the tests and the "Preview with" command use it). */
+  useFile(path: string): void {
+    this.path.value = path;
+    this.source.value = 'file';
+    this.sync();
+  }
+
+  private sync(): void {
+    this.lines.style.display = this.source.value === 'lines' ? '' : 'none';
+    this.pathRow.style.display = this.source.value === 'file' ? '' : 'none';
+  }
+
+  get hasRun(): boolean {
+    return this.ran;
+  }
+
+  async run(): Promise<IPreviewResult | null> {
+    this.ran = true;
+    this.output.textContent = 'Running…';
+    const body: Parameters<typeof api.preview>[0] = {
+      text: this.host.text,
+      limit: this.sampleSize()
+    };
+    const params = parseAssignments(this.params.value);
+    if (typeof params === 'string') {
+      this.output.textContent = '';
+      this.output.appendChild(el('div', { class: 'jp-pipenb-error' }, params));
+      return null;
+    }
+    body.params = params;
+    if (this.source.value === 'lines') {
+      body.lines = this.lines.value.split('\n').filter(l => l.length);
+    } else if (this.source.value === 'file') {
+      body.path = this.path.value.trim();
+    }
+    try {
+      const r = await api.preview(body);
+      this.render(r);
+      return r;
+    } catch (error) {
+      this.output.textContent = '';
+      this.output.appendChild(el('div', { class: 'jp-pipenb-error' }, String(error)));
+      return null;
+    }
+  }
+
+  render(r: IPreviewResult): void {
+    this.node.dataset.runs = String(++this.runs); // which result is shown (for the tests)
+    this.output.textContent = '';
+    if (!r.ok) {
+      const msg = r.error ?? `the pipe has ${r.problems.length} problem(s): see Problems`;
+      this.output.appendChild(el('div', { class: 'jp-pipenb-error' }, msg));
+      return;
+    }
+    this.output.appendChild(
+      rowsTable(
+        ['stage', 'in', 'out', 'dropped', 'errors'],
+        r.stages.map(s => [s.stage, s.events_in, s.events_out, s.dropped, s.errors]),
+        'jp-pipenb-counts'
+      )
+    );
+    const tabs = el('div', { class: 'jp-pipenb-stage-tabs', role: 'tablist' });
+    const pane = el('div', { class: 'jp-pipenb-stage-pane' });
+    const show = (i: number) => {
+      tabs.querySelectorAll('button').forEach((b, k) => b.classList.toggle('jp-mod-current', k === i));
+      pane.textContent = '';
+      if (i === r.stages.length) {
+        pane.appendChild(
+          rowsTable(
+            ['stage', 'error', 'event'],
+            r.errors.map(e => [e.stage, e.message, e.event]),
+            'jp-pipenb-dead-letters'
+          )
+        );
+        return;
+      }
+      const s = r.stages[i];
+      pane.appendChild(
+        el('div', { class: 'jp-pipenb-muted' }, `${s.events.length} event(s)${s.truncated ? ' (first ones)' : ''}`)
+      );
+      pane.appendChild(eventsTable(s.events));
+    };
+    r.stages.forEach((s, i) => {
+      const b = el('button', { class: 'jp-pipenb-stage-tab', role: 'tab', 'data-stage': s.stage }, s.stage);
+      b.onclick = () => show(i);
+      tabs.appendChild(b);
+    });
+    const dead = el('button', { class: 'jp-pipenb-stage-tab', role: 'tab', 'data-stage': 'dead-letters' }, `dead letters (${r.errors.length})`);
+    dead.onclick = () => show(r.stages.length);
+    tabs.appendChild(dead);
+    this.output.append(tabs, pane);
+    show(r.stages.length - 1);
+  }
+
+  private source: HTMLSelectElement;
+  private lines: HTMLTextAreaElement;
+  private path: HTMLInputElement;
+  private pathRow: HTMLElement;
+  private params: HTMLInputElement;
+  private output: HTMLElement;
+  private ran = false;
+  private runs = 0;
+}
