@@ -649,8 +649,8 @@ class Client:
             enroll_token = made["token"]
 
         # this client's own CA options (pipenb's TLS support), passed on to the agent
-        fingerprint = getattr(self, "ca_fingerprint", None)
-        ca_file = getattr(self, "ca_file", None)
+        fingerprint = self.tls.ca_fingerprint
+        ca_file = self.tls.ca_file
         if not fingerprint and ca_file:
             fingerprint = cert_fingerprint(ca_file)
         return install_line(

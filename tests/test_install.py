@@ -84,11 +84,28 @@ def server(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Iterator[Se
 
 
 @pytest.fixture(scope="module")
-def installed(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def tls_server(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Iterator[ServerProcess]:
+    """The same over HTTPS, with the server's own private CA (``--tls-self-signed``): the end to
+    end install runs against it, as it would on a real network."""
+    d = tmp_path_factory.mktemp("install-tls-server")
+    with ServerProcess(
+        d,
+        extra=("--wheel", str(wheel), "--data-dir", str(d), "--tls-self-signed"),
+        verify=d / "tls" / "ca.pem",
+    ) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def installed(tls_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The printed line, run as an operator would paste it, in a scratch prefix with
-    ``--no-service``: it installs the served wheel into a fresh venv and runs the agent."""
+    ``--no-service``: it downloads the script and the served wheel over TLS (curl pinned to the
+    server's key), installs the wheel into a fresh venv and runs the agent, which pins the
+    server's CA by its fingerprint and enrolls over TLS."""
+    server = tls_server
+    assert server.url.startswith("https://")
     prefix = tmp_path_factory.mktemp("host") / "pipenb-agent"
-    client = Client(server.url, server.token)
+    client = Client(server.url, server.token, ca_file=str(server.verify))
     # no token given: the server makes a one-use enrollment token carrying the labels
     line = client.install_command(labels=["edge"], name="edge-1", prefix=str(prefix), service=False)
     (made,) = [t for t in client.enroll_tokens()["tokens"] if t["labels"] == ["edge"]]
@@ -132,9 +149,14 @@ def installed(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -
 
 # ------------------------------------------------------------------------------ end to end
 def test_the_line_installs_an_agent_that_enrolls_and_runs_a_deployed_pipe(
-    installed: Any, server: ServerProcess, tmp_path: Path
+    installed: Any, tls_server: ServerProcess, tmp_path: Path
 ) -> None:
     client, prefix, agent = installed["client"], installed["prefix"], installed["agent"]
+    line = installed["line"]
+    assert "--proto =https" in line and "--pinnedpubkey sha256//" in line, line
+    assert "--ca-fingerprint" in line, line
+    # the agent pinned the server's CA on first contact and keeps it
+    assert (prefix / "data" / "server-ca.pem").exists()
     assert agent["labels"] == ["edge"]
     # the agent runs from the fresh venv's own pipenb, not from this checkout
     cmdline = Path(f"/proc/{agent['attributes']['pid']}/cmdline").read_bytes().split(b"\0")
@@ -153,8 +175,9 @@ def test_the_line_installs_an_agent_that_enrolls_and_runs_a_deployed_pipe(
 
 
 def test_the_installed_files_are_private_and_the_token_stays_out_of_the_server_log(
-    installed: Any, server: ServerProcess
+    installed: Any, tls_server: ServerProcess
 ) -> None:
+    server = tls_server
     prefix = installed["prefix"]
     env_file = prefix / "agent.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
@@ -166,7 +189,8 @@ def test_the_installed_files_are_private_and_the_token_stays_out_of_the_server_l
     token = installed["line"].split("--token ", 1)[1].split()[0]
     assert token.startswith("pnbe_")
     assert token not in server.log.read_text()
-    assert token not in requests.get(server.api + "/agent/install.sh", timeout=10).text
+    script = requests.get(server.api + "/agent/install.sh", timeout=10, verify=server.verify)
+    assert token not in script.text
 
 
 def test_the_agent_only_venv_has_no_server_or_jupyter_dependencies(installed: Any) -> None:
