@@ -99,7 +99,12 @@ export class DeployForm extends Widget {
     this.matches.appendChild(el('span', {}, `Matching agents (${m.length}): `));
     for (const a of m) {
       this.matches.appendChild(
-        el('span', { class: 'jp-pipenb-agent-chip', 'data-state': a.state }, `${a.id} (${a.state})`)
+        // the name people gave it (the server assigns ids), the id on hover
+        el(
+          'span',
+          { class: 'jp-pipenb-agent-chip', 'data-state': a.state, title: a.id },
+          `${a.name && a.name !== a.id ? a.name : a.id} (${a.state})`
+        )
       );
     }
   }

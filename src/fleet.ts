@@ -165,15 +165,32 @@ export class FleetPanel extends Widget {
   private renderAgents(agents: IAgent[]): void {
     this.agentsNode.textContent = '';
     for (const a of agents) {
-      const row = el('div', { class: 'jp-pipenb-agent', 'data-id': a.id, 'data-state': a.state });
-      row.appendChild(el('b', {}, a.id));
+      const row = el('div', { class: 'jp-pipenb-agent', 'data-id': a.id, 'data-name': a.name, 'data-state': a.state });
+      row.appendChild(el('b', {}, a.name && a.name !== a.id ? a.name : a.id));
+      if (a.name && a.name !== a.id) {
+        row.appendChild(el('span', { class: 'jp-pipenb-muted' }, ` ${a.id}`));
+      }
       const version = a.attributes?.pipenb ? ` · pipenb ${a.attributes.pipenb}` : '';
       const seen = a.last_seen ? ` · seen ${new Date(a.last_seen).toLocaleTimeString()}` : '';
       row.appendChild(el('span', {}, ` ${a.state} · ${a.labels.join(', ') || 'no labels'}${version}${seen} · ${a.pipes} pipe(s)`));
-      // its policy: capabilities it refuses (pipes using them fail there, with that reason)
+      // its host's policy (what its pipes may touch) and the instances that policy refuses
       const disabled: string[] = a.attributes?.capabilities?.disabled ?? [];
+      const policy = a.attributes?.policy;
+      const bits: string[] = [];
+      if (policy) {
+        bits.push(`reads ${(policy.read ?? []).join(', ') || 'nothing'}`);
+        bits.push(`writes ${(policy.write ?? []).join(', ') || 'nothing'}`);
+      }
       if (disabled.length) {
-        row.appendChild(el('div', { class: 'jp-pipenb-muted jp-pipenb-refuses' }, `refuses: ${disabled.join(', ')}`));
+        bits.push(`refuses ${disabled.join(', ')}`);
+      }
+      if (bits.length) {
+        row.appendChild(el('div', { class: 'jp-pipenb-muted jp-pipenb-refuses' }, `policy: ${bits.join(' · ')}`));
+      }
+      if (a.refused) {
+        row.appendChild(
+          el('div', { class: 'jp-pipenb-error jp-pipenb-refused' }, `${a.refused} pipe(s) refused by its policy (see the deployment's status)`)
+        );
       }
       this.agentsNode.appendChild(row);
     }
@@ -184,7 +201,8 @@ export class FleetPanel extends Widget {
     for (const p of pipes) {
       const row = el('div', { class: 'jp-pipenb-pipe', 'data-name': p.name });
       row.appendChild(el('b', {}, p.name));
-      row.appendChild(el('span', {}, ` v${p.latest_version} (${p.versions} version(s)) · ${p.deployments} deployment(s)`));
+      const author = p.author ? ` by ${p.author}` : '';
+      row.appendChild(el('span', {}, ` v${p.latest_version}${author} (${p.versions} version(s)) · ${p.deployments} deployment(s)`));
       const del = el('button', { class: 'jp-mod-styled', 'data-action': 'delete-pipe' }, 'delete');
       del.onclick = async () => {
         const ok = await showDialog({

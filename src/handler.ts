@@ -119,6 +119,7 @@ export interface IAgent {
   state: string;
   last_seen: string | null;
   pipes: number;
+  refused?: number;
 }
 
 export interface IInstance {
@@ -151,6 +152,7 @@ export interface IPipeSummary {
   description: string;
   labels: string[];
   deployments: number;
+  author?: string | null;
 }
 
 export interface IPipeVersion {

@@ -282,7 +282,7 @@ def run_fleet_flow(url: str, token: str, workdir: str) -> str:
                 re.search(r"in ([0-9.]+)/s", dep.locator(".jp-pipenb-rate").inner_text()).group(1)
             )
             assert rate > 0
-            expect(page.locator(".jp-pipenb-agent[data-id='local']")).to_contain_text("online")
+            expect(page.locator(".jp-pipenb-agent[data-name='local']")).to_contain_text("online")
             page.screenshot(path=str(ARTIFACTS / "lab-fleet.png"))
 
             # tap: live events of the output stage

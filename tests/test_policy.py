@@ -482,6 +482,9 @@ def test_every_host_component_outside_the_policy_is_refused_at_deploy_time(
         st = instance(client, dep_id)
         assert st["state"] == "refused" and message in st["error"], (what, st)
     assert "restarting pipe" not in a.log_text()
+    # the agent's own entry counts them (the Fleet panel shows it)
+    assert client.agent(aid)["refused"] == len(cases)
+    assert [x["refused"] for x in client.agents()["agents"] if x["id"] == aid] == [len(cases)]
 
     # the CLI and the dashboard show it
     dep_id, message = deps["files"]

@@ -486,6 +486,9 @@ def test_2_to_the_63_anywhere_is_a_400(tmp_path):
             "EnrollTokenCreate": {"labels": ["big"]},
             "UserCreate": {"name": "big-user", "role": "viewer"},
             "UserTokenCreate": {},
+            "PreviewRequest": {"text": "name: x\ninput: {echo: {}}\noutput: {discard: {}}\n"},
+            "RunTestsRequest": {"text": "name: x\ninput: {echo: {}}\noutput: {discard: {}}\n"},
+            "PipeText": {"text": "name: x\ninput: {echo: {}}\noutput: {discard: {}}\n"},
         }
         fields = body_ints()
         tried = 0

@@ -190,6 +190,8 @@ def test_two_users_session_through_the_cli_and_the_audit_trail(srv, tmp_path):
     assert "AUTHOR" in header.split(), p.stdout
     authors = {row.split()[0]: row.split()[header.split().index("AUTHOR")] for row in rows}
     assert authors == {"1": "ana", "2": "bo"}, p.stdout
+    listed = srv.request("GET", "/pipes", token=vic).json()["pipes"]
+    assert [x["author"] for x in listed if x["name"] == "audited"] == ["bo"]  # the newest
     p = cli(vic, "deployments", "status", dep)
     assert "created by ana at" in p.stdout and "last changed by ana at" in p.stdout, p.stdout
 

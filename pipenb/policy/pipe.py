@@ -12,6 +12,7 @@ file or socket is opened (``guard.py``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,18 @@ def _files(o: Any) -> list[Access]:
     return [Access("read", "files path", g) for g in o.globs]
 
 
+def _dataset(o: Any) -> list[Access]:
+    """A local path is read whole (``PATH/**``); a URL (``s3://``) is
+    fetched by its file system's package: a connection, checked as one."""
+    path = str(o.path)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) and not path.startswith("file://"):
+        return [Access("connect", "dataset url", path)]
+    local = path[len("file://") :] if path.startswith("file://") else path
+    # checked where the pipe is placed, not on the agent's host: whatever is under the path
+    # (the worker checks each file it opens, symlinks resolved)
+    return [Access("read", "dataset path", local.rstrip("/") + "/**")]
+
+
 def _file(o: Any) -> list[Access]:
     return [Access("write", "file path", o.path)]
 
@@ -77,6 +90,7 @@ def _script(o: Any) -> list[Access]:
 #: on the host (tests/test_policy.py holds the list of those, so a new one is not forgotten).
 COMPONENTS: dict[tuple[str, str], Callable[[Any], list[Access]]] = {
     ("input", "files"): _files,
+    ("input", "dataset"): _dataset,
     ("input", "exec"): _exec,
     ("input", "http-poll"): _url("http-poll"),
     ("input", "http-server"): _listen("http-server"),

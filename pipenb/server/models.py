@@ -111,6 +111,7 @@ class PipeSummary(Model):
     labels: list[str] = []
     deployments: int = 0
     updated_at: Timestamp
+    author: str | None = Field(default=None, description="who pushed the newest version")
 
 
 class PipeList(Model):
@@ -154,6 +155,7 @@ class Agent(Model):
     created_at: Timestamp
     last_seen: Timestamp | None
     pipes: int = 0
+    refused: int = Field(default=0, description="instances placed here that its policy refuses")
 
 
 class AgentList(Model):

@@ -241,7 +241,11 @@ class DatasetInput(Input):
 
     async def batches(self) -> AsyncIterator[Batch]:
         o = self.options
+        guard = self.ctx.guard
         for f in list_files(o.path, o.pattern):
+            if guard is not None and not (_has_scheme(f.url) and not f.url.startswith("file://")):
+                # on an agent: where the listing led, symlinks resolved (refused fails the pipe)
+                guard.read(f.url.removeprefix("file://"), "dataset path")
             start = 0
             if self.resume is not None:
                 if f.url < self.resume["file"]:

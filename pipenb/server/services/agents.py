@@ -38,7 +38,7 @@ class AgentService:
         p = live.presence.get(agent_id)
         return "degraded" if p is not None and p.failing else "online"
 
-    def _model(self, row: AgentRow, pipes: int = 0) -> M.Agent:
+    def _model(self, row: AgentRow, pipes: int = 0, refused: int = 0) -> M.Agent:
         p = self.cp.live.presence.get(row.id)
         last_seen = row.last_seen
         if p is not None and p.last_seen:
@@ -55,6 +55,7 @@ class AgentService:
             created_at=row.created_at,
             last_seen=last_seen,
             pipes=pipes,
+            refused=refused,
         )
 
     def list(self) -> M.AgentList:
@@ -64,8 +65,17 @@ class AgentService:
                     select(AssignmentRow.agent_id, func.count()).group_by(AssignmentRow.agent_id)
                 ).all()
             )
+            refused = dict(
+                s.execute(
+                    select(PipeStatusRow.agent_id, func.count())
+                    .where(PipeStatusRow.state == "refused")
+                    .group_by(PipeStatusRow.agent_id)
+                ).all()
+            )
             rows = s.scalars(select(AgentRow).order_by(AgentRow.id)).all()
-            return M.AgentList(agents=[self._model(r, counts.get(r.id, 0)) for r in rows])
+            return M.AgentList(
+                agents=[self._model(r, counts.get(r.id, 0), refused.get(r.id, 0)) for r in rows]
+            )
 
     def get(self, agent_id: str) -> M.Agent:
         with self.cp.session() as s:
@@ -77,7 +87,12 @@ class AgentService:
                 .select_from(AssignmentRow)
                 .where(AssignmentRow.agent_id == agent_id)
             )
-            return self._model(row, n or 0)
+            refused = s.scalar(
+                select(func.count())
+                .select_from(PipeStatusRow)
+                .where(PipeStatusRow.agent_id == agent_id, PipeStatusRow.state == "refused")
+            )
+            return self._model(row, n or 0, refused or 0)
 
     # ------------------------------------------------------------------ writing
     def add(

@@ -149,6 +149,7 @@ class PipeService:
                         labels=labels,
                         deployments=deps.get(pipe.id, 0),
                         updated_at=latest.created_at,
+                        author=latest.author,
                     )
                 )
         return M.PipeList(pipes=out)
