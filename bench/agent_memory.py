@@ -67,7 +67,9 @@ def main() -> int:
     made.raise_for_status()
     agent = subprocess.Popen(
         [args.agent_python, "-m", "pipenb", "agent", "--server", url, "--enroll-key",
-         made.json()["token"], "--name", "mem", "--data-dir", str(tmp / "agent")],
+         made.json()["token"], "--name", "mem", "--data-dir", str(tmp / "agent"),
+         # its pipe reads and writes in this temp dir: the host policy must allow it
+         "--allow-read", f"{tmp}/**", "--allow-write", str(tmp)],
         stderr=subprocess.DEVNULL,
         env=agent_env,
     )  # fmt: skip
