@@ -45,8 +45,8 @@ def optimize(spec: PipeSpec, steps: list[Step]) -> list[Step]:
     while i < len(actions):
         a = actions[i]
         nxt = actions[i + 1] if i + 1 < len(actions) else None
-        if a.name == "extract" and nxt is not None and nxt.name in ("filter", "drop"):
-            pair = fuse_extract_filter(a.options, nxt.options, keep_when_true=nxt.name == "filter")  # type: ignore[arg-type]
+        if nxt is not None and nxt.name in ("filter", "drop"):
+            pair = _pushed(a, nxt)
             if pair is not None:
                 out.extend(pair)
                 i += 2
@@ -54,6 +54,27 @@ def optimize(spec: PipeSpec, steps: list[Step]) -> list[Step]:
         out.append(steps[i])
         i += 1
     return out
+
+
+def _pushed(a: ComponentSpec, flt: ComponentSpec) -> tuple[Step, Step] | None:
+    """An extract (or grok, or parse as grok) and the filter after it, fused; or None."""
+    from pipenb.engine.pushdown import fuse_extract_filter
+
+    keep = flt.name == "filter"
+    if a.name == "extract":
+        return fuse_extract_filter(a.options, flt.options, keep_when_true=keep)  # type: ignore[arg-type]
+    is_grok = a.name == "grok" or (a.name == "parse" and a.options.format == "grok")  # type: ignore[attr-defined]
+    if not is_grok:
+        return None
+    from pipenb.engine.actions.grok import after_match, extract_of
+    from pipenb.lang.expressions import Namespace
+
+    ex, grok = extract_of(a.options)
+    ns = Namespace()
+    after, changed = after_match(grok, ns)
+    return fuse_extract_filter(
+        ex, flt.options, keep_when_true=keep, changed=changed, after_build=after, ns=ns  # type: ignore[arg-type]
+    )
 
 
 def compile_chain(
