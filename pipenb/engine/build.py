@@ -37,7 +37,6 @@ def compile_steps(spec: PipeSpec, ctx: RunContext) -> list[Step]:
 def optimize(spec: PipeSpec, steps: list[Step]) -> list[Step]:
     """The steps to fuse: an extract+filter pair runs pushed down. Stateful steps are kept as
     the same objects, so a chain built from ``steps`` unfused (for a tap) shares their state."""
-    from pipenb.engine.pushdown import fuse_extract_filter
 
     actions = spec.actions
     out: list[Step] = []
@@ -73,7 +72,12 @@ def _pushed(a: ComponentSpec, flt: ComponentSpec) -> tuple[Step, Step] | None:
     ns = Namespace()
     after, changed = after_match(grok, ns)
     return fuse_extract_filter(
-        ex, flt.options, keep_when_true=keep, changed=changed, after_build=after, ns=ns  # type: ignore[arg-type]
+        ex,
+        flt.options,
+        keep_when_true=keep,
+        changed=changed,
+        after_build=after,
+        ns=ns,  # type: ignore[arg-type]
     )
 
 

@@ -85,8 +85,12 @@ def compile_grok(expr: str, custom: dict[str, str] | None = None) -> GrokPattern
             if name not in table:
                 where = f" (inside {stack[-1]})" if stack else ""
                 close = difflib.get_close_matches(name, list(table), n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]!r}?" if close else (
-                    "; define it under patterns: or see the grok pattern list in the reference"
+                hint = (
+                    f"; did you mean {close[0]!r}?"
+                    if close
+                    else (
+                        "; define it under patterns: or see the grok pattern list in the reference"
+                    )
                 )
                 raise GrokError(f"unknown grok pattern {name!r}{where}{hint}")
             if name in stack:

@@ -258,7 +258,7 @@ def _decoder(opts: ParseOptions) -> Callable[[Any], Any]:
 def parse_action(opts: ParseOptions, ctx: RunContext) -> EventStep:
     """Decode a field as json, csv, kv, logfmt, syslog or grok into event fields."""
     if opts.format == "grok":
-        from pipenb.engine.actions.grok import grok_code, extract_of
+        from pipenb.engine.actions.grok import extract_of, grok_code
 
         ex, grok = extract_of(opts)
         gns = Namespace()
