@@ -9,7 +9,7 @@ import pipenb
 from pipenb.lang.registry import registry
 from pipenb.lang.validate import load_pipe
 
-ACTIONS = "add, aggregate, convert, dedupe, drop, extract, filter, keep, mask, parse, remove, rename, sample, script, set, time, unnest"
+ACTIONS = "add, aggregate, convert, dedupe, drop, extract, filter, grok, keep, lookup, mask, parse, remove, rename, sample, script, set, time, unnest"
 FUNCS = "len, lower, upper, contains, startswith, endswith, matches, int, float, str, round, exists, coalesce, now"
 
 MANY_ERRORS = """\
