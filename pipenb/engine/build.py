@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from pipenb.engine.base import Input, Output, RunContext
+from pipenb.engine.base import Event, Input, Output, RunContext
 from pipenb.engine.steps import Chain, Step, build_chain
+from pipenb.lang.expressions import Namespace, to_source
 from pipenb.errors import PipeRuntimeError
 from pipenb.lang.spec import ComponentSpec, PipeSpec
+
+
+@dataclass
+class RouteParts:
+    """One of several outputs: its ``when`` test, its own action chain, the output."""
+
+    name: str
+    match: Callable[[Event], Any] | None  # None: every event (or, for ``default``, the rest)
+    chain: Chain
+    output: Output
+    is_default: bool = False
 
 
 @dataclass
@@ -17,6 +31,27 @@ class Parts:
     output: Output
     errors: Output | None
     steps: list[Step] | None = None  # as compiled, shared by the fused chain and a tap's twin
+    routes: list[RouteParts] = field(default_factory=list)  # outputs: (empty for output:)
+
+
+def compile_when(when: Any) -> Callable[[Event], Any]:
+    """A route's ``when:`` (FilterOptions) as a function of the event."""
+    ns = Namespace()
+    src = to_source(when.expr, ns)
+    code = compile(f"lambda e: {src}", "<pipenb-route>", "eval")
+    return eval(code, ns.values)  # noqa: S307 - our own generated expression code
+
+
+def build_routes(spec: PipeSpec, ctx: RunContext, *, fuse: bool = True) -> list[RouteParts]:
+    """Each output of ``outputs:`` with its compiled actions (outputs are built here too)."""
+    out = []
+    for r in spec.routes:
+        steps = [a.component.factory(a.options, ctx) for a in r.actions]
+        chain = build_chain([a.label for a in r.actions], steps, fuse=fuse)
+        match = compile_when(r.when) if r.when is not None else None
+        output = r.output.component.factory(r.output.options, ctx)
+        out.append(RouteParts(r.name, match, chain, output, r.is_default))
+    return out
 
 
 def check_capabilities(spec: PipeSpec, ctx: RunContext) -> None:
@@ -99,10 +134,12 @@ def build(spec: PipeSpec, ctx: RunContext, *, fuse: bool = True) -> Parts:
         return c.component.factory(c.options, ctx)
 
     steps = compile_steps(spec, ctx)
+    routes = build_routes(spec, ctx, fuse=fuse) if spec.routes else []
     return Parts(
         input=make(spec.input),
         chain=compile_chain(spec, ctx, fuse=fuse, steps=steps),
-        output=make(spec.output),
+        output=routes[0].output if routes else make(spec.output),
         errors=make(spec.errors) if spec.errors else None,
         steps=steps,
+        routes=routes,
     )

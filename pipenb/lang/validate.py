@@ -18,7 +18,7 @@ from pipenb.errors import PipeSyntaxError, Problem
 from pipenb.lang.expressions import ExpressionError
 from pipenb.lang.registry import Kind, registry
 from pipenb.lang.source import Path, SourceMap, load_yaml
-from pipenb.lang.spec import ComponentSpec, ParamSpec, PipeSpec, PipeTestCase
+from pipenb.lang.spec import ComponentSpec, ParamSpec, PipeSpec, PipeTestCase, RouteSpec
 from pipenb.lang.templates import BUILTINS, TEMPLATE, render
 
 TOP_KEYS = (
@@ -29,9 +29,13 @@ TOP_KEYS = (
     "input",
     "actions",
     "output",
+    "outputs",
+    "route",
     "errors",
     "tests",
 )
+ROUTE_MODES = ("all", "first")
+ROUTE_KEYS = ("when", "actions")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 PARAM_KEYS = ("default", "enum", "type", "description", "secret")
 PARAM_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
@@ -106,9 +110,17 @@ class _Checker:
                     f"a pipe has: {', '.join(TOP_KEYS)}",
                     key=True,
                 )
-        for key in ("name", "input", "output"):
+        for key in ("name", "input"):
             if key not in doc:
                 self.add((), f"missing required key {key!r}")
+        if "output" not in doc and "outputs" not in doc:
+            self.add((), "missing required key 'output' (or outputs: for several)")
+        if "output" in doc and "outputs" in doc:
+            self.add(
+                ("outputs",),
+                "a pipe has output: (one) or outputs: (several, by name), not both",
+                key=True,
+            )
 
         name = doc.get("name")
         if "name" in doc and (
@@ -133,13 +145,23 @@ class _Checker:
         self.expand_param_templates(params, given, values)
 
         rendered: dict[str, Any] = {}
-        for section in ("input", "actions", "output", "errors"):
+        for section in ("input", "actions", "output", "outputs", "errors"):
             if section in doc:
                 rendered[section], errs = render(doc[section], values, (section,))
                 for err in errs:
                     self.add(err.path, str(err))
         inp = self.component("input", rendered["input"], ("input",)) if "input" in doc else None
         out = self.component("output", rendered["output"], ("output",)) if "output" in doc else None
+        routes: list[RouteSpec] = []
+        if "outputs" in doc and "output" not in doc:
+            routes = self.routes(rendered["outputs"])
+            out = routes[0].output if routes else None
+        route_mode = doc.get("route", "all")
+        if route_mode not in ROUTE_MODES:
+            self.add(("route",), f"route must be all or first, not {route_mode!r}")
+            route_mode = "all"
+        elif "route" in doc and "outputs" not in doc:
+            self.add(("route",), "route: applies to outputs: (several outputs)", key=True)
         errs_out = None
         if doc.get("errors") is not None:
             errs_out = self.component("output", rendered["errors"], ("errors",))
@@ -168,7 +190,62 @@ class _Checker:
             errors=errs_out,
             tests=tests,
             values=values,
+            routes=routes,
+            route=route_mode,
         )
+
+    # ------------------------------------------------------------------ outputs (routes)
+    def routes(self, raw: Any) -> list[RouteSpec]:
+        """``outputs: {NAME: {when: EXPR, actions: [...], <output>: {...}}}``."""
+        eg = 'outputs: {errors: {when: level == "error", file: {path: e.ndjson}}}'
+        if not isinstance(raw, dict) or not raw:
+            self.add(("outputs",), f"outputs must be a mapping of name: output, e.g. {eg}")
+            return []
+        out: list[RouteSpec] = []
+        for name, body in raw.items():
+            path: Path = ("outputs", name)
+            if not isinstance(name, str) or not NAME_RE.match(name):
+                self.add(path, f"invalid output name {name!r}: use a-z, 0-9, '-', '_'", key=True)
+                continue
+            if not isinstance(body, dict):
+                self.add(path, f"output {name!r} must be a mapping, e.g. {eg}")
+                continue
+            comp = {k: v for k, v in body.items() if k not in ROUTE_KEYS}
+            output = self.component("output", comp, path)
+            when = None
+            if "when" in body:
+                if name == "default":
+                    self.add(
+                        (*path, "when"),
+                        "the default output takes what no other output took: it has no when:",
+                        key=True,
+                    )
+                else:
+                    when = self.route_when(body["when"], (*path, "when"))
+            actions: list[ComponentSpec] = []
+            raw_actions = body.get("actions") or []
+            if not isinstance(raw_actions, list):
+                self.add((*path, "actions"), "actions must be a list")
+                raw_actions = []
+            for i, a in enumerate(raw_actions):
+                spec = self.component("action", a, (*path, "actions", i))
+                if spec is not None:
+                    actions.append(spec)
+            if output is not None:
+                out.append(RouteSpec(name, when, output, actions, path))
+        return out
+
+    def route_when(self, expr: Any, path: Path) -> Any:
+        comp = registry.get("action", "filter")
+        assert comp is not None
+        try:
+            return comp.options.model_validate({"expr": expr})
+        except ValidationError as exc:
+            err = _relevant(exc.errors())[0]
+            cause = (err.get("ctx") or {}).get("error")
+            msg = str(cause) if isinstance(cause, Exception) else err.get("msg", "invalid")
+            self.add(path, f"when: {msg.removeprefix('Value error, ')}")
+            return None
 
     def labels(self, raw: Any) -> list[str]:
         if raw is None:
