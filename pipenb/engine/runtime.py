@@ -402,33 +402,15 @@ class Engine:
 
     def _route(self, events: list[Event], final: bool) -> list[tuple[Any, list[Event]]]:
         """Each output's share of ``events`` after its own actions (``route: all|first``)."""
+        from pipenb.engine.routing import route_events
+
         routes = self.parts.routes
-        first = self.spec.route == "first"
-        shares: list[list[Event]] = [[] for _ in routes]
-        default = next((i for i, r in enumerate(routes) if r.is_default), None)
-        owned = any(r.chain.segments for r in routes)  # own actions may change an event
-        for e in events:
-            hit = 0
-            for i, r in enumerate(routes):
-                if r.is_default:
-                    continue
-                try:
-                    ok = r.match is None or r.match(e)
-                except Exception as exc:  # noqa: BLE001 - a bad event, not a bad pipe
-                    self._dead_letter([Failure(e, 0, exc)], [f"outputs.{r.name}.when"])
-                    hit = -1
-                    break
-                if ok:
-                    shares[i].append(e if not hit or not owned else deep_copy([e])[0])
-                    hit += 1
-                    if first:
-                        break
-            if hit == 0:
-                self.metrics.unrouted += 1
-                if default is not None:
-                    shares[default].append(e)
+        routed = route_events(routes, self.spec.route, events)
+        self.metrics.unrouted += routed.unrouted
+        for e, where, exc in routed.failures:
+            self._dead_letter([Failure(e, 0, exc)], [where])
         out = []
-        for r, share in zip(routes, shares):
+        for r, share in zip(routes, routed.shares):
             if r.chain.segments:
                 share, failures = r.chain.run(share) if share else ([], [])
                 if final:

@@ -51,6 +51,8 @@ class PipeTestCase:
     expect_errors: int | None
     params: dict[str, Any]
     path: Path
+    #: ``expect: {OUTPUT: [events]}`` in a pipe with ``outputs:``: each output's events
+    expect_outputs: dict[str, list[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)

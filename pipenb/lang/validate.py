@@ -86,6 +86,7 @@ class _Checker:
         self.problems: list[Problem] = []
         self.doc: Any = None
         self.unresolved: set[str] = set()  # required params checked with a placeholder value
+        self.route_names: list[str] = []  # names under outputs:, for tests' expect: {NAME: ...}
 
     def add(self, path: Path, message: str, *, key: bool = False) -> None:
         self.problems.append(self.smap.problem(path, message, key=key))
@@ -114,7 +115,7 @@ class _Checker:
             if key not in doc:
                 self.add((), f"missing required key {key!r}")
         if "output" not in doc and "outputs" not in doc:
-            self.add((), "missing required key 'output' (or outputs: for several)")
+            self.add((), "missing required key 'output'")
         if "output" in doc and "outputs" in doc:
             self.add(
                 ("outputs",),
@@ -155,6 +156,7 @@ class _Checker:
         routes: list[RouteSpec] = []
         if "outputs" in doc and "output" not in doc:
             routes = self.routes(rendered["outputs"])
+            self.route_names = [r.name for r in routes]
             out = routes[0].output if routes else None
         route_mode = doc.get("route", "all")
         if route_mode not in ROUTE_MODES:
@@ -552,23 +554,44 @@ class _Checker:
                 if not isinstance(item, (str, dict)):
                     self.add((*path, "input", j), "each input item is a line (string) or an event")
             expect = t.get("expect")
-            if expect is not None and (
+            expect_outputs = None
+            if isinstance(expect, dict) and self.route_names:
+                expect_outputs, expect = expect, None
+                for oname, evs in expect_outputs.items():
+                    if oname not in self.route_names:
+                        self.add(
+                            (*path, "expect", oname),
+                            f"no output {oname!r}{did_you_mean(oname, self.route_names)}; "
+                            f"outputs: {', '.join(self.route_names)}",
+                            key=True,
+                        )
+                    elif not isinstance(evs, list) or not all(isinstance(x, dict) for x in evs):
+                        self.add((*path, "expect", oname), "expect a list of events (mappings)")
+            elif expect is not None and (
                 not isinstance(expect, list) or not all(isinstance(x, dict) for x in expect)
             ):
-                self.add((*path, "expect"), "expect must be a list of events (mappings)")
+                self.add(
+                    (*path, "expect"),
+                    "expect must be a list of events (mappings)"
+                    + (
+                        ", or {OUTPUT: [events]} in a pipe with outputs:"
+                        if "outputs" in str(self.doc)
+                        else ""
+                    ),
+                )
                 expect = None
             count = t.get("expect-count")
             nerr = t.get("expect-errors")
             for key, v in (("expect-count", count), ("expect-errors", nerr)):
                 if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                     self.add((*path, key), f"{key} must be a whole number")
-            if expect is None and count is None and nerr is None:
+            if expect is None and expect_outputs is None and count is None and nerr is None:
                 self.add(path, f"test {name!r} needs expect, expect-count or expect-errors")
             tparams = t.get("params") or {}
             if not isinstance(tparams, dict):
                 self.add((*path, "params"), "params must be a mapping of name: value")
                 tparams = {}
-            out.append(PipeTestCase(name, inp, expect, count, nerr, tparams, path))
+            out.append(PipeTestCase(name, inp, expect, count, nerr, tparams, path, expect_outputs))
         return out
 
 
