@@ -248,3 +248,18 @@ outputs:
 
 def _events_from(path: Path) -> list[int]:
     return [orjson.loads(x)["n"] for x in read_complete_lines(path)]
+
+
+def test_preview_text_and_html_show_each_output(tmp_path: Path):
+    res = pipenb.Pipe.from_yaml(routed_pipe(tmp_path, "all")).preview(LINES)
+    text, page = repr(res), res._repr_html_()
+    assert "output errors: 2 event(s)" in text and "output default: 2 event(s)" in text
+    assert "unrouted (matched no output's when:): 2" in text
+    assert "Output <code>problems</code>: 3 event(s)" in page
+
+
+def test_a_cluster_run_refuses_several_outputs(tmp_path: Path):
+    from pipenb.cluster.plan import check
+
+    with pytest.raises(PipeSyntaxError, match="not supported on a cluster"):
+        check(pipenb.Pipe.from_yaml(routed_pipe(tmp_path, "all")).spec)

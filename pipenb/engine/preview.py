@@ -152,6 +152,12 @@ class PreviewResult:
             out += format_table(self.events[:20])
             if len(self.events) > 20:
                 out += f"\n... {len(self.events) - 20} more"
+        for name, events in self.outputs.items():  # outputs: each output's events on its own
+            out += f"\n\noutput {name}: {len(events)} event(s)\n"
+            if events:
+                out += format_table(events[:20])
+        if self.outputs:
+            out += f"\n\nunrouted (matched no output's when:): {self.unrouted}"
         return out
 
     def _repr_html_(self) -> str:
@@ -164,6 +170,14 @@ class PreviewResult:
         parts.append(self.counts_df.to_html(index=False))
         if self.events:
             parts.append(_html_table(self.df.head(50)))
+        for name, events in self.outputs.items():  # outputs: each output's events on its own
+            parts.append(
+                f"<h4>Output <code>{html.escape(name)}</code>: {len(events)} event(s)</h4>"
+            )
+            if events:
+                parts.append(_html_table(to_dataframe(events).head(50)))
+        if self.outputs:
+            parts.append(f"<p>unrouted (matched no output's when:): {self.unrouted}</p>")
         if self.errors:
             parts.append("<h4>Errors</h4>" + _html_table(self.errors_df.head(50)))
         return "\n".join(parts)
