@@ -263,3 +263,24 @@ def test_a_cluster_run_refuses_several_outputs(tmp_path: Path):
 
     with pytest.raises(PipeSyntaxError, match="not supported on a cluster"):
         check(pipenb.Pipe.from_yaml(routed_pipe(tmp_path, "all")).spec)
+
+
+def test_the_routes_and_grok_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The tutorial's cells (tests/test_notebooks.py also runs it, inside the lab)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", str(root))  # the kernel imports this checkout's pipenb
+    nb = nbformat.read(root / "notebooks" / "routes-and-grok.ipynb", as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")  # committed bare
+    nbclient.NotebookClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(root / "notebooks")}},
+    ).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert (
+        "server errors: [('/api/orders', 502, 'on-call'), ('/api/orders', 503, 'on-call')]" in text
+    )
+    assert "access: 1/1 passed" in text
