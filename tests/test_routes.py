@@ -279,7 +279,12 @@ def test_the_routes_and_grok_notebook_runs(tmp_path: Path, monkeypatch: pytest.M
         kernel_name="python3",
         resources={"metadata": {"path": str(root / "notebooks")}},
     ).execute()
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    text = "".join(
+        o.get("text", "") + o.get("data", {}).get("text/plain", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     assert (
         "server errors: [('/api/orders', 502, 'on-call'), ('/api/orders', 503, 'on-call')]" in text
     )
