@@ -271,9 +271,17 @@ class Client:
     def pipes(self) -> dict[str, Any]:
         return self.request("GET", "/pipes")
 
-    def push(self, yaml_text: str, message: str = "") -> dict[str, Any]:
-        """Store a new version unless the newest one has the same text (``created`` says)."""
-        return self.request("POST", "/pipes", json={"yaml": yaml_text, "message": message})
+    def push(
+        self, yaml_text: str, message: str = "", files: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Store a new version unless the newest one has the same text (``created`` says).
+
+        ``files``: lookup table files the pipe names (``{"hosts.csv": "host,team\n..."}``),
+        stored with the version and written next to the pipe on the agents."""
+        body: dict[str, Any] = {"yaml": yaml_text, "message": message}
+        if files:
+            body["files"] = files
+        return self.request("POST", "/pipes", json=body)
 
     def push_file(self, path: str | os.PathLike[str], message: str = "") -> dict[str, Any]:
         """``push`` a file; problems in an invalid pipe then name that file, not ``<pushed>``."""

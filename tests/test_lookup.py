@@ -111,3 +111,78 @@ def test_max_rows_bounds_the_table(tmp_path: Path):
     t.write_text("host,team\n" + "".join(f"h{i},t\n" for i in range(11)))
     with pytest.raises(PipeSyntaxError, match=r"11 rows, more than max-rows \(10\)"):
         load_pipe(text(f"{{table: '{t}', key: host, max-rows: 10}}"))
+
+
+# ------------------------------------------------------------------ a table that travels
+
+
+def test_a_table_file_travels_with_the_pipe_to_the_agent(tmp_path: Path):
+    """Pushed with ``files:``, the table is validated on the server (which has no such file),
+    stored with the version and written next to the pipe by the agent's worker."""
+    from agentproc import AgentProcess, tmp_policy
+    from conftest import read_ndjson, wait_until
+    from serverproc import ServerProcess
+
+    from pipenb.client import Client
+    from pipenb.errors import ApiError
+
+    src, out = tmp_path / "in.log", tmp_path / "out.ndjson"
+    src.write_text("web1\ndb1\nother\n")
+    pipe = f"""
+name: enrich
+input: {{files: {{path: "{src}", start-at: beginning}}}}
+actions:
+  - rename: {{_raw: host}}
+  - lookup: {{table: teams-travel.csv, key: host, fields: [team]}}
+output: {{file: {{path: "{out}"}}}}
+"""
+    table = "host,team\nweb1,web\ndb1,data\n"
+    assert not Path("teams-travel.csv").exists()
+    server = ServerProcess(tmp_path / "server", enroll_key="ek-lookup").start()
+    agent = None
+    try:
+        client = Client(server.url, server.token, timeout=10)
+        with pytest.raises(ApiError) as err:  # without the file: a located error
+            client.push(pipe)
+        assert err.value.code == "invalid_pipe" and "teams-travel.csv" in str(err.value)
+        assert "not found" in str(err.value)
+        with pytest.raises(ApiError, match="plain file name"):
+            client.push(pipe, files={"../x.csv": table})
+        with pytest.raises(ApiError, match="no key column 'host'"):
+            client.push(pipe, files={"teams-travel.csv": "name,team\nweb1,web\n"})
+        pushed = client.push(pipe, files={"teams-travel.csv": table})
+        assert pushed["created"] is True
+        listed = {v["version"]: v for v in client.versions("enrich")["versions"]}
+        assert listed[pushed["version"]]["files"] == ["teams-travel.csv"]
+        # the same text with another table is a new version
+        again = client.push(pipe, files={"teams-travel.csv": table + "other,misc\n"})
+        assert again["created"] is True and again["version"] == pushed["version"] + 1
+        agent = AgentProcess(
+            server.url,
+            tmp_path / "agent",
+            enroll_key="ek-lookup",
+            name="lk",
+            labels=["lookup-travel"],
+            extra=tmp_policy(),
+        )
+        agent.start()
+        aid = agent.wait_enrolled()
+        client.deploy("enrich", labels=["lookup-travel"])
+        wait_until(
+            lambda: out.exists() and len(read_ndjson(out)) >= 3,
+            30,
+            "enriched events",
+            agent.log_text,
+        )
+        assert read_ndjson(out) == [
+            {"host": "web1", "team": "web"},
+            {"host": "db1", "team": "data"},
+            {"host": "other", "team": "misc"},
+        ]
+        written = list((tmp_path / "agent" / "files").glob("*/teams-travel.csv"))
+        assert len(written) == 1 and "other,misc" in written[0].read_text()
+        assert aid
+    finally:
+        if agent is not None:
+            agent.cleanup()
+        server.kill()

@@ -41,7 +41,8 @@ class LookupOptions(ActionOptions):
     event (default: every column but the key column); ``target`` puts them under one field
     instead of the top level. ``on-miss``: ``keep`` the event unchanged (default), ``drop`` it,
     or send it to ``errors:`` (``error``). A relative table path is resolved against the
-    current directory of the run (where ``pipenb run`` or ``preview`` was started). The
+    current directory of the run (where ``pipenb run`` or ``preview`` was started); on an agent,
+    a table file pushed with the pipe (``pipenb push --file``) is used. The
     table file is re-read when it changes (checked at most every ``reload-every`` seconds) and
     may hold at most ``max-rows`` rows.
     """
@@ -64,6 +65,10 @@ class LookupOptions(ActionOptions):
             raise ValueError(f"table {self.table!r}: use a .csv or .json file")
         if self.table is not None and "<" in self.table:
             return self  # a parameter's placeholder: the file is checked where it is given
+        from pipenb.lang.tablefiles import content_of, lenient
+
+        if self.table is not None and lenient() and content_of(self.table) is None:
+            return self  # the server re-reading a stored version: checked when it was pushed
         load_table(self, Path(self.table) if self.table else None)  # missing file or column
         return self
 
@@ -73,8 +78,11 @@ class LookupOptions(ActionOptions):
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]] | dict[str, Any]:
+    from pipenb.lang.tablefiles import content_of
+
     try:
-        data = path.read_bytes()
+        given = content_of(str(path))  # shipped with the pipe (validated on the server)
+        data = given.encode("utf-8") if given is not None else path.read_bytes()
     except FileNotFoundError:
         raise ValueError(
             f"table {str(path)!r} not found (relative paths are resolved against "
@@ -139,7 +147,10 @@ class Table:
         self.path: Path | None = None
         if opts.table is not None:
             p = Path(opts.table)
-            if ctx.guard is not None:
+            shipped = ctx.files_dir and not p.is_absolute() and (Path(ctx.files_dir) / p).is_file()
+            if shipped:  # a table file that came with the deployed pipe: the agent wrote it
+                p = Path(ctx.files_dir) / p
+            elif ctx.guard is not None:
                 ctx.guard.read(str(p), "lookup table")
             self.path = p
         self.stamp: tuple[int, int] | None = self._stamp()
