@@ -283,14 +283,23 @@ class Client:
             body["files"] = files
         return self.request("POST", "/pipes", json=body)
 
-    def push_file(self, path: str | os.PathLike[str], message: str = "") -> dict[str, Any]:
-        """``push`` a file; problems in an invalid pipe then name that file, not ``<pushed>``."""
+    def push_file(
+        self,
+        path: str | os.PathLike[str],
+        message: str = "",
+        tables: list[str] | tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """``push`` a file; problems in an invalid pipe then name that file, not ``<pushed>``.
+
+        ``tables``: lookup table files to send with it, each named in the pipe by its file name
+        (``lookup: {table: hosts.csv}`` and ``tables=["conf/hosts.csv"]``)."""
         try:
             text = Path(path).read_text(encoding="utf-8")
+            files = {Path(t).name: Path(t).read_text(encoding="utf-8") for t in tables}
         except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+            raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
         try:
-            return self.push(text, message)
+            return self.push(text, message, files or None)
         except ApiError as exc:
             if exc.code != "invalid_pipe":
                 raise

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,7 +122,7 @@ def test_a_table_file_travels_with_the_pipe_to_the_agent(tmp_path: Path):
     """Pushed with ``files:``, the table is validated on the server (which has no such file),
     stored with the version and written next to the pipe by the agent's worker."""
     from agentproc import AgentProcess, tmp_policy
-    from conftest import read_ndjson, wait_until
+    from conftest import cli_env, read_ndjson, wait_until
     from serverproc import ServerProcess
 
     from pipenb.client import Client
@@ -154,9 +156,29 @@ output: {{file: {{path: "{out}"}}}}
         assert pushed["created"] is True
         listed = {v["version"]: v for v in client.versions("enrich")["versions"]}
         assert listed[pushed["version"]]["files"] == ["teams-travel.csv"]
-        # the same text with another table is a new version
-        again = client.push(pipe, files={"teams-travel.csv": table + "other,misc\n"})
-        assert again["created"] is True and again["version"] == pushed["version"] + 1
+        # the same text with another table is a new version; pushed here as the CLI does
+        (tmp_path / "conf").mkdir()
+        (tmp_path / "conf" / "teams-travel.csv").write_text(table + "other,misc\n")
+        (tmp_path / "enrich.yml").write_text(pipe)
+        env = {**cli_env(), "PIPENB_URL": server.url, "PIPENB_TOKEN": server.token}
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipenb",
+                "pipes",
+                "push",
+                str(tmp_path / "enrich.yml"),
+                "--table",
+                str(tmp_path / "conf" / "teams-travel.csv"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert f"pushed enrich version {pushed['version'] + 1}" in proc.stdout
         agent = AgentProcess(
             server.url,
             tmp_path / "agent",
