@@ -289,3 +289,16 @@ def test_the_routes_and_grok_notebook_runs(tmp_path: Path, monkeypatch: pytest.M
         "server errors: [('/api/orders', 502, 'on-call'), ('/api/orders', 503, 'on-call')]" in text
     )
     assert "access: 1/1 passed" in text
+
+
+def test_the_pipe_editor_preview_answer_has_each_output(tmp_path: Path):
+    """What the authoring endpoint (the Pipe Editor's preview) answers, made by the sandbox."""
+    from pipenb.server.handlers.authoring import PreviewResult
+    from pipenb.server.sandbox import do_preview
+
+    answer = do_preview({"text": routed_pipe(tmp_path, "first"), "lines": LINES, "timeout": 10})
+    assert answer["ok"] is True, answer
+    outs = PreviewResult.model_validate(answer).outputs
+    assert [e["msg"] for e in outs["errors"].events] == ["disk full", "net down"]
+    assert [e["msg"] for e in outs["default"].events] == ["started", "x"]
+    assert answer["unrouted"] == 2
