@@ -302,3 +302,17 @@ def test_the_pipe_editor_preview_answer_has_each_output(tmp_path: Path):
     assert [e["msg"] for e in outs["errors"].events] == ["disk full", "net down"]
     assert [e["msg"] for e in outs["default"].events] == ["started", "x"]
     assert answer["unrouted"] == 2
+
+
+def test_pipenb_check_names_each_output(tmp_path: Path):
+    path = tmp_path / "routed.yml"
+    path.write_text(routed_pipe(tmp_path, "all"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipenb", "check", str(path)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "-> errors:file, problems:file, default:file)" in proc.stdout
