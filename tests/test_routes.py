@@ -316,3 +316,12 @@ def test_pipenb_check_names_each_output(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "-> errors:file, problems:file, default:file)" in proc.stdout
+
+
+def test_aggregate_is_refused_among_an_outputs_own_actions():
+    with pytest.raises(PipeSyntaxError, match="put it in the shared actions") as err:
+        load_pipe(
+            "name: b\ninput: {stdin: {}}\noutputs:\n  a:\n    print: {}\n"
+            "    actions: [{aggregate: {window: 1m, count: n}}]\n"
+        )
+    assert err.value.problems[0].line == 6

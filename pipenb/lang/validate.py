@@ -231,7 +231,15 @@ class _Checker:
                 raw_actions = []
             for i, a in enumerate(raw_actions):
                 spec = self.component("action", a, (*path, "actions", i))
-                if spec is not None:
+                if spec is not None and spec.name == "aggregate":
+                    # an output's share is cut at each write: time windows would not close
+                    self.add(
+                        (*path, "actions", i, "aggregate"),
+                        "aggregate cannot be one of an output's own actions; put it in the "
+                        "shared actions: (before the routes)",
+                        key=True,
+                    )
+                elif spec is not None:
                     actions.append(spec)
             if output is not None:
                 out.append(RouteSpec(name, when, output, actions, path))
