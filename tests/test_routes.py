@@ -325,3 +325,22 @@ def test_aggregate_is_refused_among_an_outputs_own_actions():
             "    actions: [{aggregate: {window: 1m, count: n}}]\n"
         )
     assert err.value.problems[0].line == 6
+
+
+def test_a_worker_reports_each_outputs_metrics_to_its_agent(tmp_path: Path):
+    from pipenb.agent.worker import _metrics
+
+    pipe = pipenb.Pipe.from_yaml(routed_pipe(tmp_path, "all"))
+    engine = pipenb.Engine(pipe.spec)
+    asyncio.run(engine.run())
+    reported = _metrics(engine.snapshot())
+    assert reported["unrouted"] == 2
+    assert {n: o["events"] for n, o in reported["outputs"].items()} == {
+        "errors": 2,
+        "problems": 3,
+        "default": 2,
+    }
+    single = pipenb.Pipe.from_yaml("name: s\ninput: {echo: {lines: [a]}}\noutput: {discard: {}}\n")
+    one = pipenb.Engine(single.spec)
+    asyncio.run(one.run())
+    assert "outputs" not in _metrics(one.snapshot())

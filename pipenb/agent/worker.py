@@ -198,10 +198,9 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
 
 
 def _metrics(snap: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: snap[k]
-        for k in ("input", "actions", "output", "dead_letters", "dead_letters_dropped", "uptime_s")
-    }
+    keys = ("input", "actions", "output", "dead_letters", "dead_letters_dropped", "uptime_s")
+    # a pipe with outputs: also reports each output's counters and its unrouted events
+    return {k: snap[k] for k in (*keys, "outputs", "unrouted") if k in snap}
 
 
 async def _commands(
