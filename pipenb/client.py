@@ -271,18 +271,35 @@ class Client:
     def pipes(self) -> dict[str, Any]:
         return self.request("GET", "/pipes")
 
-    def push(self, yaml_text: str, message: str = "") -> dict[str, Any]:
-        """Store a new version unless the newest one has the same text (``created`` says)."""
-        return self.request("POST", "/pipes", json={"yaml": yaml_text, "message": message})
+    def push(
+        self, yaml_text: str, message: str = "", files: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Store a new version unless the newest one has the same text (``created`` says).
 
-    def push_file(self, path: str | os.PathLike[str], message: str = "") -> dict[str, Any]:
-        """``push`` a file; problems in an invalid pipe then name that file, not ``<pushed>``."""
+        ``files``: lookup table files the pipe names (``{"hosts.csv": "host,team\n..."}``),
+        stored with the version and written next to the pipe on the agents."""
+        body: dict[str, Any] = {"yaml": yaml_text, "message": message}
+        if files:
+            body["files"] = files
+        return self.request("POST", "/pipes", json=body)
+
+    def push_file(
+        self,
+        path: str | os.PathLike[str],
+        message: str = "",
+        tables: list[str] | tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """``push`` a file; problems in an invalid pipe then name that file, not ``<pushed>``.
+
+        ``tables``: lookup table files to send with it, each named in the pipe by its file name
+        (``lookup: {table: hosts.csv}`` and ``tables=["conf/hosts.csv"]``)."""
         try:
             text = Path(path).read_text(encoding="utf-8")
+            files = {Path(t).name: Path(t).read_text(encoding="utf-8") for t in tables}
         except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+            raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
         try:
-            return self.push(text, message)
+            return self.push(text, message, files or None)
         except ApiError as exc:
             if exc.code != "invalid_pipe":
                 raise

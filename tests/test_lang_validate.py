@@ -9,7 +9,7 @@ import pipenb
 from pipenb.lang.registry import registry
 from pipenb.lang.validate import load_pipe
 
-ACTIONS = "add, aggregate, convert, dedupe, drop, extract, filter, keep, mask, parse, remove, rename, sample, script, set, time, unnest"
+ACTIONS = "add, aggregate, convert, dedupe, drop, extract, filter, grok, keep, lookup, mask, parse, remove, rename, sample, script, set, time, unnest"
 FUNCS = "len, lower, upper, contains, startswith, endswith, matches, int, float, str, round, exists, coalesce, now"
 
 MANY_ERRORS = """\
@@ -42,7 +42,7 @@ def test_an_invalid_pipe_reports_every_located_problem_at_once():
             2,
             1,
             "unknown key 'descripton' (did you mean 'description'?); a pipe has: name, "
-            "description, labels, params, input, actions, output, errors, tests",
+            "description, labels, params, input, actions, output, outputs, route, errors, tests",
         ),
         (
             4,

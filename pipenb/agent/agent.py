@@ -492,6 +492,7 @@ class Agent:
         job = {
             "deployment_id": d["deployment_id"],
             "yaml": d["yaml"],
+            "files": d.get("files") or {},  # lookup tables pushed with the pipe
             "params": d.get("params") or {},
             "builtins": d.get("builtins"),
             "hash": d["hash"],

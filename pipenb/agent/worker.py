@@ -102,13 +102,17 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
     dep_id = job["deployment_id"]
     data_dir = job["data_dir"]
     try:
-        spec = load_pipe(
-            job["yaml"],
-            f"<{dep_id}>",
-            job.get("params") or {},
-            job.get("builtins"),
-            require_params=True,
-        )
+        from pipenb.lang.tablefiles import provided
+
+        files_dir = _write_table_files(data_dir, dep_id, job.get("files") or {})
+        with provided(job.get("files") or {}):  # lookup tables that came with the pipe
+            spec = load_pipe(
+                job["yaml"],
+                f"<{dep_id}>",
+                job.get("params") or {},
+                job.get("builtins"),
+                require_params=True,
+            )
         guard = None
         if job.get("policy") is not None:
             # the agent's own check: whatever the server decided, this host's policy holds
@@ -130,6 +134,7 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
             allow=frozenset(job.get("allow") or ()),
             values=spec.values,
             guard=guard,
+            files_dir=files_dir,
         )
         store = FileCheckpointStore(checkpoint_path(data_dir, dep_id))
         if job.get("checkpoint_reset"):  # the server hands a checkpoint (failover, reset)
@@ -193,10 +198,9 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
 
 
 def _metrics(snap: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: snap[k]
-        for k in ("input", "actions", "output", "dead_letters", "dead_letters_dropped", "uptime_s")
-    }
+    keys = ("input", "actions", "output", "dead_letters", "dead_letters_dropped", "uptime_s")
+    # a pipe with outputs: also reports each output's counters and its unrouted events
+    return {k: snap[k] for k in (*keys, "outputs", "unrouted") if k in snap}
 
 
 async def _commands(
@@ -273,6 +277,32 @@ async def _main() -> int:
     finally:
         with contextlib.suppress(OSError):
             lock.close()
+
+
+def _write_table_files(data_dir: str, dep_id: str, files: dict[str, str]) -> str | None:
+    """Write the table files pushed with the pipe to ``<data-dir>/files/<deployment>/``.
+
+    Names were checked by the server (plain file names); checked again here all the same."""
+    if not files:
+        return None
+    from pipenb.errors import PipenbError
+    from pipenb.lang.tablefiles import check_names
+
+    why = check_names(files)
+    if why is not None:
+        raise PipenbError(why)
+    target = os.path.join(data_dir, "files", dep_id)
+    try:
+        os.makedirs(target, mode=0o755, exist_ok=True)
+        for name, content in files.items():
+            tmp = os.path.join(target, f".{name}.tmp")
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(content)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, os.path.join(target, name))
+    except OSError as exc:
+        raise PipenbError(f"cannot write the pipe's table files to {target}: {exc}") from None
+    return target
 
 
 def main() -> int:

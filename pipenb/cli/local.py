@@ -130,7 +130,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             results.append({"file": path, "ok": True, "pipe": pipe.name, "problems": []})
             if not args.json:
                 print(
-                    f"{path}: ok ({pipe.name}: {pipe.spec.input.name} -> {len(pipe.spec.actions)} action(s) -> {pipe.spec.output.name})"
+                    f"{path}: ok ({pipe.name}: {pipe.spec.input.name} -> {len(pipe.spec.actions)} action(s) -> {_outputs_text(pipe.spec)})"
                 )
         except PipeSyntaxError as exc:
             failed = True
@@ -328,3 +328,10 @@ def _summary(engine: Any, args: argparse.Namespace) -> None:
         _err(
             f"{snap['dead_letters_dropped']} failed event(s) were dropped: add an errors: output to keep them"
         )
+
+
+def _outputs_text(spec: Any) -> str:
+    """``file``, or with ``outputs:`` each output's name and kind: ``errors:file, all:http-post``."""
+    if not getattr(spec, "routes", None):
+        return spec.output.name
+    return ", ".join(f"{r.name}:{r.output.name}" for r in spec.routes)

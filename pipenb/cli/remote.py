@@ -160,7 +160,7 @@ def _events(metrics: dict[str, Any] | None) -> tuple[Any, Any]:
 
 # ---------------------------------------------------------------------------- pipes
 def cmd_pipes_push(client: Any, args: argparse.Namespace) -> None:
-    result = client.push_file(args.file, args.message)
+    result = client.push_file(args.file, args.message, tuple(args.table or ()))
     if args.json:
         _print_json(result)
     elif result["created"]:
@@ -635,6 +635,13 @@ def register(sub: Any) -> None:
     p = leaf(gs, "push", cmd_pipes_push, "validate a pipe file and store it as a new version")
     p.add_argument("file", metavar="FILE")
     p.add_argument("-m", "--message", default="", help="what changed in this version")
+    p.add_argument(
+        "--table",
+        action="append",
+        metavar="FILE",
+        help="a lookup table file to send with the pipe (named in it by its file name); "
+        "repeat for several",
+    )
     leaf(gs, "list", cmd_pipes_list, "list the pipes with their newest version")
     p = leaf(gs, "show", cmd_pipes_show, "print a version of a pipe (default: the newest)")
     p.add_argument("name", metavar="NAME")

@@ -65,6 +65,13 @@ def _refuse(spec: PipeSpec, c: ComponentSpec | None, message: str) -> PipeSyntax
 def check(spec: PipeSpec) -> int | None:
     """Refuse what a split run cannot do the same way; return the aggregate's index, if any."""
     cut = None
+    if getattr(spec, "routes", None):
+        raise _refuse(
+            spec,
+            spec.routes[0].output,
+            "outputs: (several outputs) is not supported on a cluster yet; run the pipe once "
+            "per output with output:, or run it without --cluster",
+        )
     for i, a in enumerate(spec.actions):
         if a.name == "dedupe":
             raise _refuse(

@@ -34,6 +34,8 @@ class RunContext:
     #: the worker host's policy, checked where files and sockets are opened
     #: (``pipenb.policy.guard.Guard``); None when the user runs a pipe on their own machine
     guard: Any = None
+    #: where the table files pushed with a deployed pipe were written (``lookup: {table:}``)
+    files_dir: str | None = None
 
 
 class Input:

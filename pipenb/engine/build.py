@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from pipenb.engine.base import Input, Output, RunContext
+from pipenb.engine.base import Event, Input, Output, RunContext
 from pipenb.engine.steps import Chain, Step, build_chain
 from pipenb.errors import PipeRuntimeError
+from pipenb.lang.expressions import Namespace, to_source
 from pipenb.lang.spec import ComponentSpec, PipeSpec
+
+
+@dataclass
+class RouteParts:
+    """One of several outputs: its ``when`` test, its own action chain, the output."""
+
+    name: str
+    match: Callable[[Event], Any] | None  # None: every event (or, for ``default``, the rest)
+    chain: Chain
+    output: Output
+    is_default: bool = False
 
 
 @dataclass
@@ -17,6 +31,27 @@ class Parts:
     output: Output
     errors: Output | None
     steps: list[Step] | None = None  # as compiled, shared by the fused chain and a tap's twin
+    routes: list[RouteParts] = field(default_factory=list)  # outputs: (empty for output:)
+
+
+def compile_when(when: Any) -> Callable[[Event], Any]:
+    """A route's ``when:`` (FilterOptions) as a function of the event."""
+    ns = Namespace()
+    src = to_source(when.expr, ns)
+    code = compile(f"lambda e: {src}", "<pipenb-route>", "eval")
+    return eval(code, ns.values)
+
+
+def build_routes(spec: PipeSpec, ctx: RunContext, *, fuse: bool = True) -> list[RouteParts]:
+    """Each output of ``outputs:`` with its compiled actions (outputs are built here too)."""
+    out = []
+    for r in spec.routes:
+        steps = [a.component.factory(a.options, ctx) for a in r.actions]
+        chain = build_chain([a.label for a in r.actions], steps, fuse=fuse)
+        match = compile_when(r.when) if r.when is not None else None
+        output = r.output.component.factory(r.output.options, ctx)
+        out.append(RouteParts(r.name, match, chain, output, r.is_default))
+    return out
 
 
 def check_capabilities(spec: PipeSpec, ctx: RunContext) -> None:
@@ -37,7 +72,6 @@ def compile_steps(spec: PipeSpec, ctx: RunContext) -> list[Step]:
 def optimize(spec: PipeSpec, steps: list[Step]) -> list[Step]:
     """The steps to fuse: an extract+filter pair runs pushed down. Stateful steps are kept as
     the same objects, so a chain built from ``steps`` unfused (for a tap) shares their state."""
-    from pipenb.engine.pushdown import fuse_extract_filter
 
     actions = spec.actions
     out: list[Step] = []
@@ -45,8 +79,8 @@ def optimize(spec: PipeSpec, steps: list[Step]) -> list[Step]:
     while i < len(actions):
         a = actions[i]
         nxt = actions[i + 1] if i + 1 < len(actions) else None
-        if a.name == "extract" and nxt is not None and nxt.name in ("filter", "drop"):
-            pair = fuse_extract_filter(a.options, nxt.options, keep_when_true=nxt.name == "filter")  # type: ignore[arg-type]
+        if nxt is not None and nxt.name in ("filter", "drop"):
+            pair = _pushed(a, nxt)
             if pair is not None:
                 out.extend(pair)
                 i += 2
@@ -54,6 +88,32 @@ def optimize(spec: PipeSpec, steps: list[Step]) -> list[Step]:
         out.append(steps[i])
         i += 1
     return out
+
+
+def _pushed(a: ComponentSpec, flt: ComponentSpec) -> tuple[Step, Step] | None:
+    """An extract (or grok, or parse as grok) and the filter after it, fused; or None."""
+    from pipenb.engine.pushdown import fuse_extract_filter
+
+    keep = flt.name == "filter"
+    if a.name == "extract":
+        return fuse_extract_filter(a.options, flt.options, keep_when_true=keep)  # type: ignore[arg-type]
+    is_grok = a.name == "grok" or (a.name == "parse" and a.options.format == "grok")  # type: ignore[attr-defined]
+    if not is_grok:
+        return None
+    from pipenb.engine.actions.grok import after_match, extract_of
+    from pipenb.lang.expressions import Namespace
+
+    ex, grok = extract_of(a.options)
+    ns = Namespace()
+    after, changed = after_match(grok, ns)
+    return fuse_extract_filter(
+        ex,
+        flt.options,
+        keep_when_true=keep,
+        changed=changed,
+        after_build=after,
+        ns=ns,  # type: ignore[arg-type]
+    )
 
 
 def compile_chain(
@@ -74,10 +134,12 @@ def build(spec: PipeSpec, ctx: RunContext, *, fuse: bool = True) -> Parts:
         return c.component.factory(c.options, ctx)
 
     steps = compile_steps(spec, ctx)
+    routes = build_routes(spec, ctx, fuse=fuse) if spec.routes else []
     return Parts(
         input=make(spec.input),
         chain=compile_chain(spec, ctx, fuse=fuse, steps=steps),
-        output=make(spec.output),
+        output=routes[0].output if routes else make(spec.output),
         errors=make(spec.errors) if spec.errors else None,
         steps=steps,
+        routes=routes,
     )

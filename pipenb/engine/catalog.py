@@ -20,6 +20,8 @@ BUILTINS: dict[tuple[str, str], str] = {
     ("action", "rename"): "pipenb.engine.actions.fields",
     ("action", "extract"): "pipenb.engine.actions.extract",
     ("action", "parse"): "pipenb.engine.actions.parse",
+    ("action", "grok"): "pipenb.engine.actions.grok",
+    ("action", "lookup"): "pipenb.engine.actions.lookup",
     ("action", "convert"): "pipenb.engine.actions.convert",
     ("action", "time"): "pipenb.engine.actions.timestamp",
     ("action", "mask"): "pipenb.engine.actions.mask",

@@ -111,14 +111,11 @@ def run_test(spec: PipeSpec, case: PipeTestCase) -> PipeTestResult:
     errors = [{"stage": chain.names[f.stage], "message": str(f.error)} for f in failures]
     problems: list[str] = []
     if case.expect is not None:
-        if len(out) != len(case.expect):
-            problems.append(f"expected {len(case.expect)} event(s), got {len(out)}")
-        for i, (exp, act) in enumerate(zip(case.expect, out)):
-            if not is_subset(exp, act):
-                diff = {
-                    k: act.get(k, "<missing>") for k in exp if not is_subset(exp[k], act.get(k))
-                }
-                problems.append(f"event {i}: expected {exp}, differs in {diff}")
+        problems += _compare(case.expect, out, "")
+    if case.expect_outputs is not None:
+        shares = _outputs(spec, ctx, out, errors)
+        for oname, expected in case.expect_outputs.items():
+            problems += _compare(expected, shares.get(oname, []), f"output {oname}: ")
     if case.expect_count is not None and len(out) != case.expect_count:
         problems.append(f"expected {case.expect_count} event(s), got {len(out)}")
     if case.expect_errors is not None and len(failures) != case.expect_errors:
@@ -127,6 +124,31 @@ def run_test(spec: PipeSpec, case: PipeTestCase) -> PipeTestResult:
         problems.append("errors: " + "; ".join(f"{e['stage']}: {e['message']}" for e in errors[:3]))
     line = spec.smap.where(case.path)[0]
     return PipeTestResult(case.name, not problems, "\n".join(problems), out, errors, line)
+
+
+def _compare(expected: list[dict[str, Any]], out: list[Event], where: str) -> list[str]:
+    problems = []
+    if len(out) != len(expected):
+        problems.append(f"{where}expected {len(expected)} event(s), got {len(out)}")
+    for i, (exp, act) in enumerate(zip(expected, out)):
+        if not is_subset(exp, act):
+            diff = {k: act.get(k, "<missing>") for k in exp if not is_subset(exp[k], act.get(k))}
+            problems.append(f"{where}event {i}: expected {exp}, differs in {diff}")
+    return problems
+
+
+def _outputs(
+    spec: PipeSpec, ctx: RunContext, events: list[Event], errors: list[dict[str, Any]]
+) -> dict[str, list[Event]]:
+    """Each output's events, routed as the engine routes them (the outputs are not built)."""
+    from pipenb.engine.preview import PreviewResult, _preview_routes
+
+    res = PreviewResult(spec.name, [])
+    _preview_routes(spec, ctx, events, res)
+    errors.extend(
+        {"stage": e["_error"]["stage"], "message": e["_error"]["message"]} for e in res.errors
+    )
+    return res.outputs
 
 
 def _given(spec: PipeSpec) -> dict[str, Any]:

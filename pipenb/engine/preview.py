@@ -91,6 +91,15 @@ class PreviewResult:
     limit: int | None = None
     more: bool = False
     total: int | None = None
+    #: with ``outputs:``: each output's events (after its own actions), by output name
+    outputs: dict[str, list[Event]] = field(default_factory=dict)
+    unrouted: int = 0  # events that matched no output's when:
+
+    def output_df(self, name: str) -> Any:
+        """One output's events as a DataFrame (pipes with ``outputs:``)."""
+        if name not in self.outputs:
+            raise KeyError(f"no output {name!r}; outputs: {', '.join(self.outputs) or 'none'}")
+        return to_dataframe(self.outputs[name])
 
     @property
     def limit_note(self) -> str:
@@ -143,6 +152,12 @@ class PreviewResult:
             out += format_table(self.events[:20])
             if len(self.events) > 20:
                 out += f"\n... {len(self.events) - 20} more"
+        for name, events in self.outputs.items():  # outputs: each output's events on its own
+            out += f"\n\noutput {name}: {len(events)} event(s)\n"
+            if events:
+                out += format_table(events[:20])
+        if self.outputs:
+            out += f"\n\nunrouted (matched no output's when:): {self.unrouted}"
         return out
 
     def _repr_html_(self) -> str:
@@ -155,6 +170,14 @@ class PreviewResult:
         parts.append(self.counts_df.to_html(index=False))
         if self.events:
             parts.append(_html_table(self.df.head(50)))
+        for name, events in self.outputs.items():  # outputs: each output's events on its own
+            parts.append(
+                f"<h4>Output <code>{html.escape(name)}</code>: {len(events)} event(s)</h4>"
+            )
+            if events:
+                parts.append(_html_table(to_dataframe(events).head(50)))
+        if self.outputs:
+            parts.append(f"<p>unrouted (matched no output's when:): {self.unrouted}</p>")
         if self.errors:
             parts.append("<h4>Errors</h4>" + _html_table(self.errors_df.head(50)))
         return "\n".join(parts)
@@ -346,4 +369,33 @@ def preview(
             {**f.event, "_error": {"stage": chain.names[f.stage], "message": str(f.error)}}
         )
     more = limit is not None and (total is None or total > limit)
-    return PreviewResult(spec.name, stages, errors, limit, more, total)
+    result = PreviewResult(spec.name, stages, errors, limit, more, total)
+    if spec.routes:
+        _preview_routes(spec, ctx, stages[-1].events, result)
+    return result
+
+
+def _preview_routes(spec: PipeSpec, ctx: RunContext, events: list[Event], res: Any) -> None:
+    """Each output's events, as the engine would route them (outputs are not built)."""
+    from pipenb.engine.build import RouteParts, compile_when
+    from pipenb.engine.routing import route_events
+    from pipenb.engine.steps import build_chain
+
+    routes = []
+    for r in spec.routes:
+        steps = [a.component.factory(a.options, ctx) for a in r.actions]
+        chain = build_chain([a.label for a in r.actions], steps, fuse=False)
+        match = compile_when(r.when) if r.when is not None else None
+        routes.append(RouteParts(r.name, match, chain, None, r.is_default))  # type: ignore[arg-type]
+    routed = route_events(routes, spec.route, deep_copy(events))
+    res.unrouted = routed.unrouted
+    for e, where, exc in routed.failures:
+        res.errors.append({**e, "_error": {"stage": where, "message": str(exc)}})
+    for r, share in zip(routes, routed.shares):
+        out, failures = r.chain.run(share) if share else ([], [])
+        tail, more = r.chain.flush()
+        out.extend(tail)
+        for f in [*failures, *more]:
+            where = r.chain.names[f.stage]
+            res.errors.append({**f.event, "_error": {"stage": where, "message": str(f.error)}})
+        res.outputs[r.name] = out

@@ -53,12 +53,22 @@ def always_set_groups(pattern: str) -> set[str]:
 
 
 def fuse_extract_filter(
-    ex: ExtractOptions, flt: FilterOptions, keep_when_true: bool
+    ex: ExtractOptions,
+    flt: FilterOptions,
+    keep_when_true: bool,
+    *,
+    changed: set[str] = frozenset(),  # type: ignore[assignment]
+    after_build: list[str] = (),  # type: ignore[assignment]
+    ns: Namespace | None = None,
 ) -> tuple[EventStep, EventStep] | None:
-    """Two steps (the extract carrying the pushed filter, and an empty filter stage) or None."""
+    """Two steps (the extract carrying the pushed filter, and an empty filter stage) or None.
+
+    ``changed`` names groups whose field differs from the captured text once the event is built
+    (grok's ``:int`` conversions and folded duplicates): a filter reading them is not pushed.
+    ``after_build`` and ``ns`` carry the code (and its constants) that makes those changes."""
     if ex.when or flt.when or ex.target or ex.fields is not None or len(ex.patterns) != 1:
         return None
-    groups = always_set_groups(ex.patterns[0])
+    groups = always_set_groups(ex.patterns[0]) - set(changed)
     all_groups = set(re.compile(ex.patterns[0]).groupindex)
     paths = field_paths(flt.expr)
     for keys in paths:
@@ -67,10 +77,12 @@ def fuse_extract_filter(
         root = keys[0]
         if root in all_groups and (root not in groups or len(keys) > 1):
             return None
+        if root in changed:
+            return None
         if ex.remove and root == ex.field.split(".")[0]:
             return None
 
-    ns = Namespace()
+    ns = ns or Namespace()
 
     def from_match(keys: tuple) -> str | None:
         return f"_m[{keys[0]!r}]" if keys[0] in groups else None
@@ -80,5 +92,5 @@ def fuse_extract_filter(
     test = "not ({})" if keep_when_true else "{}"
     pushed = [f"@+1 if {test.format(on_match)}:", "@+1     DROP+1"]
     missed = [f"@+1 if {test.format(on_event)}:", "@+1     DROP+1"] if ex.on_miss == "keep" else []
-    code = extract_code(ex, ns, before_build=pushed, after_miss=missed)
+    code = extract_code(ex, ns, before_build=pushed, after_miss=missed, after_build=after_build)
     return EventStep(code=code, ns=ns), EventStep(code=[], ns=Namespace())

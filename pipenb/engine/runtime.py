@@ -83,6 +83,9 @@ class Metrics:
     dead_letters_dropped: int = 0
     checkpoints: int = 0
     last_checkpoint: float | None = None
+    #: with ``outputs:``: each output's own counters (``output`` then sums them all)
+    outputs: dict[str, OutputCounts] = field(default_factory=dict)
+    unrouted: int = 0  # events that matched no output's when: (a default output took them)
 
 
 class Engine:
@@ -119,6 +122,8 @@ class Engine:
         self._last_position: Any = None
         self._captures: list[Capture] = []
         self._staged: Chain | None = None  # unfused twin of the chain, used while tapping
+        for r in self.parts.routes:
+            self.metrics.outputs[r.name] = OutputCounts()
 
     # ------------------------------------------------------------------ taps
     def resolve_stage(self, stage: str | int | None) -> int | str:
@@ -203,7 +208,9 @@ class Engine:
             inp.restore(position)
             self._last_position = position
         self.state = "running"
-        await self._open(out)
+        outs = [r.output for r in self.parts.routes] or [out]
+        for o in outs:
+            await self._open(o)
         if self.parts.errors is not None:
             await self._open(self.parts.errors)
         self._reader = asyncio.create_task(self._read(), name=f"pipenb-read-{self.spec.name}")
@@ -272,7 +279,7 @@ class Engine:
                 if failures:
                     self._dead_letter(failures)
             # what was read is written and checkpointed even when the input then failed
-            await self._flush(pending, pending_pos, have_pos)
+            await self._flush(pending, pending_pos, have_pos, final=True)
             if self._reader_error is not None:
                 raise self._reader_error
             self.state = "stopped" if self._stopping else "finished"
@@ -290,8 +297,9 @@ class Engine:
                     await self._reader
             with contextlib.suppress(Exception):
                 await inp.close()
-            with contextlib.suppress(Exception):
-                await out.close()
+            for o in outs:
+                with contextlib.suppress(Exception):
+                    await o.close()
             if self.parts.errors is not None:
                 with contextlib.suppress(Exception):
                     await self.parts.errors.close()
@@ -326,7 +334,9 @@ class Engine:
     async def _open(self, out: Output) -> None:
         await self._retry(out.open, "open")
 
-    async def _retry(self, fn: Any, what: str, *args: Any) -> Any:
+    async def _retry(
+        self, fn: Any, what: str, *args: Any, counts: OutputCounts | None = None
+    ) -> Any:
         delay = 0.05
         deadline = None
         while True:
@@ -334,6 +344,8 @@ class Engine:
                 return await fn(*args)
             except RETRYABLE as exc:
                 self.metrics.output.retries += 1
+                if counts is not None:
+                    counts.retries += 1
                 if self._stopping:
                     deadline = deadline or time.monotonic() + self.drain_timeout
                     if time.monotonic() > deadline:
@@ -351,8 +363,8 @@ class Engine:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 30.0)
 
-    def _dead_letter(self, failures: list[Failure]) -> None:
-        names = self.parts.chain.names
+    def _dead_letter(self, failures: list[Failure], names: list[str] | None = None) -> None:
+        names = self.parts.chain.names if names is None else names
         for f in failures:
             ev = f.event if isinstance(f.event, dict) else {"_value": f.event}
             rec = dict(ev)
@@ -362,23 +374,71 @@ class Engine:
             }
             self._dead.append(rec)
 
-    async def _flush(self, events: list[Event], position: Any, have_pos: bool) -> None:
-        out = self.parts.output
+    async def _write(
+        self, out: Output, events: list[Event], counts: OutputCounts | None = None, label: str = ""
+    ) -> None:
+        """Write ``events`` to one output in ``batch.size`` parts, retrying until each is taken."""
         m = self.metrics
         size = max(1, self.batch_size)
         for i in range(0, len(events), size):  # batch.size caps every write
             part = events[i : i + size] if len(events) > size else events
             t0 = time.perf_counter()
-            rejects = await self._retry(out.write, "write", part)
-            m.output.write_seconds += time.perf_counter() - t0
+            rejects = await self._retry(out.write, f"write{label}", part, counts=counts)
+            took = time.perf_counter() - t0
+            m.output.write_seconds += took
             m.output.batches += 1
             m.output.events += len(part) - len(rejects)
+            if counts is not None:
+                counts.write_seconds += took
+                counts.batches += 1
+                counts.events += len(part) - len(rejects)
+                counts.errors += len(rejects)
             if rejects:
                 m.output.errors += len(rejects)
                 for ev, why in rejects:
                     rec = dict(ev)
-                    rec["_error"] = {"stage": "output", "message": why}
+                    rec["_error"] = {"stage": f"output{label}", "message": why}
                     self._dead.append(rec)
+
+    def _route(self, events: list[Event], final: bool) -> list[tuple[Any, list[Event]]]:
+        """Each output's share of ``events`` after its own actions (``route: all|first``)."""
+        from pipenb.engine.routing import route_events
+
+        routes = self.parts.routes
+        routed = route_events(routes, self.spec.route, events)
+        self.metrics.unrouted += routed.unrouted
+        for e, where, exc in routed.failures:
+            self._dead_letter([Failure(e, 0, exc)], [where])
+        out = []
+        for r, share in zip(routes, routed.shares):
+            if r.chain.segments:
+                share, failures = r.chain.run(share) if share else ([], [])
+                if final:
+                    tail, more = r.chain.flush()
+                    share.extend(tail)
+                    failures.extend(more)
+                if failures:
+                    self._dead_letter(failures, r.chain.names)
+            out.append((r, share))
+        return out
+
+    async def _flush(
+        self, events: list[Event], position: Any, have_pos: bool, *, final: bool = False
+    ) -> None:
+        m = self.metrics
+        if not self.parts.routes:
+            await self._write(self.parts.output, events)
+        else:
+            # every output that received a share confirms it before the input moves on
+            jobs = [
+                self._write(r.output, share, m.outputs[r.name], f" ({r.name})")
+                for r, share in self._route(events, final)
+                if share
+            ]
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            for res in results:
+                if isinstance(res, BaseException):
+                    raise res
         if self._dead:
             dead, self._dead = self._dead, []
             m.dead_letters += len(dead)
@@ -433,6 +493,21 @@ class Engine:
             },
             "actions": [c.as_dict() for c in self.parts.chain.counts],
             "output": {"name": self.spec.output.name, **m.output.as_dict()},
+            **(
+                {
+                    "outputs": {
+                        r.name: {
+                            "name": spec.output.name,
+                            **m.outputs[r.name].as_dict(),
+                            "actions": [c.as_dict() for c in r.chain.counts],
+                        }
+                        for r, spec in zip(self.parts.routes, self.spec.routes)
+                    },
+                    "unrouted": m.unrouted,
+                }
+                if self.parts.routes
+                else {}
+            ),
             "dead_letters": m.dead_letters,
             "dead_letters_dropped": m.dead_letters_dropped,
             "checkpoints": m.checkpoints,

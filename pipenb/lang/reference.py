@@ -133,4 +133,27 @@ def render_reference() -> str:
     for kind, title in (("input", "Inputs"), ("action", "Actions"), ("output", "Outputs")):
         out += [f"## {title}", ""]
         out += [render_component(c) for c in registry.all() if c.kind == kind]
+    out += _grok_patterns()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _grok_patterns() -> list[str]:
+    """The grok library's pattern names and what they refer to (``grok``, ``parse: grok``)."""
+    from pipenb.lang.grok import library
+
+    out = [
+        "## Grok patterns",
+        "",
+        "The names `%{NAME}` may use in `grok` and `parse: {format: grok}`, written for pipenb "
+        "from the definitions Logstash documents (Apache-2.0; see `pipenb/lang/grok_patterns.txt`"
+        "). The fields a pattern keeps by itself are listed; others keep nothing unless named.",
+        "",
+        "| pattern | keeps |",
+        "|---|---|",
+    ]
+    import re
+
+    for name, regex in sorted(library().items()):
+        kept = sorted(set(re.findall(r"%\{\w+:(\w+)(?::\w+)?\}", regex)))
+        out.append(f"| `{name}` | {', '.join(f'`{k}`' for k in kept) or '-'} |")
+    return [*out, ""]

@@ -95,6 +95,19 @@ def pipe_schema() -> dict[str, Any]:
         "input": _one_of("input"),
         "actions": {"type": "array", "items": _one_of("action")},
         "output": _one_of("output"),
+        "outputs": {
+            "type": "object",
+            "description": "several outputs by name; each: when: EXPR, actions: [...], one output",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "when": {"type": "string"},
+                    "actions": {"type": "array", "items": _one_of("action")},
+                },
+                "minProperties": 1,
+            },
+        },
+        "route": {"enum": ["all", "first"]},
         "errors": _one_of("output"),
         "tests": {"type": "array", "items": test},
     }
@@ -105,7 +118,8 @@ def pipe_schema() -> dict[str, Any]:
         "title": "pipenb pipe",
         "type": "object",
         "properties": properties,
-        "required": ["name", "input", "output"],
+        "required": ["name", "input"],
+        "oneOf": [{"required": ["output"]}, {"required": ["outputs"]}],
         "additionalProperties": False,
         "$defs": defs,
     }

@@ -26,6 +26,8 @@ class ComponentSpec:
         """How metrics and previews name this stage: ``2:extract`` for the third action."""
         if self.path and self.path[0] == "actions":
             return f"{self.path[1]}:{self.name}"
+        if len(self.path) > 3 and self.path[0] == "outputs" and self.path[2] == "actions":
+            return f"{self.path[1]}.{self.path[3]}:{self.name}"  # an output's own action
         return self.name
 
 
@@ -49,6 +51,25 @@ class PipeTestCase:
     expect_errors: int | None
     params: dict[str, Any]
     path: Path
+    #: ``expect: {OUTPUT: [events]}`` in a pipe with ``outputs:``: each output's events
+    expect_outputs: dict[str, list[dict[str, Any]]] | None = None
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One of ``outputs:``: where events that match ``when`` go, after the output's own actions.
+
+    The output named ``default`` has no ``when``: it takes the events no other output took."""
+
+    name: str
+    when: Options | None  # FilterOptions of the ``when:`` expression; None matches every event
+    output: ComponentSpec
+    actions: list[ComponentSpec]
+    path: Path
+
+    @property
+    def is_default(self) -> bool:
+        return self.name == "default"
 
 
 @dataclass
@@ -66,9 +87,20 @@ class PipeSpec:
     source: str = ""
     file: str = "<pipe>"
     smap: SourceMap = field(default_factory=SourceMap)
+    #: ``outputs:`` (empty when the pipe has one ``output:``, which is then ``output``); with
+    #: routes, ``output`` is the first route's output
+    routes: list[RouteSpec] = field(default_factory=list)
+    route: str = "all"  # "all": every output whose when matches; "first": the first one
+
+    @property
+    def all_outputs(self) -> list[ComponentSpec]:
+        """Every output events go to (not ``errors:``), in the order written."""
+        return [r.output for r in self.routes] if self.routes else [self.output]
 
     @property
     def capabilities(self) -> set[str]:
         """Capabilities an agent must allow to run this pipe (``exec``, ``script``)."""
-        caps = {c.component.capability for c in [self.input, *self.actions, self.output]}
+        route_actions = [a for r in self.routes for a in r.actions]
+        parts = [self.input, *self.actions, *route_actions, *self.all_outputs]
+        caps = {c.component.capability for c in parts}
         return {c for c in caps if c}

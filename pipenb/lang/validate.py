@@ -18,7 +18,7 @@ from pipenb.errors import PipeSyntaxError, Problem
 from pipenb.lang.expressions import ExpressionError
 from pipenb.lang.registry import Kind, registry
 from pipenb.lang.source import Path, SourceMap, load_yaml
-from pipenb.lang.spec import ComponentSpec, ParamSpec, PipeSpec, PipeTestCase
+from pipenb.lang.spec import ComponentSpec, ParamSpec, PipeSpec, PipeTestCase, RouteSpec
 from pipenb.lang.templates import BUILTINS, TEMPLATE, render
 
 TOP_KEYS = (
@@ -29,9 +29,13 @@ TOP_KEYS = (
     "input",
     "actions",
     "output",
+    "outputs",
+    "route",
     "errors",
     "tests",
 )
+ROUTE_MODES = ("all", "first")
+ROUTE_KEYS = ("when", "actions")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 PARAM_KEYS = ("default", "enum", "type", "description", "secret")
 PARAM_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
@@ -82,6 +86,7 @@ class _Checker:
         self.problems: list[Problem] = []
         self.doc: Any = None
         self.unresolved: set[str] = set()  # required params checked with a placeholder value
+        self.route_names: list[str] = []  # names under outputs:, for tests' expect: {NAME: ...}
 
     def add(self, path: Path, message: str, *, key: bool = False) -> None:
         self.problems.append(self.smap.problem(path, message, key=key))
@@ -106,9 +111,17 @@ class _Checker:
                     f"a pipe has: {', '.join(TOP_KEYS)}",
                     key=True,
                 )
-        for key in ("name", "input", "output"):
+        for key in ("name", "input"):
             if key not in doc:
                 self.add((), f"missing required key {key!r}")
+        if "output" not in doc and "outputs" not in doc:
+            self.add((), "missing required key 'output'")
+        if "output" in doc and "outputs" in doc:
+            self.add(
+                ("outputs",),
+                "a pipe has output: (one) or outputs: (several, by name), not both",
+                key=True,
+            )
 
         name = doc.get("name")
         if "name" in doc and (
@@ -133,13 +146,24 @@ class _Checker:
         self.expand_param_templates(params, given, values)
 
         rendered: dict[str, Any] = {}
-        for section in ("input", "actions", "output", "errors"):
+        for section in ("input", "actions", "output", "outputs", "errors"):
             if section in doc:
                 rendered[section], errs = render(doc[section], values, (section,))
                 for err in errs:
                     self.add(err.path, str(err))
         inp = self.component("input", rendered["input"], ("input",)) if "input" in doc else None
         out = self.component("output", rendered["output"], ("output",)) if "output" in doc else None
+        routes: list[RouteSpec] = []
+        if "outputs" in doc and "output" not in doc:
+            routes = self.routes(rendered["outputs"])
+            self.route_names = [r.name for r in routes]
+            out = routes[0].output if routes else None
+        route_mode = doc.get("route", "all")
+        if route_mode not in ROUTE_MODES:
+            self.add(("route",), f"route must be all or first, not {route_mode!r}")
+            route_mode = "all"
+        elif "route" in doc and "outputs" not in doc:
+            self.add(("route",), "route: applies to outputs: (several outputs)", key=True)
         errs_out = None
         if doc.get("errors") is not None:
             errs_out = self.component("output", rendered["errors"], ("errors",))
@@ -168,7 +192,70 @@ class _Checker:
             errors=errs_out,
             tests=tests,
             values=values,
+            routes=routes,
+            route=route_mode,
         )
+
+    # ------------------------------------------------------------------ outputs (routes)
+    def routes(self, raw: Any) -> list[RouteSpec]:
+        """``outputs: {NAME: {when: EXPR, actions: [...], <output>: {...}}}``."""
+        eg = 'outputs: {errors: {when: level == "error", file: {path: e.ndjson}}}'
+        if not isinstance(raw, dict) or not raw:
+            self.add(("outputs",), f"outputs must be a mapping of name: output, e.g. {eg}")
+            return []
+        out: list[RouteSpec] = []
+        for name, body in raw.items():
+            path: Path = ("outputs", name)
+            if not isinstance(name, str) or not NAME_RE.match(name):
+                self.add(path, f"invalid output name {name!r}: use a-z, 0-9, '-', '_'", key=True)
+                continue
+            if not isinstance(body, dict):
+                self.add(path, f"output {name!r} must be a mapping, e.g. {eg}")
+                continue
+            comp = {k: v for k, v in body.items() if k not in ROUTE_KEYS}
+            output = self.component("output", comp, path)
+            when = None
+            if "when" in body:
+                if name == "default":
+                    self.add(
+                        (*path, "when"),
+                        "the default output takes what no other output took: it has no when:",
+                        key=True,
+                    )
+                else:
+                    when = self.route_when(body["when"], (*path, "when"))
+            actions: list[ComponentSpec] = []
+            raw_actions = body.get("actions") or []
+            if not isinstance(raw_actions, list):
+                self.add((*path, "actions"), "actions must be a list")
+                raw_actions = []
+            for i, a in enumerate(raw_actions):
+                spec = self.component("action", a, (*path, "actions", i))
+                if spec is not None and spec.name == "aggregate":
+                    # an output's share is cut at each write: time windows would not close
+                    self.add(
+                        (*path, "actions", i, "aggregate"),
+                        "aggregate cannot be one of an output's own actions; put it in the "
+                        "shared actions: (before the routes)",
+                        key=True,
+                    )
+                elif spec is not None:
+                    actions.append(spec)
+            if output is not None:
+                out.append(RouteSpec(name, when, output, actions, path))
+        return out
+
+    def route_when(self, expr: Any, path: Path) -> Any:
+        comp = registry.get("action", "filter")
+        assert comp is not None
+        try:
+            return comp.options.model_validate({"expr": expr})
+        except ValidationError as exc:
+            err = _relevant(exc.errors())[0]
+            cause = (err.get("ctx") or {}).get("error")
+            msg = str(cause) if isinstance(cause, Exception) else err.get("msg", "invalid")
+            self.add(path, f"when: {msg.removeprefix('Value error, ')}")
+            return None
 
     def labels(self, raw: Any) -> list[str]:
         if raw is None:
@@ -475,23 +562,44 @@ class _Checker:
                 if not isinstance(item, (str, dict)):
                     self.add((*path, "input", j), "each input item is a line (string) or an event")
             expect = t.get("expect")
-            if expect is not None and (
+            expect_outputs = None
+            if isinstance(expect, dict) and self.route_names:
+                expect_outputs, expect = expect, None
+                for oname, evs in expect_outputs.items():
+                    if oname not in self.route_names:
+                        self.add(
+                            (*path, "expect", oname),
+                            f"no output {oname!r}{did_you_mean(oname, self.route_names)}; "
+                            f"outputs: {', '.join(self.route_names)}",
+                            key=True,
+                        )
+                    elif not isinstance(evs, list) or not all(isinstance(x, dict) for x in evs):
+                        self.add((*path, "expect", oname), "expect a list of events (mappings)")
+            elif expect is not None and (
                 not isinstance(expect, list) or not all(isinstance(x, dict) for x in expect)
             ):
-                self.add((*path, "expect"), "expect must be a list of events (mappings)")
+                self.add(
+                    (*path, "expect"),
+                    "expect must be a list of events (mappings)"
+                    + (
+                        ", or {OUTPUT: [events]} in a pipe with outputs:"
+                        if "outputs" in str(self.doc)
+                        else ""
+                    ),
+                )
                 expect = None
             count = t.get("expect-count")
             nerr = t.get("expect-errors")
             for key, v in (("expect-count", count), ("expect-errors", nerr)):
                 if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                     self.add((*path, key), f"{key} must be a whole number")
-            if expect is None and count is None and nerr is None:
+            if expect is None and expect_outputs is None and count is None and nerr is None:
                 self.add(path, f"test {name!r} needs expect, expect-count or expect-errors")
             tparams = t.get("params") or {}
             if not isinstance(tparams, dict):
                 self.add((*path, "params"), "params must be a mapping of name: value")
                 tparams = {}
-            out.append(PipeTestCase(name, inp, expect, count, nerr, tparams, path))
+            out.append(PipeTestCase(name, inp, expect, count, nerr, tparams, path, expect_outputs))
         return out
 
 

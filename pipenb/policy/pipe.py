@@ -107,7 +107,9 @@ COMPONENTS: dict[tuple[str, str], Callable[[Any], list[Access]]] = {
 def accesses(spec: Any) -> list[Access]:
     """Everything ``spec`` (a rendered PipeSpec) asks of the host, in pipe order."""
     parts = [("input", spec.input), *(("action", a) for a in spec.actions)]
-    parts.append(("output", spec.output))
+    for route in getattr(spec, "routes", None) or ():  # outputs: each output's own actions
+        parts.extend(("action", a) for a in route.actions)
+    parts.extend(("output", o) for o in getattr(spec, "all_outputs", None) or [spec.output])
     if spec.errors is not None:
         parts.append(("output", spec.errors))
     out: list[Access] = []

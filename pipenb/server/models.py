@@ -85,6 +85,11 @@ class ErrorBody(Model):
 class PipePush(Model):
     yaml: Text = Field(description="the pipe document (its size is bounded by the body limit)")
     message: Text = Field(default="", max_length=10_000)
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        description="lookup table files the pipe names (file name -> content), stored with the "
+        "version and written next to the pipe on agents",
+    )
 
 
 class PipeVersion(Model):
@@ -95,6 +100,7 @@ class PipeVersion(Model):
     created_at: Timestamp
     yaml: str | None = None
     author: str | None = Field(default=None, description="who pushed it")
+    files: list[str] = Field(default_factory=list, description="table files pushed with it")
 
 
 class PipePushResult(Model):
@@ -438,6 +444,7 @@ class DesiredPipe(Model):
     hash: str
     checkpoint: Any = Field(default=None, description="start from this (failover, reset)")
     checkpoint_seq: int = 0
+    files: dict[str, str] = Field(default_factory=dict, description="lookup table files")
 
 
 class AgentCommand(Model):

@@ -154,7 +154,18 @@ def do_preview(job: dict[str, Any]) -> dict[str, Any]:
         }
         for e in result.errors[:limit]
     ]
-    return {"ok": True, "problems": [], "stages": stages, "errors": dead}
+    outputs = {}
+    for name, evs in result.outputs.items():  # outputs: each output's events apart
+        events, truncated = _jsonable(evs, limit)
+        outputs[name] = {"events": events, "truncated": truncated}
+    return {
+        "ok": True,
+        "problems": [],
+        "stages": stages,
+        "errors": dead,
+        "outputs": outputs,
+        "unrouted": result.unrouted,
+    }
 
 
 def do_test(job: dict[str, Any]) -> dict[str, Any]:

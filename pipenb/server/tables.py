@@ -49,6 +49,8 @@ class PipeVersionRow(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     author: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: lookup table files pushed with this version: {file name: content}
+    files: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class AgentRow(Base):

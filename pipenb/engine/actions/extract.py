@@ -77,8 +77,10 @@ def extract_code(
     *,
     before_build: list[str] = (),  # type: ignore[assignment]
     after_miss: list[str] = (),  # type: ignore[assignment]
+    after_build: list[str] = (),  # type: ignore[assignment]
 ) -> list[str]:
-    """Statements of an extract; ``before_build`` runs on a match before the event changes."""
+    """Statements of an extract; ``before_build`` runs on a match before the event changes,
+    ``after_build`` after the captures ``_d`` were merged (grok's type conversions)."""
     ns.values["isinstance"] = isinstance
     ns.values["_str"] = str
     ns.values.setdefault("_EventError", EventError)
@@ -108,6 +110,7 @@ def extract_code(
         hit.append(set_code(opts.target, "_d", ns))
     else:
         hit.append("e.update(_d)")
+    hit.extend(after_build)
     if opts.on_miss == "keep":
         miss: list[str] = list(after_miss)
     elif opts.on_miss == "drop":

@@ -19,7 +19,7 @@ from pipenb.lang.expressions import Namespace
 from pipenb.lang.registry import ActionOptions, registry, scalar_shorthand
 from pipenb.lang.types import FieldName
 
-Format = Literal["json", "csv", "kv", "logfmt", "syslog"]
+Format = Literal["json", "csv", "kv", "logfmt", "syslog", "grok"]
 
 
 class ParseOptions(ActionOptions):
@@ -42,6 +42,11 @@ class ParseOptions(ActionOptions):
     - ``logfmt``: ``level=info msg="a \\"quoted\\" word" debug``: quoted values with escapes; a
       bare key is ``true``.
 
+    - ``grok``: ``pattern`` is a grok expression (or a list, first match wins), e.g.
+      ``"%{COMBINEDAPACHELOG}"``, with ``patterns`` for custom named patterns; the same as the
+      ``grok`` action (see there), where a line that does not match is an error unless
+      ``on-error`` says otherwise. No ``target``.
+
     ``on-error`` says what happens to an event whose field cannot be decoded: send it to
     ``errors:`` (``error``, the default), ``keep`` it unchanged, or ``drop`` it.
     """
@@ -54,9 +59,23 @@ class ParseOptions(ActionOptions):
     delimiter: str | None = None
     separator: str | None = None
     on_error: Literal["error", "keep", "drop"] = "error"
+    pattern: str | list[str] | None = None
+    patterns: dict[str, str] | None = None
 
     @model_validator(mode="after")
     def _per_format(self) -> ParseOptions:
+        if self.format == "grok":
+            if self.pattern is None:
+                raise ValueError(
+                    'format: grok needs pattern:, e.g. pattern: "%{COMBINEDAPACHELOG}"'
+                )
+            if self.target is not None:
+                raise ValueError("target does not apply to format: grok (fields go top-level)")
+            from pipenb.engine.actions.grok import compiled
+
+            compiled(self.pattern, dict(self.patterns or {}))
+        elif self.pattern is not None or self.patterns is not None:
+            raise ValueError(f"pattern and patterns apply to format: grok, not {self.format}")
         if self.columns is not None and self.format != "csv":
             raise ValueError(f"columns applies to format: csv, not {self.format}")
         if self.separator is not None and self.format != "kv":
@@ -237,7 +256,13 @@ def _decoder(opts: ParseOptions) -> Callable[[Any], Any]:
 
 @registry.register("action", "parse", ParseOptions, shorthand=scalar_shorthand("format"))
 def parse_action(opts: ParseOptions, ctx: RunContext) -> EventStep:
-    """Decode a field as json, csv, kv, logfmt or syslog into event fields."""
+    """Decode a field as json, csv, kv, logfmt, syslog or grok into event fields."""
+    if opts.format == "grok":
+        from pipenb.engine.actions.grok import extract_of, grok_code
+
+        ex, grok = extract_of(opts)
+        gns = Namespace()
+        return step(opts, grok_code(ex, grok, gns), gns)
     ns = Namespace()
     parse = ns.const(_decoder(opts), "parse")
     apply: list[str] = []

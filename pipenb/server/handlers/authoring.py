@@ -88,12 +88,20 @@ class DeadLetter(BaseModel):
     event: dict[str, Any]
 
 
+class OutputEvents(BaseModel):
+    events: list[Any]
+    truncated: bool = False
+
+
 class PreviewResult(BaseModel):
     ok: bool
     problems: list[ProblemOut] = Field(default_factory=list)
     error: str | None = None
     stages: list[StageOut] = Field(default_factory=list)
     errors: list[DeadLetter] = Field(default_factory=list)
+    #: a pipe with ``outputs:``: each output's events (after its own actions), by name
+    outputs: dict[str, OutputEvents] = Field(default_factory=dict)
+    unrouted: int = 0
 
 
 class CaseResult(BaseModel):

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from pipenb.errors import ApiError, PipeSyntaxError
+from pipenb.lang.tablefiles import provided
 from pipenb.lang.validate import load_pipe
 from pipenb.policy import Access, Policy, accesses
 from pipenb.policy.pipe import check_access
@@ -170,18 +171,19 @@ class DeploymentService:
         """Parameter values against the pipe version's declarations; a problem is located in
         that version ("apache v3:5:3"), the text the user can look at (`pipes show`)."""
         try:
-            return load_pipe(
-                vrow.yaml,
-                f"{pipe} v{vrow.version}",
-                params,
-                {
-                    "agent.id": "agent",
-                    "agent.name": "agent",
-                    "pipe.name": "p",
-                    "deployment.id": dep_id,
-                },
-                require_params=True,
-            )
+            with provided(vrow.files, lenient=True):
+                return load_pipe(
+                    vrow.yaml,
+                    f"{pipe} v{vrow.version}",
+                    params,
+                    {
+                        "agent.id": "agent",
+                        "agent.name": "agent",
+                        "pipe.name": "p",
+                        "deployment.id": dep_id,
+                    },
+                    require_params=True,
+                )
         except PipeSyntaxError as exc:
             raise invalid_pipe(exc) from None
 
@@ -385,13 +387,14 @@ class DeploymentService:
             builtins = builtins_for(aid, name, pipe.name, dep.id)
             if accs is None:  # not renderable with placeholders: render for this agent
                 try:
-                    spec = load_pipe(
-                        self.cp.pipes.version_row(s, pipe.name, dep.version).yaml,
-                        "<deployment>",
-                        dep.params or {},
-                        builtins,
-                        require_params=True,
-                    )
+                    with provided(None, lenient=True):
+                        spec = load_pipe(
+                            self.cp.pipes.version_row(s, pipe.name, dep.version).yaml,
+                            "<deployment>",
+                            dep.params or {},
+                            builtins,
+                            require_params=True,
+                        )
                 except PipeSyntaxError:
                     continue  # the agent reports what is wrong with it
                 mine = accesses(spec)
@@ -418,13 +421,14 @@ class DeploymentService:
         pipe = s.get(PipeRow, dep.pipe_id)
         vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
         try:
-            spec = load_pipe(
-                vrow.yaml,
-                "<deployment>",
-                self.secrets.open_params(dep.params),  # a secret may name a path or address
-                {**builtins_for("", "", pipe.name, dep.id), **_PLACEHOLDERS},
-                require_params=True,
-            )
+            with provided(vrow.files, lenient=True):
+                spec = load_pipe(
+                    vrow.yaml,
+                    "<deployment>",
+                    self.secrets.open_params(dep.params),  # a secret may name a path or address
+                    {**builtins_for("", "", pipe.name, dep.id), **_PLACEHOLDERS},
+                    require_params=True,
+                )
         except PipeSyntaxError:
             return dep, pipe, None
         return dep, pipe, accesses(spec)
@@ -493,6 +497,7 @@ class DeploymentService:
                         hash=h,
                         checkpoint=a.checkpoint,
                         checkpoint_seq=a.checkpoint_seq,
+                        files=dict(vrow.files or {}),
                     )
                 )
         result = (out, _hash(*[p.hash for p in out]))
@@ -640,9 +645,15 @@ def _eligible(dep: DeploymentRow, agent: Any) -> bool:
 
 def _pipe_labels(yaml_text: str) -> list[str]:
     try:
-        return load_pipe(
-            yaml_text,
-            builtins={"agent.id": "a", "agent.name": "a", "pipe.name": "p", "deployment.id": "d"},
-        ).labels
+        with provided(None, lenient=True):
+            return load_pipe(
+                yaml_text,
+                builtins={
+                    "agent.id": "a",
+                    "agent.name": "a",
+                    "pipe.name": "p",
+                    "deployment.id": "d",
+                },
+            ).labels
     except PipeSyntaxError:
         return []

@@ -53,8 +53,14 @@ class PipeService:
     def check(body: M.PipePush) -> Any:
         """Validate a pushed pipe; the spec, or ApiError 400. Touches no shared state, so the
         handler runs it in a thread: a large pipe must not stall the check-ins meanwhile."""
+        from pipenb.lang.tablefiles import check_names, provided
+
+        why = check_names(body.files) if body.files else None
+        if why is not None:
+            raise ApiError(400, "invalid_files", why)
         try:
-            spec = load_pipe(body.yaml, "<pushed>", builtins=PLACEHOLDER_BUILTINS)
+            with provided(body.files):  # lookup tables are validated from the pushed files
+                spec = load_pipe(body.yaml, "<pushed>", builtins=PLACEHOLDER_BUILTINS)
         except PipeSyntaxError as exc:
             raise invalid_pipe(exc) from None
         return spec
@@ -62,6 +68,10 @@ class PipeService:
     def store(self, body: M.PipePush, spec: Any) -> M.PipePushResult:
         """Store a pipe ``check`` accepted as a new version (unless it is the newest already)."""
         digest = content_hash(body.yaml)
+        if body.files:  # a changed table is a new version too
+            import json as _json
+
+            digest = content_hash(body.yaml + "\0" + _json.dumps(body.files, sort_keys=True))
         _DESCRIBED[digest] = (spec.description, list(spec.labels))
         with self.cp.session() as s:
             pipe = s.scalar(select(PipeRow).where(PipeRow.name == spec.name))
@@ -82,6 +92,7 @@ class PipeService:
                     message=body.message,
                     created_at=utcnow(),
                     author=roles.current_name(),
+                    files=dict(body.files) or None,
                 )
             )
             follows = s.scalars(
@@ -205,6 +216,7 @@ def _version(name: str, row: PipeVersionRow, with_yaml: bool = False) -> M.PipeV
         message=row.message,
         created_at=row.created_at,
         yaml=row.yaml if with_yaml else None,
+        files=sorted(row.files or {}),
         author=row.author,
     )
 
@@ -217,7 +229,10 @@ def _describe(digest: str, yaml_text: str) -> tuple[str, list[str]]:
     got = _DESCRIBED.get(digest)
     if got is None:
         try:
-            spec = load_pipe(yaml_text, builtins=PLACEHOLDER_BUILTINS)
+            from pipenb.lang.tablefiles import provided
+
+            with provided(None, lenient=True):
+                spec = load_pipe(yaml_text, builtins=PLACEHOLDER_BUILTINS)
             got = (spec.description, list(spec.labels))
         except PipeSyntaxError:
             got = ("", [])
