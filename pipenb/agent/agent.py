@@ -59,6 +59,8 @@ class Agent:
         self._stop = asyncio.Event()
         self._reconcile_lock = asyncio.Lock()
         self._tapping: set[str] = set()  # capture commands a worker is working on
+        self._previewing: set[str] = set()  # preview commands under way (pipenb.agent.preview)
+        self.previews: dict[str, dict[str, Any]] = {}  # command id -> answer to report
         self.retired: dict[str, dict[str, Any]] = {}  # final reports of removed workers
         self._tasks: set[asyncio.Task] = set()  # reconciles and restarts under way
         self.refused: ServerError | None = None  # why the server turned this agent away
@@ -219,6 +221,7 @@ class Agent:
             if dep not in self.workers and not self.full:
                 pipes.append(final)
         captures = [c for w in self.workers.values() for c in w.captures.values()]
+        captures += list(self.previews.values())
         body: dict[str, Any] = {
             "agent_id": self.agent_id,
             "seq": self.seq,
@@ -249,6 +252,8 @@ class Agent:
                 if cid in done:
                     del w.captures[cid]
         self._tapping -= done
+        for cid in done:
+            self.previews.pop(cid, None)
         for _ in range(len(body["logs"])):
             if self.logs:
                 self.logs.popleft()
@@ -364,6 +369,9 @@ class Agent:
             for capture in w.captures.values():
                 capture["events"] = []
                 capture["error"] = "the captured events were too large for a check-in"
+        for answer in self.previews.values():
+            answer.pop("result", None)
+            answer["error"] = "the preview's events were too large for a check-in: ask for fewer"
         log.error("check-in refused as too large (%s): dropped captured events and logs", exc)
         self.logs.append(
             _logline("error", None, f"check-in too large: {dropped} buffered log lines dropped")
@@ -372,6 +380,11 @@ class Agent:
     async def _command(self, cmd: dict[str, Any]) -> None:
         w = self.workers.get(cmd["deployment_id"])
         kind = cmd["type"]
+        if kind == "preview":
+            if cmd["id"] not in self._previewing and cmd["id"] not in self.previews:
+                self._previewing.add(cmd["id"])
+                self._background(self._preview(cmd))
+            return
         if kind == "capture":
             if cmd["id"] in self._tapping or any(
                 cmd["id"] in x.captures for x in self.workers.values()
@@ -402,6 +415,41 @@ class Agent:
         # reset-checkpoint arrives as a new desired hash with a checkpoint to start from
         self.acks.append(cmd["id"])
         self.news()
+
+    async def _preview(self, cmd: dict[str, Any]) -> None:
+        """Run a preview the server asked for in a process of its own (pipenb.agent.preview),
+        under this host's policy, and report its answer with the next check-in."""
+        from pipenb.agent import preview
+
+        cid = cmd["id"]
+        answer: dict[str, Any] = {"command_id": cid, "events": []}
+        try:
+            why = preview.refusal(self.settings.policy)
+            if why is not None:
+                answer["error"] = why
+                return
+            limit, timeout = preview.bounds(cmd.get("args") or {})
+            job = {
+                "yaml": cmd["args"].get("yaml") or "",
+                "params": cmd["args"].get("params") or {},
+                "limit": limit,
+                "timeout": timeout,
+                "policy": self.settings.policy.to_dict(),
+                "allow": self.settings.allow,
+                "data_dir": self.settings.data_dir,
+            }
+            out = await _run_preview(job, timeout + 30)
+            if "result" in out:
+                answer["result"] = out["result"]
+            else:
+                answer["error"] = str(out.get("error") or "the preview gave no answer")
+        except Exception as exc:  # noqa: BLE001 - the user waits for an answer
+            answer["error"] = f"the preview failed on the agent: {exc}"
+        finally:
+            self._previewing.discard(cid)
+            self.previews[cid] = answer
+            changes.info("preview %s: %s", cid, answer.get("error") or "done")
+            self.news()
 
     # ------------------------------------------------------------------ pipes
     def _background(self, coro: Any) -> None:
@@ -525,6 +573,38 @@ class Agent:
         body["leaving"] = True
         with contextlib.suppress(ServerError):
             await asyncio.to_thread(self._post, "/agent/checkin", body, self.api_key, 5)
+
+
+async def _run_preview(job: dict[str, Any], deadline: float) -> dict[str, Any]:
+    """One preview process: the job in, one JSON answer out; killed past ``deadline`` s."""
+    import sys
+
+    import orjson
+
+    from pipenb.agent.workers import SAFE_PATH, worker_environ
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *SAFE_PATH,
+        "-m",
+        "pipenb.agent.preview",
+        env=worker_environ(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        limit=64 * 1024 * 1024,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(orjson.dumps(job) + b"\n"), deadline)
+    except asyncio.TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return {"error": f"the preview took longer than {deadline:.0f} s and was stopped"}
+    try:
+        return orjson.loads(out.splitlines()[-1]) if out.strip() else {}
+    except orjson.JSONDecodeError:
+        return {"error": "the preview process gave an answer that is not JSON"}
 
 
 def _prepare_run_as(data_dir: str, user: str) -> None:

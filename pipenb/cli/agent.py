@@ -77,6 +77,13 @@ def register(sub: Any) -> None:
     )
     option(
         p,
+        "--allow-preview",
+        flag_action=True,
+        help="run previews users ask the server for, on this host's data and under this "
+        "policy (the policy's preview: true; refused by default)",
+    )
+    option(
+        p,
         "--disable",
         help="refuse exec and/or script whatever the policy says, comma-separated: exec,script",
     )
@@ -173,6 +180,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
             "exec": args.allow_exec,
         }
         values.update({k: v for k, v in flags.items() if v})
+        if args.allow_preview:
+            values["preview"] = True
     except PolicyFileError as exc:
         print(f"pipenb agent: {exc}", file=sys.stderr)
         return 2

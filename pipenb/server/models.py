@@ -314,7 +314,7 @@ class DeploymentList(Model):
 
 
 # ---------------------------------------------------------------------------- commands
-CommandType = Literal["restart", "reset-checkpoint", "capture"]
+CommandType = Literal["restart", "reset-checkpoint", "capture", "preview"]
 
 
 class CommandCreate(Model):
@@ -340,10 +340,51 @@ class Command(Model):
     acked_at: Timestamp | None
     result: dict[str, Any] | None = None
     issuer: str | None = Field(default=None, description="who sent it")
+    expires_at: Timestamp | None = Field(
+        default=None,
+        description="when the server forgets it, acknowledged or not (an expiry per type: "
+        "`pipenb commands expiry`)",
+    )
 
 
 class CommandList(Model):
     commands: list[Command]
+
+
+class PreviewCreate(Model):
+    """A preview on an agent's real data: the pipe's text, run there under its policy."""
+
+    yaml: str = Field(max_length=1_000_000, description="the pipe, as text (not a deployment)")
+    params: dict[str, Any] = {}
+    limit: int = Field(default=100, ge=1, le=MAX_CAPTURE_EVENTS, description="events at most")
+    timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="seconds the input is read at most (the agent bounds both)",
+    )
+
+
+class Preview(Model):
+    id: str
+    agent_id: str
+    state: Literal["pending", "done", "failed", "expired"]
+    error: str | None = None
+    result: dict[str, Any] | None = Field(
+        default=None, description="stages (events and counts), errors, limit, more, total"
+    )
+    created_at: Timestamp
+    expires_at: Timestamp
+
+
+class CommandExpiry(Model):
+    type: CommandType
+    pending_seconds: float = Field(description="an unacknowledged command is dropped after")
+    kept_seconds: float = Field(description="an acknowledged one (and its result) is kept for")
+
+
+class CommandExpiryList(Model):
+    expiry: list[CommandExpiry]
 
 
 # ---------------------------------------------------------------------------- metrics and logs
@@ -384,6 +425,9 @@ class Capture(Model):
     command_id: str = Field(max_length=40)
     events: list[Any] = Field(default=[], max_length=MAX_CAPTURE_EVENTS)
     error: Reported | None = None
+    result: dict[str, Any] | None = Field(
+        default=None, description="a preview's answer: its stages, events, counts and errors"
+    )
 
 
 class AgentLog(Model):
