@@ -194,7 +194,7 @@ def test_a_preview_to_an_offline_agent_fails_clearly(
 def test_previews_are_readable_only_by_their_owner_and_editors_only(
     srv: ServerProcess, agents: Any, tmp_path: Path
 ) -> None:
-    agent, aid = agents(srv, "owners")
+    _, aid = agents(srv, "owners")
     src = tmp_path / "owners-area" / "app.log"
     write_log(src, 6)
     ann, bob = user(srv, "ann-pv", "editor"), user(srv, "bob-pv", "editor")

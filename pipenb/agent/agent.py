@@ -443,7 +443,7 @@ class Agent:
                 answer["result"] = out["result"]
             else:
                 answer["error"] = str(out.get("error") or "the preview gave no answer")
-        except Exception as exc:  # noqa: BLE001 - the user waits for an answer
+        except Exception as exc:  # the user waits for an answer, whatever went wrong
             answer["error"] = f"the preview failed on the agent: {exc}"
         finally:
             self._previewing.discard(cid)
