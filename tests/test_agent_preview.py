@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 from agentproc import AgentProcess, tmp_policy
-from conftest import wait_until
+from conftest import run_cli, wait_until
 from serverproc import ServerProcess
 
 from pipenb.client import Client
@@ -119,6 +119,43 @@ def test_preview_on_an_agent_reads_its_own_files_stage_by_stage(
     head = client.preview_on(aid, pipe_text(src, start_at="beginning"), limit=4, timeout=5)
     assert [e["n"] for e in head.stages[1].events] == ["0", "1", "2", "3"]
     assert [e["n"] for e in head.events] == ["0", "3"]
+
+
+def test_preview_on_from_python_the_cli_and_the_magic(
+    srv: ServerProcess, client: Client, agents: Any, tmp_path: Path
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from pipenb import Pipe
+
+    agent, aid = agents(srv, "web7")
+    src = agent.data_dir.parent / "web7-area" / "app.log"
+    write_log(src, 12)
+    text = pipe_text(src)
+    # Pipe.preview(on=NAME): the agent's display name works as well as its id
+    result = Pipe.from_yaml(text).preview(limit=6, on="web7", client=client)
+    assert [e["n"] for e in result.events] == ["6", "9"]
+    by_label = Pipe.from_yaml(text).preview(limit=3, labels="pv-web7", client=client)
+    assert [e["n"] for e in by_label.stages[1].events] == ["9", "10", "11"]
+
+    pipe_file = tmp_path / "pv.yaml"
+    pipe_file.write_text(text)
+    out = run_cli(
+        "preview", pipe_file, "--on", aid, "--limit", "6", "--json",
+        "--url", srv.url, "--token", srv.token,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert [e["n"] for e in orjson.loads(out.stdout)["events"]] == ["6", "9"]
+    out = run_cli("preview", pipe_file, "--on", "no-such-agent", "--url", srv.url, "--token",
+                  srv.token)  # fmt: skip
+    assert out.returncode == 2 and "no agent 'no-such-agent'" in out.stderr
+
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "pipenb")
+    sh.run_line_magic("pipe", f"connect {srv.url} --token {srv.token}")
+    got = sh.run_cell_magic("pipe", "pv_cell --on web7 --limit 6", text)
+    assert [e["n"] for e in got.events] == ["6", "9"]
+    assert sh.user_ns["pv_cell"] is got
 
 
 def test_a_preview_outside_the_policy_is_refused_naming_the_rule(
