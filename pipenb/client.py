@@ -590,7 +590,27 @@ class Client:
             delay = min(delay * 2, 0.5)
 
     def command_expiry(self) -> dict[str, Any]:
+        """How long each type of command waits for its agent, and is kept once done."""
         return self.request("GET", "/command-expiry")
+
+    # ------------------------------------------------------------------ agent settings
+    def set_agent_settings(
+        self,
+        values: dict[str, Any],
+        labels: list[str] | tuple[str, ...] = (),
+        agent: str | None = None,
+    ) -> dict[str, Any]:
+        """Set settings (``{"metrics-every": "5s"}``; None removes one) for every agent with
+        one of ``labels``, or for one ``agent``; they apply at the agents' next check-in."""
+        body = {"labels": list(labels), "agent": agent, "values": values}
+        return self.request("PUT", "/agent-settings", json=body)
+
+    def agent_settings(self, agent: str | None = None) -> dict[str, Any]:
+        """Every label's and agent's settings, or one agent's: what it is given, the version it
+        applied and what its bounds refused."""
+        if agent is None:
+            return self.request("GET", "/agent-settings")
+        return self.request("GET", f"/agents/{_seg(agent)}/settings")
 
     # ------------------------------------------------------------------ metrics and logs
     def metrics(

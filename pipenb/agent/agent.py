@@ -61,6 +61,21 @@ class Agent:
         self._tapping: set[str] = set()  # capture commands a worker is working on
         self._previewing: set[str] = set()  # preview commands under way (pipenb.agent.preview)
         self.previews: dict[str, dict[str, Any]] = {}  # command id -> answer to report
+        # the server's settings (pipenb.agent.remote_settings) over the command line's
+        self.base = {
+            "metrics-every": settings.metrics_every,
+            "long-poll": settings.long_poll,
+            "capture-limit": settings.capture_limit,
+            "log-level": None,  # as the command line set it (-v)
+            "ship-level": "debug",
+            "ship-rate": None,  # no limit
+        }
+        self.remote: dict[str, Any] = dict(self.base)
+        self.settings_version: str | None = None
+        self.settings_refused: dict[str, str] = {}
+        self._log_level0 = logging.getLogger("pipenb").level
+        self._ship_tokens = 0.0
+        self._ship_at = time.monotonic()
         self.retired: dict[str, dict[str, Any]] = {}  # final reports of removed workers
         self._tasks: set[asyncio.Task] = set()  # reconciles and restarts under way
         self.refused: ServerError | None = None  # why the server turned this agent away
@@ -232,6 +247,11 @@ class Agent:
             "logs": list(itertools.islice(self.logs, LOGS_PER_CHECKIN)),
             "desired_hash": self.desired_hash,
             "wait": wait,
+            "settings": {
+                "version": self.settings_version,
+                "refused": self.settings_refused,
+                "bounds": self.settings.bounds.to_dict(),
+            },
         }
         if self.full:
             body["attributes"] = self.attributes()
@@ -350,6 +370,8 @@ class Agent:
                 # in the background: draining a worker can take seconds, and check-ins (our
                 # presence) must go on meanwhile
                 self._background(self.reconcile_latest())
+            if resp.get("settings") is not None:
+                self.apply_settings(resp["settings"], resp.get("settings_version"))
             commands = resp.get("commands") or []
             for cmd in commands:
                 await self._command(cmd)
@@ -358,6 +380,53 @@ class Agent:
                 # so wait for a worker's news (the captured events) instead of asking again
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._news.wait(), 1.0)
+
+    def apply_settings(self, values: dict[str, Any], version: str | None) -> None:
+        """The server's settings, within this agent's bounds; refused ones keep the command
+        line's value and are reported (with why) alongside the version applied."""
+        from pipenb.agent.remote_settings import SettingError
+
+        remote = dict(self.base)
+        refused: dict[str, str] = {}
+        for key, value in values.items():
+            try:
+                remote[key] = self.settings.bounds.check(key, value)
+            except SettingError as exc:
+                refused[key] = str(exc)
+                self.logs.append(_logline("warning", None, f"setting refused: {exc}"))
+                log.warning("the server's setting refused: %s", exc)
+        self.remote = remote
+        self.settings.metrics_every = float(remote["metrics-every"])
+        self.settings.long_poll = float(remote["long-poll"])
+        self.settings.capture_limit = int(remote["capture-limit"])
+        level = remote["log-level"]
+        logging.getLogger("pipenb").setLevel(
+            level.upper() if isinstance(level, str) else self._log_level0
+        )
+        if version != self.settings_version or refused != self.settings_refused:
+            changes.info("applied the server's settings %s: %s", version, values or "none")
+        self.settings_version = version
+        self.settings_refused = refused
+        self.news()  # report the version applied now
+
+    def _ship(self, level: str) -> bool:
+        """Whether a pipe's log line goes to the server: at ``ship-level`` or above, and no
+        more than ``ship-rate`` lines a second (a token bucket of one second's worth)."""
+        from pipenb.agent.remote_settings import LEVELS
+
+        floor = str(self.remote.get("ship-level") or "debug")
+        if level in LEVELS and LEVELS.index(level) < LEVELS.index(floor):
+            return False
+        rate = self.remote.get("ship-rate")
+        if rate is None:
+            return True
+        now = time.monotonic()
+        self._ship_tokens = min(float(rate), self._ship_tokens + (now - self._ship_at) * rate)
+        self._ship_at = now
+        if self._ship_tokens < 1:
+            return False
+        self._ship_tokens -= 1
+        return True
 
     def _shed(self, exc: ServerError) -> None:
         """The server refused a check-in as too large (its ``--max-checkin-body``): drop the
@@ -395,7 +464,7 @@ class Agent:
                     "type": "capture",
                     "id": cmd["id"],
                     "stage": cmd["args"].get("stage"),
-                    "limit": cmd["args"].get("limit", 10),
+                    "limit": min(cmd["args"].get("limit", 10), self.settings.capture_limit),
                 }
             ):
                 if w is not None:
@@ -429,6 +498,7 @@ class Agent:
                 answer["error"] = why
                 return
             limit, timeout = preview.bounds(cmd.get("args") or {})
+            limit = min(limit, self.settings.capture_limit)
             job = {
                 "yaml": cmd["args"].get("yaml") or "",
                 "params": cmd["args"].get("params") or {},
@@ -511,7 +581,8 @@ class Agent:
         """Where a worker's warnings go: the server's logs of that deployment."""
 
         def say(level: str, message: str) -> None:
-            self.logs.append(_logline(level, dep_id, message))
+            if self._ship(level):
+                self.logs.append(_logline(level, dep_id, message))
 
         return say
 

@@ -106,6 +106,19 @@ def register(sub: Any) -> None:
         default=15.0,
         help="seconds between a pipe's metrics and checkpoint reports",
     )
+    option(
+        p,
+        "--max-log-level",
+        default="debug",
+        help="the most verbose log level the server may set (log-level, ship-level): "
+        "debug, info, warning or error (default: debug)",
+    )
+    option(
+        p,
+        "--settings-bounds",
+        help="ranges the server's settings must keep to, e.g. "
+        "'metrics-every=5s..60s,long-poll=..30s,capture-limit=..500' (docs/agent.md#settings)",
+    )
     option(p, "--ca-file", help="trust only the CA in this PEM file for an https:// server")
     option(
         p,
@@ -217,9 +230,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
         key=args.key,
         insecure_http=args.insecure_http,
         policy_values=values,
+        max_log_level=args.max_log_level or "debug",
+        settings_bounds=args.settings_bounds,
         policy_file=os.path.abspath(args.policy) if args.policy else None,
         run_as=args.run_as,
     )
+    from pipenb.agent.remote_settings import SettingError
+
+    try:
+        settings.bounds  # noqa: B018 - bad bounds are reported now, not at the first setting
+    except SettingError as exc:
+        print(f"pipenb agent: {exc}", file=sys.stderr)
+        return 2
     try:
         settings.policy  # noqa: B018 - a bad flag is reported now, not at the first pipe
     except PolicyFileError as exc:

@@ -43,6 +43,8 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     ("/command-expiry", r.CommandExpiryHandler),
     ("/agents/{agent_id}/previews", r.AgentPreviewsHandler),
     ("/previews/{preview_id}", r.PreviewHandler),
+    ("/agent-settings", r.AgentSettingsHandler),
+    ("/agents/{agent_id}/settings", r.AgentSettingsOfHandler),
     ("/whoami", users.WhoAmIHandler),
     ("/users", users.UsersHandler),
     ("/users/{name}", users.UserHandler),

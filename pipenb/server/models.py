@@ -440,6 +440,46 @@ class AgentLog(Model):
     message: Reported = Field(description=f"cut at {MAX_LOG_MESSAGE} characters")
 
 
+class SettingsApplied(Model):
+    """What an agent applied of the settings the server gave it."""
+
+    version: str | None = Field(default=None, max_length=64)
+    refused: dict[str, Annotated[str, Field(max_length=500)]] = Field(
+        default={}, max_length=50, description="key -> why this agent's bounds refused it"
+    )
+    bounds: dict[str, Any] = Field(
+        default={}, max_length=50, description="the agent's own bounds (its command line)"
+    )
+
+
+class AgentSettingsSet(Model):
+    labels: list[Annotated[str, Field(max_length=200)]] = Field(default=[], max_length=100)
+    agent: str | None = Field(default=None, max_length=200)
+    values: dict[str, str | float | int | None] = Field(
+        max_length=50, description="key -> value; null removes the key (docs/agent.md#settings)"
+    )
+
+
+class AgentSettingsScope(Model):
+    scope: str = Field(description="label:NAME or agent:ID")
+    values: dict[str, Any]
+    updated_at: Timestamp
+    updated_by: str | None = None
+
+
+class AgentSettingsScopeList(Model):
+    scopes: list[AgentSettingsScope]
+
+
+class AgentSettingsView(Model):
+    agent_id: str
+    values: dict[str, Any] = Field(description="its labels' settings, its own on top")
+    version: str
+    applied_version: str | None = Field(description="what the agent last said it applied")
+    refused: dict[str, str] = Field(description="keys the agent's bounds refused, and why")
+    bounds: dict[str, Any] = {}
+
+
 class CheckinRequest(Model):
     agent_id: str = Field(max_length=200)
     seq: int = Field(
@@ -468,6 +508,9 @@ class CheckinRequest(Model):
         default=0, ge=0, le=120, description="seconds the server may hold the request"
     )
     leaving: bool = Field(default=False, description="the agent is shutting down")
+    settings: SettingsApplied | None = Field(
+        default=None, description="the server's settings this agent applied (when they changed)"
+    )
 
 
 class DesiredPipe(Model):
@@ -503,6 +546,10 @@ class CheckinResponse(Model):
         default=[],
         description="reported deployments that were deleted: the agent may remove their files",
     )
+    settings: dict[str, Any] | None = Field(
+        default=None, description="the server's settings for this agent (when they changed)"
+    )
+    settings_version: str | None = Field(default=None, description="their version")
 
 
 class Health(Model):

@@ -310,3 +310,28 @@ class CommandExpiryHandler(ApiHandler):
         from pipenb.server.services.commands import expiry_list
 
         self.send(expiry_list())
+
+
+class AgentSettingsHandler(ApiHandler):
+    @api("Settings given to agents, per label and per agent", response=M.AgentSettingsScopeList)
+    def get(self) -> None:
+        self.send(self.cp.agent_settings.list())
+
+    @api(
+        "Set agents' settings (log level, log shipping, metrics interval, long poll, capture "
+        "limit) for labels or one agent; null removes a key",
+        body=M.AgentSettingsSet,
+        response=M.AgentSettingsScopeList,
+        role="admin",
+    )
+    def put(self) -> None:
+        self.send(self.cp.agent_settings.set(self.body(M.AgentSettingsSet)))
+
+
+class AgentSettingsOfHandler(ApiHandler):
+    @api(
+        "An agent's settings: what the server gives it, the version it applied, what it refused",
+        response=M.AgentSettingsView,
+    )
+    def get(self, agent_id: str) -> None:
+        self.send(self.cp.agent_settings.show(agent_id))
