@@ -486,6 +486,8 @@ def test_2_to_the_63_anywhere_is_a_400(tmp_path):
             "EnrollTokenCreate": {"labels": ["big"]},
             "UserCreate": {"name": "big-user", "role": "viewer"},
             "UserTokenCreate": {},
+            "PreviewCreate": {"yaml": "name: x\ninput: {echo: {}}\noutput: {discard: {}}\n"},
+            "AgentSettingsSet": {"labels": ["big"], "values": {}},
         }
         fields = body_ints()
         tried = 0

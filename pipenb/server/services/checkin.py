@@ -77,8 +77,9 @@ class CheckinService:
         commands = self.cp.commands.pending(agent_id)
         settings = self.cp.agent_settings
         settings.report(agent_id, body)
-        applied = body.settings.version if body.settings is not None else None
+        # an agent that says nothing of settings is not sent any (nor kept from a long poll)
         values, sver = settings.effective(agent_id)
+        applied = body.settings.version if body.settings is not None else sver
         hold = min(body.wait, self.cp.settings.long_poll)
         idle = not body.leaving and not commands and not full_report and agent_id not in live.gone
         if (
