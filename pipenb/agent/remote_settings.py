@@ -12,12 +12,26 @@ server uses it to refuse a misspelt key or a bad value at once, the agent to app
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from pipenb.lang.units import parse_duration
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``500ms``/``5s``/``1m``/``1h`` or a number. Not pipenb.lang.units': importing
+    pipenb.lang loads the whole language (pydantic), which a running agent must not carry."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError("expected a duration such as 500ms, 5s or 1m")
+    return float(m.group(1)) * _UNITS[(m.group(2) or "s").lower()]
+
 
 LEVELS = ("debug", "info", "warning", "error")
 
