@@ -8,6 +8,7 @@ stage's events; the client turns the answer into the same ``PreviewResult`` a lo
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,14 @@ def test_a_preview_to_an_offline_agent_fails_clearly(
     srv: ServerProcess, client: Client, agents: Any
 ) -> None:
     agent, aid = agents(srv, "gone")
+    # killed now: the server still thinks it online for a few seconds, queues the preview,
+    # and reports it failed once the agent is seen offline (well within the preview's timeout)
     agent.kill()
+    started = time.monotonic()
+    with pytest.raises(ApiError) as err:
+        client.preview_on(aid, pipe_text(Path("/var/log/x.log")), limit=5, timeout=20)
+    assert time.monotonic() - started < 20 + 30
+    assert "offline" in str(err.value) and aid in str(err.value)
     wait_until(
         lambda: client.agent(aid)["state"] == "offline", timeout=30, what="the agent offline"
     )
@@ -259,3 +267,28 @@ def test_command_expiry_is_shown_per_type(srv: ServerProcess, client: Client) ->
     expiry = {e["type"]: e for e in client.command_expiry()["expiry"]}
     assert set(expiry) == {"restart", "reset-checkpoint", "capture", "preview"}
     assert expiry["preview"]["kept_seconds"] <= 3600
+    out = run_cli("agents", "command-expiry", "--url", srv.url, "--token", srv.token)
+    assert out.returncode == 0 and "preview" in out.stdout and "600 s" in out.stdout, out.stderr
+
+
+def test_a_done_preview_shows_when_it_expires(
+    srv: ServerProcess, client: Client, agents: Any, tmp_path: Path
+) -> None:
+    from datetime import datetime, timedelta
+
+    _, aid = agents(srv, "exp")
+    src = tmp_path / "exp-area" / "app.log"
+    write_log(src, 3)
+    pid = client.request(
+        "POST", f"/agents/{aid}/previews", json={"yaml": pipe_text(src), "timeout": 3}
+    )["id"]
+    wait_until(
+        lambda: client.request("GET", f"/previews/{pid}")["state"] == "done",
+        timeout=30,
+        what="the preview's answer",
+    )
+    got = client.request("GET", f"/previews/{pid}")
+    cmd = client.get_command(pid)  # its owner may read it as a command too
+    kept = datetime.fromisoformat(cmd["expires_at"]) - datetime.fromisoformat(cmd["acked_at"])
+    assert kept == timedelta(seconds=600)
+    assert got["expires_at"] == cmd["expires_at"]
