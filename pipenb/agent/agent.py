@@ -375,9 +375,11 @@ class Agent:
             commands = resp.get("commands") or []
             for cmd in commands:
                 await self._command(cmd)
-            if commands and all(c["id"] in self._tapping for c in commands) and not self.acks:
-                # only taps in progress: the server will not hold us while they are pending,
-                # so wait for a worker's news (the captured events) instead of asking again
+            busy = self._tapping | self._previewing
+            if commands and all(c["id"] in busy for c in commands) and not self.acks:
+                # only taps and previews in progress: the server will not hold us while they
+                # are pending, so wait for a worker's news (the captured events, the preview's
+                # answer) instead of asking again
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._news.wait(), 1.0)
 

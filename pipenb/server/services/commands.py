@@ -245,10 +245,10 @@ class CommandService:
                 # no more than a check-in may ack (or carry captures of) at once
                 .limit(M.MAX_CHECKIN_CAPTURES)
             ).all()
-            if not rows:
-                self.cp.live.pending_commands.discard(agent_id)
             now = utcnow()
             rows = [r for r in rows if expires_at(r) > now]  # not run after its time
+            if not rows:
+                self.cp.live.pending_commands.discard(agent_id)
             return [
                 M.AgentCommand(
                     id=r.id, type=r.type, deployment_id=r.deployment_id, args=dict(r.args or {})
