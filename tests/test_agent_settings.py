@@ -165,3 +165,28 @@ def test_bad_bounds_stop_the_agent_at_start(tmp_path: Path) -> None:
         "--settings-bounds", "metrics-every=1s",
     )  # fmt: skip
     assert out.returncode == 2 and "KEY=LOW..HIGH" in out.stderr
+
+
+def test_bounds_and_values_are_read_strictly() -> None:
+    from pipenb.agent.remote_settings import Bounds, SettingError, parse, version
+
+    b = Bounds.parse("warning", "metrics-every=2s..1m,capture-limit=..500")
+    assert b.check("metrics-every", "30s") == 30.0
+    assert b.check("capture-limit", "500") == 500
+    assert b.check("log-level", "ERROR") == "error"
+    for key, value, says in (
+        ("metrics-every", "1s", "2..60"),
+        ("capture-limit", 501, "1..500"),
+        ("ship-level", "info", "--max-log-level warning"),
+        ("long-poll", "soon", "not a seconds value"),
+        ("metrics-every", "2h", "outside 0.5..3600"),
+    ):
+        with pytest.raises(SettingError, match=says.replace(".", r"\.")):
+            b.check(key, value)
+    with pytest.raises(SettingError, match=r"KEY=LOW\.\.HIGH"):
+        Bounds.parse(None, "log-level=debug..info")
+    with pytest.raises(SettingError, match="low end is above"):
+        Bounds.parse(None, "long-poll=30s..5s")
+    assert parse("metrics-every", "500ms") == 0.5
+    # the version names the values, whatever their order
+    assert version({"a": 1, "b": 2}) == version({"b": 2, "a": 1}) != version({"a": 1})
