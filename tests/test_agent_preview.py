@@ -46,11 +46,18 @@ def client(srv: ServerProcess) -> Client:
 def agents(tmp_path: Path) -> Iterator[Callable[..., tuple[AgentProcess, str]]]:
     made: list[AgentProcess] = []
 
-    def start(srv: ServerProcess, name: str, *, preview: bool = True, extra: tuple = ()) -> Any:
+    def start(
+        srv: ServerProcess,
+        name: str,
+        *,
+        preview: bool = True,
+        extra: tuple = (),
+        data_dir: Path | None = None,
+    ) -> Any:
         flags = (*tmp_policy(), *(("--allow-preview",) if preview else ()), *extra)
         agent = AgentProcess(
             srv.url,
-            tmp_path / f"agent-{name}",
+            data_dir or tmp_path / f"agent-{name}",
             enroll_key=ENROLL_KEY,
             name=name,
             labels=[f"pv-{name}"],
@@ -261,6 +268,30 @@ def test_previews_are_readable_only_by_their_owner_and_editors_only(
     with pytest.raises(ApiError) as err:  # viewers may not ask for one
         viewer.request("POST", f"/agents/{aid}/previews", json=body)
     assert err.value.status == 403
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--run-as needs the agent to run as root")
+def test_with_run_as_a_preview_runs_as_that_user(
+    srv: ServerProcess, client: Client, agents: Any
+) -> None:
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    data = Path(tempfile.mkdtemp(prefix="pipenb-pv-runas-"))
+    data.chmod(0o755)
+    try:
+        _, aid = agents(
+            srv, "runas", extra=("--allow-exec", "id", "--run-as", "nobody"), data_dir=data
+        )
+        text = (
+            "name: who\ninput: {exec: {command: [id, -u], interval: 1h}}\noutput: {discard: {}}\n"
+        )
+        result = client.preview_on(aid, text, limit=1, timeout=5)
+        assert [e["_raw"] for e in result.stages[0].events] == [str(nobody.pw_uid)]
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def test_command_expiry_is_shown_per_type(srv: ServerProcess, client: Client) -> None:

@@ -509,6 +509,7 @@ class Agent:
                 "policy": self.settings.policy.to_dict(),
                 "allow": self.settings.allow,
                 "data_dir": self.settings.data_dir,
+                "run_as": self.settings.run_as,
             }
             out = await _run_preview(job, timeout + 30)
             if "result" in out:
