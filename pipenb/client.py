@@ -544,6 +544,91 @@ class Client:
             raise ApiError(0, "capture_failed", "capture failed on " + "; ".join(errors))
         return events
 
+    # ------------------------------------------------------------------ previews on agents
+    def agent_for(self, on: str | None = None, labels: str | list[str] | None = None) -> str:
+        """The agent a preview runs on: ``on`` (an id or a name), or the first online agent
+        with every one of ``labels``."""
+        agents = self.agents()["agents"]
+        if on is not None:
+            for a in agents:
+                if on in (a["id"], a.get("name")):
+                    return str(a["id"])
+            raise UsageError(f"no agent {on!r} on this server (pipenb agents lists them)")
+        want = [x.strip() for x in labels.split(",")] if isinstance(labels, str) else labels
+        want = [x for x in want or [] if x]
+        if not want:
+            raise UsageError("say which agent: on=AGENT (--on) or labels (--on-labels)")
+        for a in agents:
+            if set(want) <= set(a.get("labels") or []) and a.get("state") != "offline":
+                return str(a["id"])
+        raise UsageError(f"no online agent has the label(s) {', '.join(want)}")
+
+    def preview_on(
+        self,
+        agent: str,
+        yaml_text: str,
+        params: dict[str, Any] | None = None,
+        limit: int = 100,
+        timeout: float = 10.0,
+    ) -> Any:
+        """Preview a pipe on an agent's real data: the same ``PreviewResult`` as a local
+        preview (``.df``, ``.stages[i].df``, ``.errors``, ``.counts_df``).
+
+        The server queues the pipe's text for the agent, which runs it under its own policy
+        (refused ones raise ``ApiError`` naming the rule) and sends back each stage's events.
+        Waits ``timeout`` seconds for the input and a margin for the round trip."""
+        from pipenb.engine.preview import PreviewResult
+
+        queued = self.request(
+            "POST",
+            f"/agents/{_seg(agent)}/previews",
+            json={"yaml": yaml_text, "params": params or {}, "limit": limit, "timeout": timeout},
+        )
+        deadline = time.monotonic() + timeout + 30.0
+        delay = 0.05
+        while True:
+            got = self.request("GET", f"/previews/{_seg(queued['id'])}")
+            if got["state"] == "done" and got.get("result") is not None:
+                return PreviewResult.from_dict(got["result"])
+            if got["state"] != "pending":
+                code = (
+                    "preview_refused" if "policy" in (got.get("error") or "") else "preview_failed"
+                )
+                raise ApiError(0, code, f"preview on agent {agent}: {got.get('error')}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ApiError(
+                    0,
+                    "timeout",
+                    f"preview on agent {agent}: no answer within {timeout + 30:g} s "
+                    "(is the agent running and connected?)",
+                )
+            time.sleep(min(delay, left))  # poll
+            delay = min(delay * 2, 0.5)
+
+    def command_expiry(self) -> dict[str, Any]:
+        """How long each type of command waits for its agent, and is kept once done."""
+        return self.request("GET", "/command-expiry")
+
+    # ------------------------------------------------------------------ agent settings
+    def set_agent_settings(
+        self,
+        values: dict[str, Any],
+        labels: list[str] | tuple[str, ...] = (),
+        agent: str | None = None,
+    ) -> dict[str, Any]:
+        """Set settings (``{"metrics-every": "5s"}``; None removes one) for every agent with
+        one of ``labels``, or for one ``agent``; they apply at the agents' next check-in."""
+        body = {"labels": list(labels), "agent": agent, "values": values}
+        return self.request("PUT", "/agent-settings", json=body)
+
+    def agent_settings(self, agent: str | None = None) -> dict[str, Any]:
+        """Every label's and agent's settings, or one agent's: what it is given, the version it
+        applied and what its bounds refused."""
+        if agent is None:
+            return self.request("GET", "/agent-settings")
+        return self.request("GET", f"/agents/{_seg(agent)}/settings")
+
     # ------------------------------------------------------------------ metrics and logs
     def metrics(
         self,

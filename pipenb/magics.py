@@ -30,6 +30,9 @@ USAGE = """\
 %%pipe [NAME] --cluster local:N|tcp://HOST:8786 [--resume] [--partition-size SIZE] [--param k=v]...
     run the cell's pipe over its whole input on a Dask cluster (dashboard link and progress
     shown); the run's metrics go to NAME
+%%pipe [NAME] --on AGENT | --on-labels a,b [--limit N] [--timeout S] [--param k=v]...
+    preview the cell's pipe on an agent's real data, under its policy (through the server;
+    the agent's policy must allow previews); the same PreviewResult goes to NAME
 
 %pipe connect URL [--token T]        connect to a server (default: PIPENB_URL/PIPENB_TOKEN);
     [--ca-file F | --ca-fingerprint FP] [--cert F --key F]   https:// trust and mutual TLS
@@ -295,6 +298,9 @@ class PipeMagics(Magics):
         p.add_argument("--cluster")
         p.add_argument("--resume", action="store_true")
         p.add_argument("--partition-size")
+        p.add_argument("--on")  # preview on this agent's real data (through the server)
+        p.add_argument("--on-labels")
+        p.add_argument("--timeout", type=float, default=10.0)
         args = p.parse_args(argv)
         text, offset = cell, 0
         if args.name and not re.search(r"(?m)^name\s*:", cell):
@@ -330,6 +336,17 @@ class PipeMagics(Magics):
                     "dashboard": c["dashboard"],
                 },
             )
+        if args.on or args.on_labels:
+            result = pipe.preview(
+                None,
+                args.limit or 100,
+                args.timeout,
+                on=args.on,
+                labels=args.on_labels,
+                client=self._client(),
+            )
+            self.shell.user_ns[args.name or "_pipe"] = result
+            return result
         sample = self._sample(args.sample)
         limit = args.limit if args.limit is not None else self.limit
         result = pipe.preview(sample, limit)

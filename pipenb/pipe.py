@@ -13,6 +13,7 @@ from pipenb.engine.checkpoints import (
     default_data_dir,
 )
 from pipenb.engine.runtime import Engine
+from pipenb.errors import UsageError
 from pipenb.lang.spec import PipeSpec
 from pipenb.lang.validate import load_pipe
 
@@ -57,12 +58,32 @@ class Pipe:
         return self.spec.source
 
     def preview(
-        self, sample: Any = None, limit: int | None = 1000, timeout: float = 10.0
+        self,
+        sample: Any = None,
+        limit: int | None = 1000,
+        timeout: float = 10.0,
+        *,
+        on: str | None = None,
+        labels: str | list[str] | None = None,
+        client: Any = None,
     ) -> PreviewResult:
         """Run the actions on ``sample`` (events, lines, DataFrame, file; default: own input).
 
-        The pipe's output is never opened: a preview cannot write anywhere real.
+        The pipe's output is never opened: a preview cannot write anywhere real. With ``on``
+        (an agent's id or name) or ``labels`` (the first online agent having them) the preview
+        runs on that agent, on its real data and under its policy, through the server
+        (``client``, default ``Client()`` from PIPENB_URL and PIPENB_TOKEN); the answer is the
+        same kind of result.
         """
+        if on is not None or labels:
+            if sample is not None:
+                raise UsageError("a preview on an agent reads the pipe's own input: no sample")
+            from pipenb.client import Client
+
+            client = client or Client()
+            agent = client.agent_for(on, labels)
+            params = {k: self.spec.values[k] for k in self.spec.params if k in self.spec.values}
+            return client.preview_on(agent, self.yaml, params, limit or 100, timeout)
         from pipenb.engine.preview import preview
 
         return preview(self.spec, sample, limit, timeout)

@@ -68,7 +68,7 @@ while time.monotonic() < deadline:
 sys.exit("pipenb: JupyterLab's pipenb API did not answer within 60 s")
 PY
 # the local agent's policy, for the tutorials: read logs, the temp dir and the repo's examples,
-# write in the temp dir; exec and scripts stay off (docs/agent.md#policy)
+# write in the temp dir, run previews on its data; exec and scripts stay off (docs/agent.md#policy)
 ENROLL=()
 if [ ! -f "$STATE/agent/identity.json" ]; then  # first run: a one-use token with the label
     ENROLL_TOKEN=$(PIPENB_TOKEN="$JTOKEN" "$BIN/pipenb" enroll-tokens create --json \
@@ -78,7 +78,7 @@ if [ ! -f "$STATE/agent/identity.json" ]; then  # first run: a one-use token wit
 fi
 "$BIN/pipenb" agent --server "http://127.0.0.1:$PORT" ${ENROLL[@]+"${ENROLL[@]}"} --name local \
     --data-dir "$STATE/agent" --metrics-every 2 \
-    --allow-read "/var/log/**,/tmp/**,$PWD/examples/**" --allow-write /tmp &
+    --allow-read "/var/log/**,/tmp/**,$PWD/examples/**" --allow-write /tmp --allow-preview &
 AGENT=$!
 echo "pipenb: JupyterLab on http://127.0.0.1:$PORT/lab?token=$JTOKEN, agent 'local' (label local) started"
 wait "$LAB"

@@ -95,6 +95,18 @@ export interface IPreviewResult {
   errors: IDeadLetter[];
 }
 
+/** A preview on an agent (pipenb server: POST agents/{id}/previews, GET previews/{id}). */
+export interface IAgentPreview {
+  id: string;
+  agent_id: string;
+  state: 'pending' | 'done' | 'failed' | 'expired';
+  error: string | null;
+  result: {
+    stages: { stage: string; in: number; out: number; dropped: number; errors: number; events: any[] }[];
+    errors: Record<string, unknown>[];
+  } | null;
+}
+
 export interface ICaseResult {
   name: string;
   passed: boolean;
@@ -193,6 +205,11 @@ export const api = {
     limit?: number;
     timeout?: number;
   }) => post<IPreviewResult>('authoring/preview', body),
+  previewOnAgent: (
+    agent: string,
+    body: { yaml: string; params: Record<string, unknown>; limit: number; timeout: number }
+  ) => post<IAgentPreview>(`agents/${seg(agent)}/previews`, body),
+  agentPreview: (id: string) => requestAPI<IAgentPreview>(`previews/${seg(id)}`),
   test: (text: string, params: Record<string, unknown> = {}) =>
     post<ITestResult>('authoring/test', { text, params }),
   schema: () => requestAPI<Record<string, any>>('authoring/schema'),

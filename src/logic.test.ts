@@ -179,3 +179,25 @@ describe('rates, diff and tap', () => {
     expect(tapMagic('d-1', '', 5)).toBe('%pipe tap d-1 --limit 5');
   });
 });
+
+describe('asPreviewResult', () => {
+  it("shows an agent's preview as the Preview tab's result, dead letters from _error", async () => {
+    const { asPreviewResult } = await import('./agentpreview');
+    const r = asPreviewResult({
+      id: 'cmd-1',
+      agent_id: 'web-3',
+      state: 'done',
+      error: null,
+      result: {
+        stages: [{ stage: 'input:files', in: 2, out: 2, dropped: 0, errors: 0, events: [{ a: 1 }, { a: 2 }] }],
+        errors: [{ a: 3, _error: { stage: 'parse', message: 'bad' } }]
+      }
+    });
+    expect(r.ok).toBe(true);
+    expect(r.stages[0]).toMatchObject({ stage: 'input:files', events_in: 2, events_out: 2 });
+    expect(r.errors).toEqual([{ stage: 'parse', message: 'bad', event: { a: 3 } }]);
+    const refused = asPreviewResult({ id: 'c', agent_id: 'w', state: 'failed', error: "rule 'preview'", result: null });
+    expect(refused.ok).toBe(false);
+    expect(refused.error).toContain("rule 'preview'");
+  });
+});

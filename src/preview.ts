@@ -5,6 +5,7 @@
  */
 import { Widget } from '@lumino/widgets';
 
+import { previewOnAgent } from './agentpreview';
 import { api, IPreviewResult } from './handler';
 import { parseAssignments } from './paramsform';
 import { el, eventsTable, rowsTable } from './tables';
@@ -32,7 +33,8 @@ export class PreviewPanel extends Widget {
     for (const [value, label] of [
       ['input', "The pipe's own input"],
       ['lines', 'Pasted lines'],
-      ['file', 'A file']
+      ['file', 'A file'],
+      ['agent', 'Preview on agent…']
     ]) {
       this.source.appendChild(el('option', { value }, label));
     }
@@ -55,6 +57,11 @@ export class PreviewPanel extends Widget {
         this.sync();
       }
     };
+    this.agent = el('input', {
+      class: 'jp-pipenb-sample-agent',
+      type: 'text',
+      placeholder: "agent id: the pipe's own input, read on that agent (its policy must allow previews)"
+    });
     this.pathRow = el('div', { class: 'jp-pipenb-path-row' });
     this.pathRow.append(this.path, pick);
     this.params = el('input', {
@@ -65,7 +72,7 @@ export class PreviewPanel extends Widget {
     const run = el('button', { class: 'jp-mod-styled jp-mod-accept jp-pipenb-run-preview' }, 'Run preview');
     run.onclick = () => void this.run();
     this.source.onchange = () => this.sync();
-    form.append(this.source, this.lines, this.pathRow, this.params, run);
+    form.append(this.source, this.lines, this.pathRow, this.agent, this.params, run);
     this.node.appendChild(form);
     this.output = el('div', { class: 'jp-pipenb-preview-output' });
     this.node.appendChild(this.output);
@@ -82,6 +89,7 @@ export class PreviewPanel extends Widget {
   private sync(): void {
     this.lines.style.display = this.source.value === 'lines' ? '' : 'none';
     this.pathRow.style.display = this.source.value === 'file' ? '' : 'none';
+    this.agent.style.display = this.source.value === 'agent' ? '' : 'none';
   }
 
   get hasRun(): boolean {
@@ -102,6 +110,22 @@ export class PreviewPanel extends Widget {
       return null;
     }
     body.params = params;
+    if (this.source.value === 'agent') {
+      try {
+        const r = await previewOnAgent(this.agent.value.trim(), {
+          yaml: body.text,
+          params,
+          limit: Math.min(body.limit ?? 100, 1000),
+          timeout: 10
+        });
+        this.render(r);
+        return r;
+      } catch (error) {
+        this.output.textContent = '';
+        this.output.appendChild(el('div', { class: 'jp-pipenb-error' }, String(error)));
+        return null;
+      }
+    }
     if (this.source.value === 'lines') {
       body.lines = this.lines.value.split('\n').filter(l => l.length);
     } else if (this.source.value === 'file') {
@@ -170,6 +194,7 @@ export class PreviewPanel extends Widget {
   private lines: HTMLTextAreaElement;
   private path: HTMLInputElement;
   private pathRow: HTMLElement;
+  private agent: HTMLInputElement;
   private params: HTMLInputElement;
   private output: HTMLElement;
   private ran = false;

@@ -118,6 +118,7 @@ class World:
             "dep_id": self.dep,
             "command_id": self.command,
             "token_id": "0123456789ab",
+            "preview_id": self.command,
         }
 
 

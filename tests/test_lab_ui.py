@@ -385,3 +385,53 @@ def test_deploy_from_the_editor_then_fleet_panel_tap_and_stop(
     assert dep["running"] is False  # the panel's stop reached the server
     assert dep["params"] == {"level": "info"}
     assert dep["labels"] == ["local"]
+
+
+def test_pipe_editor_previews_on_the_local_agent(lab: LabProcess, workdir: str) -> None:
+    """'Preview on agent…': the pipe reads a file on the agent (the local agent of scripts/run.sh
+    allows previews and reads /tmp/**); the Preview tab shows its stages like a local run."""
+    from playwright.sync_api import expect, sync_playwright
+
+    log = Path("/tmp") / f"pipenb-ui-preview-{lab.port}.log"
+    log.write_text("".join(f"level={'error' if i % 2 else 'info'} n={i}\n" for i in range(40)))
+    (REPO / workdir / "onagent.pipe.yaml").write_text(
+        "name: onagent\n"
+        f'input:\n  files: {{path: "{log}"}}\n'
+        'actions:\n  - parse: {format: logfmt}\n  - filter: level == "error"\n'
+        "output:\n  discard: {}\n"
+    )
+    agent = lab.local_agent()
+    assert agent is not None
+    try:
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 950})
+                page.set_default_timeout(60_000)
+                page.goto(
+                    f"{lab.url}/lab/workspaces/pipenb-agent/tree/{workdir}/onagent.pipe.yaml"
+                    f"?reset&token={lab.token}"
+                )
+                editor = page.locator(".jp-pipenb-editor:visible")
+                expect(editor).to_be_visible(timeout=90_000)
+                editor.locator(".jp-pipenb-side .lm-TabBar-tab", has_text="Preview").click()
+                preview = editor.locator(".jp-pipenb-preview")
+                preview.locator(".jp-pipenb-sample-source").select_option("agent")
+                preview.locator(".jp-pipenb-sample-agent").fill(agent["id"])
+                preview.locator(".jp-pipenb-run-preview").click()
+                counts = preview.locator(".jp-pipenb-counts")
+                expect(counts).to_be_visible()
+                rows = counts.locator("tbody tr")
+                expect(rows).to_have_count(3)  # the input and two actions
+                expect(rows.first).to_contain_text("input:files")
+                expect(rows.first.locator("td").nth(2)).to_have_text("40")
+                expect(rows.last.locator("td").nth(2)).to_have_text("20")  # the error lines
+                page.screenshot(path=str(ARTIFACTS / "lab-editor-preview-on-agent.png"))
+                # an agent that does not exist: the server's message, not a crash
+                preview.locator(".jp-pipenb-sample-agent").fill("no-such-agent")
+                preview.locator(".jp-pipenb-run-preview").click()
+                expect(preview.locator(".jp-pipenb-error")).to_contain_text("no-such-agent")
+            finally:
+                browser.close()
+    finally:
+        log.unlink(missing_ok=True)

@@ -489,6 +489,8 @@ def test_2_to_the_63_anywhere_is_a_400(tmp_path):
             "PreviewRequest": {"text": "name: x\ninput: {echo: {}}\noutput: {discard: {}}\n"},
             "RunTestsRequest": {"text": "name: x\ninput: {echo: {}}\noutput: {discard: {}}\n"},
             "PipeText": {"text": "name: x\ninput: {echo: {}}\noutput: {discard: {}}\n"},
+            "PreviewCreate": {"yaml": "name: x\ninput: {echo: {}}\noutput: {discard: {}}\n"},
+            "AgentSettingsSet": {"labels": ["big"], "values": {}},
         }
         fields = body_ints()
         tried = 0

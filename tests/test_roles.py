@@ -30,6 +30,7 @@ BOGUS = {
     "dep_id": "dep-000000000000",
     "command_id": "cmd-000000000000",
     "token_id": "0123456789ab",
+    "preview_id": "cmd-000000000000",
 }
 PIPE = """\
 name: audited
@@ -132,6 +133,7 @@ def test_admin_only_operations_are_the_documented_ones():
             "POST /enroll-tokens",
             "GET /enroll-tokens/{token_id}",
             "DELETE /enroll-tokens/{token_id}",
+            "PUT /agent-settings",
         ]
     )
     documented = (Path(__file__).parents[1] / "docs" / "security.md").read_text()

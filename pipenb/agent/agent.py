@@ -59,6 +59,23 @@ class Agent:
         self._stop = asyncio.Event()
         self._reconcile_lock = asyncio.Lock()
         self._tapping: set[str] = set()  # capture commands a worker is working on
+        self._previewing: set[str] = set()  # preview commands under way (pipenb.agent.preview)
+        self.previews: dict[str, dict[str, Any]] = {}  # command id -> answer to report
+        # the server's settings (pipenb.agent.remote_settings) over the command line's
+        self.base = {
+            "metrics-every": settings.metrics_every,
+            "long-poll": settings.long_poll,
+            "capture-limit": settings.capture_limit,
+            "log-level": None,  # as the command line set it (-v)
+            "ship-level": "debug",
+            "ship-rate": None,  # no limit
+        }
+        self.remote: dict[str, Any] = dict(self.base)
+        self.settings_version: str | None = None
+        self.settings_refused: dict[str, str] = {}
+        self._log_level0 = logging.getLogger("pipenb").level
+        self._ship_tokens = 0.0
+        self._ship_at = time.monotonic()
         self.retired: dict[str, dict[str, Any]] = {}  # final reports of removed workers
         self._tasks: set[asyncio.Task] = set()  # reconciles and restarts under way
         self.refused: ServerError | None = None  # why the server turned this agent away
@@ -219,6 +236,7 @@ class Agent:
             if dep not in self.workers and not self.full:
                 pipes.append(final)
         captures = [c for w in self.workers.values() for c in w.captures.values()]
+        captures += list(self.previews.values())
         body: dict[str, Any] = {
             "agent_id": self.agent_id,
             "seq": self.seq,
@@ -229,6 +247,11 @@ class Agent:
             "logs": list(itertools.islice(self.logs, LOGS_PER_CHECKIN)),
             "desired_hash": self.desired_hash,
             "wait": wait,
+            "settings": {
+                "version": self.settings_version,
+                "refused": self.settings_refused,
+                "bounds": self.settings.bounds.to_dict(),
+            },
         }
         if self.full:
             body["attributes"] = self.attributes()
@@ -249,6 +272,8 @@ class Agent:
                 if cid in done:
                     del w.captures[cid]
         self._tapping -= done
+        for cid in done:
+            self.previews.pop(cid, None)
         for _ in range(len(body["logs"])):
             if self.logs:
                 self.logs.popleft()
@@ -345,14 +370,65 @@ class Agent:
                 # in the background: draining a worker can take seconds, and check-ins (our
                 # presence) must go on meanwhile
                 self._background(self.reconcile_latest())
+            if resp.get("settings") is not None:
+                self.apply_settings(resp["settings"], resp.get("settings_version"))
             commands = resp.get("commands") or []
             for cmd in commands:
                 await self._command(cmd)
-            if commands and all(c["id"] in self._tapping for c in commands) and not self.acks:
-                # only taps in progress: the server will not hold us while they are pending,
-                # so wait for a worker's news (the captured events) instead of asking again
+            busy = self._tapping | self._previewing
+            if commands and all(c["id"] in busy for c in commands) and not self.acks:
+                # only taps and previews in progress: the server will not hold us while they
+                # are pending, so wait for a worker's news (the captured events, the preview's
+                # answer) instead of asking again
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._news.wait(), 1.0)
+
+    def apply_settings(self, values: dict[str, Any], version: str | None) -> None:
+        """The server's settings, within this agent's bounds; refused ones keep the command
+        line's value and are reported (with why) alongside the version applied."""
+        from pipenb.agent.remote_settings import SettingError
+
+        remote = dict(self.base)
+        refused: dict[str, str] = {}
+        for key, value in values.items():
+            try:
+                remote[key] = self.settings.bounds.check(key, value)
+            except SettingError as exc:
+                refused[key] = str(exc)
+                self.logs.append(_logline("warning", None, f"setting refused: {exc}"))
+                log.warning("the server's setting refused: %s", exc)
+        self.remote = remote
+        self.settings.metrics_every = float(remote["metrics-every"])
+        self.settings.long_poll = float(remote["long-poll"])
+        self.settings.capture_limit = int(remote["capture-limit"])
+        level = remote["log-level"]
+        logging.getLogger("pipenb").setLevel(
+            level.upper() if isinstance(level, str) else self._log_level0
+        )
+        if version != self.settings_version or refused != self.settings_refused:
+            changes.info("applied the server's settings %s: %s", version, values or "none")
+        self.settings_version = version
+        self.settings_refused = refused
+        self.news()  # report the version applied now
+
+    def _ship(self, level: str) -> bool:
+        """Whether a pipe's log line goes to the server: at ``ship-level`` or above, and no
+        more than ``ship-rate`` lines a second (a token bucket of one second's worth)."""
+        from pipenb.agent.remote_settings import LEVELS
+
+        floor = str(self.remote.get("ship-level") or "debug")
+        if level in LEVELS and LEVELS.index(level) < LEVELS.index(floor):
+            return False
+        rate = self.remote.get("ship-rate")
+        if rate is None:
+            return True
+        now = time.monotonic()
+        self._ship_tokens = min(float(rate), self._ship_tokens + (now - self._ship_at) * rate)
+        self._ship_at = now
+        if self._ship_tokens < 1:
+            return False
+        self._ship_tokens -= 1
+        return True
 
     def _shed(self, exc: ServerError) -> None:
         """The server refused a check-in as too large (its ``--max-checkin-body``): drop the
@@ -364,6 +440,9 @@ class Agent:
             for capture in w.captures.values():
                 capture["events"] = []
                 capture["error"] = "the captured events were too large for a check-in"
+        for answer in self.previews.values():
+            answer.pop("result", None)
+            answer["error"] = "the preview's events were too large for a check-in: ask for fewer"
         log.error("check-in refused as too large (%s): dropped captured events and logs", exc)
         self.logs.append(
             _logline("error", None, f"check-in too large: {dropped} buffered log lines dropped")
@@ -372,6 +451,11 @@ class Agent:
     async def _command(self, cmd: dict[str, Any]) -> None:
         w = self.workers.get(cmd["deployment_id"])
         kind = cmd["type"]
+        if kind == "preview":
+            if cmd["id"] not in self._previewing and cmd["id"] not in self.previews:
+                self._previewing.add(cmd["id"])
+                self._background(self._preview(cmd))
+            return
         if kind == "capture":
             if cmd["id"] in self._tapping or any(
                 cmd["id"] in x.captures for x in self.workers.values()
@@ -382,7 +466,7 @@ class Agent:
                     "type": "capture",
                     "id": cmd["id"],
                     "stage": cmd["args"].get("stage"),
-                    "limit": cmd["args"].get("limit", 10),
+                    "limit": min(cmd["args"].get("limit", 10), self.settings.capture_limit),
                 }
             ):
                 if w is not None:
@@ -402,6 +486,43 @@ class Agent:
         # reset-checkpoint arrives as a new desired hash with a checkpoint to start from
         self.acks.append(cmd["id"])
         self.news()
+
+    async def _preview(self, cmd: dict[str, Any]) -> None:
+        """Run a preview the server asked for in a process of its own (pipenb.agent.preview),
+        under this host's policy, and report its answer with the next check-in."""
+        from pipenb.agent import preview
+
+        cid = cmd["id"]
+        answer: dict[str, Any] = {"command_id": cid, "events": []}
+        try:
+            why = preview.refusal(self.settings.policy)
+            if why is not None:
+                answer["error"] = why
+                return
+            limit, timeout = preview.bounds(cmd.get("args") or {})
+            limit = min(limit, self.settings.capture_limit)
+            job = {
+                "yaml": cmd["args"].get("yaml") or "",
+                "params": cmd["args"].get("params") or {},
+                "limit": limit,
+                "timeout": timeout,
+                "policy": self.settings.policy.to_dict(),
+                "allow": self.settings.allow,
+                "data_dir": self.settings.data_dir,
+                "run_as": self.settings.run_as,
+            }
+            out = await _run_preview(job, timeout + 30)
+            if "result" in out:
+                answer["result"] = out["result"]
+            else:
+                answer["error"] = str(out.get("error") or "the preview gave no answer")
+        except Exception as exc:  # the user waits for an answer, whatever went wrong
+            answer["error"] = f"the preview failed on the agent: {exc}"
+        finally:
+            self._previewing.discard(cid)
+            self.previews[cid] = answer
+            changes.info("preview %s: %s", cid, answer.get("error") or "done")
+            self.news()
 
     # ------------------------------------------------------------------ pipes
     def _background(self, coro: Any) -> None:
@@ -463,7 +584,8 @@ class Agent:
         """Where a worker's warnings go: the server's logs of that deployment."""
 
         def say(level: str, message: str) -> None:
-            self.logs.append(_logline(level, dep_id, message))
+            if self._ship(level):
+                self.logs.append(_logline(level, dep_id, message))
 
         return say
 
@@ -526,6 +648,38 @@ class Agent:
         body["leaving"] = True
         with contextlib.suppress(ServerError):
             await asyncio.to_thread(self._post, "/agent/checkin", body, self.api_key, 5)
+
+
+async def _run_preview(job: dict[str, Any], deadline: float) -> dict[str, Any]:
+    """One preview process: the job in, one JSON answer out; killed past ``deadline`` s."""
+    import sys
+
+    import orjson
+
+    from pipenb.agent.workers import SAFE_PATH, worker_environ
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *SAFE_PATH,
+        "-m",
+        "pipenb.agent.preview",
+        env=worker_environ(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        limit=64 * 1024 * 1024,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(orjson.dumps(job) + b"\n"), deadline)
+    except asyncio.TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return {"error": f"the preview took longer than {deadline:.0f} s and was stopped"}
+    try:
+        return orjson.loads(out.splitlines()[-1]) if out.strip() else {}
+    except orjson.JSONDecodeError:
+        return {"error": "the preview process gave an answer that is not JSON"}
 
 
 def _prepare_run_as(data_dir: str, user: str) -> None:

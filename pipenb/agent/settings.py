@@ -39,6 +39,18 @@ class AgentSettings:
     def tls_options(self) -> TlsOptions:
         return TlsOptions(self.ca_file, self.ca_fingerprint, self.cert, self.key)
 
+    #: what the server may change (pipenb.agent.remote_settings): --max-log-level and
+    #: --settings-bounds KEY=LOW..HIGH,...
+    max_log_level: str = "debug"
+    settings_bounds: str | None = None
+    capture_limit: int = 10_000  # events a tap or a preview brings back at most
+
+    @cached_property
+    def bounds(self) -> Any:
+        from pipenb.agent.remote_settings import Bounds
+
+        return Bounds.parse(self.max_log_level, self.settings_bounds)
+
     #: policy values from --policy FILE and the --allow-* flags (flags win), over the defaults
     policy_values: dict[str, Any] = field(default_factory=dict)
     policy_file: str | None = None

@@ -77,6 +77,13 @@ def register(sub: Any) -> None:
     )
     option(
         p,
+        "--allow-preview",
+        flag_action=True,
+        help="run previews users ask the server for, on this host's data and under this "
+        "policy (the policy's preview: true; refused by default)",
+    )
+    option(
+        p,
         "--disable",
         help="refuse exec and/or script whatever the policy says, comma-separated: exec,script",
     )
@@ -98,6 +105,19 @@ def register(sub: Any) -> None:
         type=float,
         default=15.0,
         help="seconds between a pipe's metrics and checkpoint reports",
+    )
+    option(
+        p,
+        "--max-log-level",
+        default="debug",
+        help="the most verbose log level the server may set (log-level, ship-level): "
+        "debug, info, warning or error (default: debug)",
+    )
+    option(
+        p,
+        "--settings-bounds",
+        help="ranges the server's settings must keep to, e.g. "
+        "'metrics-every=5s..60s,long-poll=..30s,capture-limit=..500' (docs/agent.md#settings)",
     )
     option(p, "--ca-file", help="trust only the CA in this PEM file for an https:// server")
     option(
@@ -173,6 +193,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
             "exec": args.allow_exec,
         }
         values.update({k: v for k, v in flags.items() if v})
+        if args.allow_preview:
+            values["preview"] = True
     except PolicyFileError as exc:
         print(f"pipenb agent: {exc}", file=sys.stderr)
         return 2
@@ -208,9 +230,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
         key=args.key,
         insecure_http=args.insecure_http,
         policy_values=values,
+        max_log_level=args.max_log_level or "debug",
+        settings_bounds=args.settings_bounds,
         policy_file=os.path.abspath(args.policy) if args.policy else None,
         run_as=args.run_as,
     )
+    from pipenb.agent.remote_settings import SettingError
+
+    try:
+        settings.bounds  # noqa: B018 - bad bounds are reported now, not at the first setting
+    except SettingError as exc:
+        print(f"pipenb agent: {exc}", file=sys.stderr)
+        return 2
     try:
         settings.policy  # noqa: B018 - a bad flag is reported now, not at the first pipe
     except PolicyFileError as exc:

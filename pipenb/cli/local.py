@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from pipenb.cli.options import option
 from pipenb.engine.checkpoints import checkpoint_path, default_data_dir
 from pipenb.errors import PipenbError, PipeSyntaxError, UsageError
 from pipenb.tables import format_table
@@ -53,7 +54,20 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--sample", help="file of lines or NDJSON events (default: the pipe's own input)"
     )
-    p.add_argument("--limit", type=int, default=1000, help="events to read (default 1000)")
+    p.add_argument(
+        "--limit", type=int, default=None, help="events to read (default 1000; 100 on an agent)"
+    )
+    p.add_argument(
+        "--on",
+        metavar="AGENT",
+        help="preview on this agent's real data, under its policy, through the server",
+    )
+    p.add_argument(
+        "--on-labels", metavar="A,B", help="preview on the first online agent with these labels"
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to read the input")
+    option(p, "--url", help="the pipenb server (for --on), as printed by `pipenb server`")
+    option(p, "--token", help="the user token for the server (for --on)")
     _param_arg(p)
     p.add_argument("--json", action="store_true", help="machine-readable result")
     p.set_defaults(func=cmd_preview)
@@ -188,7 +202,19 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     try:
         pipe = _load(args.file, parse_params(args.param))
-        result = pipe.preview(args.sample, limit=args.limit)
+        if args.on or args.on_labels:
+            from pipenb.client import Client
+
+            result = pipe.preview(
+                args.sample,
+                limit=args.limit or 100,
+                timeout=args.timeout,
+                on=args.on,
+                labels=args.on_labels,
+                client=Client(args.url, args.token),
+            )
+        else:
+            result = pipe.preview(args.sample, limit=args.limit or 1000, timeout=args.timeout)
     except PipeSyntaxError as exc:
         _problems(exc)
         return 1

@@ -563,6 +563,72 @@ def _command(kind: str) -> Handler:
     return cmd
 
 
+def cmd_settings_set(client: Any, args: argparse.Namespace) -> None:
+    values: dict[str, Any] = {}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"{item!r}: write KEY=VALUE (KEY= removes the setting)")
+        values[key.strip()] = value.strip() or None
+    labels = [x.strip() for x in (args.labels or "").split(",") if x.strip()]
+    if not labels and not args.agent:
+        raise UsageError("say whose settings: --labels A,B or --agent ID")
+    result = client.set_agent_settings(values, labels, args.agent)
+    if args.json:
+        _print_json(result)
+        return
+    who = ", ".join(
+        [f"label {x}" for x in labels] + ([f"agent {args.agent}"] if args.agent else [])
+    )
+    print(f"settings of {who} set: the agents apply them at their next check-in")
+
+
+def cmd_settings_list(client: Any, args: argparse.Namespace) -> None:
+    result = client.agent_settings()
+    if args.json:
+        _print_json(result)
+        return
+    rows = [
+        {
+            "scope": r["scope"],
+            "settings": ", ".join(f"{k}={v}" for k, v in sorted(r["values"].items())) or "-",
+            "by": r.get("updated_by") or "",
+        }
+        for r in result["scopes"]
+    ]
+    print(format_table(rows) if rows else "no settings: agents use their command lines'")
+
+
+def cmd_settings_show(client: Any, args: argparse.Namespace) -> None:
+    v = client.agent_settings(args.id)
+    if args.json:
+        _print_json(v)
+        return
+    applied = "yes" if v["applied_version"] == v["version"] else f"not yet ({v['applied_version']})"
+    print(f"agent {v['agent_id']}: settings version {v['version']}, applied: {applied}")
+    for k, val in sorted(v["values"].items()):
+        why = v["refused"].get(k)
+        print(f"  {k} = {val}" + (f"   REFUSED: {why}" if why else ""))
+    if v.get("bounds"):
+        print("  bounds: " + ", ".join(f"{k} {b}" for k, b in sorted(v["bounds"].items())))
+
+
+def cmd_command_expiry(client: Any, args: argparse.Namespace) -> None:
+    result = client.command_expiry()
+    if args.json:
+        _print_json(result)
+        return
+    rows = [
+        {
+            "type": e["type"],
+            "waits for its agent": f"{e['pending_seconds']:g} s",
+            "kept once done": f"{e['kept_seconds']:g} s",
+        }
+        for e in result["expiry"]
+    ]
+    print(format_table(rows))
+
+
 def cmd_agents_show(client: Any, args: argparse.Namespace) -> None:
     a = client.agent(args.id)
     if args.json:
@@ -706,6 +772,29 @@ def register(sub: Any) -> None:
         "--insecure-http",
         action="store_true",
         help="allow a plain-http server URL that is not loopback (labs only)",
+    )
+    st = gs.add_parser("settings", help="settings the server gives agents: set, list, show")
+    sts = st.add_subparsers(dest="settings_command", metavar="COMMAND", required=True)
+    p = leaf(
+        sts,
+        "set",
+        cmd_settings_set,
+        "set agents' settings: log-level, ship-level, ship-rate, metrics-every, long-poll, "
+        "capture-limit (KEY= removes one); applied without a restart, within each agent's bounds",
+    )
+    p.add_argument("settings", nargs="+", metavar="KEY=VALUE")
+    p.add_argument("--labels", metavar="A,B", help="every agent with one of these labels")
+    p.add_argument("--agent", metavar="ID", help="one agent (its own settings win)")
+    leaf(sts, "list", cmd_settings_list, "settings per label and per agent")
+    p = leaf(
+        sts, "show", cmd_settings_show, "an agent's settings, the version it applied, refusals"
+    )
+    p.add_argument("id", metavar="ID")
+    leaf(
+        gs,
+        "command-expiry",
+        cmd_command_expiry,
+        "how long each type of command waits for its agent, and is kept once done",
     )
     k = gs.add_parser("keys", help="an agent's API keys: create, revoke")
     ks = k.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)

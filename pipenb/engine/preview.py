@@ -101,6 +101,40 @@ class PreviewResult:
             raise KeyError(f"no output {name!r}; outputs: {', '.join(self.outputs) or 'none'}")
         return to_dataframe(self.outputs[name])
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON: how an agent sends a preview back (``from_dict`` makes it this again)."""
+        return {
+            "pipe": self.pipe,
+            "stages": [{**s.counts(), "events": s.events} for s in self.stages],
+            "errors": self.errors,
+            "limit": self.limit,
+            "more": self.more,
+            "total": self.total,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreviewResult:
+        """The preview an agent ran, as the same object a local preview gives."""
+        stages = [
+            StagePreview(
+                str(s.get("stage", "")),
+                list(s.get("events") or []),
+                int(s.get("in") or 0),
+                int(s.get("out") or 0),
+                int(s.get("dropped") or 0),
+                int(s.get("errors") or 0),
+            )
+            for s in data.get("stages") or []
+        ]
+        return cls(
+            str(data.get("pipe", "")),
+            stages,
+            list(data.get("errors") or []),
+            data.get("limit"),
+            bool(data.get("more")),
+            data.get("total"),
+        )
+
     @property
     def limit_note(self) -> str:
         """ "showing 1,000 of 5,000+ events (--limit)", or "" when the whole input was read."""
@@ -264,12 +298,21 @@ def input_sample(
 
 
 def _input_sample(
-    spec: PipeSpec, limit: int | None, timeout: float
+    spec: PipeSpec,
+    limit: int | None,
+    timeout: float,
+    ctx: RunContext | None = None,
+    tail: bool = False,
 ) -> tuple[list[Event], list[Event], int]:
-    """``input_sample``, and how many events it read (more than ``limit``: the input has more)."""
+    """``input_sample``, and how many events it read (more than ``limit``: the input has more).
+
+    ``ctx``: the run context (an agent's preview brings its policy's guard and capabilities);
+    ``tail``: keep the last ``limit`` events of the whole input (read to its end or the
+    timeout) rather than the first: an agent previews a log file's newest lines."""
     from pipenb.engine.build import check_capabilities
 
-    ctx = RunContext(pipe=spec.name, preview=True, values=spec.values)
+    if ctx is None:
+        ctx = RunContext(pipe=spec.name, preview=True, values=spec.values)
     check_capabilities(spec, ctx)
     opts = spec.input.options
     update = {
@@ -283,6 +326,7 @@ def _input_sample(
     inp = spec.input.component.factory(opts, ctx)
 
     rejects: list[Event] = []
+    seen = [0]  # events dropped from the front while tailing
 
     async def collect() -> list[Event]:
         out: list[Event] = []
@@ -292,8 +336,11 @@ def _input_sample(
                 async for batch in agen:
                     out.extend(batch.events)
                     rejects.extend(batch.rejects)
-                    if limit is not None and len(out) > limit:  # one more: there is more
-                        break
+                    if limit is not None and len(out) > limit:
+                        if not tail:  # one more: there is more
+                            break
+                        seen[0] += len(out) - limit - 1
+                        del out[: len(out) - limit - 1]  # keep the newest (and one: more)
         except TimeoutError:
             pass
         finally:
@@ -302,6 +349,8 @@ def _input_sample(
         return out
 
     events = run_sync(collect())
+    if tail and limit is not None:
+        return events[-limit:] if limit else [], rejects, len(events) + seen[0]
     return (events if limit is None else events[:limit]), rejects, len(events)
 
 
@@ -324,15 +373,23 @@ def run_sync(coro: Any) -> Any:
 
 
 def preview(
-    spec: PipeSpec, sample: Any = None, limit: int | None = 1000, timeout: float = 10.0
+    spec: PipeSpec,
+    sample: Any = None,
+    limit: int | None = 1000,
+    timeout: float = 10.0,
+    *,
+    ctx: RunContext | None = None,
+    tail: bool = False,
 ) -> PreviewResult:
+    """``ctx`` and ``tail``: see ``_input_sample`` (an agent's preview, pipenb.agent.preview)."""
     total: int | None
+    if ctx is None:
+        ctx = RunContext(pipe=spec.name, preview=True, values=spec.values)
     if sample is None:
-        events, rejects, seen = _input_sample(spec, limit, timeout)
-        total = None if limit is not None and seen > limit else seen
+        events, rejects, seen = _input_sample(spec, limit, timeout, ctx, tail)
+        total = seen if tail or limit is None or seen <= limit else None
     else:
         events, rejects, total = _sample_events(sample, spec, limit)
-    ctx = RunContext(pipe=spec.name, preview=True, values=spec.values)
     chain = compile_chain(spec, ctx, fuse=False)
     stages = [
         StagePreview(

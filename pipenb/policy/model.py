@@ -12,7 +12,7 @@ The file is YAML (or JSON)::
     listen: ["*:1024-65535"]     # host:port patterns for http-server, tcp, udp inputs
     exec: off                    # off, any, or a list of programs: [df, /usr/bin/uptime]
     scripts: false               # the script action
-    preview: false               # reserved: taps and previews of live data (not enforced yet)
+    preview: false               # previews users ask the server for (pipenb.agent.preview)
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ log = logging.getLogger("pipenb.server")
 
 class ControlPlane:
     def __init__(self, settings: ServerSettings):
+        from pipenb.server.services.agent_settings import AgentSettingsService
         from pipenb.server.services.agents import AgentService
         from pipenb.server.services.audit import AuditService
         from pipenb.server.services.checkin import CheckinService
@@ -41,6 +42,7 @@ class ControlPlane:
         self.enrollment = EnrollmentService(self)
         self.deployments = DeploymentService(self)
         self.commands = CommandService(self)
+        self.agent_settings = AgentSettingsService(self)
         self.telemetry = TelemetryService(self)
         self.checkin = CheckinService(self)
         self.users = UserService(self)

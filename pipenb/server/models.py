@@ -322,7 +322,7 @@ class DeploymentList(Model):
 
 
 # ---------------------------------------------------------------------------- commands
-CommandType = Literal["restart", "reset-checkpoint", "capture"]
+CommandType = Literal["restart", "reset-checkpoint", "capture", "preview"]
 
 
 class CommandCreate(Model):
@@ -348,10 +348,51 @@ class Command(Model):
     acked_at: Timestamp | None
     result: dict[str, Any] | None = None
     issuer: str | None = Field(default=None, description="who sent it")
+    expires_at: Timestamp | None = Field(
+        default=None,
+        description="when the server forgets it, acknowledged or not (an expiry per type: "
+        "`pipenb commands expiry`)",
+    )
 
 
 class CommandList(Model):
     commands: list[Command]
+
+
+class PreviewCreate(Model):
+    """A preview on an agent's real data: the pipe's text, run there under its policy."""
+
+    yaml: str = Field(max_length=1_000_000, description="the pipe, as text (not a deployment)")
+    params: dict[str, Any] = {}
+    limit: int = Field(default=100, ge=1, le=MAX_CAPTURE_EVENTS, description="events at most")
+    timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="seconds the input is read at most (the agent bounds both)",
+    )
+
+
+class Preview(Model):
+    id: str
+    agent_id: str
+    state: Literal["pending", "done", "failed", "expired"]
+    error: str | None = None
+    result: dict[str, Any] | None = Field(
+        default=None, description="stages (events and counts), errors, limit, more, total"
+    )
+    created_at: Timestamp
+    expires_at: Timestamp
+
+
+class CommandExpiry(Model):
+    type: CommandType
+    pending_seconds: float = Field(description="an unacknowledged command is dropped after")
+    kept_seconds: float = Field(description="an acknowledged one (and its result) is kept for")
+
+
+class CommandExpiryList(Model):
+    expiry: list[CommandExpiry]
 
 
 # ---------------------------------------------------------------------------- metrics and logs
@@ -392,6 +433,9 @@ class Capture(Model):
     command_id: str = Field(max_length=40)
     events: list[Any] = Field(default=[], max_length=MAX_CAPTURE_EVENTS)
     error: Reported | None = None
+    result: dict[str, Any] | None = Field(
+        default=None, description="a preview's answer: its stages, events, counts and errors"
+    )
 
 
 class AgentLog(Model):
@@ -402,6 +446,46 @@ class AgentLog(Model):
     level: str = Field(default="info", max_length=10)
     deployment_id: DepId | None = None
     message: Reported = Field(description=f"cut at {MAX_LOG_MESSAGE} characters")
+
+
+class SettingsApplied(Model):
+    """What an agent applied of the settings the server gave it."""
+
+    version: str | None = Field(default=None, max_length=64)
+    refused: dict[str, Annotated[str, Field(max_length=500)]] = Field(
+        default={}, max_length=50, description="key -> why this agent's bounds refused it"
+    )
+    bounds: dict[str, Any] = Field(
+        default={}, max_length=50, description="the agent's own bounds (its command line)"
+    )
+
+
+class AgentSettingsSet(Model):
+    labels: list[Annotated[str, Field(max_length=200)]] = Field(default=[], max_length=100)
+    agent: str | None = Field(default=None, max_length=200)
+    values: dict[str, str | float | int | None] = Field(
+        max_length=50, description="key -> value; null removes the key (docs/agent.md#settings)"
+    )
+
+
+class AgentSettingsScope(Model):
+    scope: str = Field(description="label:NAME or agent:ID")
+    values: dict[str, Any]
+    updated_at: Timestamp
+    updated_by: str | None = None
+
+
+class AgentSettingsScopeList(Model):
+    scopes: list[AgentSettingsScope]
+
+
+class AgentSettingsView(Model):
+    agent_id: str
+    values: dict[str, Any] = Field(description="its labels' settings, its own on top")
+    version: str
+    applied_version: str | None = Field(description="what the agent last said it applied")
+    refused: dict[str, str] = Field(description="keys the agent's bounds refused, and why")
+    bounds: dict[str, Any] = {}
 
 
 class CheckinRequest(Model):
@@ -432,6 +516,9 @@ class CheckinRequest(Model):
         default=0, ge=0, le=120, description="seconds the server may hold the request"
     )
     leaving: bool = Field(default=False, description="the agent is shutting down")
+    settings: SettingsApplied | None = Field(
+        default=None, description="the server's settings this agent applied (when they changed)"
+    )
 
 
 class DesiredPipe(Model):
@@ -468,6 +555,10 @@ class CheckinResponse(Model):
         default=[],
         description="reported deployments that were deleted: the agent may remove their files",
     )
+    settings: dict[str, Any] | None = Field(
+        default=None, description="the server's settings for this agent (when they changed)"
+    )
+    settings_version: str | None = Field(default=None, description="their version")
 
 
 class Health(Model):

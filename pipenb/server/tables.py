@@ -219,3 +219,14 @@ class AuditRow(Base):
     path: Mapped[str] = mapped_column(String(1000))
     object: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     status: Mapped[int] = mapped_column(Integer)
+
+
+class AgentSettingsRow(Base):
+    """Settings the server gives agents (pipenb.agent.remote_settings): for one agent
+    (``agent:ID``) or every agent with a label (``label:NAME``)."""
+
+    __tablename__ = "agent_settings"
+    scope: Mapped[str] = mapped_column(String(300), primary_key=True)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(200), nullable=True)

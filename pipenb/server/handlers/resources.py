@@ -281,3 +281,57 @@ class CommandHandler(ApiHandler):
     @api("Show a command and, for a capture, the events it caught", response=M.Command)
     def get(self, command_id: str) -> None:
         self.send(self.cp.commands.get(command_id))
+
+
+class AgentPreviewsHandler(ApiHandler):
+    @api(
+        "Preview a pipe on this agent's real data, under its policy (editors only)",
+        body=M.PreviewCreate,
+        response=M.Preview,
+        status=201,
+        role="editor",
+    )
+    def post(self, agent_id: str) -> None:
+        self.send(self.cp.commands.create_preview(agent_id, self.body(M.PreviewCreate)))
+
+
+class PreviewHandler(ApiHandler):
+    @api("A preview's state and answer (only the user who asked may read it)", response=M.Preview)
+    def get(self, preview_id: str) -> None:
+        self.send(self.cp.commands.get_preview(preview_id))
+
+
+class CommandExpiryHandler(ApiHandler):
+    @api(
+        "How long each type of command waits for its agent, and is kept once done",
+        response=M.CommandExpiryList,
+    )
+    def get(self) -> None:
+        from pipenb.server.services.commands import expiry_list
+
+        self.send(expiry_list())
+
+
+class AgentSettingsHandler(ApiHandler):
+    @api("Settings given to agents, per label and per agent", response=M.AgentSettingsScopeList)
+    def get(self) -> None:
+        self.send(self.cp.agent_settings.list())
+
+    @api(
+        "Set agents' settings (log level, log shipping, metrics interval, long poll, capture "
+        "limit) for labels or one agent; null removes a key",
+        body=M.AgentSettingsSet,
+        response=M.AgentSettingsScopeList,
+        role="admin",
+    )
+    def put(self) -> None:
+        self.send(self.cp.agent_settings.set(self.body(M.AgentSettingsSet)))
+
+
+class AgentSettingsOfHandler(ApiHandler):
+    @api(
+        "An agent's settings: what the server gives it, the version it applied, what it refused",
+        response=M.AgentSettingsView,
+    )
+    def get(self, agent_id: str) -> None:
+        self.send(self.cp.agent_settings.show(agent_id))

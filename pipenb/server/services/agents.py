@@ -122,6 +122,7 @@ class AgentService:
                 row.name = body.name
             if body.labels is not None:
                 row.labels = clean_labels(body.labels)
+        self.cp.agent_settings.forget(agent_id)  # its labels' settings may differ now
         self.cp.deployments.reconcile_all()
         self.cp.live.notify(agent_id)
         return self.get(agent_id)

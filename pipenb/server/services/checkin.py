@@ -75,19 +75,28 @@ class CheckinService:
             live.reconcile_due = True  # hand its failover instances over now
         desired, dhash = self.cp.deployments.desired(agent_id)
         commands = self.cp.commands.pending(agent_id)
+        settings = self.cp.agent_settings
+        settings.report(agent_id, body)
+        # an agent that says nothing of settings is not sent any (nor kept from a long poll)
+        values, sver = settings.effective(agent_id)
+        applied = body.settings.version if body.settings is not None else sver
         hold = min(body.wait, self.cp.settings.long_poll)
         idle = not body.leaving and not commands and not full_report and agent_id not in live.gone
         if (
             hold > 0
             and idle
             and body.desired_hash == dhash
+            and applied == sver
             and await live.wait(agent_id, hold, closed)
         ):
             if recheck is not None:
                 recheck()  # AuthError: the key was revoked or the agent removed meanwhile
             desired, dhash = self.cp.deployments.desired(agent_id)
             commands = self.cp.commands.pending(agent_id)
+            values, sver = settings.effective(agent_id)
         return M.CheckinResponse(
+            settings=values if applied != sver else None,
+            settings_version=sver,
             seq=body.seq,
             desired=desired,
             desired_hash=dhash,

@@ -1,20 +1,57 @@
-"""Commands queued per agent until acknowledged: restart, reset-checkpoint, capture."""
+"""Commands queued per agent until acknowledged: restart, reset-checkpoint, capture, preview.
+
+Nothing is kept for ever: each type has an expiry (``EXPIRY``) for a command no agent took
+(its agent is away) and for one done, with its result. A preview carries a pipe's text (not a
+deployment), and only the user who asked may read its answer.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from pipenb.errors import ApiError
 from pipenb.server import models as M
 from pipenb.server import roles
+from pipenb.server.expiry import aware
 from pipenb.server.security import new_id
 from pipenb.server.services.pipes import not_found
 from pipenb.server.tables import AssignmentRow, CommandRow, DeploymentRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane
+
+
+#: type -> (seconds an unacknowledged command waits for its agent, seconds a done one is kept)
+EXPIRY: dict[str, tuple[float, float]] = {
+    "restart": (3600.0, 86400.0),
+    "reset-checkpoint": (3600.0, 86400.0),
+    "capture": (600.0, 3600.0),
+    # a preview waits for its agent no longer than its own timeout and a margin (the user is
+    # waiting for it); its events are the user's data and are kept ten minutes
+    "preview": (330.0, 600.0),
+}
+PREVIEW_MARGIN = 30.0  # seconds a preview may take beyond its input timeout (start, send back)
+
+
+def expiry_list() -> M.CommandExpiryList:
+    return M.CommandExpiryList(
+        expiry=[
+            M.CommandExpiry(type=t, pending_seconds=p, kept_seconds=k)  # type: ignore[arg-type]
+            for t, (p, k) in EXPIRY.items()
+        ]
+    )
+
+
+def expires_at(r: CommandRow) -> datetime:
+    pending, kept = EXPIRY.get(r.type, (3600.0, 3600.0))
+    if r.acked_at is not None:
+        return aware(r.acked_at) + timedelta(seconds=kept)  # type: ignore[operator]
+    if r.type == "preview":
+        pending = float((r.args or {}).get("timeout") or 10.0) + PREVIEW_MARGIN
+    return aware(r.created_at) + timedelta(seconds=pending)  # type: ignore[operator]
 
 
 def _model(r: CommandRow) -> M.Command:
@@ -28,6 +65,7 @@ def _model(r: CommandRow) -> M.Command:
         acked_at=r.acked_at,
         result=r.result,
         issuer=r.issuer,
+        expires_at=expires_at(r),
     )
 
 
@@ -36,6 +74,13 @@ class CommandService:
         self.cp = cp
 
     def create(self, dep_id: str, body: M.CommandCreate) -> M.CommandList:
+        if body.type == "preview":
+            raise ApiError(
+                400,
+                "bad_request",
+                "type: a preview is not a deployment's command; POST /agents/{id}/previews",
+            )
+        self.prune()
         with self.cp.session() as s:
             if s.get(DeploymentRow, dep_id) is None:
                 raise not_found("deployment", dep_id)
@@ -80,9 +125,105 @@ class CommandService:
     def get(self, command_id: str) -> M.Command:
         with self.cp.session() as s:
             row = s.get(CommandRow, command_id)
-            if row is None:
+            if row is None or expires_at(row) <= utcnow():
                 raise not_found("command", command_id)
+            if row.type == "preview":
+                _owner_only(row)
             return _model(row)
+
+    # ------------------------------------------------------------------ previews
+    def create_preview(self, agent_id: str, body: M.PreviewCreate) -> M.Preview:
+        """Queue a preview of ``body.yaml`` on one agent; refused at once when it is offline
+        (nobody would run it) or unknown."""
+        from pipenb.server.tables import AgentRow
+
+        self.prune()
+        with self.cp.session() as s:
+            if s.get(AgentRow, agent_id) is None:
+                raise not_found("agent", agent_id)
+        if not self.cp.live.is_online(agent_id, self.cp.settings.offline_seconds):
+            raise ApiError(
+                409,
+                "agent_offline",
+                f"agent {agent_id} is offline (no check-in for {self.cp.settings.offline_seconds:g}"
+                " s): a preview needs the agent running; start it, or preview on another agent",
+            )
+        with self.cp.session() as s:
+            row = CommandRow(
+                id=new_id("cmd-"),
+                agent_id=agent_id,
+                deployment_id="",
+                type="preview",
+                args={
+                    "yaml": body.yaml,
+                    "params": body.params,
+                    "limit": body.limit,
+                    "timeout": body.timeout,
+                },
+                created_at=utcnow(),
+                issuer=roles.current_name(),
+            )
+            s.add(row)
+            preview = self._preview(row)
+        self.cp.live.pending_commands.add(agent_id)
+        self.cp.live.wake(agent_id)
+        return preview
+
+    def get_preview(self, command_id: str) -> M.Preview:
+        with self.cp.session() as s:
+            row = s.get(CommandRow, command_id)
+            if row is None or row.type != "preview":
+                raise not_found("preview", command_id)
+            _owner_only(row)
+            return self._preview(row)
+
+    def _preview(self, row: CommandRow) -> M.Preview:
+        until = expires_at(row)
+        result = row.result or {}
+        error = result.get("error")
+        if row.acked_at is not None:
+            state = "failed" if error else "done"
+        elif until <= utcnow():
+            state = "expired"
+            error = (
+                f"agent {row.agent_id} did not answer the preview in time (offline, or its "
+                "input too slow); the preview is dropped"
+            )
+        elif not self.cp.live.is_online(row.agent_id, self.cp.settings.offline_seconds):
+            state = "failed"
+            error = f"agent {row.agent_id} went offline before it answered the preview"
+        else:
+            state = "pending"
+        return M.Preview(
+            id=row.id,
+            agent_id=row.agent_id,
+            state=state,  # type: ignore[arg-type]
+            error=error,
+            result=result.get("preview") if row.acked_at is not None else None,
+            created_at=row.created_at,
+            expires_at=until,
+        )
+
+    def prune(self) -> None:
+        """Forget commands past their expiry (done or not): a bounded table, and a user's
+        preview events gone after their time."""
+        now = utcnow()
+        with self.cp.session() as s:
+            for kind, (pending, kept) in EXPIRY.items():
+                s.execute(
+                    delete(CommandRow).where(
+                        CommandRow.type == kind,
+                        CommandRow.acked_at.is_not(None),
+                        CommandRow.acked_at < now - timedelta(seconds=kept),
+                    )
+                )
+                s.execute(
+                    delete(CommandRow).where(
+                        CommandRow.type == kind,
+                        CommandRow.acked_at.is_(None),
+                        CommandRow.created_at < now - timedelta(seconds=pending + kept),
+                    )
+                )
 
     def list(self, dep_id: str) -> M.CommandList:
         with self.cp.session() as s:
@@ -104,6 +245,8 @@ class CommandService:
                 # no more than a check-in may ack (or carry captures of) at once
                 .limit(M.MAX_CHECKIN_CAPTURES)
             ).all()
+            now = utcnow()
+            rows = [r for r in rows if expires_at(r) > now]  # not run after its time
             if not rows:
                 self.cp.live.pending_commands.discard(agent_id)
             return [
@@ -125,3 +268,11 @@ class CommandService:
             cap = results.get(cid)
             if cap is not None:
                 row.result = {"events": cap.events, "error": cap.error}
+                if row.type == "preview":
+                    row.result = {"preview": cap.result, "error": cap.error}
+
+
+def _owner_only(row: CommandRow) -> None:
+    """A preview's events are the asking user's: anyone else is told it does not exist."""
+    if row.issuer != roles.current_name():
+        raise not_found("preview", row.id)

@@ -1,0 +1,145 @@
+"""Settings the server gives agents, per label or per agent, delivered in the check-in answer.
+
+An agent's settings are its labels' (in label order) with its own on top; their ``version`` is a
+hash of the merged values, so the agent reports which version it applied (and which keys its
+own bounds refused) and the server sends settings only when the agent's version differs. The
+merged settings are cached per agent: a check-in costs no database read for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from pipenb.agent.remote_settings import SettingError, parse, version
+from pipenb.errors import ApiError
+from pipenb.server import models as M
+from pipenb.server import roles
+from pipenb.server.services.pipes import not_found
+from pipenb.server.tables import AgentRow, AgentSettingsRow, utcnow
+
+if TYPE_CHECKING:
+    from pipenb.server.core import ControlPlane
+
+
+@dataclass
+class Applied:
+    """What an agent last said it applied (in memory: it says so again after a restart)."""
+
+    version: str | None = None
+    refused: dict[str, str] = field(default_factory=dict)
+    bounds: dict[str, Any] = field(default_factory=dict)
+
+
+class AgentSettingsService:
+    def __init__(self, cp: ControlPlane):
+        self.cp = cp
+        self._cache: dict[str, tuple[dict[str, Any], str]] = {}
+        self.applied: dict[str, Applied] = {}
+
+    # ------------------------------------------------------------------ writing
+    def set(self, body: M.AgentSettingsSet) -> M.AgentSettingsScopeList:
+        """Change the settings of agents (``agent``) or labels (``labels``): a value of None
+        removes that key (the agent's command line decides again)."""
+        scopes = [f"label:{x}" for x in body.labels] + (
+            [f"agent:{body.agent}"] if body.agent else []
+        )
+        if not scopes:
+            raise ApiError(400, "bad_request", "say whose settings: labels or agent")
+        checked: dict[str, Any] = {}
+        for key, value in body.values.items():
+            try:
+                if value is not None:
+                    parse(key, value)
+            except SettingError as exc:
+                raise ApiError(400, "invalid_setting", str(exc)) from None
+            checked[key] = value
+        with self.cp.session() as s:
+            if body.agent and s.get(AgentRow, body.agent) is None:
+                raise not_found("agent", body.agent)
+            for scope in scopes:
+                row = s.get(AgentSettingsRow, scope)
+                if row is None:
+                    row = AgentSettingsRow(scope=scope, values={})
+                    s.add(row)
+                values = dict(row.values or {})
+                for key, value in checked.items():
+                    if value is None:
+                        values.pop(key, None)
+                    else:
+                        values[key] = value
+                row.values = values
+                row.updated_at = utcnow()
+                row.updated_by = roles.current_name()
+        self._cache.clear()
+        self.cp.live.wake(*list(self.cp.live.presence))  # held check-ins answer with them now
+        return self.list()
+
+    def list(self) -> M.AgentSettingsScopeList:
+        with self.cp.session() as s:
+            rows = s.scalars(select(AgentSettingsRow).order_by(AgentSettingsRow.scope)).all()
+            return M.AgentSettingsScopeList(
+                scopes=[
+                    M.AgentSettingsScope(
+                        scope=r.scope,
+                        values=dict(r.values or {}),
+                        updated_at=r.updated_at,
+                        updated_by=r.updated_by,
+                    )
+                    for r in rows
+                ]
+            )
+
+    # ------------------------------------------------------------------ reading
+    def effective(self, agent_id: str) -> tuple[dict[str, Any], str]:
+        """The agent's merged settings and their version."""
+        hit = self._cache.get(agent_id)
+        if hit is not None:
+            return hit
+        with self.cp.session() as s:
+            agent = s.get(AgentRow, agent_id)
+            labels = sorted(agent.labels or []) if agent is not None else []
+            rows = {
+                r.scope: r
+                for r in s.scalars(
+                    select(AgentSettingsRow).where(
+                        AgentSettingsRow.scope.in_(
+                            [f"label:{x}" for x in labels] + [f"agent:{agent_id}"]
+                        )
+                    )
+                )
+            }
+        values: dict[str, Any] = {}
+        for scope in [f"label:{x}" for x in labels] + [f"agent:{agent_id}"]:
+            if scope in rows:
+                values.update(rows[scope].values or {})
+        out = (values, version(values))
+        self._cache[agent_id] = out
+        return out
+
+    def forget(self, agent_id: str) -> None:
+        """The agent's labels changed (or it was removed): merge again next time."""
+        self._cache.pop(agent_id, None)
+
+    def report(self, agent_id: str, body: M.CheckinRequest) -> None:
+        if body.settings is not None:
+            self.applied[agent_id] = Applied(
+                body.settings.version, dict(body.settings.refused), dict(body.settings.bounds)
+            )
+
+    def show(self, agent_id: str) -> M.AgentSettingsView:
+        with self.cp.session() as s:
+            if s.get(AgentRow, agent_id) is None:
+                raise not_found("agent", agent_id)
+        values, ver = self.effective(agent_id)
+        applied = self.applied.get(agent_id, Applied())
+        return M.AgentSettingsView(
+            agent_id=agent_id,
+            values=values,
+            version=ver,
+            applied_version=applied.version,
+            refused=applied.refused,
+            bounds=applied.bounds,
+        )
