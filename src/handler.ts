@@ -93,6 +93,10 @@ export interface IPreviewResult {
   error: string | null;
   stages: IStage[];
   errors: IDeadLetter[];
+  /** a pipe with `outputs:`: each output's events (after its own actions), by name */
+  outputs?: Record<string, { events: any[]; truncated: boolean }>;
+  /** events that matched no output's `when:` (and there was no default output) */
+  unrouted?: number;
 }
 
 /** A preview on an agent (pipenb server: POST agents/{id}/previews, GET previews/{id}). */

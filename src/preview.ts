@@ -159,9 +159,28 @@ export class PreviewPanel extends Widget {
     );
     const tabs = el('div', { class: 'jp-pipenb-stage-tabs', role: 'tablist' });
     const pane = el('div', { class: 'jp-pipenb-stage-pane' });
+    // a routed pipe: a tab per output after the stages (what each output received)
+    const outputs = Object.entries(r.outputs ?? {});
+    if (outputs.length) {
+      this.output.appendChild(
+        el(
+          'div',
+          { class: 'jp-pipenb-muted jp-pipenb-routes' },
+          `outputs: ${outputs.map(([n, o]) => `${n} ${o.events.length}`).join(', ')}; unrouted ${r.unrouted ?? 0}`
+        )
+      );
+    }
     const show = (i: number) => {
       tabs.querySelectorAll('button').forEach((b, k) => b.classList.toggle('jp-mod-current', k === i));
       pane.textContent = '';
+      if (i > r.stages.length) {
+        const [, o] = outputs[i - r.stages.length - 1];
+        pane.appendChild(
+          el('div', { class: 'jp-pipenb-muted' }, `${o.events.length} event(s)${o.truncated ? ' (first ones)' : ''}`)
+        );
+        pane.appendChild(eventsTable(o.events));
+        return;
+      }
       if (i === r.stages.length) {
         pane.appendChild(
           rowsTable(
@@ -186,6 +205,11 @@ export class PreviewPanel extends Widget {
     const dead = el('button', { class: 'jp-pipenb-stage-tab', role: 'tab', 'data-stage': 'dead-letters' }, `dead letters (${r.errors.length})`);
     dead.onclick = () => show(r.stages.length);
     tabs.appendChild(dead);
+    outputs.forEach(([name], k) => {
+      const b = el('button', { class: 'jp-pipenb-stage-tab', role: 'tab', 'data-output': name }, `→ ${name}`);
+      b.onclick = () => show(r.stages.length + 1 + k);
+      tabs.appendChild(b);
+    });
     this.output.append(tabs, pane);
     show(r.stages.length - 1);
   }

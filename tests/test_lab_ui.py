@@ -435,3 +435,43 @@ def test_pipe_editor_previews_on_the_local_agent(lab: LabProcess, workdir: str) 
                 browser.close()
     finally:
         log.unlink(missing_ok=True)
+
+
+def test_pipe_editor_shows_each_outputs_events(lab: LabProcess, workdir: str) -> None:
+    """A pipe with ``outputs:``: the Preview tab says what each output received (and what none
+    took), with a tab per output holding its events."""
+    from playwright.sync_api import expect, sync_playwright
+
+    (REPO / workdir / "routed.pipe.yaml").write_text(
+        "name: routed\n"
+        "input: {echo: {lines: ['level=error n=1', 'level=info n=2', 'level=error n=3',"
+        " 'level=debug n=4']}}\n"
+        "actions:\n  - parse: {format: logfmt}\n"
+        "outputs:\n"
+        "  errors: {when: 'level == \"error\"', discard: {}, actions: [{add: {team: ops}}]}\n"
+        "  infos: {when: 'level == \"info\"', discard: {}}\n"
+    )
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 950})
+            page.set_default_timeout(60_000)
+            page.goto(
+                f"{lab.url}/lab/workspaces/pipenb-routes/tree/{workdir}/routed.pipe.yaml"
+                f"?reset&token={lab.token}"
+            )
+            editor = page.locator(".jp-pipenb-editor:visible")
+            expect(editor).to_be_visible(timeout=90_000)
+            editor.locator(".jp-pipenb-side .lm-TabBar-tab", has_text="Preview").click()
+            preview = editor.locator(".jp-pipenb-preview")
+            preview.locator(".jp-pipenb-run-preview").click()
+            expect(preview.locator(".jp-pipenb-routes")).to_have_text(
+                "outputs: errors 2, infos 1; unrouted 1"
+            )
+            preview.locator(".jp-pipenb-stage-tab[data-output='errors']").click()
+            pane = preview.locator(".jp-pipenb-stage-pane")
+            expect(pane).to_contain_text("2 event(s)")
+            expect(pane).to_contain_text("ops")  # the output's own action ran on its copy
+            page.screenshot(path=str(ARTIFACTS / "lab-editor-routes.png"))
+        finally:
+            browser.close()
