@@ -29,11 +29,13 @@ def decode_chunk(
     fmt: str,
     max_line: int | None = None,
     on_cut: Callable[[list[int]], None] | None = None,
+    keep_raw: bool = False,
 ) -> tuple[list[Event], list[Event]]:
     """Events and rejects from a chunk of complete lines (no trailing partial line).
 
     Lines longer than ``max_line`` (bytes for JSON, characters for text) are cut into pieces;
-    ``on_cut`` is then called with the indices of the lines that were cut.
+    ``on_cut`` is then called with the indices of the lines that were cut. ``keep_raw`` keeps
+    each syslog line in ``_raw``.
     """
     if not chunk:
         return [], []
@@ -52,7 +54,7 @@ def decode_chunk(
         lines = chunk.decode("utf-8", "replace").split("\n")
         if max_line and len(chunk) > max_line and max(map(len, lines)) > max_line:
             lines = _cut(lines, max_line, on_cut)
-        return syslog_lines(lines)
+        return syslog_lines(lines, keep_raw)
     raw = chunk.split(b"\n")
     if max_line and len(chunk) > max_line and max(map(len, raw)) > max_line:
         raw = _cut(raw, max_line, on_cut)
@@ -108,6 +110,22 @@ def _decode_each(raw: list[bytes]) -> tuple[list[Event], list[Event]]:
         else:
             rejects.append(reject(line, 'a JSON line must be an object, e.g. {"msg": "..."}'))
     return events, rejects
+
+
+def decode_message(
+    data: bytes, fmt: str, keep_raw: bool = False
+) -> tuple[list[Event], list[Event]]:
+    """One whole message (an octet-counted frame, a syslog datagram) that may hold newlines."""
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    text = data.decode("utf-8", "replace")
+    if fmt == "lines":
+        return [{"_raw": text}], []
+    if fmt == "syslog":
+        from pipenb.engine.inputs.syslog import decode_lines as syslog_lines
+
+        return syslog_lines([text], keep_raw)
+    return _decode_each([data])
 
 
 def decode_lines(lines: list[str], fmt: str) -> tuple[list[Event], list[Event]]:
