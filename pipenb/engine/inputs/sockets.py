@@ -26,6 +26,7 @@ from pydantic import AfterValidator, Field
 
 from pipenb.engine.base import Batch, Event, Input, RunContext
 from pipenb.engine.inputs.decode import decode_chunk, decode_message
+from pipenb.engine.tlsopts import ListenTls, server_context
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Size
 
@@ -169,7 +170,9 @@ class TcpOptions(Options):
     Otherwise each newline-terminated line is one event (``\\r\\n`` works too; a last line
     without a newline counts when the sender closes); with ``format: syslog`` a NUL before the
     next ``<`` or at the end of what arrived ends a message too (Python's ``SysLogHandler``).
-    ``keep-raw: true`` (syslog) keeps each original message in ``_raw``. ``format``:
+    ``keep-raw: true`` (syslog) keeps each original message in ``_raw``. ``tls: {cert, key,
+    client-ca}`` serves TLS (RFC 5425 syslog over TLS is octet-counted TCP inside it); with
+    ``client-ca`` a client must show a certificate that CA signed. ``format``:
     ``lines`` (``{"_raw": line}``), ``json`` (one object per line) or ``syslog`` (RFC 5424 and
     RFC 3164: ``facility``, ``severity``, ``timestamp``, ``host``, ``app``, ``pid``, ``msgid``,
     ``structured_data``, ``message``). Lines that do not decode go to ``errors:``. Bytes that are
@@ -186,6 +189,7 @@ class TcpOptions(Options):
     metadata: bool = False
     buffer: Size = Field(default=4 << 20, ge=1)
     keep_raw: bool = False
+    tls: ListenTls | None = None
 
 
 class TcpInput(Input):
@@ -215,11 +219,13 @@ class TcpInput(Input):
         from pipenb.engine.netguard import check_listen_first, check_listener
 
         check_listen_first(self.ctx, "tcp address", self.host, self.port)
+        tls = self.options.tls
         self._server = await asyncio.start_server(
             lambda r, w: self._serve(r, w, feed),
             self.host or None,
             self.port,
             reuse_address=True,
+            ssl=server_context(tls, "tcp input") if tls is not None else None,
         )
         try:
             for sock in self._server.sockets:
