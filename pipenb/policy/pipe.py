@@ -94,7 +94,7 @@ COMPONENTS: dict[tuple[str, str], Callable[[Any], list[Access]]] = {
     ("input", "files"): _files,
     ("input", "exec"): _exec,
     ("input", "http-poll"): _url("http-poll"),
-    ("input", "http-server"): _listen("http-server"),
+    ("input", "http-server"): _with_tls(_listen("http-server"), "http-server"),
     ("input", "tcp"): _with_tls(_listen("tcp"), "tcp"),
     ("input", "udp"): _listen("udp"),
     ("output", "file"): _file,
