@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian's syslog peers for tests/test_syslog_peers.py (and the other peer tests): rsyslog and
-# util-linux's logger (bsdutils), each run by the tests with their own config file on loopback.
+# util-linux's logger (bsdutils), and prometheus (tests/test_prometheus.py), each run by the tests
+# with their own config file on loopback.
 # syslog-ng conflicts with rsyslog as a package, so its .deb (syslog-ng-core, libivykis0) is
 # unpacked with dpkg -x into $PIPENB_PEERS_DIR (default ~/.cache/pipenb-peers/syslog-ng) and run
 # from there by the tests; its shared libraries that do not conflict are installed normally.
@@ -15,6 +16,7 @@ SNG_DIR="${PIPENB_PEERS_DIR:-$HOME/.cache/pipenb-peers}/syslog-ng"
 missing=()
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 command -v logger >/dev/null 2>&1 || missing+=(bsdutils)
+[ -x /usr/bin/prometheus ] || missing+=(prometheus)  # scrapes the server's /metrics
 for lib in libnet1 libwrap0 libpcre3 libjson-c5 libglib2.0-0 libcap2; do
     dpkg -s "$lib" >/dev/null 2>&1 || missing+=("$lib")
 done
@@ -42,8 +44,8 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 note "installing Debian's ${missing[*]} for the syslog peer tests"
 export DEBIAN_FRONTEND=noninteractive
-if ! apt-get install -y -qq "${missing[@]}" >&2; then
-    apt-get update -qq >&2 && apt-get install -y -qq "${missing[@]}" >&2 ||
+if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; then
+    apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
         note "apt-get could not install ${missing[*]}: their peer tests are skipped"
 fi
 unpack_syslog_ng
