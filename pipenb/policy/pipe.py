@@ -98,7 +98,7 @@ COMPONENTS: dict[tuple[str, str], Callable[[Any], list[Access]]] = {
     ("input", "tcp"): _with_tls(_listen("tcp"), "tcp"),
     ("input", "udp"): _listen("udp"),
     ("output", "file"): _file,
-    ("output", "http-post"): _url("http-post"),
+    ("output", "http-post"): _with_tls(_url("http-post"), "http-post"),
     ("output", "tcp"): _with_tls(_remote("tcp"), "tcp"),
     ("output", "syslog"): _with_tls(_remote("syslog"), "syslog"),
     ("output", "udp"): _remote("udp"),

@@ -13,11 +13,12 @@ import asyncio
 import email.utils
 import gzip
 import logging
+import ssl
 import time
 from typing import Literal
 
 import orjson
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.httputil import HTTPInputError
 from tornado.iostream import UnsatisfiableReadError
@@ -25,8 +26,9 @@ from tornado.iostream import UnsatisfiableReadError
 from pipenb.engine.base import Event, Output, RetryableOutputError, RunContext
 from pipenb.engine.netguard import http_client
 from pipenb.engine.outputs.common import OutputOptions, ndjson
+from pipenb.engine.tlsopts import SendTls, client_context
 from pipenb.lang.registry import registry
-from pipenb.lang.types import Duration
+from pipenb.lang.types import Duration, Size
 
 log = logging.getLogger("pipenb.engine.http_post")
 
@@ -53,6 +55,14 @@ class HttpPostOptions(OutputOptions):
     429 and 5xx are retried with backoff (a ``Retry-After`` of up to 30s is waited out first)
     while the input is held back; other answers send the batch's events to ``errors:`` with the
     status and the start of the answer.
+
+    ``max-bytes``: the largest request body (before gzip); a batch is sent in as many requests
+    as it takes (a single event larger than that goes alone). A 413 (Payload Too Large) splits
+    the request in halves and sends each again, down to single events; only an event the
+    receiver refuses on its own goes to ``errors:``. ``tls: {ca-file, cert, key, verify}`` for
+    ``https://`` URLs: the CA to verify the receiver with (default: the system's), a client
+    certificate for mutual TLS. A certificate the output does not trust cannot get better by
+    retrying: the batch's events go to ``errors:`` with a message naming the fix.
     """
 
     url: str
@@ -61,6 +71,8 @@ class HttpPostOptions(OutputOptions):
     headers: dict[str, str] = {}
     gzip: bool = False
     timeout: Duration = 30.0
+    max_bytes: Size | None = Field(default=None, ge=64)
+    tls: SendTls | None = None
 
     @field_validator("url")
     @classmethod
@@ -84,6 +96,8 @@ class HttpPostOutput(Output):
             headers["Content-Encoding"] = "gzip"
         self.headers = headers
         self.requests = 0
+        self.splits = 0  # requests split in halves after a 413
+        self._ssl_context: ssl.SSLContext | None = None
 
     async def open(self) -> None:
         if self._client is None:
@@ -92,11 +106,31 @@ class HttpPostOutput(Output):
     async def write(self, events: list[Event]) -> list[tuple[Event, str]]:
         if self._client is None:
             await self.open()
+        o = self.options
+        if o.max_bytes is None:
+            body, sent, rejects = encode(events, o.format)
+            if not sent:
+                return rejects
+            return rejects + await self._send(sent, body)
+        rejects = []
+        for group in split_by_bytes(events, o.max_bytes):
+            body, sent, bad = encode(group, o.format)
+            rejects += bad
+            if sent:
+                rejects += await self._send(sent, body)
+        return rejects
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        if self.options.tls is None or not self.options.url.startswith("https:"):
+            return None
+        if self._ssl_context is None:
+            self._ssl_context = client_context(self.options.tls, "http-post")
+        return self._ssl_context
+
+    async def _send(self, sent: list[Event], body: bytes) -> list[tuple[Event, str]]:
+        """One request; its events that end in ``errors:``. A 413 splits it in halves."""
         assert self._client is not None
         o = self.options
-        body, sent, rejects = encode(events, o.format)
-        if not sent:
-            return rejects
         if o.gzip:
             body = gzip.compress(body, compresslevel=6, mtime=0)
         self.requests += 1
@@ -108,30 +142,69 @@ class HttpPostOutput(Output):
             connect_timeout=o.timeout,
             request_timeout=o.timeout,
             follow_redirects=False,
+            ssl_options=self._ssl(),
         )
         where = f"{o.method} {o.url}"
         try:
             resp = await self._client.fetch(req, raise_error=False)
+        except ssl.SSLCertVerificationError as exc:
+            why = (
+                f"{where}: the receiver's certificate is not trusted ({exc.verify_message}); "
+                "give its CA as tls: {ca-file: ...}"
+            )
+            log.warning("http-post: %s; %d event(s) sent to errors", why, len(sent))
+            return [(e, why) for e in sent]
         except FETCH_ERRORS as exc:  # no answer: refused, reset, timed out, a garbled answer
             raise RetryableOutputError(f"{where}: {describe(exc)}") from exc
         code = resp.code
         if 200 <= code < 300:
-            return rejects
+            return []
         if code == 599:
+            if isinstance(resp.error, ssl.SSLCertVerificationError):
+                why = f"{where}: the receiver's certificate is not trusted; give its CA as tls: {{ca-file: ...}}"
+                return [(e, why) for e in sent]
             raise RetryableOutputError(f"{where}: {describe(resp.error)}")
         if code in (408, 429) or code >= 500:
             wait = retry_after(resp)
             if wait:
                 await asyncio.sleep(min(wait, MAX_RETRY_AFTER))
             raise RetryableOutputError(f"{where}: HTTP {code} {resp.reason}{_excerpt(resp)}")
+        if code == 413 and len(sent) > 1:
+            self.splits += 1
+            half = len(sent) // 2
+            out = []
+            for part in (sent[:half], sent[half:]):
+                pbody, psent, bad = encode(part, o.format)
+                out += bad + await self._send(psent, pbody)
+            return out
         why = f"{where}: HTTP {code} {resp.reason}{_excerpt(resp)}"
         log.warning("http-post: %s; %d event(s) sent to errors", why, len(sent))
-        return rejects + [(e, why) for e in sent]
+        return [(e, why) for e in sent]
 
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def split_by_bytes(events: list[Event], limit: int) -> list[list[Event]]:
+    """Consecutive groups whose encoded size stays within ``limit`` (an event alone may not)."""
+    groups: list[list[Event]] = []
+    group: list[Event] = []
+    size = 2
+    for e in events:
+        try:
+            n = len(orjson.dumps(e, default=str)) + 1
+        except TypeError:
+            n = 1  # encode() will reject it
+        if group and size + n > limit:
+            groups.append(group)
+            group, size = [], 2
+        group.append(e)
+        size += n
+    if group:
+        groups.append(group)
+    return groups
 
 
 def encode(events: list[Event], fmt: str) -> tuple[bytes, list[Event], list[tuple[Event, str]]]:
