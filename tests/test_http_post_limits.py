@@ -136,3 +136,42 @@ def test_an_untrusted_certificate_is_a_dead_letter_not_a_retry_for_ever(
     assert "certificate is not trusted" in dead[0]["_error"]["message"]
     assert "tls: {ca-file" in dead[0]["_error"]["message"]
     assert rx.events() == []
+
+
+def test_http_poll_over_https_with_the_servers_ca(tmp_path, data_dir):
+    ca = trustme.CA()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'[{"n": 1}, {"n": 2}]'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = tmp_path / "out.ndjson"
+    url = f"https://127.0.0.1:{server.server_address[1]}/"
+    try:
+        for tls, want in (({"ca-file": str(ca_file)}, [{"n": 1}, {"n": 2}]), (None, [])):
+            poll: dict = {"url": url, "interval": None}
+            if tls:
+                poll["tls"] = tls
+            doc = {"name": "poll", "input": {"http-poll": poll},
+                   "output": {"file": {"path": str(out)}}}  # fmt: skip
+            out.unlink(missing_ok=True)
+            pipe = pipenb.Pipe.from_yaml(orjson.dumps(doc).decode())
+            asyncio.run(asyncio.wait_for(pipe.engine(data_dir=data_dir).run(), 60))
+            assert (read_ndjson(out) if out.exists() else []) == want
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -93,7 +93,7 @@ def _with_tls(check: Callable[[Any], list[Access]], name: str) -> Callable[[Any]
 COMPONENTS: dict[tuple[str, str], Callable[[Any], list[Access]]] = {
     ("input", "files"): _files,
     ("input", "exec"): _exec,
-    ("input", "http-poll"): _url("http-poll"),
+    ("input", "http-poll"): _with_tls(_url("http-poll"), "http-poll"),
     ("input", "http-server"): _with_tls(_listen("http-server"), "http-server"),
     ("input", "tcp"): _with_tls(_listen("tcp"), "tcp"),
     ("input", "udp"): _listen("udp"),
