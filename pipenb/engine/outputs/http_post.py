@@ -18,12 +18,13 @@ import time
 from typing import Literal
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.httputil import HTTPInputError
 from tornado.iostream import UnsatisfiableReadError
 
 from pipenb.engine.base import Event, Output, RetryableOutputError, RunContext
+from pipenb.engine.codecs.http import CONTENT_TYPES
 from pipenb.engine.netguard import http_client
 from pipenb.engine.outputs.common import OutputOptions, ndjson
 from pipenb.engine.tlsopts import SendTls, client_context
@@ -63,6 +64,13 @@ class HttpPostOptions(OutputOptions):
     ``https://`` URLs: the CA to verify the receiver with (default: the system's), a client
     certificate for mutual TLS. A certificate the output does not trust cannot get better by
     retrying: the batch's events go to ``errors:`` with a message naming the fix.
+
+    ``codec`` shapes the body for a receiver with a format of its own (``format`` is then
+    unused): ``elasticsearch`` (``_bulk`` NDJSON for Elasticsearch and OpenSearch; ``index``
+    names the index; documents the receiver refuses in a 200 answer go to ``errors:`` with its
+    reason), ``loki`` (Loki's push API; ``labels`` are the stream's labels, ``label-fields``
+    adds those fields' values) or ``otlp`` (OTLP/HTTP JSON logs; ``service`` is the
+    ``service.name``). See ``pipenb/engine/codecs/http.py`` for the exact shapes.
     """
 
     url: str
@@ -73,6 +81,17 @@ class HttpPostOptions(OutputOptions):
     timeout: Duration = 30.0
     max_bytes: Size | None = Field(default=None, ge=64)
     tls: SendTls | None = None
+    codec: Literal["elasticsearch", "loki", "otlp"] | None = None
+    index: str | None = None
+    labels: dict[str, str] = {"job": "pipenb"}
+    label_fields: list[str] = []
+    service: str = "pipenb"
+
+    @model_validator(mode="after")
+    def _codec(self) -> HttpPostOptions:
+        if self.codec == "elasticsearch" and not self.index:
+            raise ValueError("codec: elasticsearch needs index: NAME (the index to write to)")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -90,7 +109,11 @@ class HttpPostOutput(Output):
         names = {k.lower() for k in headers}
         if "content-type" not in names:
             headers["Content-Type"] = (
-                "application/json" if options.format == "json" else "application/x-ndjson"
+                CONTENT_TYPES[options.codec]
+                if options.codec
+                else "application/json"
+                if options.format == "json"
+                else "application/x-ndjson"
             )
         if options.gzip:
             headers["Content-Encoding"] = "gzip"
@@ -108,17 +131,31 @@ class HttpPostOutput(Output):
             await self.open()
         o = self.options
         if o.max_bytes is None:
-            body, sent, rejects = encode(events, o.format)
+            body, sent, rejects = self.encode(events)
             if not sent:
                 return rejects
             return rejects + await self._send(sent, body)
         rejects = []
         for group in split_by_bytes(events, o.max_bytes):
-            body, sent, bad = encode(group, o.format)
+            body, sent, bad = self.encode(group)
             rejects += bad
             if sent:
                 rejects += await self._send(sent, body)
         return rejects
+
+    def encode(self, events: list[Event]) -> tuple[bytes, list[Event], list[tuple[Event, str]]]:
+        """The body for ``events`` in the output's format or codec."""
+        o = self.options
+        if o.codec is None:
+            return encode(events, o.format)
+        from pipenb.engine.codecs import http as codecs
+
+        _, sent, rejects = encode(events, "ndjson")  # finds the events JSON cannot hold
+        if o.codec == "elasticsearch":
+            return codecs.elasticsearch(sent, o.index or ""), sent, rejects
+        if o.codec == "loki":
+            return codecs.loki(sent, o.labels, o.label_fields), sent, rejects
+        return codecs.otlp(sent, o.service), sent, rejects
 
     def _ssl(self) -> ssl.SSLContext | None:
         if self.options.tls is None or not self.options.url.startswith("https:"):
@@ -158,6 +195,8 @@ class HttpPostOutput(Output):
             raise RetryableOutputError(f"{where}: {describe(exc)}") from exc
         code = resp.code
         if 200 <= code < 300:
+            if o.codec == "elasticsearch":
+                return bulk_failures(resp, sent, where)
             return []
         if code == 599:
             if isinstance(resp.error, ssl.SSLCertVerificationError):
@@ -174,7 +213,7 @@ class HttpPostOutput(Output):
             half = len(sent) // 2
             out = []
             for part in (sent[:half], sent[half:]):
-                pbody, psent, bad = encode(part, o.format)
+                pbody, psent, bad = self.encode(part)
                 out += bad + await self._send(psent, pbody)
             return out
         why = f"{where}: HTTP {code} {resp.reason}{_excerpt(resp)}"
@@ -185,6 +224,26 @@ class HttpPostOutput(Output):
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def bulk_failures(resp: HTTPResponse, sent: list[Event], where: str) -> list[tuple[Event, str]]:
+    """The documents a ``_bulk`` answer (200 with ``"errors": true``) says were refused."""
+    try:
+        doc = orjson.loads(resp.body or b"{}")
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(doc, dict) or not doc.get("errors"):
+        return []
+    out = []
+    for e, item in zip(sent, doc.get("items") or [], strict=False):
+        result = next(iter(item.values()), {}) if isinstance(item, dict) else {}
+        if isinstance(result, dict) and result.get("status", 200) >= 300:
+            err = result.get("error") or {}
+            reason = err.get("reason") if isinstance(err, dict) else str(err)
+            out.append((e, f"{where}: _bulk item refused ({result.get('status')}): {reason}"))
+    if out:
+        log.warning("http-post: %d document(s) refused by _bulk; sent to errors", len(out))
+    return out
 
 
 def split_by_bytes(events: list[Event], limit: int) -> list[list[Event]]:
