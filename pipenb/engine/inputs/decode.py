@@ -6,6 +6,8 @@ per chunk for lines, and one tight ``orjson.loads`` loop for JSON.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,19 @@ from pipenb.engine.base import Event
 
 _loads = orjson.loads
 _JSONError = orjson.JSONDecodeError
+#: a run of digits long enough to be an integer past 64 bits (2**64 has 20 digits)
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
+def _loads_exact(line: bytes) -> Any:
+    """``orjson.loads``, except that integers past 64 bits keep every digit (the stdlib's
+    parser, for the few lines that hold one; orjson would make them floats)."""
+    if _LONG_DIGITS.search(line):
+        try:
+            return json.loads(line)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise _JSONError(str(exc), line.decode("utf-8", "replace"), 0) from None
+    return _loads(line)
 
 
 def reject(raw: Any, message: str, stage: str = "input") -> Event:
@@ -64,6 +79,8 @@ def decode_chunk(
     # array has exactly one element per line; then each line is exactly one object. (A line such
     # as '{"a": 1}, {"b": 2}' makes two elements and fails the count.) Anything else, or any
     # parse error, goes through the per-line loop, which isolates bad lines as rejects.
+    if _LONG_DIGITS.search(chunk):  # orjson turns integers past 64 bits into floats
+        return _decode_each(raw)
     if (
         raw[0][:1] == b"{"
         and raw[-1][-1:] == b"}"
@@ -97,9 +114,10 @@ def _decode_each(raw: list[bytes]) -> tuple[list[Event], list[Event]]:
     events: list[Event] = []
     rejects: list[Event] = []
     append = events.append
+    loads = _loads_exact if any(_LONG_DIGITS.search(x) for x in raw) else _loads
     for line in raw:
         try:
-            ev = _loads(line)
+            ev = loads(line)
         except _JSONError as exc:
             if not line.strip():
                 continue

@@ -66,6 +66,7 @@ class HttpServerOptions(Options):
     output (no loss; the output may see some events twice). ``buffer-size`` bounds what the log
     holds unwritten; past it requests get 503 with ``Retry-After: 1``. ``tls: {cert, key,
     client-ca}`` serves HTTPS (with ``client-ca``, clients must show a certificate it signed).
+    ``GET /health`` answers 200 ``{"status": "ok"}`` while events are taken, 503 otherwise.
     """
 
     address: Address = "127.0.0.1:8080"
@@ -156,7 +157,10 @@ class HttpServerInput(Input):
         self._idle = asyncio.Event()
         self._idle.set()
         app = Application(
-            [(re.escape(o.path), _EventsHandler, {"owner": self})],
+            [
+                (re.escape(o.path), _EventsHandler, {"owner": self}),
+                *([("/health", _HealthHandler, {"owner": self})] if o.path != "/health" else []),
+            ],
             default_handler_class=_NotFoundHandler,
             default_handler_args={"path": o.path},
             log_function=_log_request,
@@ -446,6 +450,23 @@ class _EventsHandler(RequestHandler):
 
     def on_connection_close(self) -> None:
         self._end()
+
+
+class _HealthHandler(RequestHandler):
+    """``GET /health``: 200 while the input takes events (503 while the pipe stops, or while
+    the disk buffer is full), for load balancers; no token needed and nothing about the pipe
+    is told beyond that."""
+
+    def initialize(self, owner: HttpServerInput) -> None:
+        self.owner = owner
+
+    def get(self) -> None:
+        owner = self.owner
+        disk_full = owner.disk is not None and owner.disk.full()
+        ok = owner._open and not disk_full
+        self.set_status(200 if ok else 503)
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps({"status": "ok" if ok else "unavailable"}))
 
 
 class _NotFoundHandler(RequestHandler):

@@ -45,5 +45,20 @@ def ndjson(events: list[Event]) -> tuple[bytes, list[tuple[Event, str]]]:
             try:
                 parts.append(_dumps(e, default=str, option=_NL))
             except TypeError:
-                rejects.append((e, f"cannot encode event as JSON: {exc}"))
+                exact = _exact_json(e)  # integers past 64 bits: orjson refuses them
+                if exact is None:
+                    rejects.append((e, f"cannot encode event as JSON: {exc}"))
+                else:
+                    parts.append(exact)
     return b"".join(parts), rejects
+
+
+def _exact_json(e: Event) -> bytes | None:
+    """The stdlib's JSON of an event (every digit of a big integer kept), or None."""
+    import json
+
+    try:
+        text = json.dumps(e, ensure_ascii=False, default=str, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode() + b"\n"

@@ -1,0 +1,48 @@
+"""Decoding edges (issue 16 item 10): integers past 64 bits keep their digits, and
+``http-server`` answers ``GET /health``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import requests
+from test_inputs_network import pipe_doc, running
+
+from pipenb.engine.inputs.decode import decode_chunk
+
+BIG = 123456789012345678901234567890
+
+
+def test_integers_past_64_bits_keep_their_digits():
+    chunk = b'{"a": %d}\n{"b": 1}\n{"c": -%d}\n' % (BIG, 2**64)
+    events, rejects = decode_chunk(chunk, "json")
+    assert events == [{"a": BIG}, {"b": 1}, {"c": -(2**64)}] and rejects == []
+    # a long run of digits inside a string is a string still; a bad line is still a dead letter
+    events, rejects = decode_chunk(b'{"s": "%d"}\n{"x": %d\n' % (BIG, BIG), "json")
+    assert events == [{"s": str(BIG)}] and len(rejects) == 1
+
+
+def test_a_big_integer_survives_files_to_file(tmp_path, data_dir):
+    src = tmp_path / "in.ndjson"
+    src.write_bytes(b'{"id": %d, "n": 1}\n' % BIG)
+    out = tmp_path / "out.ndjson"
+    pipe = pipe_doc({"files": {"path": str(src), "format": "json", "follow": False}}, out)
+    asyncio.run(asyncio.wait_for(pipe.engine(data_dir=data_dir).run(), 60))
+    assert json.loads(out.read_text()) == {"id": BIG, "n": 1}  # the stdlib keeps every digit
+
+
+def test_http_server_health(tmp_path, data_dir):
+    pipe = pipe_doc({"http-server": {"address": "127.0.0.1:0", "path": "/events"}},
+                    tmp_path / "out.ndjson")  # fmt: skip
+
+    async def scenario():
+        async with running(pipe, data_dir) as (_, inp):
+            base = f"http://127.0.0.1:{inp.port}"
+            health = await asyncio.to_thread(requests.get, base + "/health", timeout=10)
+            other = await asyncio.to_thread(requests.get, base + "/nope", timeout=10)
+            return health, other
+
+    health, other = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert other.status_code == 404
