@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from pathlib import Path
 
+import pytest
 import requests
 from test_inputs_network import pipe_doc, running
 
@@ -46,3 +49,17 @@ def test_http_server_health(tmp_path, data_dir):
     health, other = asyncio.run(asyncio.wait_for(scenario(), 60))
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     assert other.status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/proc/loadavg", "/proc/self/environ", "/proc/self/status"])
+def test_files_on_proc_are_read_once_to_their_end(tmp_path, data_dir, path):
+    """/proc files report size 0 but have content: read once, not re-read as "truncated"."""
+    if not os.path.exists(path):
+        pytest.skip(f"no {path} here")
+    out = tmp_path / "out.ndjson"
+    pipe = pipe_doc({"files": {"path": path, "follow": False}}, out)
+    asyncio.run(asyncio.wait_for(pipe.engine(data_dir=data_dir).run(), 30))
+    lines = out.read_bytes().count(b"\n") if out.exists() else 0
+    # the same content once: as many events as the file has lines (environ: NULs, one line)
+    expected = max(1, Path(path).read_bytes().count(b"\n"))
+    assert 1 <= lines <= expected + 1
