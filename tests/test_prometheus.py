@@ -150,3 +150,64 @@ def test_metrics_need_a_token_from_elsewhere(tmp_path):
     )
     assert wrong.status_code == 401
     assert right.status_code == 200 and "pipenb_deployments" in right.text
+
+
+# ------------------------------------------------------------------------------ agent
+
+
+def test_agent_metrics_address_serves_its_pipes(tmp_path):
+    """``--metrics-address`` (off by default) serves per-pipe and per-stage counters."""
+    from pipenb.client import Client
+
+    port = free_port()
+    server = ServerProcess(tmp_path / "server", enroll_key="ek-m", poll_interval=0.5)
+    server.start()
+    agent = AgentProcess(
+        server.url, tmp_path / "agent", enroll_key="ek-m", labels=["m"], long_poll=None,
+        extra=("--metrics-address", f"127.0.0.1:{port}", "--metrics-every", "0.5"),
+    )  # fmt: skip
+    plain = AgentProcess(server.url, tmp_path / "plain", enroll_key="ek-m", labels=["m"],
+                         long_poll=None)  # fmt: skip
+    try:
+        agent.start()
+        agent_id = agent.wait_enrolled()
+        client = Client(server.url, server.token, timeout=10)
+        client.push(
+            "name: ticks\ninput: {echo: {lines: [a, b, c], interval: 50ms}}\n"
+            "actions:\n  - filter: \"_raw != 'b'\"\noutput: {discard: {}}\n"
+        )
+        dep = client.deploy("ticks", agents=[agent_id], labels=[])["id"]
+
+        def scraped():
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            except requests.ConnectionError:
+                return None
+            got = samples(r.text)
+            written = got.get(
+                ("pipenb_output_events_total", (("deployment", dep), ("pipe", "ticks"))), 0
+            )
+            return got if written >= 6 else None
+
+        got = wait_until(scraped, timeout=60, what="the pipe's metrics")
+        stages = {dict(k[1]).get("stage") for k in got if k[0] == "pipenb_stage_events_in_total"}
+        assert len(stages) == 1, (stages, sorted(got))
+        key = (("deployment", dep), ("pipe", "ticks"), ("stage", stages.pop()))
+        assert (
+            got[("pipenb_stage_events_in_total", key)]
+            > got[("pipenb_stage_events_out_total", key)]
+            > 0
+        )
+        assert got[("pipenb_stage_dropped_total", key)] > 0
+        assert (
+            got[("pipenb_pipe_up", (("deployment", dep), ("pipe", "ticks"), ("state", "running")))]
+            == 1
+        )
+        # off by default: an agent without the flag opens no port for it
+        plain.start()
+        plain.wait_enrolled()
+        assert "metrics at" not in plain.log_text()
+    finally:
+        plain.cleanup()
+        agent.cleanup()
+        server.stop()
