@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 import requests
-from conftest import wait_until
+from conftest import async_wait_until, wait_until
 
 from pipenb.engine.diskbuffer import DiskBufferFull, SegmentLog
 
@@ -161,3 +161,74 @@ def test_sigkill_three_times_during_100k_http_post_loses_nothing(tmp_path):
     assert kills == 3
     assert set(got) == set(range(n)), f"lost {n - len(set(got))}"
     print(f"duplicates after 3 SIGKILLs: {len(got) - n}")
+
+
+# ------------------------------------------------------------------------------ on outputs
+
+
+def test_an_output_disk_buffer_holds_events_while_the_sink_is_down(tmp_path, data_dir):
+    """The sink answers 503 at first: the input is read to its end and checkpointed anyway
+    (the events wait on disk); once the sink is up, every event arrives."""
+    import http.server
+    import threading
+
+    import pipenb
+
+    state = {"up": False, "got": []}
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if not state["up"]:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            state["got"] += [orjson.loads(x)["seq"] for x in body.splitlines() if x.strip()]
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    n = 5000
+    src = tmp_path / "in.ndjson"
+    src.write_bytes(lines(n))
+    doc = {
+        "name": "held",
+        "input": {"files": {"path": str(src), "format": "json"}},
+        "output": {"http-post": {"url": f"http://127.0.0.1:{server.server_address[1]}/",
+                                 "format": "ndjson", "buffer": "disk"}},
+    }  # fmt: skip
+    pipe = pipenb.Pipe.from_yaml(orjson.dumps(doc).decode())
+
+    async def scenario():
+        engine = pipe.engine(data_dir=data_dir)
+        task = asyncio.create_task(engine.run())
+        try:
+            size = src.stat().st_size
+
+            def checkpointed_to_the_end() -> bool:
+                files = (engine.snapshot()["position"] or {}).get("files", {})
+                return [f["offset"] for f in files.values()] == [size]
+
+            await async_wait_until(
+                checkpointed_to_the_end,
+                what="the input checkpointed at its end while the sink is down",
+            )
+            assert state["got"] == []
+            state["up"] = True
+            await async_wait_until(lambda: len(set(state["got"])) == n, what="every event")
+        finally:
+            engine.stop()
+            await task
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 120))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sorted(set(state["got"])) == list(range(n))

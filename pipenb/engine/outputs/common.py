@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import orjson
 from pydantic import Field
 
 from pipenb.engine.base import Event
 from pipenb.lang.registry import Options
-from pipenb.lang.types import Duration
+from pipenb.lang.types import Duration, Size
 
 _NL = orjson.OPT_APPEND_NEWLINE
 _dumps = orjson.dumps
@@ -21,7 +23,12 @@ class BatchOptions(Options):
 
 
 class OutputOptions(Options):
+    """``buffer: disk`` (http-post, tcp, udp, syslog, file) keeps what the sink has not taken
+    on disk (``pipenb.engine.outputs.disk``), bounded by ``buffer-size``."""
+
     batch: BatchOptions = BatchOptions()
+    buffer: Literal["memory", "disk"] = "memory"
+    buffer_size: Size = Field(default=1 << 30, ge=1 << 16)
 
 
 def ndjson(events: list[Event]) -> tuple[bytes, list[tuple[Event, str]]]:

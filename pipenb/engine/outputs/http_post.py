@@ -27,6 +27,7 @@ from pipenb.engine.base import Event, Output, RetryableOutputError, RunContext
 from pipenb.engine.codecs.http import CONTENT_TYPES
 from pipenb.engine.netguard import http_client
 from pipenb.engine.outputs.common import OutputOptions, ndjson
+from pipenb.engine.outputs.disk import maybe_disk
 from pipenb.engine.tlsopts import SendTls, client_context
 from pipenb.lang.registry import registry
 from pipenb.lang.types import Duration, Size
@@ -324,4 +325,4 @@ def _excerpt(resp: HTTPResponse) -> str:
 @registry.register("output", "http-post", HttpPostOptions)
 def http_post_output(opts: HttpPostOptions, ctx: RunContext) -> HttpPostOutput:
     """POST batches as a JSON array or NDJSON, optionally gzipped; retries 429 and 5xx."""
-    return HttpPostOutput(opts, ctx)
+    return maybe_disk(HttpPostOutput(opts, ctx))

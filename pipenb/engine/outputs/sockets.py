@@ -18,6 +18,7 @@ from pipenb.engine.base import Event, Output, RunContext
 from pipenb.engine.inputs.sockets import RemoteAddress, split_address
 from pipenb.engine.netguard import checked_address
 from pipenb.engine.outputs.common import OutputOptions, ndjson
+from pipenb.engine.outputs.disk import maybe_disk
 from pipenb.engine.tlsopts import SendTls, client_context
 from pipenb.lang.registry import registry
 from pipenb.lang.types import Duration
@@ -252,10 +253,10 @@ def _too_big(n: int) -> str:
 @registry.register("output", "tcp", TcpOutputOptions)
 def tcp_output(opts: TcpOutputOptions, ctx: RunContext) -> TcpOutput:
     """Send events as NDJSON lines over a TCP connection; reconnects when it breaks."""
-    return TcpOutput(opts, ctx)
+    return maybe_disk(TcpOutput(opts, ctx))
 
 
 @registry.register("output", "udp", UdpOutputOptions)
 def udp_output(opts: UdpOutputOptions, ctx: RunContext) -> UdpOutput:
     """Send each event as one NDJSON datagram over UDP."""
-    return UdpOutput(opts, ctx)
+    return maybe_disk(UdpOutput(opts, ctx))

@@ -15,6 +15,7 @@ from pipenb.engine.base import Event, Output, RunContext
 from pipenb.engine.codecs.syslog import encode, frame
 from pipenb.engine.inputs.sockets import RemoteAddress
 from pipenb.engine.outputs.common import OutputOptions
+from pipenb.engine.outputs.disk import maybe_disk
 from pipenb.engine.outputs.sockets import TcpOutput, UdpOutput
 from pipenb.engine.tlsopts import SendTls, client_context
 from pipenb.lang.registry import registry
@@ -92,5 +93,5 @@ class SyslogDatagramOutput(UdpOutput):
 def syslog_output(opts: SyslogOutputOptions, ctx: RunContext) -> Output:
     """Send events as syslog messages (RFC 5424 or 3164) over TCP, UDP or TLS."""
     if opts.protocol == "udp":
-        return SyslogDatagramOutput(opts, ctx)  # type: ignore[arg-type]
-    return SyslogStreamOutput(opts, ctx)  # type: ignore[arg-type]
+        return maybe_disk(SyslogDatagramOutput(opts, ctx))  # type: ignore[arg-type]
+    return maybe_disk(SyslogStreamOutput(opts, ctx))  # type: ignore[arg-type]
