@@ -65,7 +65,9 @@ def _exact_json(e: Event) -> bytes | None:
     import json
 
     try:
-        text = json.dumps(e, ensure_ascii=False, default=str, separators=(",", ":"))
+        text = json.dumps(
+            e, ensure_ascii=False, default=str, separators=(",", ":"), allow_nan=False
+        )
     except (TypeError, ValueError, RecursionError):
         return None
     return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode() + b"\n"
