@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import async_wait_until
 from test_inputs_network import pipe_doc, running
 
 from pipenb.engine.inputs.decode import decode_chunk
@@ -63,3 +64,27 @@ def test_files_on_proc_are_read_once_to_their_end(tmp_path, data_dir, path):
     # the same content once: as many events as the file has lines (environ: NULs, one line)
     expected = max(1, Path(path).read_bytes().count(b"\n"))
     assert 1 <= lines <= expected + 1
+
+
+@pytest.mark.parametrize("kind", ["tcp", "http-server"])
+def test_no_traceback_when_a_pipe_stops_with_a_sender_connected(tmp_path, data_dir, caplog, kind):
+    import socket
+
+    pipe = pipe_doc({kind: {"address": "127.0.0.1:0"}}, tmp_path / "out.ndjson")
+    partial = (
+        b"half a line" if kind == "tcp"
+        else b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+    )  # fmt: skip
+
+    async def scenario():
+        async with running(pipe, data_dir) as (_, inp):
+            sock = socket.create_connection(("127.0.0.1", inp.port), timeout=10)
+            sock.sendall(partial)
+            await async_wait_until(
+                lambda: kind != "tcp" or inp.connections == 1, what="the connection"
+            )
+        sock.close()
+
+    with caplog.at_level("DEBUG"):
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert not [r for r in caplog.records if r.exc_info or "CancelledError" in r.getMessage()]

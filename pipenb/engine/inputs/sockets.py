@@ -301,6 +301,10 @@ class TcpInput(Input):
                 await feed.put(*_decode(rest, o.format, peer, max_line, o.keep_raw), len(rest))
         except (ConnectionError, OSError) as exc:
             log.debug("tcp: connection from %s ended: %s", peer, exc)
+        except asyncio.CancelledError:
+            # the input is closing: end quietly. (A cancelled handler task makes asyncio's
+            # StreamReaderProtocol log a CancelledError traceback for every open connection.)
+            pass
         finally:
             writer.close()
             if task is not None:
