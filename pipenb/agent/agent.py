@@ -174,6 +174,11 @@ class Agent:
         await self.identify()
         if self._stop.is_set():
             return
+        metrics_server = None
+        if self.settings.metrics_address:
+            from pipenb.agent.metrics import serve
+
+            metrics_server = await serve(self, self.settings.metrics_address)
         if self.desired:  # the server may be away: run what we last knew
             await self.reconcile(self.desired)
         supervisor = asyncio.create_task(self._supervise())
@@ -181,6 +186,8 @@ class Agent:
             await self._checkin_loop()
         finally:
             supervisor.cancel()
+            if metrics_server is not None:
+                metrics_server.stop()
             await self._shutdown()
         if self.refused is not None:
             raise SystemExit(3)  # the reason is in the log already, in one line

@@ -35,6 +35,7 @@ class AgentSettings:
     cert: str | None = None
     key: str | None = None
     insecure_http: bool = False
+    metrics_address: str | None = None  # host:port of GET /metrics (Prometheus); None: off
 
     def tls_options(self) -> TlsOptions:
         return TlsOptions(self.ca_file, self.ca_fingerprint, self.cert, self.key)

@@ -101,6 +101,12 @@ def register(sub: Any) -> None:
     )
     option(
         p,
+        "--metrics-address",
+        help="serve the pipes' metrics for Prometheus at http://HOST:PORT/metrics "
+        "(off by default; use a loopback address unless the port is firewalled)",
+    )
+    option(
+        p,
         "--metrics-every",
         type=float,
         default=15.0,
@@ -224,6 +230,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         disable=disable,
         long_poll=args.long_poll,
         metrics_every=max(0.5, args.metrics_every),
+        metrics_address=args.metrics_address,
         ca_file=args.ca_file,
         ca_fingerprint=args.ca_fingerprint,
         cert=args.cert,

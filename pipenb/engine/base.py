@@ -51,6 +51,10 @@ class Input:
     def restore(self, position: Any) -> None:
         """Resume from a checkpoint written by an earlier run. Inputs without one ignore it."""
 
+    def committed(self, position: Any) -> None:
+        """The output wrote everything up to ``position`` and its checkpoint is saved; an input
+        holding data for replay (a disk buffer) may now let go of what lies before it."""
+
     async def batches(self) -> AsyncIterator[Batch]:  # pragma: no cover - abstract
         raise NotImplementedError
         yield

@@ -36,4 +36,5 @@ BUILTINS: dict[tuple[str, str], str] = {
     ("output", "http-post"): "pipenb.engine.outputs.http_post",
     ("output", "tcp"): "pipenb.engine.outputs.sockets",
     ("output", "udp"): "pipenb.engine.outputs.sockets",
+    ("output", "syslog"): "pipenb.engine.outputs.syslog",
 }

@@ -464,6 +464,7 @@ class Engine:
                 )
         if have_pos:
             self.checkpoints.save(position)
+            self.parts.input.committed(position)
             self._last_position = position
             m.checkpoints += 1
             m.last_checkpoint = time.time()

@@ -86,19 +86,35 @@ def _script(o: Any) -> list[Access]:
     return out
 
 
+def _with_tls(check: Callable[[Any], list[Access]], name: str) -> Callable[[Any], list[Access]]:
+    """``check``, plus reading the files of the component's ``tls:`` options."""
+
+    def both(o: Any) -> list[Access]:
+        out = check(o)
+        tls = getattr(o, "tls", None)
+        for key in ("cert", "key", "client_ca", "ca_file"):
+            path = getattr(tls, key, None) if tls is not None else None
+            if path:
+                out.append(Access("read", f"{name} tls {key.replace('_', '-')}", path))
+        return out
+
+    return both
+
+
 #: (kind, name) -> what that component asks of the host. Components not listed touch nothing
 #: on the host (tests/test_policy.py holds the list of those, so a new one is not forgotten).
 COMPONENTS: dict[tuple[str, str], Callable[[Any], list[Access]]] = {
     ("input", "files"): _files,
     ("input", "dataset"): _dataset,
     ("input", "exec"): _exec,
-    ("input", "http-poll"): _url("http-poll"),
-    ("input", "http-server"): _listen("http-server"),
-    ("input", "tcp"): _listen("tcp"),
+    ("input", "http-poll"): _with_tls(_url("http-poll"), "http-poll"),
+    ("input", "http-server"): _with_tls(_listen("http-server"), "http-server"),
+    ("input", "tcp"): _with_tls(_listen("tcp"), "tcp"),
     ("input", "udp"): _listen("udp"),
     ("output", "file"): _file,
-    ("output", "http-post"): _url("http-post"),
-    ("output", "tcp"): _remote("tcp"),
+    ("output", "http-post"): _with_tls(_url("http-post"), "http-post"),
+    ("output", "tcp"): _with_tls(_remote("tcp"), "tcp"),
+    ("output", "syslog"): _with_tls(_remote("syslog"), "syslog"),
     ("output", "udp"): _remote("udp"),
     ("action", "script"): _script,
 }

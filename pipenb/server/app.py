@@ -162,6 +162,12 @@ class _Application(tornado.web.Application):
     """The standalone server's application: a broken ``Content-Length`` gets a JSON 400, and a
     handler that does not stream its body (none of the API's) has it capped while it arrives."""
 
+    def log_request(self, handler: tornado.web.RequestHandler) -> None:
+        metrics = self.settings.get("pipenb_metrics")
+        if metrics is not None:
+            metrics.observe(handler)
+        super().log_request(handler)
+
     def find_handler(self, request: httputil.HTTPServerRequest, **kwargs: Any) -> Any:
         delegate = super().find_handler(request, **kwargs)
         streams = getattr(delegate, "stream_request_body", False)
@@ -171,9 +177,20 @@ class _Application(tornado.web.Application):
 
 def make_app(cp: ControlPlane, **settings: Any) -> tornado.web.Application:
     routes = ROUTES + TLS_ROUTES if cp.settings.tls_cert else ROUTES
+    specs = handlers("/", routes)
+    extra: dict[str, Any] = {}
+    try:  # Prometheus metrics at /metrics, when prometheus_client is installed (server extra)
+        from pipenb.server.metrics import MetricsHandler, ServerMetrics
+    except ImportError:
+        pass
+    else:
+        metrics = ServerMetrics(cp)
+        specs.insert(0, ("/metrics", MetricsHandler))
+        extra = {"pipenb_metrics": metrics}
     return _Application(
-        handlers("/", routes),
+        specs,
         **app_settings(cp, "/", routes),
         default_handler_class=NotFoundHandler,
+        **extra,
         **settings,
     )

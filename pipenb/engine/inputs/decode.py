@@ -6,6 +6,8 @@ per chunk for lines, and one tight ``orjson.loads`` loop for JSON.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,19 @@ from pipenb.engine.base import Event
 
 _loads = orjson.loads
 _JSONError = orjson.JSONDecodeError
+#: a run of digits long enough to be an integer past 64 bits (2**64 has 20 digits)
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
+def _loads_exact(line: bytes) -> Any:
+    """``orjson.loads``, except that integers past 64 bits keep every digit (the stdlib's
+    parser, for the few lines that hold one; orjson would make them floats)."""
+    if _LONG_DIGITS.search(line):
+        try:
+            return json.loads(line)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise _JSONError(str(exc), line.decode("utf-8", "replace"), 0) from None
+    return _loads(line)
 
 
 def reject(raw: Any, message: str, stage: str = "input") -> Event:
@@ -29,11 +44,13 @@ def decode_chunk(
     fmt: str,
     max_line: int | None = None,
     on_cut: Callable[[list[int]], None] | None = None,
+    keep_raw: bool = False,
 ) -> tuple[list[Event], list[Event]]:
     """Events and rejects from a chunk of complete lines (no trailing partial line).
 
     Lines longer than ``max_line`` (bytes for JSON, characters for text) are cut into pieces;
-    ``on_cut`` is then called with the indices of the lines that were cut.
+    ``on_cut`` is then called with the indices of the lines that were cut. ``keep_raw`` keeps
+    each syslog line in ``_raw``.
     """
     if not chunk:
         return [], []
@@ -52,7 +69,7 @@ def decode_chunk(
         lines = chunk.decode("utf-8", "replace").split("\n")
         if max_line and len(chunk) > max_line and max(map(len, lines)) > max_line:
             lines = _cut(lines, max_line, on_cut)
-        return syslog_lines(lines)
+        return syslog_lines(lines, keep_raw)
     raw = chunk.split(b"\n")
     if max_line and len(chunk) > max_line and max(map(len, raw)) > max_line:
         raw = _cut(raw, max_line, on_cut)
@@ -62,6 +79,8 @@ def decode_chunk(
     # array has exactly one element per line; then each line is exactly one object. (A line such
     # as '{"a": 1}, {"b": 2}' makes two elements and fails the count.) Anything else, or any
     # parse error, goes through the per-line loop, which isolates bad lines as rejects.
+    if _LONG_DIGITS.search(chunk):  # orjson turns integers past 64 bits into floats
+        return _decode_each(raw)
     if (
         raw[0][:1] == b"{"
         and raw[-1][-1:] == b"}"
@@ -95,9 +114,10 @@ def _decode_each(raw: list[bytes]) -> tuple[list[Event], list[Event]]:
     events: list[Event] = []
     rejects: list[Event] = []
     append = events.append
+    loads = _loads_exact if any(_LONG_DIGITS.search(x) for x in raw) else _loads
     for line in raw:
         try:
-            ev = _loads(line)
+            ev = loads(line)
         except _JSONError as exc:
             if not line.strip():
                 continue
@@ -108,6 +128,22 @@ def _decode_each(raw: list[bytes]) -> tuple[list[Event], list[Event]]:
         else:
             rejects.append(reject(line, 'a JSON line must be an object, e.g. {"msg": "..."}'))
     return events, rejects
+
+
+def decode_message(
+    data: bytes, fmt: str, keep_raw: bool = False
+) -> tuple[list[Event], list[Event]]:
+    """One whole message (an octet-counted frame, a syslog datagram) that may hold newlines."""
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    text = data.decode("utf-8", "replace")
+    if fmt == "lines":
+        return [{"_raw": text}], []
+    if fmt == "syslog":
+        from pipenb.engine.inputs.syslog import decode_lines as syslog_lines
+
+        return syslog_lines([text], keep_raw)
+    return _decode_each([data])
 
 
 def decode_lines(lines: list[str], fmt: str) -> tuple[list[Event], list[Event]]:

@@ -99,6 +99,9 @@ class _File:
     pending: list[str] | None = None
     hold: int = 0
     cutting: bool = False  # inside an over-long line being cut (counted already)
+    #: size 0 yet content (/proc, /sys): its size says nothing, so it is never "truncated";
+    #: it is read to its end like any file (once, with follow: false)
+    virtual: bool = False
 
 
 def _fingerprint(fh: BinaryIO, n: int) -> tuple[str, int]:
@@ -224,7 +227,10 @@ class FilesInput(Input):
         elif initial and self.restored is None and self.options.start_at == "end":
             offset = st.st_size
         fh.seek(offset)
-        self.files[key] = _File(key, path, fh, offset, fp, fp_len, last_data=time.monotonic())
+        virtual = st.st_size == 0 and fp_len > 0  # an empty file has no bytes to fingerprint
+        self.files[key] = _File(
+            key, path, fh, offset, fp, fp_len, last_data=time.monotonic(), virtual=virtual
+        )
 
     # ------------------------------------------------------------------ reading
     def _read(self, f: _File) -> Batch | bool:
@@ -234,7 +240,7 @@ class FilesInput(Input):
             st = os.fstat(f.fh.fileno())
         except OSError:
             return False
-        if st.st_size < f.offset + len(f.partial):  # truncated (copytruncate)
+        if not f.virtual and st.st_size < f.offset + len(f.partial):  # truncated (copytruncate)
             log.info("files: %s was truncated; reading it from the start", f.path)
             f.fh.seek(0)
             f.offset, f.partial, f.cutting = 0, b"", False

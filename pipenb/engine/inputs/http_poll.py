@@ -18,6 +18,7 @@ from pipenb.engine.base import Batch, Event, Input, RunContext
 from pipenb.engine.inputs.decode import decode_chunk, reject
 from pipenb.engine.netguard import http_client
 from pipenb.engine.outputs.http_post import FETCH_ERRORS, describe
+from pipenb.engine.tlsopts import SendTls, client_context
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Duration, Size
 
@@ -36,6 +37,8 @@ class HttpPollOptions(Options):
     connecting and for the whole answer. ``max-body``: larger answers are refused. A poll that
     fails (refused, timed out, a non-2xx status, a body that does not decode) goes to
     ``errors:`` as one record whose ``_error`` says why, and polling goes on. No checkpoint.
+    ``tls: {ca-file, cert, key, verify}`` for ``https://`` URLs: the CA to verify the server
+    with (default: the system's) and a client certificate for mutual TLS.
     """
 
     url: str
@@ -46,6 +49,7 @@ class HttpPollOptions(Options):
     format: Literal["json", "ndjson", "lines"] = "json"
     timeout: Duration = 30.0
     max_body: Size = 100 << 20
+    tls: SendTls | None = None
 
     @model_validator(mode="after")
     def _check(self) -> HttpPollOptions:
@@ -63,6 +67,7 @@ class HttpPollInput(Input):
         self.polls = 0
         self.failures = 0
         self._client: AsyncHTTPClient | None = None
+        self._ssl_context: Any = None
 
     def _request(self) -> HTTPRequest:
         o = self.options
@@ -83,7 +88,16 @@ class HttpPollInput(Input):
             connect_timeout=o.timeout,
             request_timeout=o.timeout,
             follow_redirects=True,
+            ssl_options=self._ssl(),
         )
+
+    def _ssl(self) -> Any:
+        tls = self.options.tls
+        if tls is None or not self.options.url.startswith("https:"):
+            return None
+        if self._ssl_context is None:
+            self._ssl_context = client_context(tls, "http-poll")
+        return self._ssl_context
 
     async def batches(self) -> AsyncIterator[Batch]:
         o = self.options

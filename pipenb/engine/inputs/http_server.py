@@ -25,9 +25,11 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler, stream_request_body
 
 from pipenb.engine.base import Batch, Event, Input, RunContext
+from pipenb.engine.diskbuffer import SegmentLog
 from pipenb.engine.inputs.decode import decode_chunk
 from pipenb.engine.inputs.sockets import BATCH_EVENTS, Address, format_peer, split_address
 from pipenb.engine.netguard import check_listen_first, check_listener
+from pipenb.engine.tlsopts import ListenTls, server_context
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Duration, Size
 
@@ -55,7 +57,16 @@ class HttpServerOptions(Options):
     after the engine took the events into its queue (in memory: like any batch in flight, they
     are lost if the pipe's process dies before the output wrote them); a client that got
     anything else, or no answer, should send again. ``metadata: true`` adds ``_peer`` (the
-    client's ``ip:port``). No checkpoint.
+    client's ``ip:port``). No checkpoint (with ``buffer: memory``).
+
+    ``buffer: disk`` makes acknowledged mean durable: a request's events are appended to a
+    segment log under the data dir (``buffers/PIPE/input``) and fsynced (requests arriving
+    together share one fsync) before the 200; the engine reads from that log and checkpoints
+    on it, so a crash or kill replays from disk what was acknowledged but not yet written by the
+    output (no loss; the output may see some events twice). ``buffer-size`` bounds what the log
+    holds unwritten; past it requests get 503 with ``Retry-After: 1``. ``tls: {cert, key,
+    client-ca}`` serves HTTPS (with ``client-ca``, clients must show a certificate it signed).
+    ``GET /health`` answers 200 ``{"status": "ok"}`` while events are taken, 503 otherwise.
     """
 
     address: Address = "127.0.0.1:8080"
@@ -66,6 +77,9 @@ class HttpServerOptions(Options):
     max_pending: int = Field(default=64, ge=1)
     header_timeout: Duration = Field(default=10.0, gt=0)
     metadata: bool = False
+    buffer: Literal["memory", "disk"] = "memory"
+    buffer_size: Size = Field(default=1 << 30, ge=1 << 16)
+    tls: ListenTls | None = None
 
     @field_validator("path")
     @classmethod
@@ -107,10 +121,35 @@ class HttpServerInput(Input):
         self._active = 0  # handlers not yet finished
         self._idle: asyncio.Event | None = None
         self._server: Any = None
+        self.disk: SegmentLog | None = None
+        self._restored: int | None = None
 
     # ---------------------------------------------------------------- the engine's side
     def stats(self) -> dict[str, Any]:
-        return {"requests_accepted": self.accepted, "requests_busy": self.busy}
+        out = {"requests_accepted": self.accepted, "requests_busy": self.busy}
+        if self.disk is not None:
+            out["buffer_bytes"] = self.disk.backlog()
+            out["buffer_commits"] = self.disk.commits
+        return out
+
+    def restore(self, position: Any) -> None:
+        if isinstance(position, int):
+            self._restored = position
+
+    def committed(self, position: Any) -> None:
+        if self.disk is not None and isinstance(position, int):
+            self.disk.committed(position)
+
+    def _open_disk(self) -> SegmentLog:
+        if not self.ctx.data_dir:
+            raise ValueError("http-server buffer: disk needs a data dir (run with --data-dir)")
+        import os
+
+        where = os.path.join(self.ctx.data_dir, "buffers", self.ctx.pipe, "input")
+        disk = SegmentLog(where, self.options.buffer_size)
+        if self._restored is not None:
+            disk.restore(self._restored)
+        return disk
 
     async def batches(self) -> AsyncIterator[Batch]:
         o = self.options
@@ -118,19 +157,25 @@ class HttpServerInput(Input):
         self._idle = asyncio.Event()
         self._idle.set()
         app = Application(
-            [(re.escape(o.path), _EventsHandler, {"owner": self})],
+            [
+                (re.escape(o.path), _EventsHandler, {"owner": self}),
+                *([("/health", _HealthHandler, {"owner": self})] if o.path != "/health" else []),
+            ],
             default_handler_class=_NotFoundHandler,
             default_handler_args={"path": o.path},
             log_function=_log_request,
         )
         self._server = HTTPServer(
             app,
+            ssl_options=server_context(o.tls, "http-server") if o.tls is not None else None,
             decompress_request=True,
             # bodies up to twice max-body are read (and dropped) to answer 413 cleanly
             max_body_size=2 * o.max_body + MiB,
             idle_connection_timeout=o.header_timeout,
             body_timeout=120,
         )
+        if o.buffer == "disk":
+            self.disk = self._open_disk()
         check_listen_first(self.ctx, "http-server address", self.host, self.port)
         sockets = bind_sockets(self.port, self.host or None)
         try:
@@ -145,6 +190,10 @@ class HttpServerInput(Input):
         self._open = True
         log.info("http-server: listening on %s:%d%s", self.host or "*", self.port, o.path)
         try:
+            while self.disk is not None:
+                data, pos = await self.disk.read()
+                events, _ = decode_chunk(data, "json")
+                yield Batch(events, pos, len(data))
             while True:
                 while not self._ready:
                     self._wakeup.clear()
@@ -332,6 +381,9 @@ class _EventsHandler(RequestHandler):
             self._release()
             self._send(200, orjson.dumps({"accepted": 0}))
             return
+        if owner.disk is not None:
+            await self._to_disk(owner.disk, events)
+            return
         pending = _Pending(owner, events, len(body))
         self.slot = False  # the slot is the pending request's now
         owner._enqueue(pending)
@@ -343,6 +395,27 @@ class _EventsHandler(RequestHandler):
             self._answer()
 
     put = post
+
+    async def _to_disk(self, disk: SegmentLog, events: list[Event]) -> None:
+        """Acknowledge only once the events are fsynced to the disk buffer."""
+        if disk.full():
+            self.owner.busy += 1
+            self.refusal = (503, "buffer_full", "the disk buffer is full; send again later")
+            self._answer()
+            return
+        from pipenb.engine.outputs.common import ndjson
+
+        data, bad = ndjson(events)
+        try:
+            await disk.append(data)
+        except Exception as exc:  # a full disk, an I/O error: not acknowledged
+            log.warning("http-server: disk buffer append failed: %s", exc)
+            self.refusal = (503, "buffer_error", f"the disk buffer failed: {exc}")
+            self._answer()
+            return
+        self._release()
+        self.owner.accepted += 1
+        self._send(200, orjson.dumps({"accepted": len(events) - len(bad)}))
 
     def _answer(self) -> None:
         assert self.refusal is not None
@@ -377,6 +450,23 @@ class _EventsHandler(RequestHandler):
 
     def on_connection_close(self) -> None:
         self._end()
+
+
+class _HealthHandler(RequestHandler):
+    """``GET /health``: 200 while the input takes events (503 while the pipe stops, or while
+    the disk buffer is full), for load balancers; no token needed and nothing about the pipe
+    is told beyond that."""
+
+    def initialize(self, owner: HttpServerInput) -> None:
+        self.owner = owner
+
+    def get(self) -> None:
+        owner = self.owner
+        disk_full = owner.disk is not None and owner.disk.full()
+        ok = owner._open and not disk_full
+        self.set_status(200 if ok else 503)
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps({"status": "ok" if ok else "unavailable"}))
 
 
 class _NotFoundHandler(RequestHandler):

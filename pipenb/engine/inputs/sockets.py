@@ -13,6 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
+import socket
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -21,7 +25,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 
 from pipenb.engine.base import Batch, Event, Input, RunContext
-from pipenb.engine.inputs.decode import decode_chunk
+from pipenb.engine.inputs.decode import decode_chunk, decode_message
+from pipenb.engine.tlsopts import ListenTls, server_context
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Size
 
@@ -130,8 +135,19 @@ class Feed:
         return Batch(events, None, nbytes, rejects)
 
 
-def _decode(data: bytes, fmt: str, peer: str | None, max_line: int) -> tuple[list, list]:
-    events, rejects = decode_chunk(data, fmt, max_line)
+def _decode(
+    data: bytes,
+    fmt: str,
+    peer: str | None,
+    max_line: int,
+    keep_raw: bool = False,
+    whole: bool = False,
+) -> tuple[list, list]:
+    """Events from complete lines, or (``whole``) from one message that may hold newlines."""
+    if whole:
+        events, rejects = decode_message(data, fmt, keep_raw)
+    else:
+        events, rejects = decode_chunk(data, fmt, max_line, keep_raw=keep_raw)
     if peer is not None:
         for ev in events:
             ev["_peer"] = peer
@@ -147,8 +163,16 @@ class TcpOptions(Options):
     """Options of ``tcp``.
 
     ``address``: ``host:port`` to listen on (``:5140`` or ``0.0.0.0:5140`` for every
-    interface; port 0 picks a free port). Each newline-terminated line is one event (``\\r\\n``
-    works too; a last line without a newline counts when the sender closes). ``format``:
+    interface; port 0 picks a free port). The framing is detected per connection (RFC 6587):
+    a connection whose first byte is a digit sends octet-counted frames (``LEN SP MSG``, as
+    rsyslog's ``TCP_Framing="octet-counted"``, syslog-ng's ``syslog()`` driver and
+    ``logger --octet-count`` do); each frame is one event, newlines inside it included.
+    Otherwise each newline-terminated line is one event (``\\r\\n`` works too; a last line
+    without a newline counts when the sender closes); with ``format: syslog`` a NUL before the
+    next ``<`` or at the end of what arrived ends a message too (Python's ``SysLogHandler``).
+    ``keep-raw: true`` (syslog) keeps each original message in ``_raw``. ``tls: {cert, key,
+    client-ca}`` serves TLS (RFC 5425 syslog over TLS is octet-counted TCP inside it); with
+    ``client-ca`` a client must show a certificate that CA signed. ``format``:
     ``lines`` (``{"_raw": line}``), ``json`` (one object per line) or ``syslog`` (RFC 5424 and
     RFC 3164: ``facility``, ``severity``, ``timestamp``, ``host``, ``app``, ``pid``, ``msgid``,
     ``structured_data``, ``message``). Lines that do not decode go to ``errors:``. Bytes that are
@@ -164,6 +188,8 @@ class TcpOptions(Options):
     max_line_bytes: Size = Field(default=1 << 16, ge=1)
     metadata: bool = False
     buffer: Size = Field(default=4 << 20, ge=1)
+    keep_raw: bool = False
+    tls: ListenTls | None = None
 
 
 class TcpInput(Input):
@@ -172,23 +198,34 @@ class TcpInput(Input):
         self.host, self.port = split_address(options.address)
         self.long_lines = 0  # lines cut because they were longer than max-line-bytes
         self.connections = 0  # connections served so far
+        self.octet_counted = 0  # of them, connections that sent octet-counted frames
+        self.nul_framed = 0  # of them, syslog connections whose messages end in NUL
+        self.framing_errors = 0  # octet-counted connections whose frame header was not LEN SP
         self._logged_long = -1e9
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def stats(self) -> dict[str, Any]:
-        return {"connections": self.connections, "long_lines": self.long_lines}
+        return {
+            "connections": self.connections,
+            "octet_counted": self.octet_counted,
+            "nul_framed": self.nul_framed,
+            "framing_errors": self.framing_errors,
+            "long_lines": self.long_lines,
+        }
 
     async def batches(self) -> AsyncIterator[Batch]:
         feed = Feed(self.options.buffer)
         from pipenb.engine.netguard import check_listen_first, check_listener
 
         check_listen_first(self.ctx, "tcp address", self.host, self.port)
+        tls = self.options.tls
         self._server = await asyncio.start_server(
             lambda r, w: self._serve(r, w, feed),
             self.host or None,
             self.port,
             reuse_address=True,
+            ssl=server_context(tls, "tcp input") if tls is not None else None,
         )
         try:
             for sock in self._server.sockets:
@@ -214,14 +251,30 @@ class TcpInput(Input):
         o = self.options
         peer = format_peer(writer.get_extra_info("peername")) if o.metadata else None
         max_line = o.max_line_bytes
+        nul_ends = o.format == "syslog"
         rest = b""
         in_long = False  # inside a line already cut (and counted)
         try:
+            first = await reader.read(READ_BYTES)
+            if first[:1].isdigit():
+                self.octet_counted += 1
+                first = await self._octet_counted(reader, first, feed, peer)
+            elif nul_ends and _nul_framed(first):
+                self.nul_framed += 1
+                first = await self._nul_framed(reader, first, feed, peer)
+            pending: bytes | None = first
             while True:
-                data = await reader.read(READ_BYTES)
+                if pending is not None:
+                    data, pending = pending, None
+                else:
+                    data = await reader.read(READ_BYTES)
                 if not data:
                     break
                 buf = rest + data if rest else data
+                if nul_ends and b"\x00" in buf:
+                    buf = buf.replace(b"\x00<", b"\n<")
+                    if buf.endswith(b"\x00"):
+                        buf = buf[:-1] + b"\n"
                 cut = buf.rfind(b"\n")
                 if cut < 0:
                     rest = buf
@@ -242,16 +295,125 @@ class TcpInput(Input):
                     if long:
                         self._count_long(long, peer)
                 in_long = False
-                events, rejects = _decode(chunk, o.format, peer, max_line)
+                events, rejects = _decode(chunk, o.format, peer, max_line, o.keep_raw)
                 await feed.put(events, rejects, len(chunk))
             if rest:
-                await feed.put(*_decode(rest, o.format, peer, max_line), len(rest))
+                await feed.put(*_decode(rest, o.format, peer, max_line, o.keep_raw), len(rest))
         except (ConnectionError, OSError) as exc:
             log.debug("tcp: connection from %s ended: %s", peer, exc)
+        except asyncio.CancelledError:
+            # the input is closing: end quietly. (A cancelled handler task makes asyncio's
+            # StreamReaderProtocol log a CancelledError traceback for every open connection.)
+            pass
         finally:
             writer.close()
             if task is not None:
                 self._tasks.discard(task)
+
+    async def _octet_counted(
+        self, reader: asyncio.StreamReader, buf: bytes, feed: Feed, peer: str | None
+    ) -> bytes:
+        """Serve ``LEN SP MSG`` frames until the sender closes (returns ``b""``) or a header is
+        not one (then logged, counted, and the rest of the connection read as lines: returned).
+
+        A frame longer than ``max-line-bytes`` is cut into pieces, counted as a long line.
+        """
+        o = self.options
+        max_line = o.max_line_bytes
+        while True:
+            events: list[Event] = []
+            rejects: list[Event] = []
+            nbytes = 0
+            while True:  # every whole frame in the buffer
+                sp = buf.find(b" ", 0, 11)
+                if sp < 0:
+                    if len(buf) > 10 or (buf and not buf.isdigit()):
+                        return await self._bad_frame(buf, events, rejects, nbytes, feed, peer)
+                    break
+                head = buf[:sp]
+                if not head.isdigit():
+                    return await self._bad_frame(buf, events, rejects, nbytes, feed, peer)
+                size = int(head)
+                end = sp + 1 + size
+                if len(buf) < end:
+                    break
+                frame, buf = buf[sp + 1 : end], buf[end:]
+                if len(frame) > max_line:
+                    self._count_long(1, peer)
+                    evs, rjs, _ = _decode_pieces(
+                        frame[: len(frame) - len(frame) % max_line], o.format, peer, max_line
+                    )
+                    events += evs
+                    rejects += rjs
+                    frame = frame[len(frame) - len(frame) % max_line :]
+                if frame:
+                    evs, rjs = _decode(frame, o.format, peer, max_line, o.keep_raw, whole=True)
+                    events += evs
+                    rejects += rjs
+                nbytes += end
+                # a newline or NUL after a frame is tolerated (some senders add one)
+                while buf[:1] in (b"\n", b"\x00", b"\r"):
+                    buf = buf[1:]
+                    nbytes += 1
+            if events or rejects:
+                await feed.put(events, rejects, nbytes)
+            data = await reader.read(READ_BYTES)
+            if not data:
+                if buf:
+                    await feed.put(*_decode(buf, o.format, peer, max_line, o.keep_raw), len(buf))
+                return b""
+            buf += data
+
+    async def _nul_framed(
+        self, reader: asyncio.StreamReader, buf: bytes, feed: Feed, peer: str | None
+    ) -> bytes:
+        """Serve NUL-terminated messages (Python's ``SysLogHandler``), newlines kept inside."""
+        o = self.options
+        max_line = o.max_line_bytes
+        while True:
+            cut = buf.rfind(b"\x00")
+            if cut >= 0:
+                events: list[Event] = []
+                rejects: list[Event] = []
+                for msg in buf[:cut].split(b"\x00"):
+                    if msg.strip():
+                        evs, rjs = _decode(msg, o.format, peer, max_line, o.keep_raw, whole=True)
+                        events += evs
+                        rejects += rjs
+                await feed.put(events, rejects, cut + 1)
+                buf = buf[cut + 1 :]
+            elif len(buf) > max_line:
+                self._count_long(1, peer)
+                await feed.put(*_decode(buf, o.format, peer, 0, o.keep_raw, whole=True), len(buf))
+                buf = b""
+            data = await reader.read(READ_BYTES)
+            if not data:
+                if buf.strip():
+                    await feed.put(
+                        *_decode(buf, o.format, peer, max_line, o.keep_raw, whole=True), len(buf)
+                    )
+                return b""
+            buf += data
+
+    async def _bad_frame(
+        self,
+        buf: bytes,
+        events: list[Event],
+        rejects: list[Event],
+        nbytes: int,
+        feed: Feed,
+        peer: str | None,
+    ) -> bytes:
+        self.framing_errors += 1
+        log.warning(
+            "tcp: octet-counted frame header expected (LEN SP MSG)%s, got %r: "
+            "reading the rest of the connection as lines",
+            f" from {peer}" if peer else "",
+            buf[:20],
+        )
+        if events or rejects:
+            await feed.put(events, rejects, nbytes)
+        return buf
 
     def _count_long(self, n: int, peer: str | None) -> None:
         self.long_lines += n
@@ -295,11 +457,17 @@ class UdpOptions(Options):
     """Options of ``udp``.
 
     ``address``: ``host:port`` to listen on (port 0 picks a free port). Each datagram holds one
-    or more lines (a trailing newline is optional); each line is one event. ``format``: ``lines``,
-    ``json`` or ``syslog``, as for ``tcp``. Bytes that are not UTF-8 are replaced; lines that do
-    not decode go to ``errors:``. ``metadata: true`` adds ``_peer`` (the sender's ``ip:port``).
-    ``buffer``: bytes held for the engine; UDP cannot slow a sender down, so datagrams arriving
-    while it is full are dropped, counted and logged. No checkpoint.
+    or more lines (a trailing newline is optional); each line is one event. With ``format:
+    syslog`` a datagram is one message, newlines inside it included (it is split only before a
+    line that starts a new message with ``<PRI>``, as some senders pack several). ``format``:
+    ``lines``, ``json`` or ``syslog``, as for ``tcp``; ``keep-raw`` as for ``tcp``. Bytes that
+    are not UTF-8 are replaced; lines that do not decode go to ``errors:``. ``metadata: true``
+    adds ``_peer`` (the sender's ``ip:port``). ``receive-buffer``: the kernel's socket buffer
+    (``SO_RCVBUF``; 8 MiB by default, as a burst of 10,000 syslog messages needs a few MiB),
+    which holds a burst while the pipe is busy; datagrams the kernel had to drop because it was
+    full are counted in the input's ``kernel_dropped``. ``buffer``: bytes held for the engine;
+    UDP cannot slow a sender down, so datagrams arriving while it is full are dropped, counted
+    (``dropped``) and logged. No checkpoint.
     """
 
     address: Address
@@ -307,18 +475,11 @@ class UdpOptions(Options):
     max_line_bytes: Size = Field(default=1 << 16, ge=1)
     metadata: bool = False
     buffer: Size = Field(default=8 << 20, ge=1)
+    receive_buffer: Size = Field(default=8 << 20, ge=4096)
+    keep_raw: bool = False
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, owner: UdpInput, feed: Feed):
-        self.owner = owner
-        self.feed = feed
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.owner._datagram(self.feed, data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp: %s", exc)
+READ_DATAGRAMS = 512  # datagrams read per wake-up of the event loop
 
 
 class UdpInput(Input):
@@ -327,10 +488,25 @@ class UdpInput(Input):
         self.host, self.port = split_address(options.address)
         self.datagrams = 0  # datagrams received
         self.dropped = 0  # datagrams dropped because the pipe was backed up
-        self._transport: asyncio.DatagramTransport | None = None
+        self.receive_buffer = 0  # the socket buffer the kernel granted (bytes)
+        self._sock: socket.socket | None = None
+        self._kernel_dropped_at_start = 0
 
     def stats(self) -> dict[str, Any]:
-        return {"datagrams": self.datagrams, "dropped": self.dropped}
+        return {
+            "datagrams": self.datagrams,
+            "dropped": self.dropped,
+            "kernel_dropped": self.kernel_dropped(),
+            "receive_buffer": self.receive_buffer,
+        }
+
+    def kernel_dropped(self) -> int:
+        """Datagrams the kernel dropped for this socket (its receive buffer was full)."""
+        sock = self._sock
+        if sock is None or sock.fileno() < 0:
+            return 0
+        n = kernel_drops(sock)
+        return 0 if n is None else n
 
     async def batches(self) -> AsyncIterator[Batch]:
         feed = Feed(self.options.buffer)
@@ -338,19 +514,46 @@ class UdpInput(Input):
         from pipenb.engine.netguard import check_listen_first, check_listener
 
         check_listen_first(self.ctx, "udp address", self.host, self.port)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self, feed),
-            local_addr=(self.host or "0.0.0.0", self.port),
-        )
-        self._transport = transport
-        check_listener(self.ctx, "udp address", self.host, transport.get_extra_info("sockname"))
-        self.port = transport.get_extra_info("sockname")[1]
+        host = self.host or "0.0.0.0"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.receive_buffer = set_receive_buffer(sock, self.options.receive_buffer)
+            sock.bind((host, self.port))
+            sock.setblocking(False)
+            check_listener(self.ctx, "udp address", self.host, sock.getsockname())
+        except Exception:
+            sock.close()
+            raise
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        if self.receive_buffer < self.options.receive_buffer:
+            log.warning(
+                "udp: the kernel granted a receive buffer of %d bytes, not the %d asked for "
+                "(raise net.core.rmem_max, or run with CAP_NET_ADMIN)",
+                self.receive_buffer,
+                self.options.receive_buffer,
+            )
+        loop.add_reader(sock.fileno(), self._readable, sock, feed)
         log.info("udp: listening on %s:%d", self.host or "*", self.port)
         try:
             while True:
                 yield await feed.take()
         finally:
             await self.close()
+
+    def _readable(self, sock: socket.socket, feed: Feed) -> None:
+        """Read what waits, up to ``READ_DATAGRAMS`` datagrams, in one wake-up."""
+        recv = sock.recvfrom
+        for _ in range(READ_DATAGRAMS):
+            try:
+                data, addr = recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("udp: %s", exc)
+                return
+            self._datagram(feed, data, addr)
 
     def _datagram(self, feed: Feed, data: bytes, addr: Any) -> None:
         self.datagrams += 1
@@ -365,13 +568,80 @@ class UdpInput(Input):
             return
         o = self.options
         peer = format_peer(addr) if o.metadata else None
-        events, rejects = _decode(data, o.format, peer, o.max_line_bytes)
+        if o.format == "syslog":
+            events, rejects = [], []
+            for msg in _syslog_messages(data):
+                evs, rjs = _decode(msg, o.format, peer, o.max_line_bytes, o.keep_raw, whole=True)
+                events += evs
+                rejects += rjs
+        else:
+            events, rejects = _decode(data, o.format, peer, o.max_line_bytes)
         feed.offer(events, rejects, len(data))
 
     async def close(self) -> None:
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.close()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+
+
+def _nul_framed(first: bytes) -> bool:
+    """Whether a syslog connection ends its messages in NUL: a NUL comes before any newline."""
+    nul = first.find(b"\x00")
+    if nul < 0 or first[:1] != b"<":
+        return False
+    nl = first.find(b"\n")
+    return nl < 0 or nul < nl
+
+
+_NEXT_MESSAGE = re.compile(rb"\r?\n(?=<\d{1,3}>)")
+
+
+def _syslog_messages(data: bytes) -> list[bytes]:
+    """The messages of a syslog datagram: one, unless a line starts a new ``<PRI>``."""
+    if data.endswith(b"\n"):
+        data = data[:-2] if data.endswith(b"\r\n") else data[:-1]
+    if b"\n<" not in data:
+        return [data]
+    return _NEXT_MESSAGE.split(data)
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer; the size the kernel granted.
+
+    ``SO_RCVBUFFORCE`` passes ``net.core.rmem_max`` when the process may (CAP_NET_ADMIN); else
+    ``SO_RCVBUF`` gets what ``rmem_max`` allows. Linux reports twice the payload it keeps.
+    """
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    try:
+        if force is None:
+            raise PermissionError
+        sock.setsockopt(socket.SOL_SOCKET, force, size)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return granted // 2 if sys.platform.startswith("linux") else granted
+
+
+def kernel_drops(sock: socket.socket) -> int | None:
+    """The ``drops`` column of ``/proc/net/udp`` (or udp6) for this socket; None off Linux."""
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+    except OSError:
+        return None
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                next(f, None)
+                for line in f:
+                    cols = line.split()
+                    if len(cols) >= 13 and cols[9] == inode:
+                        return int(cols[-1])
+        except OSError:
+            continue
+    return None
 
 
 @registry.register("input", "tcp", TcpOptions)

@@ -9,7 +9,14 @@ Fields of an event, each present only when the message carries it:
 ``crit``, ``err``, ``warning``, ``notice``, ``info``, ``debug``), ``timestamp`` (as written),
 ``host``, ``app`` (APP-NAME, or the TAG of RFC 3164), ``pid`` (an integer when it is one),
 ``msgid`` and ``structured_data`` (RFC 5424 only; ``{SD-ID: {PARAM: VALUE}}``) and ``message``.
-RFC 5424's ``-`` (nil) leaves a field out. A line that is neither form is rejected.
+RFC 5424's ``-`` (nil) leaves a field out.
+
+Decoding is lenient, as syslog-ng's is, because real senders are: what RFC 3164 leaves optional
+is optional (Python's ``SysLogHandler`` sends only ``<PRI>msg``), fractional seconds in RFC 3164
+timestamps are kept (``May  1 12:00:00.123``), Cisco IOS (``<189>52: host: *Mar  1
+18:46:11.123: %SYS-5-CONFIG_I: text``: ``sequence``, ``app`` = the ``%MNEMONIC``) and FortiGate
+(``<189>date=... time=... devname="fw" ...``: ``timestamp``, ``host``, ``message`` = the key=value
+text) are read. Only a line without ``<PRI>`` (or with one out of range) is rejected.
 """
 
 from __future__ import annotations
@@ -45,9 +52,21 @@ _RFC5424 = re.compile(r"([1-9]\d{0,2}) (\S+) (\S+) (\S+) (\S+) (\S+)(?: (.*))?",
 _TIMESTAMP_5424 = re.compile(r"-|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
 # <PRI>Mmm dd hh:mm:ss SP HOSTNAME SP TAG[PID]: MSG (also with an RFC 3339 timestamp instead)
 _RFC3164 = re.compile(
-    r"([A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) ?(.*)",
+    r"([A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d{1,9})?"
+    r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) ?(.*)",
     re.DOTALL,
 )
+# Cisco IOS: [SEQ: ][HOST: ][*.]Mmm dd [yyyy ]hh:mm:ss[.fff][ TZ]: %FAC-SEV-MNEMONIC: text
+_CISCO = re.compile(
+    r"(?:(\d+): )?(?:([^\s:]+): )?[*.]?"
+    r"([A-Z][a-z]{2} {1,2}\d{1,2} (?:\d{4} )?\d\d:\d\d:\d\d(?:\.\d{1,9})?(?: [A-Z]{2,5})?): "
+    r"(%[A-Z0-9_]+-\d-[A-Z0-9_]+): ?(.*)",
+    re.DOTALL,
+)
+# FortiGate: date=YYYY-MM-DD time=hh:mm:ss devname="name" ... (key=value pairs)
+_FORTI = re.compile(r"date=(\d{4}-\d\d-\d\d) time=(\d\d:\d\d:\d\d)(?=\s|$)")
+_FORTI_HOST = re.compile(r'\bdevname="?([^"\s]+)')
+_LENIENT_TAG = re.compile(r"([^\s\[\]:]+)(?:\[([^\]]*)\])?: (.*)", re.DOTALL)
 _TAG = re.compile(r"([^\s\[\]:]+)(?:\[([^\]]*)\])?: ?(.*)", re.DOTALL)
 _SD_NAME = re.compile(r'[^\s="\]]+')
 
@@ -67,14 +86,53 @@ def parse(line: str) -> Event:
     if m5 is not None and _TIMESTAMP_5424.fullmatch(m5.group(2)):
         _rfc5424(ev, m5)
         return ev
+    if "%" in rest and _cisco(ev, rest):
+        return ev
     m3 = _RFC3164.match(rest)
     if m3 is not None:
         _rfc3164(ev, m3)
         return ev
-    raise ValueError(
-        f"not RFC 5424 or RFC 3164 syslog: after <{pri}> comes neither a version and an "
-        "ISO timestamp ('1 2024-05-01T12:00:00Z') nor a timestamp such as 'May  1 12:00:00'"
-    )
+    _lenient(ev, rest)
+    return ev
+
+
+def _cisco(ev: Event, rest: str) -> bool:
+    """Cisco IOS's form (``sequence``, ``host``, ``timestamp``, ``app`` = ``%FAC-SEV-MNEMONIC``)."""
+    mc = _CISCO.match(rest)
+    if mc is None:
+        return False
+    seq, host, ts, mnemonic, msg = mc.groups()
+    if seq is not None:
+        ev["sequence"] = int(seq)
+    if host is not None:
+        ev["host"] = host
+    ev["timestamp"] = ts
+    ev["app"] = mnemonic
+    if msg:
+        ev["message"] = msg
+    return True
+
+
+def _lenient(ev: Event, rest: str) -> None:
+    """What follows ``<PRI>`` when it is neither RFC nor Cisco: FortiGate, or ``[tag: ]msg``."""
+    mf = _FORTI.match(rest)
+    if mf is not None:
+        ev["timestamp"] = f"{mf.group(1)} {mf.group(2)}"
+        mh = _FORTI_HOST.search(rest)
+        if mh is not None:
+            ev["host"] = mh.group(1)
+        ev["message"] = rest
+        return
+    # Python's SysLogHandler and other minimal senders: "<14>msg" or "<14>app[pid]: msg"
+    mt = _LENIENT_TAG.fullmatch(rest)
+    if mt is not None:
+        app, pid, msg = mt.groups()
+        ev["app"] = app
+        if pid:
+            ev["pid"] = int(pid) if pid.isdigit() else pid
+        rest = msg
+    if rest:
+        ev["message"] = rest
 
 
 def _rfc5424(ev: Event, m: re.Match[str]) -> None:
@@ -163,15 +221,22 @@ def _rfc3164(ev: Event, m: re.Match[str]) -> None:
         ev["message"] = rest
 
 
-def decode_lines(lines: list[str]) -> tuple[list[Event], list[Event]]:
-    """Events and dead letters from text lines; blank lines are skipped."""
+def decode_lines(lines: list[str], keep_raw: bool = False) -> tuple[list[Event], list[Event]]:
+    """Events and dead letters from text lines; blank lines are skipped.
+
+    ``keep_raw`` keeps each original line in ``_raw``, so a relay loses nothing the decoder
+    did not model.
+    """
     from pipenb.engine.inputs.decode import reject
 
     events: list[Event] = []
     rejects: list[Event] = []
     for line in lines:
         try:
-            events.append(parse(line))
+            ev = parse(line)
+            if keep_raw:
+                ev["_raw"] = line.rstrip("\x00")
+            events.append(ev)
         except ValueError as exc:
             if line.strip():
                 rejects.append(reject(line, str(exc)))

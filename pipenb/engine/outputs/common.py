@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import orjson
 from pydantic import Field
 
 from pipenb.engine.base import Event
 from pipenb.lang.registry import Options
-from pipenb.lang.types import Duration
+from pipenb.lang.types import Duration, Size
 
 _NL = orjson.OPT_APPEND_NEWLINE
 _dumps = orjson.dumps
@@ -21,7 +23,12 @@ class BatchOptions(Options):
 
 
 class OutputOptions(Options):
+    """``buffer: disk`` (http-post, tcp, udp, syslog, file) keeps what the sink has not taken
+    on disk (``pipenb.engine.outputs.disk``), bounded by ``buffer-size``."""
+
     batch: BatchOptions = BatchOptions()
+    buffer: Literal["memory", "disk"] = "memory"
+    buffer_size: Size = Field(default=1 << 30, ge=1 << 16)
 
 
 def ndjson(events: list[Event]) -> tuple[bytes, list[tuple[Event, str]]]:
@@ -45,5 +52,22 @@ def ndjson(events: list[Event]) -> tuple[bytes, list[tuple[Event, str]]]:
             try:
                 parts.append(_dumps(e, default=str, option=_NL))
             except TypeError:
-                rejects.append((e, f"cannot encode event as JSON: {exc}"))
+                exact = _exact_json(e)  # integers past 64 bits: orjson refuses them
+                if exact is None:
+                    rejects.append((e, f"cannot encode event as JSON: {exc}"))
+                else:
+                    parts.append(exact)
     return b"".join(parts), rejects
+
+
+def _exact_json(e: Event) -> bytes | None:
+    """The stdlib's JSON of an event (every digit of a big integer kept), or None."""
+    import json
+
+    try:
+        text = json.dumps(
+            e, ensure_ascii=False, default=str, separators=(",", ":"), allow_nan=False
+        )
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode() + b"\n"

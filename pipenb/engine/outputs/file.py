@@ -14,6 +14,7 @@ from typing import Any, BinaryIO, Literal
 
 from pipenb.engine.base import Event, Output, RunContext
 from pipenb.engine.outputs.common import OutputOptions, ndjson
+from pipenb.engine.outputs.disk import maybe_disk
 from pipenb.lang.expressions import Namespace
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.templates import FIELD_REF, _tstr, field_template_source, has_field_refs
@@ -277,4 +278,4 @@ def _cell(v: Any) -> Any:
 @registry.register("output", "file", FileOptions)
 def file_output(opts: FileOptions, ctx: RunContext) -> FileOutput:
     """Write NDJSON, CSV or raw lines to a file; paths may use ${field}; rotation by size."""
-    return FileOutput(opts, ctx)
+    return maybe_disk(FileOutput(opts, ctx))

@@ -13,20 +13,24 @@ import asyncio
 import email.utils
 import gzip
 import logging
+import ssl
 import time
 from typing import Literal
 
 import orjson
-from pydantic import field_validator
+from pydantic import Field, field_validator, model_validator
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.httputil import HTTPInputError
 from tornado.iostream import UnsatisfiableReadError
 
 from pipenb.engine.base import Event, Output, RetryableOutputError, RunContext
+from pipenb.engine.codecs.http import CONTENT_TYPES
 from pipenb.engine.netguard import http_client
 from pipenb.engine.outputs.common import OutputOptions, ndjson
+from pipenb.engine.outputs.disk import maybe_disk
+from pipenb.engine.tlsopts import SendTls, client_context
 from pipenb.lang.registry import registry
-from pipenb.lang.types import Duration
+from pipenb.lang.types import Duration, Size
 
 log = logging.getLogger("pipenb.engine.http_post")
 
@@ -53,6 +57,21 @@ class HttpPostOptions(OutputOptions):
     429 and 5xx are retried with backoff (a ``Retry-After`` of up to 30s is waited out first)
     while the input is held back; other answers send the batch's events to ``errors:`` with the
     status and the start of the answer.
+
+    ``max-bytes``: the largest request body (before gzip); a batch is sent in as many requests
+    as it takes (a single event larger than that goes alone). A 413 (Payload Too Large) splits
+    the request in halves and sends each again, down to single events; only an event the
+    receiver refuses on its own goes to ``errors:``. ``tls: {ca-file, cert, key, verify}`` for
+    ``https://`` URLs: the CA to verify the receiver with (default: the system's), a client
+    certificate for mutual TLS. A certificate the output does not trust cannot get better by
+    retrying: the batch's events go to ``errors:`` with a message naming the fix.
+
+    ``codec`` shapes the body for a receiver with a format of its own (``format`` is then
+    unused): ``elasticsearch`` (``_bulk`` NDJSON for Elasticsearch and OpenSearch; ``index``
+    names the index; documents the receiver refuses in a 200 answer go to ``errors:`` with its
+    reason), ``loki`` (Loki's push API; ``labels`` are the stream's labels, ``label-fields``
+    adds those fields' values) or ``otlp`` (OTLP/HTTP JSON logs; ``service`` is the
+    ``service.name``). See ``pipenb/engine/codecs/http.py`` for the exact shapes.
     """
 
     url: str
@@ -61,6 +80,19 @@ class HttpPostOptions(OutputOptions):
     headers: dict[str, str] = {}
     gzip: bool = False
     timeout: Duration = 30.0
+    max_bytes: Size | None = Field(default=None, ge=64)
+    tls: SendTls | None = None
+    codec: Literal["elasticsearch", "loki", "otlp"] | None = None
+    index: str | None = None
+    labels: dict[str, str] = {"job": "pipenb"}
+    label_fields: list[str] = []
+    service: str = "pipenb"
+
+    @model_validator(mode="after")
+    def _codec(self) -> HttpPostOptions:
+        if self.codec == "elasticsearch" and not self.index:
+            raise ValueError("codec: elasticsearch needs index: NAME (the index to write to)")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -78,12 +110,18 @@ class HttpPostOutput(Output):
         names = {k.lower() for k in headers}
         if "content-type" not in names:
             headers["Content-Type"] = (
-                "application/json" if options.format == "json" else "application/x-ndjson"
+                CONTENT_TYPES[options.codec]
+                if options.codec
+                else "application/json"
+                if options.format == "json"
+                else "application/x-ndjson"
             )
         if options.gzip:
             headers["Content-Encoding"] = "gzip"
         self.headers = headers
         self.requests = 0
+        self.splits = 0  # requests split in halves after a 413
+        self._ssl_context: ssl.SSLContext | None = None
 
     async def open(self) -> None:
         if self._client is None:
@@ -92,11 +130,45 @@ class HttpPostOutput(Output):
     async def write(self, events: list[Event]) -> list[tuple[Event, str]]:
         if self._client is None:
             await self.open()
+        o = self.options
+        if o.max_bytes is None:
+            body, sent, rejects = self.encode(events)
+            if not sent:
+                return rejects
+            return rejects + await self._send(sent, body)
+        rejects = []
+        for group in split_by_bytes(events, o.max_bytes):
+            body, sent, bad = self.encode(group)
+            rejects += bad
+            if sent:
+                rejects += await self._send(sent, body)
+        return rejects
+
+    def encode(self, events: list[Event]) -> tuple[bytes, list[Event], list[tuple[Event, str]]]:
+        """The body for ``events`` in the output's format or codec."""
+        o = self.options
+        if o.codec is None:
+            return encode(events, o.format)
+        from pipenb.engine.codecs import http as codecs
+
+        _, sent, rejects = encode(events, "ndjson")  # finds the events JSON cannot hold
+        if o.codec == "elasticsearch":
+            return codecs.elasticsearch(sent, o.index or ""), sent, rejects
+        if o.codec == "loki":
+            return codecs.loki(sent, o.labels, o.label_fields), sent, rejects
+        return codecs.otlp(sent, o.service), sent, rejects
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        if self.options.tls is None or not self.options.url.startswith("https:"):
+            return None
+        if self._ssl_context is None:
+            self._ssl_context = client_context(self.options.tls, "http-post")
+        return self._ssl_context
+
+    async def _send(self, sent: list[Event], body: bytes) -> list[tuple[Event, str]]:
+        """One request; its events that end in ``errors:``. A 413 splits it in halves."""
         assert self._client is not None
         o = self.options
-        body, sent, rejects = encode(events, o.format)
-        if not sent:
-            return rejects
         if o.gzip:
             body = gzip.compress(body, compresslevel=6, mtime=0)
         self.requests += 1
@@ -108,30 +180,91 @@ class HttpPostOutput(Output):
             connect_timeout=o.timeout,
             request_timeout=o.timeout,
             follow_redirects=False,
+            ssl_options=self._ssl(),
         )
         where = f"{o.method} {o.url}"
         try:
             resp = await self._client.fetch(req, raise_error=False)
+        except ssl.SSLCertVerificationError as exc:
+            why = (
+                f"{where}: the receiver's certificate is not trusted ({exc.verify_message}); "
+                "give its CA as tls: {ca-file: ...}"
+            )
+            log.warning("http-post: %s; %d event(s) sent to errors", why, len(sent))
+            return [(e, why) for e in sent]
         except FETCH_ERRORS as exc:  # no answer: refused, reset, timed out, a garbled answer
             raise RetryableOutputError(f"{where}: {describe(exc)}") from exc
         code = resp.code
         if 200 <= code < 300:
-            return rejects
+            if o.codec == "elasticsearch":
+                return bulk_failures(resp, sent, where)
+            return []
         if code == 599:
+            if isinstance(resp.error, ssl.SSLCertVerificationError):
+                why = f"{where}: the receiver's certificate is not trusted; give its CA as tls: {{ca-file: ...}}"
+                return [(e, why) for e in sent]
             raise RetryableOutputError(f"{where}: {describe(resp.error)}")
         if code in (408, 429) or code >= 500:
             wait = retry_after(resp)
             if wait:
                 await asyncio.sleep(min(wait, MAX_RETRY_AFTER))
             raise RetryableOutputError(f"{where}: HTTP {code} {resp.reason}{_excerpt(resp)}")
+        if code == 413 and len(sent) > 1:
+            self.splits += 1
+            half = len(sent) // 2
+            out = []
+            for part in (sent[:half], sent[half:]):
+                pbody, psent, bad = self.encode(part)
+                out += bad + await self._send(psent, pbody)
+            return out
         why = f"{where}: HTTP {code} {resp.reason}{_excerpt(resp)}"
         log.warning("http-post: %s; %d event(s) sent to errors", why, len(sent))
-        return rejects + [(e, why) for e in sent]
+        return [(e, why) for e in sent]
 
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def bulk_failures(resp: HTTPResponse, sent: list[Event], where: str) -> list[tuple[Event, str]]:
+    """The documents a ``_bulk`` answer (200 with ``"errors": true``) says were refused."""
+    try:
+        doc = orjson.loads(resp.body or b"{}")
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(doc, dict) or not doc.get("errors"):
+        return []
+    out = []
+    for e, item in zip(sent, doc.get("items") or [], strict=False):
+        result = next(iter(item.values()), {}) if isinstance(item, dict) else {}
+        if isinstance(result, dict) and result.get("status", 200) >= 300:
+            err = result.get("error") or {}
+            reason = err.get("reason") if isinstance(err, dict) else str(err)
+            out.append((e, f"{where}: _bulk item refused ({result.get('status')}): {reason}"))
+    if out:
+        log.warning("http-post: %d document(s) refused by _bulk; sent to errors", len(out))
+    return out
+
+
+def split_by_bytes(events: list[Event], limit: int) -> list[list[Event]]:
+    """Consecutive groups whose encoded size stays within ``limit`` (an event alone may not)."""
+    groups: list[list[Event]] = []
+    group: list[Event] = []
+    size = 2
+    for e in events:
+        try:
+            n = len(orjson.dumps(e, default=str)) + 1
+        except TypeError:
+            n = 1  # encode() will reject it
+        if group and size + n > limit:
+            groups.append(group)
+            group, size = [], 2
+        group.append(e)
+        size += n
+    if group:
+        groups.append(group)
+    return groups
 
 
 def encode(events: list[Event], fmt: str) -> tuple[bytes, list[Event], list[tuple[Event, str]]]:
@@ -192,4 +325,4 @@ def _excerpt(resp: HTTPResponse) -> str:
 @registry.register("output", "http-post", HttpPostOptions)
 def http_post_output(opts: HttpPostOptions, ctx: RunContext) -> HttpPostOutput:
     """POST batches as a JSON array or NDJSON, optionally gzipped; retries 429 and 5xx."""
-    return HttpPostOutput(opts, ctx)
+    return maybe_disk(HttpPostOutput(opts, ctx))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 
 import orjson
 
@@ -17,6 +18,8 @@ from pipenb.engine.base import Event, Output, RunContext
 from pipenb.engine.inputs.sockets import RemoteAddress, split_address
 from pipenb.engine.netguard import checked_address
 from pipenb.engine.outputs.common import OutputOptions, ndjson
+from pipenb.engine.outputs.disk import maybe_disk
+from pipenb.engine.tlsopts import SendTls, client_context
 from pipenb.lang.registry import registry
 from pipenb.lang.types import Duration
 
@@ -36,22 +39,29 @@ class TcpOutputOptions(OutputOptions):
     ``timeout``: for connecting and for the receiver to take a batch. When the connection
     cannot be made or breaks, the engine retries with backoff and holds the input back; the
     retry connects again, and the batch is sent again whole (so the receiver may see a batch
-    twice). TCP does not acknowledge what the receiving program read: bytes still in flight
+    twice). ``tls: {ca-file, cert, key, verify}`` sends over TLS, verifying the receiver
+    (a certificate it does not trust is an error naming the fix, retried like any other). TCP
+    does not acknowledge what the receiving program read: bytes still in flight
     when a connection breaks can be lost without an error. ``batch: {size, timeout}`` as for
     every output.
     """
 
     address: RemoteAddress
     timeout: Duration = 30.0
+    tls: SendTls | None = None
 
 
 class TcpOutput(Output):
+    #: what the connection errors and log lines call this output
+    kind = "tcp"
+
     def __init__(self, options: TcpOutputOptions, ctx: RunContext):
         super().__init__(options, ctx)
         self.host, self.port = split_address(options.address)
         self.connects = 0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._ssl_context: ssl.SSLContext | None = None
 
     async def open(self) -> None:
         await self._connect()
@@ -71,13 +81,36 @@ class TcpOutput(Output):
                 self.options.timeout,
             )
             self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), self.options.timeout
+                asyncio.open_connection(
+                    host,
+                    port,
+                    ssl=self._ssl(),
+                    server_hostname=self.host if self._ssl() else None,
+                ),
+                self.options.timeout,
             )
         except asyncio.TimeoutError:
             raise ConnectionError(
-                f"tcp {self.options.address}: no connection after {self.options.timeout}s"
+                f"{self.kind} {self.options.address}: no connection after {self.options.timeout}s"
             ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectionError(
+                f"{self.kind} {self.options.address}: the receiver's certificate is not trusted "
+                f"({exc.verify_message}); give its CA as tls: {{ca-file: ...}}"
+            ) from exc
         self.connects += 1
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        tls = getattr(self.options, "tls", None)
+        if tls is None:
+            return None
+        if self._ssl_context is None:
+            self._ssl_context = client_context(tls, f"{self.kind} output")
+        return self._ssl_context
+
+    def encode(self, events: list[Event]) -> tuple[bytes, list[tuple[Event, str]]]:
+        """The bytes to send for a batch, and the events that cannot be encoded."""
+        return ndjson(events)
 
     def _drop(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
@@ -89,7 +122,7 @@ class TcpOutput(Output):
         return w is None or r is None or w.is_closing() or r.at_eof()
 
     async def write(self, events: list[Event]) -> list[tuple[Event, str]]:
-        data, rejects = ndjson(events)
+        data, rejects = self.encode(events)
         if not data:
             return rejects
         if self._broken():  # the receiver closed (or never was): connect again
@@ -101,7 +134,7 @@ class TcpOutput(Output):
         except (OSError, asyncio.TimeoutError) as exc:
             self._drop()
             raise ConnectionError(
-                f"tcp {self.options.address}: {exc or 'receiver too slow'}"
+                f"{self.kind} {self.options.address}: {exc or 'receiver too slow'}"
             ) from exc
         return rejects
 
@@ -149,6 +182,8 @@ class _Sender(asyncio.DatagramProtocol):
 
 
 class UdpOutput(Output):
+    kind = "udp"
+
     def __init__(self, options: UdpOutputOptions, ctx: RunContext):
         super().__init__(options, ctx)
         self.host, self.port = split_address(options.address)
@@ -178,12 +213,10 @@ class UdpOutput(Output):
         rejects: list[tuple[Event, str]] = []
         for e in events:
             try:
-                data = orjson.dumps(e, option=_NL)
-            except TypeError:
-                data, bad = ndjson([e])
-                if bad:
-                    rejects.extend(bad)
-                    continue
+                data = self.encode_one(e)
+            except ValueError as exc:
+                rejects.append((e, str(exc)))
+                continue
             if len(data) > MAX_DATAGRAM:
                 rejects.append((e, _too_big(len(data))))
                 continue
@@ -192,8 +225,20 @@ class UdpOutput(Output):
             if not sender.can_write.is_set():  # the socket buffer is full: wait for room
                 await sender.can_write.wait()
         if rejects:
-            log.warning("udp output: %d event(s) not sent: %s", len(rejects), rejects[0][1])
+            log.warning(
+                "%s output: %d event(s) not sent: %s", self.kind, len(rejects), rejects[0][1]
+            )
         return rejects
+
+    def encode_one(self, e: Event) -> bytes:
+        """One event as one datagram; ``ValueError`` when it cannot be encoded."""
+        try:
+            return orjson.dumps(e, option=_NL)
+        except TypeError:
+            data, bad = ndjson([e])
+            if bad:
+                raise ValueError(bad[0][1]) from None
+            return data
 
     async def close(self) -> None:
         transport, self._transport = self._transport, None
@@ -208,10 +253,10 @@ def _too_big(n: int) -> str:
 @registry.register("output", "tcp", TcpOutputOptions)
 def tcp_output(opts: TcpOutputOptions, ctx: RunContext) -> TcpOutput:
     """Send events as NDJSON lines over a TCP connection; reconnects when it breaks."""
-    return TcpOutput(opts, ctx)
+    return maybe_disk(TcpOutput(opts, ctx))
 
 
 @registry.register("output", "udp", UdpOutputOptions)
 def udp_output(opts: UdpOutputOptions, ctx: RunContext) -> UdpOutput:
     """Send each event as one NDJSON datagram over UDP."""
-    return UdpOutput(opts, ctx)
+    return maybe_disk(UdpOutput(opts, ctx))
