@@ -502,6 +502,7 @@ async def test_inside_jupyter_user_endpoints_refuse_wrong_tokens_and_agent_keys(
         "dep_id": "d",
         "command_id": "c",
         "token_id": "t",
+        "preview_id": "p",
     }
     checked = 0
     for method, path, op in operations():
