@@ -7,7 +7,6 @@ per chunk for lines, and one tight ``orjson.loads`` loop for JSON.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,14 +16,22 @@ from pipenb.engine.base import Event
 
 _loads = orjson.loads
 _JSONError = orjson.JSONDecodeError
-#: a run of digits long enough to be an integer past 64 bits (2**64 has 20 digits)
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+#: every digit as "0", everything else as " ": a run of 20 digits (an integer past 64 bits has
+#: 20 or more) is then a plain substring search. On a 1 MiB chunk this takes about 1 ms where a
+#: regular expression took 20 ms, which made the JSON path of every file input 1.8x slower.
+_DIGITS_AS_ZERO = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+_TWENTY_DIGITS = b"0" * 20
+
+
+def _has_long_digits(data: bytes) -> bool:
+    """Does ``data`` hold a run of 20 digits (maybe an integer orjson would turn into a float)?"""
+    return _TWENTY_DIGITS in data.translate(_DIGITS_AS_ZERO)
 
 
 def _loads_exact(line: bytes) -> Any:
     """``orjson.loads``, except that integers past 64 bits keep every digit (the stdlib's
     parser, for the few lines that hold one; orjson would make them floats)."""
-    if _LONG_DIGITS.search(line):
+    if _has_long_digits(line):
         try:
             return json.loads(line)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -79,7 +86,7 @@ def decode_chunk(
     # array has exactly one element per line; then each line is exactly one object. (A line such
     # as '{"a": 1}, {"b": 2}' makes two elements and fails the count.) Anything else, or any
     # parse error, goes through the per-line loop, which isolates bad lines as rejects.
-    if _LONG_DIGITS.search(chunk):  # orjson turns integers past 64 bits into floats
+    if _has_long_digits(chunk):  # orjson turns integers past 64 bits into floats
         return _decode_each(raw)
     if (
         raw[0][:1] == b"{"
@@ -114,7 +121,7 @@ def _decode_each(raw: list[bytes]) -> tuple[list[Event], list[Event]]:
     events: list[Event] = []
     rejects: list[Event] = []
     append = events.append
-    loads = _loads_exact if any(_LONG_DIGITS.search(x) for x in raw) else _loads
+    loads = _loads_exact if any(map(_has_long_digits, raw)) else _loads
     for line in raw:
         try:
             ev = loads(line)
