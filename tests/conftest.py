@@ -197,6 +197,30 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def remote_cli(url: str, token: str, cwd: Path | str) -> Callable[..., tuple[int, str, str]]:
+    """``pipenb ARGS`` in a subprocess against the server at ``url``, with only that server's
+    ``PIPENB_URL``/``PIPENB_TOKEN`` (the tests' own ``PIPENB_*`` removed; ``NAME=None`` in
+    ``env`` removes one more): ``run(*args, **env) -> (exit code, stdout, stderr)``."""
+
+    def run(*args: str, **env: str | None) -> tuple[int, str, str]:
+        base: dict[str, str | None] = {
+            k: v for k, v in cli_env().items() if not k.startswith("PIPENB_")
+        }
+        base.update({"PIPENB_URL": url, "PIPENB_TOKEN": token})
+        base.update(env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipenb", *args],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env={k: v for k, v in base.items() if v is not None},
+            timeout=60,
+        )
+        return proc.returncode, proc.stdout, proc.stderr
+
+    return run
+
+
 def run_cli(
     *args: str | os.PathLike,
     input: bytes | str | None = None,

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import cli_env, wait_until
+from conftest import cli_env, remote_cli, wait_until
 from serverproc import ServerProcess
 
 from pipenb.client import Client
@@ -53,22 +53,7 @@ def client(srv: ServerProcess) -> Client:
 @pytest.fixture
 def pnb(srv: ServerProcess, tmp_path: Path):
     """``pipenb ARGS`` in a subprocess (cwd: the test's tmp_path): (exit code, stdout, stderr)."""
-
-    def run(*args: str, **env: str) -> tuple[int, str, str]:
-        base = {k: v for k, v in cli_env().items() if not k.startswith("PIPENB_")}
-        base.update({"PIPENB_URL": srv.url, "PIPENB_TOKEN": srv.token})
-        base.update(env)
-        proc = subprocess.run(
-            [sys.executable, "-m", "pipenb", *args],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env={k: v for k, v in base.items() if v is not None},
-            timeout=60,
-        )
-        return proc.returncode, proc.stdout, proc.stderr
-
-    return run
+    return remote_cli(srv.url, srv.token, tmp_path)
 
 
 _ids = iter(range(1, 1_000_000))

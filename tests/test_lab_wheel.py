@@ -17,11 +17,11 @@ import shutil
 import site
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
+from conftest import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 BUILT = REPO / "pipenb" / "labextension" / "static" / "style.js"
@@ -175,16 +175,16 @@ def test_jupyterlab_from_the_wheel_shows_the_fleet_panel(venv: dict) -> None:
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 90
-        while True:  # poll until the pipenb API answers
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/pipenb/api/v1/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
+
+        def answers() -> bool:
             assert proc.poll() is None, (Path(venv["tmp"]) / "lab.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "JupyterLab from the wheel did not start"
-            time.sleep(0.2)  # poll
+            try:
+                url = f"http://127.0.0.1:{port}/pipenb/api/v1/health"
+                return requests.get(url, timeout=2).ok
+            except requests.RequestException:
+                return False
+
+        wait_until(answers, 90, "JupyterLab from the wheel to answer", interval=0.2)
         errors: list[str] = []
         with sync_playwright() as pw:
             browser = pw.chromium.launch(

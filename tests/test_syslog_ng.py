@@ -13,13 +13,12 @@ import asyncio
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import orjson
 import pytest
 import trustme
-from conftest import async_wait_until, read_ndjson
+from conftest import async_wait_until, read_ndjson, wait_until
 from test_inputs_network import pipe_doc, running
 
 import pipenb
@@ -58,12 +57,16 @@ class SyslogNg:
         )  # fmt: skip
 
     def wait_for(self, ready, what: str) -> None:
-        deadline = time.monotonic() + 30
-        while not ready():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"syslog-ng: no {what}: {self.stderr.read_text()[-2000:]}")
-            time.sleep(0.05)  # polling a condition, with a deadline
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"syslog-ng exited: {self.stderr.read_text()[-2000:]}")
+            return bool(ready())
+
+        try:
+            wait_until(up, 30, f"syslog-ng: {what}", lambda: self.stderr.read_text()[-2000:], 0.05)
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc.poll() is None:

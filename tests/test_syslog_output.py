@@ -12,13 +12,12 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import orjson
 import pytest
 import trustme
-from conftest import async_wait_until, read_ndjson
+from conftest import async_wait_until, read_ndjson, wait_until
 from test_inputs_network import pipe_doc, running
 
 import pipenb
@@ -196,13 +195,13 @@ def test_syslog_output_into_rsyslog(tmp_path, data_dir, framing):
     n = 1000
     events = [dict(EVENTS[0], message=f"grüße ✓ #{i}") for i in range(n)]
     try:
-        deadline = time.monotonic() + 30
-        while True:  # poll (with a deadline) until rsyslogd listens
+
+        def listening() -> bool:
+            assert proc.poll() is None, "rsyslogd exited"
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None and time.monotonic() < deadline, "rsyslogd did not start"
-            time.sleep(0.05)
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(listening, 30, "rsyslogd listening", interval=0.05)
         output = {"syslog": {"address": f"127.0.0.1:{port}", "framing": framing}}
 
         async def send():

@@ -16,11 +16,10 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import async_wait_until, read_ndjson
+from conftest import async_wait_until, read_ndjson, wait_until
 from test_inputs_network import pipe_doc, running
 
 from pipenb.engine.inputs import syslog
@@ -289,14 +288,17 @@ def start_rsyslog(tmp_path: Path, port: int, protocol: str, framing: str) -> tup
         stdout=subprocess.DEVNULL,
         stderr=open(work / "stderr.log", "wb"),  # noqa: SIM115
     )
-    deadline = time.monotonic() + 30
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(
-                f"rsyslogd did not start: {(work / 'stderr.log').read_text()[-2000:]}"
-            )
-        time.sleep(0.05)  # polling for the socket file, with a deadline
+
+    def started() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"rsyslogd exited: {(work / 'stderr.log').read_text()[-2000:]}")
+        return sock.exists()
+
+    try:
+        wait_until(started, 30, "rsyslogd's socket", lambda: (work / "stderr.log").read_text())
+    except AssertionError:
+        proc.kill()
+        raise
     return proc, sock
 
 
