@@ -29,7 +29,7 @@ def make_engine(url: str) -> Engine:
         )
 
         @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
             cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints, fast commits
@@ -55,7 +55,7 @@ def _private_file(path: str) -> None:
         os.chmod(path, 0o600)
 
 
-def alembic_config(engine: Engine | None = None, url: str | None = None):  # type: ignore[no-untyped-def]
+def alembic_config(engine: Engine | None = None, url: str | None = None):
     from alembic.config import Config
 
     cfg = Config()

@@ -73,7 +73,7 @@ def api(
         else:
 
             @functools.wraps(fn)
-            def wrapper(self: ApiHandler, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            def wrapper(self: ApiHandler, *args: Any, **kwargs: Any) -> Any:
                 self.body_arrived()
                 return fn(self, *args, **kwargs)
 
@@ -251,9 +251,9 @@ class ApiHandler(tornado.web.RequestHandler):
             return str(value)
         made = getattr(self, "_sent", None)
         for attr in ("id", "pipe", "name", "agent_id", "token_id"):
-            value = getattr(made, attr, None)
-            if isinstance(value, str):
-                return value
+            found = getattr(made, attr, None)
+            if isinstance(found, str):
+                return found
         return None
 
     # ------------------------------------------------------------------ bodies

@@ -101,11 +101,11 @@ class PipeService:
                 )
             ).all()
         if follows:  # deployments of "latest" move to the new version
-            self.cp.deployments.touch(follows)
+            self.cp.deployments.touch(list(follows))
         return M.PipePushResult(pipe=spec.name, version=version, created=True)
 
     @staticmethod
-    def _latest(s, pipe_id: int) -> PipeVersionRow | None:  # type: ignore[no-untyped-def]
+    def _latest(s, pipe_id: int) -> PipeVersionRow | None:
         return s.scalar(
             select(PipeVersionRow)
             .where(PipeVersionRow.pipe_id == pipe_id)
@@ -113,13 +113,13 @@ class PipeService:
             .limit(1)
         )
 
-    def _pipe(self, s, name: str) -> PipeRow:  # type: ignore[no-untyped-def]
+    def _pipe(self, s, name: str) -> PipeRow:
         pipe = s.scalar(select(PipeRow).where(PipeRow.name == name))
         if pipe is None:
             raise not_found("pipe", name)
         return pipe
 
-    def version_row(self, s, name: str, version: int | None) -> PipeVersionRow:  # type: ignore[no-untyped-def]
+    def version_row(self, s, name: str, version: int | None) -> PipeVersionRow:
         pipe = self._pipe(s, name)
         if version is None:
             row = self._latest(s, pipe.id)

@@ -31,7 +31,7 @@ class TelemetryService:
         self.cp = cp
         self._last_point: dict[tuple[str, str], float] = {}
 
-    def record(  # type: ignore[no-untyped-def]
+    def record(
         self,
         s,
         agent_id: str,
@@ -95,7 +95,7 @@ class TelemetryService:
 
     def _recent(
         self,
-        table: type,
+        table: type[LogRow] | type[MetricRow],
         dep_id: str | None,
         agent_id: str | None,
         since: datetime | None,

@@ -41,7 +41,7 @@ def split_user_token(token: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-def _aware(value):  # type: ignore[no-untyped-def]
+def _aware(value):
     return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
