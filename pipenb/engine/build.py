@@ -137,7 +137,7 @@ def compile_chain(
 def build(spec: PipeSpec, ctx: RunContext, *, fuse: bool = True) -> Parts:
     check_capabilities(spec, ctx)
 
-    def make(c: ComponentSpec):
+    def make(c: ComponentSpec) -> Any:
         return c.component.factory(c.options, ctx)
 
     steps = compile_steps(spec, ctx)

@@ -36,6 +36,8 @@ from pipenb.server.tables import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from pipenb.server.core import ControlPlane
 
 
@@ -187,7 +189,7 @@ class DeploymentService:
         except PipeSyntaxError as exc:
             raise invalid_pipe(exc) from None
 
-    def _row(self, s, dep_id: str) -> DeploymentRow:
+    def _row(self, s: Session, dep_id: str) -> DeploymentRow:
         row = s.get(DeploymentRow, dep_id)
         if row is None:
             raise not_found("deployment", dep_id)
@@ -332,7 +334,7 @@ class DeploymentService:
     # ------------------------------------------------------------------ agent policies
     def check_policies(
         self,
-        s,
+        s: Session,
         *,
         pairs: list[tuple[str, str]] | None = None,
         dep_ids: list[str] | None = None,
@@ -411,7 +413,7 @@ class DeploymentService:
             elif row is not None and row.state == "refused" and not row.hash:
                 s.delete(row)  # the server's own mark only: an agent's refusal stands
 
-    def _accesses(self, s, dep_id: str) -> tuple[Any, Any, list[Access] | None] | None:
+    def _accesses(self, s: Session, dep_id: str) -> tuple[Any, Any, list[Access] | None] | None:
         """A deployment's row, pipe, and what its pipe asks of a host, rendered once with
         placeholders for the agent's values (``_for_agent`` puts each agent's in); None for the
         accesses when the pipe does not render that way (then each agent's is rendered)."""
@@ -433,7 +435,7 @@ class DeploymentService:
             return dep, pipe, None
         return dep, pipe, accesses(spec)
 
-    def _handover(self, s, dep_id: str, from_agents: list[str]) -> list[Any]:
+    def _handover(self, s: Session, dep_id: str, from_agents: list[str]) -> list[Any]:
         """The last checkpoints reported by agents an instance moves away from."""
         out = []
         for aid in from_agents:
@@ -619,7 +621,7 @@ def _for_agent(accs: list[Access], builtins: dict[str, Any]) -> list[Access]:
     return [Access(a.rule, a.what, sub(a.target)) for a in accs]
 
 
-def _pipe_of(s: Any, dep: DeploymentRow) -> PipeRow:
+def _pipe_of(s: Session, dep: DeploymentRow) -> PipeRow:
     """A deployment's pipe: there always is one (a foreign key, and pipes.delete refuses while
     a deployment uses it)."""
     pipe = s.get(PipeRow, dep.pipe_id)

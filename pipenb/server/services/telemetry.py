@@ -20,6 +20,8 @@ from pipenb.server import models as M
 from pipenb.server.tables import LogRow, MetricRow, utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from pipenb.server.core import ControlPlane
 
 MAX_LOGS_PER_CHECKIN = 500
@@ -33,7 +35,7 @@ class TelemetryService:
 
     def record(
         self,
-        s,
+        s: Session,
         agent_id: str,
         reports: list[M.PipeReport],
         logs: list[M.AgentLog],
