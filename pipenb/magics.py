@@ -14,7 +14,7 @@ import html
 import os
 import re
 import shlex
-from typing import Any
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -71,7 +71,7 @@ class MagicError(PipenbError, UsageError):
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a mistake as a MagicError instead of exiting."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise MagicError(f"{self.prog}: {message}\n\n{USAGE}")
 
 
@@ -261,6 +261,12 @@ class PipeMagics(Magics):
         self.client: Any = None
         self.dashboard: Any = None
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        """The notebook's namespace: where a magic reads samples and leaves its results."""
+        assert self.shell is not None  # magics are registered on a running IPython shell
+        return self.shell.user_ns
+
     # ------------------------------------------------------------------ entry point
     @line_cell_magic
     def pipe(self, line: str = "", cell: str | None = None) -> Any:
@@ -320,19 +326,19 @@ class PipeMagics(Magics):
                 size = parse_size(args.partition_size) if args.partition_size else None
             except ValueError as exc:
                 raise UsageError(f"--partition-size {args.partition_size}: {exc}") from None
-            result = pipe.run(cluster=args.cluster, resume=args.resume, partition_bytes=size)
-            self.shell.user_ns[args.name or "_pipe"] = result
-            c = result["cluster"]
+            report = pipe.run(cluster=args.cluster, resume=args.resume, partition_bytes=size)
+            self._user_ns[args.name or "_pipe"] = report
+            c = report["cluster"]
             return Info(
-                f"pipe {pipe.name}: {result['state']} on {args.cluster}",
+                f"pipe {pipe.name}: {report['state']} on {args.cluster}",
                 {
-                    "events in": result["input"]["events"],
-                    "events out": result["output"]["events"],
-                    "failed events": result["dead_letters"],
+                    "events in": report["input"]["events"],
+                    "events out": report["output"]["events"],
+                    "failed events": report["dead_letters"],
                     "partitions": c["partitions"],
                     "resumed": c["resumed"],
                     "workers": len(c["workers"]),
-                    "seconds": result["uptime_s"],
+                    "seconds": report["uptime_s"],
                     "dashboard": c["dashboard"],
                 },
             )
@@ -345,18 +351,18 @@ class PipeMagics(Magics):
                 labels=args.on_labels,
                 client=self._client(),
             )
-            self.shell.user_ns[args.name or "_pipe"] = result
+            self._user_ns[args.name or "_pipe"] = result
             return result
         sample = self._sample(args.sample)
         limit = args.limit if args.limit is not None else self.limit
         result = pipe.preview(sample, limit)
-        self.shell.user_ns[args.name or "_pipe"] = result
+        self._user_ns[args.name or "_pipe"] = result
         return result
 
     def _sample(self, ref: str | None) -> Any:
         if ref is None:
             return None
-        ns = self.shell.user_ns
+        ns = self._user_ns
         if ref in ns:
             return ns[ref]
         if os.path.exists(ref):
@@ -383,7 +389,7 @@ class PipeMagics(Magics):
             return self.last
         if name in self.pipes:
             return self.pipes[name]
-        value = self.shell.user_ns.get(name)
+        value = self._user_ns.get(name)
         from pipenb.pipe import Pipe
 
         if isinstance(value, Pipe):
@@ -501,7 +507,7 @@ class PipeMagics(Magics):
             return self._pipe(name)
         from pipenb.pipe import Pipe
 
-        value = self.shell.user_ns.get(name)
+        value = self._user_ns.get(name)
         return value if isinstance(value, Pipe) else None
 
     def _do_status(self, argv: list[str]) -> Any:

@@ -62,7 +62,7 @@ class Agent:
         self._previewing: set[str] = set()  # preview commands under way (pipenb.agent.preview)
         self.previews: dict[str, dict[str, Any]] = {}  # command id -> answer to report
         # the server's settings (pipenb.agent.remote_settings) over the command line's
-        self.base = {
+        self.base: dict[str, Any] = {
             "metrics-every": settings.metrics_every,
             "long-poll": settings.long_poll,
             "capture-limit": settings.capture_limit,
@@ -222,7 +222,7 @@ class Agent:
     def _report(self, wait: float) -> dict[str, Any]:
         now = time.monotonic()
         pipes = []
-        self._due_sent: set[str] = set()
+        self._due_sent = set()
         every = self.settings.metrics_every
         ages = {d: now - self.sent_metrics_at.get(d, 0.0) for d in self.workers}
         # when one pipe's report is due, pipes half-way there go along: one check-in per period

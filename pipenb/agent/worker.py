@@ -171,17 +171,17 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
         await run
     except Exception as exc:
         snap = engine.snapshot()
-        refused = isinstance(exc, PolicyError)  # a symlink led outside: restarting cannot help
+        outside = isinstance(exc, PolicyError)  # a symlink led outside: restarting cannot help
         _say(
             {
                 "type": "status",
-                "state": "refused" if refused else "failed",
+                "state": "refused" if outside else "failed",
                 "error": str(exc) or type(exc).__name__,
                 "metrics": _metrics(snap),
                 "checkpoint": snap["position"],
             }
         )
-        return EXIT_REFUSED if refused else 1
+        return EXIT_REFUSED if outside else 1
     finally:
         commands.cancel()
     snap = engine.snapshot()

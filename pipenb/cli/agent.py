@@ -7,12 +7,11 @@ import asyncio
 import os
 import signal
 import sys
-from typing import Any
 
-from pipenb.cli.options import option
+from pipenb.cli.options import Subparsers, option
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("agent", help="run an agent: check in with a server and run its pipes")
     option(p, "--server", help="the server's URL, e.g. https://10.0.0.5:8765")
     option(

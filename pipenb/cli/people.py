@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pipenb.cli.options import Subparsers
 from pipenb.errors import UsageError
 from pipenb.tables import format_table
+
+if TYPE_CHECKING:
+    from pipenb.client import Client
 
 ROLES = ("viewer", "editor", "admin")
 
@@ -37,7 +41,7 @@ def _since(text: str) -> str:
     return (datetime.now(timezone.utc) - timedelta(seconds=back)).isoformat()
 
 
-def cmd_whoami(client: Any, args: argparse.Namespace) -> None:
+def cmd_whoami(client: Client, args: argparse.Namespace) -> None:
     me = client.whoami()
     if args.json:
         _print_json(me)
@@ -45,7 +49,7 @@ def cmd_whoami(client: Any, args: argparse.Namespace) -> None:
         print(f"{me['name']} ({me['role']}, by {me['via']}) at {client.url}")
 
 
-def cmd_users_list(client: Any, args: argparse.Namespace) -> None:
+def cmd_users_list(client: Client, args: argparse.Namespace) -> None:
     result = client.users()
     if args.json:
         _print_json(result)
@@ -57,7 +61,7 @@ def cmd_users_list(client: Any, args: argparse.Namespace) -> None:
     print(format_table(rows) if rows else "no users yet: pipenb users add NAME --role ROLE")
 
 
-def cmd_users_add(client: Any, args: argparse.Namespace) -> None:
+def cmd_users_add(client: Client, args: argparse.Namespace) -> None:
     user = client.add_user(args.name, args.role)
     if args.json:
         _print_json(user)
@@ -66,7 +70,7 @@ def cmd_users_add(client: Any, args: argparse.Namespace) -> None:
               f"pipenb users tokens create {user['name']}")  # fmt: skip
 
 
-def cmd_users_remove(client: Any, args: argparse.Namespace) -> None:
+def cmd_users_remove(client: Client, args: argparse.Namespace) -> None:
     client.remove_user(args.name)
     if args.json:
         _print_json({"removed": args.name})
@@ -74,7 +78,7 @@ def cmd_users_remove(client: Any, args: argparse.Namespace) -> None:
         print(f"removed {args.name} and their tokens")
 
 
-def cmd_tokens_create(client: Any, args: argparse.Namespace) -> None:
+def cmd_tokens_create(client: Client, args: argparse.Namespace) -> None:
     made = client.create_user_token(args.name, args.expires)
     if args.json:
         _print_json(made)
@@ -84,7 +88,7 @@ def cmd_tokens_create(client: Any, args: argparse.Namespace) -> None:
     print(made["token"])
 
 
-def cmd_tokens_list(client: Any, args: argparse.Namespace) -> None:
+def cmd_tokens_list(client: Client, args: argparse.Namespace) -> None:
     result = client.user_tokens(args.name)
     if args.json:
         _print_json(result)
@@ -101,7 +105,7 @@ def cmd_tokens_list(client: Any, args: argparse.Namespace) -> None:
     print(format_table(rows) if rows else f"{args.name} has no tokens")
 
 
-def cmd_tokens_revoke(client: Any, args: argparse.Namespace) -> None:
+def cmd_tokens_revoke(client: Client, args: argparse.Namespace) -> None:
     client.revoke_user_token(args.name, args.token_id)
     if args.json:
         _print_json({"revoked": args.token_id})
@@ -109,7 +113,7 @@ def cmd_tokens_revoke(client: Any, args: argparse.Namespace) -> None:
         print(f"revoked token {args.token_id} of {args.name}")
 
 
-def cmd_audit(client: Any, args: argparse.Namespace) -> None:
+def cmd_audit(client: Client, args: argparse.Namespace) -> None:
     if args.limit < 1:
         raise UsageError("--limit must be 1 or more")
     result = client.audit(user=args.user, object=args.object, since=args.since, limit=args.limit)
@@ -137,7 +141,7 @@ def _print_json(value: Any) -> None:
     print_json(value)
 
 
-def register(sub: Any, leaf: Callable[..., argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers, leaf: Callable[..., argparse.ArgumentParser]) -> None:
     leaf(sub, "whoami", cmd_whoami, "who the token stands for, and their role")
 
     g = sub.add_parser("users", help="people who use the server, their roles and tokens")

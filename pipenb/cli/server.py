@@ -6,13 +6,12 @@ import argparse
 import asyncio
 import re
 import sys
-from typing import Any
 
-from pipenb.cli.options import option
+from pipenb.cli.options import Subparsers, option
 from pipenb.engine.checkpoints import default_data_dir
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("server", help="run the control plane (HTTP API for people and agents)")
     option(p, "--host", default="127.0.0.1", help="address to listen on")
     option(p, "--port", default=8765, type=int, help="port to listen on (0: any free port)")

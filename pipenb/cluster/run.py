@@ -439,7 +439,7 @@ class ClusterRun:
             swept = partfiles.sweep_temps(c)
             if swept:
                 log.info("removed %d temp file(s) of attempts that did not finish", swept)
-            if c.options.merge:
+            if partfiles.file_options(c).merge:
                 report.files[role] = [partfiles.merge(c, [f["path"] for f in files])]
                 continue
             report.files[role] = files

@@ -101,11 +101,13 @@ class _JupyterBridge:
     def check_xsrf_cookie(self) -> None:
         # a header token is not something a cross-site form can send: no XSRF check for it
         if self._is_user_op() and not kernel_token_used(self):
+            # the bridge is mixed into a JupyterHandler subclass (jupyter_handler below); mypy
+            # checks the mixin on its own
             JupyterHandler.check_xsrf_cookie(self)  # type: ignore[arg-type]
 
-    async def prepare(self) -> None:  # type: ignore[override]
+    async def prepare(self) -> None:
         if self._is_user_op() and kernel_token_used(self):
-            self.current_user = self._jupyter_current_user = KERNEL_USER  # type: ignore[attr-defined]
+            self.current_user = self._jupyter_current_user = KERNEL_USER
         elif self._is_user_op():
             try:
                 await APIHandler.prepare(self)  # type: ignore[arg-type]
@@ -139,7 +141,7 @@ def jupyter_handler(cls: type[tornado.web.RequestHandler]) -> type[tornado.web.R
     for verb in cls.SUPPORTED_METHODS:
         method = getattr(cls, verb.lower(), None)
         op = getattr(method, "__pipenb_api__", None)
-        if op is not None:
+        if method is not None and op is not None:
             ns[verb.lower()] = _mark(method, op.auth == "user")
     return type(f"Jupyter{cls.__name__}", (_JupyterBridge, cls, APIHandler), ns)
 
@@ -213,6 +215,7 @@ class PipenbExtension(ExtensionApp):
                 max_body=self.max_body,
             )
         )
+        assert self.serverapp is not None  # jupyter_server sets it before initialize_settings
         self.settings.update(app_settings(self.cp, self.serverapp.base_url))
         self.settings["pipenb_authorize_user"] = jupyter_authorize_user
         bad = {u: r for u, r in self.roles.items() if r not in ROLES}
@@ -231,6 +234,7 @@ class PipenbExtension(ExtensionApp):
 
     def _export_env(self) -> None:
         """Kernels started by this server inherit where the API is and how to call it."""
+        assert self.serverapp is not None
         os.environ["PIPENB_URL"] = self.serverapp.connection_url.rstrip("/")
         os.environ["PIPENB_TOKEN"] = self._kernel_token
 

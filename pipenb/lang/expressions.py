@@ -626,7 +626,8 @@ class _Compiler:
             raise self.fail(node, "** unpacking is not supported")
         items = ", ".join(
             f"{self.visit(k)}: {self.visit(v)}"
-            for k, v in zip(node.keys, node.values)  # type: ignore[arg-type]
+            for k, v in zip(node.keys, node.values)
+            if k is not None  # always: ** was refused above
         )
         return "{" + items + "}"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 import socket
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -613,11 +614,11 @@ def _clean_loc(loc: tuple) -> tuple:
     )
 
 
-def _relevant(errors: list[dict]) -> list[dict]:
+def _relevant(errors: Sequence[Mapping[str, Any]]) -> list[dict]:
     """One error per location: of a union's failed members keep the most telling one."""
     by_loc: dict[tuple, list[dict]] = {}
-    for err in errors:
-        err = {**err, "loc": _clean_loc(tuple(err.get("loc", ())))}
+    for error in errors:
+        err = {**error, "loc": _clean_loc(tuple(error.get("loc", ())))}
         by_loc.setdefault(err["loc"], []).append(err)
     out = []
     for errs in by_loc.values():

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import Field, field_validator
+from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler, stream_request_body
@@ -199,7 +200,7 @@ class HttpServerInput(Input):
                     self._wakeup.clear()
                     await self._wakeup.wait()
                 taken: list[_Pending] = []
-                events: list[Event] = []
+                events = []
                 nbytes = 0
                 while self._ready and len(events) < BATCH_EVENTS:
                     p = self._ready.popleft()
@@ -306,7 +307,7 @@ def _error_body(code: str, message: str) -> bytes:
 
 @stream_request_body
 class _EventsHandler(RequestHandler):
-    SUPPORTED_METHODS = ("POST", "PUT")  # type: ignore[assignment]
+    SUPPORTED_METHODS = ("POST", "PUT")
 
     def initialize(self, owner: HttpServerInput) -> None:
         self.owner = owner
@@ -337,7 +338,9 @@ class _EventsHandler(RequestHandler):
             self._too_large()
             if int(length) > 2 * o.max_body + MiB:
                 # too big even to read and drop: answer now, then close the connection
-                self.request.connection.set_max_body_size(int(length))
+                conn = self.request.connection
+                if isinstance(conn, HTTP1Connection):  # what tornado's HTTPServer serves
+                    conn.set_max_body_size(int(length))
                 self._answer()
 
     def _too_large(self) -> None:
@@ -370,7 +373,9 @@ class _EventsHandler(RequestHandler):
         self.chunks = []
         peer = None
         if owner.options.metadata:
-            peer = format_peer(getattr(self.request.connection.context, "address", None))
+            conn = self.request.connection
+            context = conn.context if isinstance(conn, HTTP1Connection) else None
+            peer = format_peer(getattr(context, "address", None))
         try:
             events = owner._decode(body, peer)
         except ValueError as exc:

@@ -15,7 +15,7 @@ import gzip
 import logging
 import ssl
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import Field, field_validator, model_validator
@@ -237,7 +237,7 @@ def bulk_failures(resp: HTTPResponse, sent: list[Event], where: str) -> list[tup
         return []
     out = []
     for e, item in zip(sent, doc.get("items") or [], strict=False):
-        result = next(iter(item.values()), {}) if isinstance(item, dict) else {}
+        result: Any = next(iter(item.values()), {}) if isinstance(item, dict) else {}
         if isinstance(result, dict) and result.get("status", 200) >= 300:
             err = result.get("error") or {}
             reason = err.get("reason") if isinstance(err, dict) else str(err)
@@ -281,7 +281,7 @@ def encode(events: list[Event], fmt: str) -> tuple[bytes, list[Event], list[tupl
         pass
     parts: list[bytes] = []
     sent: list[Event] = []
-    rejects: list[tuple[Event, str]] = []
+    rejects = []
     for e in events:
         try:
             parts.append(orjson.dumps(e, default=str))
@@ -293,7 +293,7 @@ def encode(events: list[Event], fmt: str) -> tuple[bytes, list[Event], list[tupl
 
 def retry_after(resp: HTTPResponse) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), if any."""
-    value = (resp.headers or {}).get("Retry-After")
+    value = resp.headers.get("Retry-After") if resp.headers else None
     if not value:
         return None
     value = value.strip()

@@ -36,6 +36,8 @@ from pipenb.server.tables import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from pipenb.server.core import ControlPlane
 
 
@@ -187,7 +189,7 @@ class DeploymentService:
         except PipeSyntaxError as exc:
             raise invalid_pipe(exc) from None
 
-    def _row(self, s, dep_id: str) -> DeploymentRow:  # type: ignore[no-untyped-def]
+    def _row(self, s: Session, dep_id: str) -> DeploymentRow:
         row = s.get(DeploymentRow, dep_id)
         if row is None:
             raise not_found("deployment", dep_id)
@@ -206,7 +208,7 @@ class DeploymentService:
     def upgrade(self, dep_id: str, body: M.DeploymentUpgrade) -> M.Deployment:
         with self.cp.session() as s:
             row = self._row(s, dep_id)
-            pipe = s.get(PipeRow, row.pipe_id)
+            pipe = _pipe_of(s, row)
             version = None if body.version == "latest" else int(body.version)
             vrow = self.cp.pipes.version_row(s, pipe.name, version)
             if body.params is not None:
@@ -260,7 +262,7 @@ class DeploymentService:
             # and every checkpoint (JSON), most of a deployment change's time at 1,000 agents
             agents = {a.id: a for a in s.execute(select(AgentRow.id, AgentRow.labels))}
             load: dict[str, int] = dict(
-                s.execute(  # type: ignore[arg-type]
+                s.execute(
                     select(AssignmentRow.agent_id, func.count()).group_by(AssignmentRow.agent_id)
                 ).all()
             )
@@ -304,9 +306,9 @@ class DeploymentService:
                                 want.add(aid)
                         moved_from = [aid for aid in moved_from if aid not in want]
                 handover = self._handover(s, dep_id, moved_from)
-                for aid, a in current.items():
+                for aid, assigned in current.items():
                     if aid not in want:
-                        s.delete(a)
+                        s.delete(assigned)
                         load[aid] = load.get(aid, 1) - 1
                         changed.add(aid)
                 for aid in sorted(want - set(current)):
@@ -330,9 +332,9 @@ class DeploymentService:
             self.cp.live.notify(*changed)
 
     # ------------------------------------------------------------------ agent policies
-    def check_policies(  # type: ignore[no-untyped-def]
+    def check_policies(
         self,
-        s,
+        s: Session,
         *,
         pairs: list[tuple[str, str]] | None = None,
         dep_ids: list[str] | None = None,
@@ -411,14 +413,14 @@ class DeploymentService:
             elif row is not None and row.state == "refused" and not row.hash:
                 s.delete(row)  # the server's own mark only: an agent's refusal stands
 
-    def _accesses(self, s, dep_id: str) -> tuple[Any, Any, list[Access] | None] | None:  # type: ignore[no-untyped-def]
+    def _accesses(self, s: Session, dep_id: str) -> tuple[Any, Any, list[Access] | None] | None:
         """A deployment's row, pipe, and what its pipe asks of a host, rendered once with
         placeholders for the agent's values (``_for_agent`` puts each agent's in); None for the
         accesses when the pipe does not render that way (then each agent's is rendered)."""
         dep = s.get(DeploymentRow, dep_id)
         if dep is None:
             return None
-        pipe = s.get(PipeRow, dep.pipe_id)
+        pipe = _pipe_of(s, dep)
         vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
         try:
             with provided(vrow.files, lenient=True):
@@ -433,7 +435,7 @@ class DeploymentService:
             return dep, pipe, None
         return dep, pipe, accesses(spec)
 
-    def _handover(self, s, dep_id: str, from_agents: list[str]) -> list[Any]:  # type: ignore[no-untyped-def]
+    def _handover(self, s: Session, dep_id: str, from_agents: list[str]) -> list[Any]:
         """The last checkpoints reported by agents an instance moves away from."""
         out = []
         for aid in from_agents:
@@ -513,7 +515,7 @@ class DeploymentService:
     def get(self, dep_id: str) -> M.Deployment:
         with self.cp.session() as s:
             dep = self._row(s, dep_id)
-            pipe = s.get(PipeRow, dep.pipe_id)
+            pipe = _pipe_of(s, dep)
             vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
             assignments = s.scalars(
                 select(AssignmentRow)
@@ -617,6 +619,14 @@ def _for_agent(accs: list[Access], builtins: dict[str, Any]) -> list[Access]:
         return v
 
     return [Access(a.rule, a.what, sub(a.target)) for a in accs]
+
+
+def _pipe_of(s: Session, dep: DeploymentRow) -> PipeRow:
+    """A deployment's pipe: there always is one (a foreign key, and pipes.delete refuses while
+    a deployment uses it)."""
+    pipe = s.get(PipeRow, dep.pipe_id)
+    assert pipe is not None, dep.id
+    return pipe
 
 
 def _free_name(s: Any, name: str) -> str:

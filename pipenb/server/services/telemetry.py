@@ -20,6 +20,8 @@ from pipenb.server import models as M
 from pipenb.server.tables import LogRow, MetricRow, utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from pipenb.server.core import ControlPlane
 
 MAX_LOGS_PER_CHECKIN = 500
@@ -31,9 +33,9 @@ class TelemetryService:
         self.cp = cp
         self._last_point: dict[tuple[str, str], float] = {}
 
-    def record(  # type: ignore[no-untyped-def]
+    def record(
         self,
-        s,
+        s: Session,
         agent_id: str,
         reports: list[M.PipeReport],
         logs: list[M.AgentLog],
@@ -95,7 +97,7 @@ class TelemetryService:
 
     def _recent(
         self,
-        table: type,
+        table: type[LogRow] | type[MetricRow],
         dep_id: str | None,
         agent_id: str | None,
         since: datetime | None,

@@ -8,7 +8,7 @@ their own, which can expire and be revoked; only a hash of the secret part is st
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
@@ -41,7 +41,7 @@ def split_user_token(token: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-def _aware(value):  # type: ignore[no-untyped-def]
+def _aware(value: datetime | None) -> datetime | None:
     return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
