@@ -42,6 +42,7 @@ class Setting:
     shown: Any = UNSET  # the default as the command line writes it (e.g. "1MiB")
     no_cli: str = ""  # why there is no flag ("" : there is one)
     no_jupyter: str = ""  # why there is no traitlet ("" : there is one)
+    env: str | None = None  # None: PIPENB_ and the flag's name
 
 
 def setting(
@@ -53,10 +54,11 @@ def setting(
     shown: Any = UNSET,
     no_cli: str = "",
     no_jupyter: str = "",
+    env: str | None = None,
     default_factory: Any = MISSING,
 ) -> Any:
     """A dataclass field that is also a flag and a traitlet (see the module docstring)."""
-    meta = {"setting": Setting(help, flag, parse, shown, no_cli, no_jupyter)}
+    meta = {"setting": Setting(help, flag, parse, shown, no_cli, no_jupyter, env)}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -111,10 +113,17 @@ def add_flags(parser: Any, cls: type, *, skip: tuple[str, ...] = ()) -> None:
             continue
         default = s.default if s.meta.shown is UNSET else s.meta.shown
         if s.type is bool:
-            option(parser, s.flag, help=s.meta.help, default=bool(default), flag_action=True)
+            option(
+                parser,
+                s.flag,
+                help=s.meta.help,
+                default=bool(default),
+                flag_action=True,
+                env=s.meta.env,
+            )
             continue
         parse = s.meta.parse or (s.type if s.type in (int, float) else str)
-        option(parser, s.flag, help=s.meta.help, default=default, type=parse)
+        option(parser, s.flag, help=s.meta.help, default=default, type=parse, env=s.meta.env)
 
 
 def flag_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:

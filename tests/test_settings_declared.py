@@ -113,3 +113,56 @@ def test_old_flag_and_traitlet_names_still_exist():
         "max_body",
     ):
         assert name in traits
+
+
+def test_every_agent_field_is_a_flag_or_says_why_not():
+    from pipenb.agent.settings import AgentSettings
+
+    decl = declared(AgentSettings)
+    assert {s.name for s in decl} == {f.name for f in dataclasses.fields(AgentSettings)}
+    flags = _flags("agent")
+    for s in decl:
+        if s.meta.no_cli:
+            assert s.flag not in flags
+        else:
+            assert s.flag in flags, f"pipenb agent has no {s.flag} for {s.name}"
+
+
+def test_agent_flags_keep_their_names_and_variables(monkeypatch):
+    monkeypatch.setenv("PIPENB_AGENT_ID", "a-7")
+    monkeypatch.setenv("PIPENB_DRAIN_TIMEOUT", "4.5")
+    args = build_parser().parse_args(["agent", "--policy", "p.yaml", "--capture-limit", "50"])
+    assert args.id == "a-7"
+    assert args.drain_timeout == 4.5
+    assert args.policy == "p.yaml"
+    assert args.capture_limit == 50
+    for flag in (
+        "--server",
+        "--id",
+        "--api-key",
+        "--enroll-key",
+        "--name",
+        "--data-dir",
+        "--policy",
+        "--allow-read",
+        "--allow-write",
+        "--allow-connect",
+        "--allow-listen",
+        "--allow-exec",
+        "--allow-scripts",
+        "--allow-preview",
+        "--disable",
+        "--run-as",
+        "--long-poll",
+        "--metrics-address",
+        "--metrics-every",
+        "--max-log-level",
+        "--settings-bounds",
+        "--ca-file",
+        "--ca-fingerprint",
+        "--cert",
+        "--key",
+        "--insecure-http",
+        "--labels",
+    ):
+        assert flag in _flags("agent")
