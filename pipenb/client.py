@@ -155,6 +155,13 @@ class Client:
             self.session.cert = (self.tls.cert, self.tls.key) if self.tls.key else self.tls.cert
         self._pinned = not (self.tls.ca_fingerprint and self.url.startswith("https://"))
 
+    @classmethod
+    def from_options(cls, opts: Any) -> Client:
+        """A client from parsed ``--url --token --ca-file --ca-fingerprint --cert --key``: the
+        options ``pipenb`` management commands and ``%pipe connect`` share, read in one place."""
+        tls = {name: getattr(opts, name) for name in ("ca_file", "ca_fingerprint", "cert", "key")}
+        return cls(opts.url, opts.token, **tls)
+
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
 
@@ -638,11 +645,7 @@ class Client:
         limit: int | None = None,
     ) -> dict[str, Any]:
         """The newest ``limit`` (server default 1,000) metrics lines, oldest first."""
-        return self.request(
-            "GET",
-            f"/deployments/{_seg(dep_id)}/metrics",
-            params={"agent": agent, "since": _time(since), "limit": limit},
-        )
+        return self._telemetry("metrics", dep_id, agent, since, limit)
 
     def logs(
         self,
@@ -652,9 +655,14 @@ class Client:
         limit: int | None = None,
     ) -> dict[str, Any]:
         """The newest ``limit`` (server default 1,000) logs lines, oldest first."""
+        return self._telemetry("logs", dep_id, agent, since, limit)
+
+    def _telemetry(
+        self, kind: str, dep_id: str, agent: str | None, since: Any, limit: int | None
+    ) -> dict[str, Any]:
         return self.request(
             "GET",
-            f"/deployments/{_seg(dep_id)}/logs",
+            f"/deployments/{_seg(dep_id)}/{kind}",
             params={"agent": agent, "since": _time(since), "limit": limit},
         )
 
