@@ -30,13 +30,14 @@ from pipenb.tls import (
     normal_fingerprint,
     save_private,
 )
+from pipenb.urls import API_PREFIX
 
 try:
     import requests
 except ImportError:  # an agent-only install: say which extra brings it
     raise UsageError(_extra_message("server", "pipenb.Client", "requests")) from None
 
-PREFIX = "/pipenb/api/v1"
+PREFIX = API_PREFIX
 
 #: How long a hold of the agent check-in may last beyond the client's own timeout.
 _CHECKIN_MARGIN = 10.0
@@ -637,29 +638,25 @@ class Client:
         return self.request("GET", f"/agents/{_seg(agent)}/settings")
 
     # ------------------------------------------------------------------ metrics and logs
-    def metrics(
-        self,
-        dep_id: str,
-        agent: str | None = None,
-        since: datetime | str | None = None,
-        limit: int | None = None,
-    ) -> dict[str, Any]:
-        """The newest ``limit`` (server default 1,000) metrics lines, oldest first."""
-        return self._telemetry("metrics", dep_id, agent, since, limit)
+    def metrics(self, dep_id: str, agent: str | None = None, **window: Any) -> dict[str, Any]:
+        """The newest ``limit=`` (server default 1,000) metrics points, oldest first, from
+        ``since=`` (a datetime or ISO text) if given; ``agent``: only that agent's."""
+        return self._telemetry("metrics", dep_id, agent, **window)
 
-    def logs(
-        self,
-        dep_id: str,
-        agent: str | None = None,
-        since: datetime | str | None = None,
-        limit: int | None = None,
-    ) -> dict[str, Any]:
-        """The newest ``limit`` (server default 1,000) logs lines, oldest first."""
-        return self._telemetry("logs", dep_id, agent, since, limit)
+    def logs(self, dep_id: str, agent: str | None = None, **window: Any) -> dict[str, Any]:
+        """The newest ``limit=`` (server default 1,000) log lines, oldest first, from
+        ``since=`` (a datetime or ISO text) if given; ``agent``: only that agent's."""
+        return self._telemetry("logs", dep_id, agent, **window)
 
     def _telemetry(
-        self, kind: str, dep_id: str, agent: str | None, since: Any, limit: int | None
+        self,
+        kind: str,
+        dep_id: str,
+        agent: str | None,
+        since: datetime | str | None = None,
+        limit: int | None = None,
     ) -> dict[str, Any]:
+        """``metrics`` and ``logs`` take the same query (one window, one reading of it)."""
         return self.request(
             "GET",
             f"/deployments/{_seg(dep_id)}/{kind}",

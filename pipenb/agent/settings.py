@@ -13,9 +13,6 @@ if TYPE_CHECKING:  # imported where used: ``pipenb --help`` reads the fields, no
     from pipenb.policy.model import Policy
     from pipenb.tls import TlsOptions
 
-#: Capabilities a pipe may need and an agent may refuse.
-CAPABILITIES = ("exec", "script")
-
 
 #: why an agent setting has no traitlet: agents run outside Jupyter
 _AGENT = "an agent runs on a worker host, not in Jupyter"

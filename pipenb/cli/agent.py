@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from pipenb.agent.settings import AgentSettings
+from pipenb.capabilities import CAPABILITIES
 from pipenb.cli.options import option
 from pipenb.setting import add_flags, flag_values
 
@@ -82,7 +83,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         )
         return 2
     disable = [c.strip() for c in (args.disable or "").split(",") if c.strip()]
-    unknown = [c for c in disable if c not in ("exec", "script")]
+    unknown = [c for c in disable if c not in CAPABILITIES]
     if unknown:
         print(
             f"pipenb agent: --disable takes exec and/or script, not {', '.join(unknown)}",
