@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 
 from pipenb.cli import build_parser
-from pipenb.server.settings import ServerSettings
+from pipenb.server_settings import ServerSettings
 from pipenb.setting import declared
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pipenb.cli.options import option
 from pipenb.engine.checkpoints import default_data_dir
-from pipenb.server.settings import ServerSettings
+from pipenb.server_settings import ServerSettings
 from pipenb.setting import add_flags, flag_values
 
 

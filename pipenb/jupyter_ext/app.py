@@ -152,7 +152,7 @@ class PipenbExtension(ExtensionApp):
     description = "pipenb control plane inside Jupyter"
 
     # every server setting Jupyter can use: db_url, enroll_key, poll_interval, ... (see
-    # pipenb/server/settings.py; the class body's namespace takes them like written traitlets)
+    # pipenb/server_settings.py; the class body's namespace takes them like written traitlets)
     locals().update(traits_for(ServerSettings))
 
     roles = Dict(
