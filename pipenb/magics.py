@@ -22,6 +22,7 @@ from traitlets import Int
 
 from pipenb.errors import ApiError, PipenbError, PipeSyntaxError
 from pipenb.explain import api_problem_lines, no_match, recent_errors
+from pipenb.params import parse_params
 
 USAGE = """\
 %%pipe [NAME] [--sample VAR|PATH] [--limit N] [--param k=v]...
@@ -80,13 +81,7 @@ def _parser(prog: str) -> _Parser:
 
 
 def _params(items: list[str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise MagicError(f"--param takes k=v, not {item!r}")
-        out[key.strip()] = value
-    return out
+    return parse_params(items, MagicError)
 
 
 def _api_message(exc: ApiError) -> str:
@@ -421,14 +416,7 @@ class PipeMagics(Magics):
         p.add_argument("--key")
         args = p.parse_args(argv)
         try:
-            client = Client(
-                args.url,
-                args.token,
-                ca_file=args.ca_file,
-                ca_fingerprint=args.ca_fingerprint,
-                cert=args.cert,
-                key=args.key,
-            )
+            client = Client.from_options(args)
             health = client.health()
             # Check the token too, so a wrong one shows now and not at the first deploy.
             client.agents()

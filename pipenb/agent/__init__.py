@@ -5,7 +5,20 @@ Jupyter or server code), so an idle agent stays small. Each pipe runs in its own
 (``python -m pipenb.agent.worker``), which imports the engine.
 """
 
-from pipenb.agent.agent import Agent
-from pipenb.agent.settings import AgentSettings
+from typing import Any
 
 __all__ = ["Agent", "AgentSettings"]
+
+
+def __getattr__(name: str) -> Any:
+    # loaded on first use: ``pipenb --help`` reads AgentSettings' fields to make the agent's
+    # flags, and should not pay for importing the agent itself
+    if name == "Agent":
+        from pipenb.agent.agent import Agent
+
+        return Agent
+    if name == "AgentSettings":
+        from pipenb.agent.settings import AgentSettings
+
+        return AgentSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,10 +22,11 @@ from collections import deque
 from typing import Any
 
 from pipenb.agent.http import ServerError, post
-from pipenb.agent.settings import CAPABILITIES, AgentSettings
+from pipenb.agent.settings import AgentSettings
 from pipenb.agent.store import AgentStore
 from pipenb.agent.trust import Trust
 from pipenb.agent.workers import WorkerHandle
+from pipenb.capabilities import CAPABILITIES
 from pipenb.tls import plain_http_problem
 
 log = logging.getLogger("pipenb.agent")

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from pipenb.tls import HTTPS_REQUIRED, HTTPSConnection, describe, https_required_message
+from pipenb.urls import API_PREFIX
 
 
 class ServerError(Exception):
@@ -52,8 +53,8 @@ def post(
     """
     parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
     base = parts.path.rstrip("/")
-    if not base.endswith("/pipenb/api/v1"):
-        base += "/pipenb/api/v1"
+    if not base.endswith(API_PREFIX):
+        base += API_PREFIX
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"

@@ -15,6 +15,7 @@ import orjson
 from pipenb.cli.options import Subparsers, option
 from pipenb.engine.checkpoints import checkpoint_path, default_data_dir
 from pipenb.errors import PipenbError, PipeSyntaxError, UsageError
+from pipenb.params import parse_params
 from pipenb.tables import format_table
 
 if TYPE_CHECKING:
@@ -90,16 +91,6 @@ def _param_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--param", action="append", default=[], metavar="K=V", help="set a parameter (repeatable)"
     )
-
-
-def parse_params(items: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--param takes NAME=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        params[k.strip()] = v
-    return params
 
 
 def _err(msg: str) -> None:

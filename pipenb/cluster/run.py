@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from pipenb.capabilities import ALL_CAPABILITIES
 from pipenb.cluster import partfiles
 from pipenb.cluster.executor import Executor, executor_for
 from pipenb.cluster.plan import DEFAULT_PARTITION_BYTES, Partition, check, partitions
@@ -272,7 +273,7 @@ class ClusterRun:
         data_dir: str | None = None,
         resume: bool = False,
         partition_bytes: int | None = None,
-        allow: frozenset[str] = frozenset({"exec", "script"}),
+        allow: frozenset[str] = ALL_CAPABILITIES,
         progress: Callable[[Progress], None] | None = None,
         now: float | None = None,
     ):

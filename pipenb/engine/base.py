@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipenb.capabilities import ALL_CAPABILITIES
+
 Event = dict[str, Any]
 
 
@@ -29,7 +31,7 @@ class RunContext:
     pipe: str = "pipe"
     data_dir: str | None = None
     preview: bool = False
-    allow: frozenset[str] = frozenset({"exec", "script"})  # capabilities this run permits
+    allow: frozenset[str] = ALL_CAPABILITIES  # capabilities this run permits
     values: dict[str, Any] = field(default_factory=dict)
     #: the worker host's policy, checked where files and sockets are opened
     #: (``pipenb.policy.guard.Guard``); None when the user runs a pipe on their own machine

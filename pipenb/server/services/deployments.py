@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pipenb.errors import ApiError, PipeSyntaxError
 from pipenb.lang.tablefiles import provided
+from pipenb.lang.templates import builtin_values
 from pipenb.lang.validate import load_pipe
 from pipenb.policy import Access, Policy, accesses
 from pipenb.policy.pipe import check_access
@@ -58,12 +59,7 @@ def checkpoint_stamp() -> int:
 
 
 def builtins_for(agent_id: str, agent_name: str, pipe: str, dep_id: str) -> dict[str, Any]:
-    return {
-        "agent.id": agent_id,
-        "agent.name": agent_name,
-        "pipe.name": pipe,
-        "deployment.id": dep_id,
-    }
+    return builtin_values(agent_id, agent_name, pipe, dep_id)
 
 
 def pipe_hash(version_hash: str, params: Any, builtins: dict[str, Any], checkpoint_seq: int) -> str:
@@ -178,12 +174,7 @@ class DeploymentService:
                     vrow.yaml,
                     f"{pipe} v{vrow.version}",
                     params,
-                    {
-                        "agent.id": "agent",
-                        "agent.name": "agent",
-                        "pipe.name": "p",
-                        "deployment.id": dep_id,
-                    },
+                    builtin_values("agent", "agent", "p", dep_id),
                     require_params=True,
                 )
         except PipeSyntaxError as exc:
@@ -658,12 +649,7 @@ def _pipe_labels(yaml_text: str) -> list[str]:
         with provided(None, lenient=True):
             return load_pipe(
                 yaml_text,
-                builtins={
-                    "agent.id": "a",
-                    "agent.name": "a",
-                    "pipe.name": "p",
-                    "deployment.id": "d",
-                },
+                builtins=builtin_values("a", "a", "p", "d"),
             ).labels
     except PipeSyntaxError:
         return []

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from pipenb.errors import ApiError, PipeSyntaxError
+from pipenb.lang.templates import builtin_values
 from pipenb.lang.validate import load_pipe
 from pipenb.server import models as M
 from pipenb.server import roles
@@ -19,12 +20,7 @@ if TYPE_CHECKING:
 
     from pipenb.server.core import ControlPlane
 
-PLACEHOLDER_BUILTINS = {
-    "agent.id": "agent",
-    "agent.name": "agent",
-    "pipe.name": "pipe",
-    "deployment.id": "deployment",
-}
+PLACEHOLDER_BUILTINS = builtin_values("agent", "agent", "pipe", "deployment")
 
 
 def content_hash(text: str) -> str:
