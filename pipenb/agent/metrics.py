@@ -100,7 +100,7 @@ async def serve(agent: Any, address: str) -> Any:
     from tornado.httpserver import HTTPServer
     from tornado.netutil import bind_sockets
 
-    from pipenb.engine.inputs.sockets import split_address
+    from pipenb.engine.net import split_address
 
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_PipesCollector(agent))

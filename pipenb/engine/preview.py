@@ -17,7 +17,7 @@ import orjson
 
 from pipenb.engine.base import Event, RunContext
 from pipenb.engine.build import compile_chain
-from pipenb.engine.inputs.decode import decode_lines
+from pipenb.engine.codecs.lines import decode_lines
 from pipenb.engine.steps import Chain, deep_copy
 from pipenb.errors import UsageError
 from pipenb.lang.spec import PipeSpec

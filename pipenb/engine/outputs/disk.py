@@ -24,9 +24,9 @@ from typing import Any
 import orjson
 
 from pipenb.engine.base import Event, Output, RetryableOutputError
+from pipenb.engine.codecs.lines import decode_chunk
+from pipenb.engine.codecs.ndjson import ndjson
 from pipenb.engine.diskbuffer import SegmentLog
-from pipenb.engine.inputs.decode import decode_chunk
-from pipenb.engine.outputs.common import ndjson
 
 log = logging.getLogger("pipenb.engine.disk_output")
 
