@@ -24,8 +24,8 @@ from typing import Any
 from pipenb.agent.http import ServerError, post
 from pipenb.agent.settings import CAPABILITIES, AgentSettings
 from pipenb.agent.store import AgentStore
+from pipenb.agent.supervisor import WorkerHandle
 from pipenb.agent.trust import Trust
-from pipenb.agent.workers import WorkerHandle
 from pipenb.tls import plain_http_problem
 
 log = logging.getLogger("pipenb.agent")
@@ -663,7 +663,7 @@ async def _run_preview(job: dict[str, Any], deadline: float) -> dict[str, Any]:
 
     import orjson
 
-    from pipenb.agent.workers import SAFE_PATH, worker_environ
+    from pipenb.agent.supervisor import SAFE_PATH, worker_environ
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

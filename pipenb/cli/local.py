@@ -15,7 +15,7 @@ import orjson
 from pipenb.cli.options import option
 from pipenb.engine.checkpoints import checkpoint_path, default_data_dir
 from pipenb.errors import PipenbError, PipeSyntaxError, UsageError
-from pipenb.tables import format_table
+from pipenb.terminal_tables import format_table
 
 
 def register(sub: Any) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pipenb.errors import UsageError
-from pipenb.tables import format_table
+from pipenb.terminal_tables import format_table
 
 ROLES = ("viewer", "editor", "admin")
 

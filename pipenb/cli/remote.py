@@ -17,7 +17,7 @@ import orjson
 from pipenb.cli.options import option
 from pipenb.errors import ApiError, UsageError
 from pipenb.explain import api_problem_lines, no_match, recent_errors
-from pipenb.tables import format_table
+from pipenb.terminal_tables import format_table
 
 Handler = Callable[[Any, argparse.Namespace], int | None]
 

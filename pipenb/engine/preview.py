@@ -176,7 +176,7 @@ class PreviewResult:
         return to_dataframe(self.counts)
 
     def __repr__(self) -> str:
-        from pipenb.tables import format_table
+        from pipenb.terminal_tables import format_table
 
         out = f"Preview of {self.pipe}: {len(self.events)} event(s) out, {len(self.errors)} error(s)\n"
         if self.limit_note:

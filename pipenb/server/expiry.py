@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from pipenb.errors import ApiError
-from pipenb.server.tables import utcnow
+from pipenb.server.db_tables import utcnow
 
 
 def aware(value: datetime | None) -> datetime | None:

@@ -10,10 +10,7 @@ from sqlalchemy import func, select
 
 from pipenb.errors import ApiError, AuthError
 from pipenb.server import models as M
-from pipenb.server.expiry import aware, expiry
-from pipenb.server.security import hash_secret, new_api_key, same_secret, split_api_key
-from pipenb.server.services.pipes import not_found
-from pipenb.server.tables import (
+from pipenb.server.db_tables import (
     AgentRow,
     ApiKeyRow,
     AssignmentRow,
@@ -21,6 +18,9 @@ from pipenb.server.tables import (
     RemovedAgentRow,
     utcnow,
 )
+from pipenb.server.expiry import aware, expiry
+from pipenb.server.security import hash_secret, new_api_key, same_secret, split_api_key
+from pipenb.server.services.pipes import not_found
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane

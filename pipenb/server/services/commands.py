@@ -15,10 +15,10 @@ from sqlalchemy import delete, select
 from pipenb.errors import ApiError
 from pipenb.server import models as M
 from pipenb.server import roles
+from pipenb.server.db_tables import AssignmentRow, CommandRow, DeploymentRow, utcnow
 from pipenb.server.expiry import aware
 from pipenb.server.security import new_id
 from pipenb.server.services.pipes import not_found
-from pipenb.server.tables import AssignmentRow, CommandRow, DeploymentRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane
@@ -135,7 +135,7 @@ class CommandService:
     def create_preview(self, agent_id: str, body: M.PreviewCreate) -> M.Preview:
         """Queue a preview of ``body.yaml`` on one agent; refused at once when it is offline
         (nobody would run it) or unknown."""
-        from pipenb.server.tables import AgentRow
+        from pipenb.server.db_tables import AgentRow
 
         self.prune()
         with self.cp.session() as s:

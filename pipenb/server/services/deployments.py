@@ -22,10 +22,7 @@ from pipenb.policy import Access, Policy, accesses
 from pipenb.policy.pipe import check_access
 from pipenb.server import models as M
 from pipenb.server import roles
-from pipenb.server.secrets import SecretBox, default_key_file, mask_params
-from pipenb.server.security import new_id
-from pipenb.server.services.pipes import invalid_pipe, not_found
-from pipenb.server.tables import (
+from pipenb.server.db_tables import (
     AgentRow,
     AssignmentRow,
     DeploymentRow,
@@ -34,6 +31,9 @@ from pipenb.server.tables import (
     PipeVersionRow,
     utcnow,
 )
+from pipenb.server.secrets import SecretBox, default_key_file, mask_params
+from pipenb.server.security import new_id
+from pipenb.server.services.pipes import invalid_pipe, not_found
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane

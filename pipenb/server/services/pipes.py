@@ -12,7 +12,7 @@ from pipenb.errors import ApiError, PipeSyntaxError
 from pipenb.lang.validate import load_pipe
 from pipenb.server import models as M
 from pipenb.server import roles
-from pipenb.server.tables import DeploymentRow, PipeRow, PipeVersionRow, utcnow
+from pipenb.server.db_tables import DeploymentRow, PipeRow, PipeVersionRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, insert, select
 
 from pipenb.server import models as M
-from pipenb.server.tables import LogRow, MetricRow, utcnow
+from pipenb.server.db_tables import LogRow, MetricRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane

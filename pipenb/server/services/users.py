@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 
 from pipenb.errors import ApiError
 from pipenb.server import models as M
+from pipenb.server.db_tables import UserRow, UserTokenRow, utcnow
 from pipenb.server.roles import Principal
 from pipenb.server.security import hash_secret, same_secret, same_token
 from pipenb.server.services.pipes import not_found
-from pipenb.server.tables import UserRow, UserTokenRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane

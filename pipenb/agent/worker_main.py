@@ -1,4 +1,4 @@
-"""One deployed pipe in its own process: ``python -m pipenb.agent.worker`` (see protocol.py).
+"""One deployed pipe in its own process: ``python -m pipenb.agent.worker_main`` (see protocol.py).
 
 A file lock per deployment in the data dir makes sure a worker started after a crash of the
 agent waits for the old one to finish draining, so two never write the same output at once.
