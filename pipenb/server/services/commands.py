@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, select
 
 from pipenb.errors import ApiError
+from pipenb.server import convert, roles
 from pipenb.server import models as M
-from pipenb.server import roles
 from pipenb.server.db_tables import AssignmentRow, CommandRow, DeploymentRow, utcnow
 from pipenb.server.expiry import aware
 from pipenb.server.security import new_id
@@ -55,18 +55,7 @@ def expires_at(r: CommandRow) -> datetime:
 
 
 def _model(r: CommandRow) -> M.Command:
-    return M.Command(
-        id=r.id,
-        agent_id=r.agent_id,
-        deployment_id=r.deployment_id,
-        type=r.type,  # type: ignore[arg-type]
-        args=dict(r.args or {}),
-        created_at=r.created_at,
-        acked_at=r.acked_at,
-        result=r.result,
-        issuer=r.issuer,
-        expires_at=expires_at(r),
-    )
+    return convert.command(r, expires_at=expires_at(r))
 
 
 class CommandService:
