@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipenb.errors import AgentError
+
 log = logging.getLogger("pipenb.agent.metrics")
 
 _STAGE = (("in", "events_in"), ("out", "events_out"), ("dropped", "dropped"), ("errors", "errors"))
@@ -92,7 +94,7 @@ async def serve(agent: Any, address: str) -> Any:
     try:
         from prometheus_client import CollectorRegistry, generate_latest
     except ImportError:
-        raise SystemExit(
+        raise AgentError(
             "pipenb agent: --metrics-address needs prometheus_client: "
             "pip install 'pipenb-fleet[server]' (or pip install prometheus_client)"
         ) from None

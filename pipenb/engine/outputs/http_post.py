@@ -21,7 +21,7 @@ import orjson
 from pydantic import Field, field_validator, model_validator
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
-from pipenb.engine.base import Event, Output, RetryableOutputError, RunContext
+from pipenb.engine.base import Event, Output, RunContext
 from pipenb.engine.codecs.http import CONTENT_TYPES
 from pipenb.engine.codecs.ndjson import ndjson
 from pipenb.engine.http_errors import FETCH_ERRORS, describe
@@ -29,6 +29,7 @@ from pipenb.engine.netguard import http_client
 from pipenb.engine.outputs.common import OutputOptions
 from pipenb.engine.outputs.disk import maybe_disk
 from pipenb.engine.tlsopts import SendTls, client_context
+from pipenb.errors import RetryableOutputError
 from pipenb.lang.registry import registry
 from pipenb.lang.types import Duration, Size
 
