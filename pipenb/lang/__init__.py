@@ -8,9 +8,9 @@ load_pipe`` keeps working.
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
+import importlib as _importlib
+import sys as _sys
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'pipenb.lang' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
 
@@ -43,17 +43,17 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-class _Package(types.ModuleType):
+class _Package(ModuleType):
     """``pipenb.lang.registry`` names the registry, not its module: importing the submodule
     sets the package attribute to the module, so the name is a property that wins over that."""
 
     @property
     def registry(self) -> Any:
-        return importlib.import_module("pipenb.lang.registry").registry
+        return _importlib.import_module("pipenb.lang.registry").registry
 
     @registry.setter
     def registry(self, _module: Any) -> None:
         pass  # the import system recording the submodule; sys.modules still has it
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package
