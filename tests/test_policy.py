@@ -543,7 +543,7 @@ def test_a_worker_refuses_on_its_own_what_its_policy_refuses(tmp_path: Path) -> 
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipenb.agent.worker"],
+        [sys.executable, "-m", "pipenb.agent.worker_main"],
         input=orjson.dumps(job) + b"\n",
         capture_output=True,
         env=env,

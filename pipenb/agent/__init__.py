@@ -2,7 +2,7 @@
 
 The agent process itself imports only the standard library and orjson (no pydantic, pandas,
 Jupyter or server code), so an idle agent stays small. Each pipe runs in its own worker process
-(``python -m pipenb.agent.worker``), which imports the engine.
+(``python -m pipenb.agent.worker_main``), which imports the engine.
 """
 
 from typing import Any

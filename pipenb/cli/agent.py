@@ -60,6 +60,7 @@ def register(sub: Subparsers) -> None:
 def cmd_agent(args: argparse.Namespace) -> int:
     from pipenb.agent import Agent
     from pipenb.engine.checkpoints import default_data_dir
+    from pipenb.errors import AgentError, AgentTurnedAway
 
     if not args.server:
         print("pipenb agent: --server URL is required (or PIPENB_SERVER)", file=sys.stderr)
@@ -164,9 +165,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except SystemExit as exc:
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-            return 1
-        raise
+    except AgentTurnedAway as exc:
+        return exc.exit_code  # the agent logged the reason already, in one line
+    except AgentError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
     return 0

@@ -16,7 +16,7 @@ from pipenb.cli.options import Subparsers, option
 from pipenb.engine.checkpoints import checkpoint_path, default_data_dir
 from pipenb.errors import PipenbError, PipeSyntaxError, UsageError
 from pipenb.params import parse_params
-from pipenb.tables import format_table
+from pipenb.terminal_tables import format_table
 
 if TYPE_CHECKING:
     from pipenb.engine.runtime import Engine

@@ -86,14 +86,10 @@ class Output:
     async def write(self, events: list[Event]) -> list[tuple[Event, str]]:
         """Write ``events``; return the ones that can never be written, with why.
 
-        Raise ``OSError`` (or ``RetryableOutputError``) for trouble that may pass: the engine
+        Raise ``OSError`` (or ``pipenb.errors.RetryableOutputError``) for trouble that may pass: the engine
         retries with backoff and holds the input back meanwhile.
         """
         raise NotImplementedError  # pragma: no cover
 
     async def close(self) -> None:
         """Flush and release. Called once, after the last write."""
-
-
-class RetryableOutputError(Exception):
-    """An output failed in a way worth retrying (connection refused, 503, disk full)."""

@@ -17,7 +17,7 @@ import orjson
 
 from pipenb.engine.base import Event, RunContext
 from pipenb.engine.build import compile_chain
-from pipenb.engine.inputs.decode import decode_lines
+from pipenb.engine.codecs.lines import decode_lines
 from pipenb.engine.steps import Chain, deep_copy
 from pipenb.errors import UsageError
 from pipenb.lang.spec import PipeSpec
@@ -176,7 +176,7 @@ class PreviewResult:
         return to_dataframe(self.counts)
 
     def __repr__(self) -> str:
-        from pipenb.tables import format_table
+        from pipenb.terminal_tables import format_table
 
         out = f"Preview of {self.pipe}: {len(self.events)} event(s) out, {len(self.errors)} error(s)\n"
         if self.limit_note:

@@ -159,7 +159,7 @@ def protected_paths(
     add(os.path.dirname(pipenb.__file__), "the pipenb package")
     paths = list(sys.path)
     # sys.flags.safe_path (-P) is Python 3.11's: on 3.10 workers start without -P (see
-    # pipenb.agent.workers) and the attribute does not exist
+    # pipenb.agent.supervisor) and the attribute does not exist
     safe_path = getattr(sys.flags, "safe_path", False)
     if paths and paths[0] in ("", os.getcwd()) and not safe_path:
         paths = paths[1:]  # the agent's working directory: workers start without it (-P)

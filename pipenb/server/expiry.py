@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import overload
 
 from pipenb.errors import ApiError
-from pipenb.server.tables import utcnow
+from pipenb.server.db_tables import utcnow
 
 
 @overload

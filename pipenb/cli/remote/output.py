@@ -15,7 +15,7 @@ import orjson
 
 from pipenb.errors import ApiError
 from pipenb.explain import api_problem_lines
-from pipenb.tables import format_table
+from pipenb.terminal_tables import format_table
 
 
 def err(msg: str) -> None:

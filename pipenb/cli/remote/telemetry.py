@@ -10,7 +10,7 @@ import orjson
 
 from pipenb.cli.remote.args import positive
 from pipenb.cli.remote.output import as_json, err, print_json, table
-from pipenb.tables import format_table
+from pipenb.terminal_tables import format_table
 
 if TYPE_CHECKING:
     from pipenb.client import Client

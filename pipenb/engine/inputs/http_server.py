@@ -26,9 +26,10 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler, stream_request_body
 
 from pipenb.engine.base import Batch, Event, Input, RunContext
+from pipenb.engine.codecs.lines import decode_chunk
 from pipenb.engine.diskbuffer import SegmentLog
-from pipenb.engine.inputs.decode import decode_chunk
-from pipenb.engine.inputs.sockets import BATCH_EVENTS, Address, format_peer, split_address
+from pipenb.engine.inputs.sockets import BATCH_EVENTS
+from pipenb.engine.net import Address, format_peer, split_address
 from pipenb.engine.netguard import check_listen_first, check_listener
 from pipenb.engine.tlsopts import ListenTls, server_context
 from pipenb.lang.registry import Options, registry
@@ -408,7 +409,7 @@ class _EventsHandler(RequestHandler):
             self.refusal = (503, "buffer_full", "the disk buffer is full; send again later")
             self._answer()
             return
-        from pipenb.engine.outputs.common import ndjson
+        from pipenb.engine.codecs.ndjson import ndjson
 
         data, bad = ndjson(events)
         try:

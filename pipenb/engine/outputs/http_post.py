@@ -19,29 +19,23 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import Field, field_validator, model_validator
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
-from tornado.httputil import HTTPInputError
-from tornado.iostream import UnsatisfiableReadError
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
-from pipenb.engine.base import Event, Output, RetryableOutputError, RunContext
+from pipenb.engine.base import Event, Output, RunContext
 from pipenb.engine.codecs.http import CONTENT_TYPES
+from pipenb.engine.codecs.ndjson import ndjson
+from pipenb.engine.http_errors import FETCH_ERRORS, describe
 from pipenb.engine.netguard import http_client
-from pipenb.engine.outputs.common import OutputOptions, ndjson
+from pipenb.engine.outputs.common import OutputOptions
 from pipenb.engine.outputs.disk import maybe_disk
 from pipenb.engine.tlsopts import SendTls, client_context
+from pipenb.errors import RetryableOutputError
 from pipenb.lang.registry import registry
 from pipenb.lang.types import Duration, Size
 
 log = logging.getLogger("pipenb.engine.http_post")
 
-MAX_RETRY_AFTER = 30.0
-#: what a request raises when no (usable) answer came: refused, reset, timed out, TLS, garbled
-FETCH_ERRORS = (
-    OSError,
-    HTTPClientError,
-    HTTPInputError,
-    UnsatisfiableReadError,
-)  # the longest Retry-After honoured before handing back to the engine
+MAX_RETRY_AFTER = 30.0  # the longest Retry-After honoured before handing back to the engine
 
 
 class HttpPostOptions(OutputOptions):
@@ -304,17 +298,6 @@ def retry_after(resp: HTTPResponse) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def describe(exc: BaseException | None) -> str:
-    """A short reason for a failed request: ``connection refused``, ``timed out``..."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, HTTPClientError) and exc.code == 599:
-        return str(exc.message or "timed out").lower()
-    if exc is None:
-        return "no answer"
-    return str(exc) or type(exc).__name__
 
 
 def _excerpt(resp: HTTPResponse) -> str:

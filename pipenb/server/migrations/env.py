@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from pipenb.server.tables import Base
+from pipenb.server.db_tables import Base
 
 config = context.config
 connection = config.attributes.get("connection")

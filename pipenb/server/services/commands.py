@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, cast
 from sqlalchemy import delete, select
 
 from pipenb.errors import ApiError
+from pipenb.server import convert, roles
 from pipenb.server import models as M
-from pipenb.server import roles
+from pipenb.server.db_tables import AssignmentRow, CommandRow, DeploymentRow, utcnow
 from pipenb.server.expiry import aware
 from pipenb.server.security import new_id
 from pipenb.server.services.pipes import not_found
-from pipenb.server.tables import AssignmentRow, CommandRow, DeploymentRow, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -58,18 +58,7 @@ def expires_at(r: CommandRow) -> datetime:
 
 
 def _model(r: CommandRow) -> M.Command:
-    return M.Command(
-        id=r.id,
-        agent_id=r.agent_id,
-        deployment_id=r.deployment_id,
-        type=r.type,  # type: ignore[arg-type]
-        args=dict(r.args or {}),
-        created_at=r.created_at,
-        acked_at=r.acked_at,
-        result=r.result,
-        issuer=r.issuer,
-        expires_at=expires_at(r),
-    )
+    return convert.command(r, expires_at=expires_at(r))
 
 
 class CommandService:
@@ -138,7 +127,7 @@ class CommandService:
     def create_preview(self, agent_id: str, body: M.PreviewCreate) -> M.Preview:
         """Queue a preview of ``body.yaml`` on one agent; refused at once when it is offline
         (nobody would run it) or unknown."""
-        from pipenb.server.tables import AgentRow
+        from pipenb.server.db_tables import AgentRow
 
         self.prune()
         with self.cp.session() as s:

@@ -23,10 +23,7 @@ from pipenb.policy import Access, Policy, accesses
 from pipenb.policy.pipe import check_access
 from pipenb.server import models as M
 from pipenb.server import roles
-from pipenb.server.secrets import SecretBox, default_key_file, mask_params
-from pipenb.server.security import new_id
-from pipenb.server.services.pipes import invalid_pipe, not_found
-from pipenb.server.tables import (
+from pipenb.server.db_tables import (
     AgentRow,
     AssignmentRow,
     DeploymentRow,
@@ -35,6 +32,9 @@ from pipenb.server.tables import (
     PipeVersionRow,
     utcnow,
 )
+from pipenb.server.secrets import SecretBox, default_key_file, mask_params
+from pipenb.server.security import new_id
+from pipenb.server.services.pipes import invalid_pipe, not_found
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -13,7 +13,7 @@ from pipenb.lang.templates import builtin_values
 from pipenb.lang.validate import load_pipe
 from pipenb.server import models as M
 from pipenb.server import roles
-from pipenb.server.tables import DeploymentRow, PipeRow, PipeVersionRow, utcnow
+from pipenb.server.db_tables import DeploymentRow, PipeRow, PipeVersionRow, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

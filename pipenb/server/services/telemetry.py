@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, insert, select
 
+from pipenb.server import convert
 from pipenb.server import models as M
-from pipenb.server.tables import LogRow, MetricRow, utcnow
+from pipenb.server.db_tables import LogRow, MetricRow, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -122,14 +123,7 @@ class TelemetryService:
         limit: int = 1000,
     ) -> M.MetricList:
         rows = self._recent(MetricRow, dep_id, agent_id, since, limit)
-        return M.MetricList(
-            metrics=[
-                M.MetricPoint(
-                    agent_id=r.agent_id, deployment_id=r.deployment_id, time=r.time, data=r.data
-                )
-                for r in rows
-            ]
-        )
+        return M.MetricList(metrics=[convert.metric_point(r) for r in rows])
 
     def logs(
         self,
@@ -139,18 +133,7 @@ class TelemetryService:
         limit: int = 1000,
     ) -> M.LogList:
         rows = self._recent(LogRow, dep_id, agent_id, since, limit)
-        return M.LogList(
-            logs=[
-                M.LogLine(
-                    agent_id=r.agent_id,
-                    deployment_id=r.deployment_id,
-                    time=r.time,
-                    level=r.level,
-                    message=r.message,
-                )
-                for r in rows
-            ]
-        )
+        return M.LogList(logs=[convert.log_line(r) for r in rows])
 
     def expire(self) -> None:
         # a time older than the interval no longer holds a point back: forget it, or every
