@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,9 @@ import pytest
 from pipenb.agent.protocol import EXIT_REFUSED
 from pipenb.agent.settings import AgentSettings
 from pipenb.agent.store import AgentStore
+
+from support.processes import clean_env
+from support.waiting import wait_until
 
 # ------------------------------------------------------------------------------ settings and store
 
@@ -71,22 +73,11 @@ def test_store_keeps_the_identity_private_and_writes_atomically(tmp_path: Path) 
 # ------------------------------------------------------------------------------ one worker
 
 
-def wait_until(cond: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)  # poll
-
-
 class Worker:
     """``python -m pipenb.agent.worker`` with a job; its messages collected by a thread."""
 
     def __init__(self, job: dict[str, Any], then: list[dict[str, Any]] = ()):  # type: ignore[assignment]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
+        env = clean_env()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipenb.agent.worker"],
             stdin=subprocess.PIPE,

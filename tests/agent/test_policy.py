@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import site
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pipenb.policy.rules import endpoint_allowed, glob_matches, parse_endpoint
 
 from support.agentproc import AgentProcess
 from support.cli import cli_env
+from support.processes import free_port
 from support.serverproc import ServerProcess
 from support.waiting import wait_until
 
@@ -395,12 +395,6 @@ def receiver() -> Iterator[Receiver]:
         yield r
     finally:
         r.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------ deploy time

@@ -23,6 +23,7 @@ import pipenb
 
 from support.engines import pipe_doc, running
 from support.files import read_ndjson
+from support.processes import free_port
 from support.waiting import async_wait_until, wait_until
 
 SNG = (
@@ -163,12 +164,6 @@ def test_syslog_ng_sends_10k_messages(tmp_path, data_dir, driver):
     else:
         assert len(set(seqs)) == len(seqs)
         assert len(seqs) + stats["dropped"] + stats["kernel_dropped"] == n
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("fmt", ["rfc5424", "rfc3164"])

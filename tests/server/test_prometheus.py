@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.agentproc import AgentProcess
+from support.processes import free_port
 from support.serverproc import ServerProcess
 from support.waiting import wait_until
 
@@ -71,12 +71,6 @@ def test_metrics_parse_and_count_the_fleet(fleet):
         if k[0] == "pipenb_http_request_duration_seconds_count" and ("handler", "CheckinHandler") in k[1]
     ]  # fmt: skip
     assert checkin_latency
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(PROMETHEUS is None, reason="Debian's prometheus is not installed")

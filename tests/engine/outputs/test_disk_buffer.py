@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import requests
 from pipenb.engine.diskbuffer import DiskBufferFull, SegmentLog
 
 from support import REPO_ROOT
+from support.processes import free_port
 from support.waiting import async_wait_until, wait_until
 
 
@@ -81,12 +81,6 @@ def test_a_torn_tail_is_cut_and_the_bound_refuses(tmp_path):
 
 
 # ------------------------------------------------------------------------------ SIGKILL
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pipenb_run(pipe: Path, data_dir: Path, log: Path) -> subprocess.Popen:

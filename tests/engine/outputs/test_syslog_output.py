@@ -24,6 +24,7 @@ from pipenb.engine.inputs import syslog
 
 from support.engines import pipe_doc, running
 from support.files import read_ndjson
+from support.processes import free_port
 from support.waiting import async_wait_until, wait_until
 
 RSYSLOGD = shutil.which("rsyslogd") or (
@@ -165,12 +166,6 @@ def test_tls_sender_refuses_an_untrusted_receiver(tmp_path, data_dir, caplog):
 
 
 # ------------------------------------------------------------------------------ into rsyslog
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(RSYSLOGD is None, reason="rsyslogd is not installed (scripts/peers-test.sh)")
