@@ -27,7 +27,7 @@ import pytest
 
 from pipenb.client import Client
 
-from support.agentproc import AgentProcess, tmp_policy
+from support.agentproc import AgentProcess, end_all, tmp_policy
 from support.processes import pid_alive
 from support.serverproc import ServerProcess
 from support.waiting import wait_until
@@ -224,13 +224,7 @@ def agents(tmp_path: Path) -> Iterator[AgentFactory]:
     try:
         yield start
     finally:
-        for agent in made:
-            agent.cleanup()
-        for agent in made:
-            print(f"==== {agent.log}\n{agent.log_text()}")
-            logs = agent.data_dir / "logs"
-            for f in sorted(logs.iterdir()) if logs.is_dir() else ():
-                print(f"==== {f}\n{f.read_text(errors='replace')[-3000:]}")
+        end_all(made, worker_logs=True)
 
 
 # ------------------------------------------------------------------------------ 1. deploy, upgrade, stop

@@ -17,28 +17,10 @@ import pytest
 from pipenb.client import Client
 
 from support.cli import cli_env
+from support.pipes import BAD_PIPE as BAD
+from support.pipes import LABELLED_PIPE as PIPE
 from support.serverproc import ServerProcess
 from support.waiting import wait_until
-
-PIPE = """\
-name: {name}
-labels: [{label}]
-params:
-  n: {{default: 1, type: int}}
-input: {{echo: {{lines: ['[error] disk full']}}}}
-actions:
-  - filter: 'True'
-output: {{discard: {{}}}}
-"""
-
-BAD = """\
-name: bad
-input: {echo: {lines: [a], bogus: 1}}
-actions:
-  - extrac: {pattern: x}
-output: {file: {}}
-"""
-
 
 _ids = iter(range(1, 1_000_000))
 

@@ -15,6 +15,7 @@ import pytest
 from pipenb.client import Client
 from pipenb.errors import ApiError, AuthError, UsageError
 
+from support.pipes import BAD_PIPE as BAD
 from support.pipes import position
 from support.serverproc import ServerProcess
 
@@ -29,14 +30,6 @@ input: {{echo: {{lines: ['[error] disk full']}}}}
 actions:
   - filter: 'True'
 output: {{discard: {{}}}}
-"""
-
-BAD = """\
-name: bad
-input: {echo: {lines: [a], bogus: 1}}
-actions:
-  - extrac: {pattern: x}
-output: {file: {}}
 """
 
 

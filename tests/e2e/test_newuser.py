@@ -20,19 +20,9 @@ from pipenb.errors import PipenbError
 from support import REPO_ROOT
 from support.agentproc import AgentProcess, tmp_policy
 from support.cli import cli_env
+from support.pipes import LABELLED_PIPE as PIPE
 from support.serverproc import ServerProcess
 from support.waiting import wait_until
-
-PIPE = """\
-name: {name}
-labels: [{label}]
-params:
-  n: {{default: 1, type: int}}
-input: {{echo: {{lines: ['[error] disk full']}}}}
-actions:
-  - filter: 'True'
-output: {{discard: {{}}}}
-"""
 
 _ids = iter(range(1, 1_000_000))
 

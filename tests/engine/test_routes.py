@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +21,9 @@ from pipenb.errors import PipeSyntaxError
 from pipenb.lang.validate import load_pipe
 
 from support import REPO_ROOT
-from support.cli import cli_env
+from support.cli import cli_env, sigkill_mid_run
 from support.faultkit import RefusingSink
 from support.files import read_complete_lines, read_ndjson
-from support.waiting import wait_until
 
 LINES = ["ERROR disk full", "INFO started", "WARN slow", "ERROR net down", "DEBUG x"]
 
@@ -213,22 +211,7 @@ outputs:
   b: {{when: 'endswith(_raw, "0")', file: {{path: "{b}", batch: {{size: 500, timeout: 1s}}}}}}
 """
     )
-    cmd = [sys.executable, "-m", "pipenb", "run", str(pipe), "--data-dir", str(data), "-q"]
-    proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_until(
-            lambda: proc.poll() is not None or len(read_complete_lines(a)) >= 5_000,
-            60,
-            "some output",
-        )
-        assert proc.poll() is None, f"the pipe ended before the kill: {proc.communicate()}"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_mid_run(pipe, data, lambda: len(read_complete_lines(a)) >= 5_000)
     assert 0 < len(read_complete_lines(a)) < n_lines
     for path in (a, b):  # a write cut short by the kill: drop the torn tail (see test_runtime)
         if path.exists():
@@ -237,7 +220,8 @@ outputs:
                 os.truncate(path, data_bytes.rfind(b"\n") + 1)
     assert Path(checkpoint_path(str(data), "crashy2")).exists()
 
-    res = subprocess.run(cmd[:-1], env=cli_env(), capture_output=True, timeout=120)
+    cmd = [sys.executable, "-m", "pipenb", "run", str(pipe), "--data-dir", str(data)]
+    res = subprocess.run(cmd, env=cli_env(), capture_output=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert b"resuming crashy2 from checkpoint" in res.stderr
     for path, expected in (
@@ -270,7 +254,7 @@ def test_a_cluster_run_refuses_several_outputs(tmp_path: Path):
 
 
 def test_the_routes_and_grok_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The tutorial's cells (tests/test_notebooks.py also runs it, inside the lab)."""
+    """The tutorial's cells (tests/jupyter/test_notebooks.py also runs it, inside the lab)."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     root = REPO_ROOT

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +18,9 @@ from pipenb.engine.base import Batch, Input, Output, RunContext
 from pipenb.engine.build import build
 from pipenb.engine.checkpoints import MemoryCheckpointStore, checkpoint_path
 
-from support.cli import cli_env
+from support.cli import cli_env, sigkill_mid_run
 from support.files import read_complete_lines, read_ndjson
-from support.waiting import async_wait_until, wait_until
+from support.waiting import async_wait_until
 
 
 class ListInput(Input):
@@ -380,22 +379,7 @@ input: {{files: {{path: "{log}", follow: false, read-bytes: 1600}}}}
 output: {{file: {{path: "{out}", batch: {{size: {batch_size}, timeout: 1s}}}}}}
 """
     )
-    cmd = [sys.executable, "-m", "pipenb", "run", str(pipe), "--data-dir", str(data), "-q"]
-    proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_until(
-            lambda: proc.poll() is not None or len(read_complete_lines(out)) >= 5_000,
-            60,
-            "some output",
-        )
-        assert proc.poll() is None, f"the pipe ended before the kill: {proc.communicate()}"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_mid_run(pipe, data, lambda: len(read_complete_lines(out)) >= 5_000)
     first = read_complete_lines(out)
     assert 0 < len(first) < n_lines
     # SIGKILL can cut a write short at a page boundary. The file output then appends the replay
@@ -406,7 +390,8 @@ output: {{file: {{path: "{out}", batch: {{size: {batch_size}, timeout: 1s}}}}}}
         os.truncate(out, data_bytes.rfind(b"\n") + 1)
     assert Path(checkpoint_path(str(data), "crashy")).exists()
 
-    res = subprocess.run(cmd[:-1], env=cli_env(), capture_output=True, timeout=120)
+    cmd = [sys.executable, "-m", "pipenb", "run", str(pipe), "--data-dir", str(data)]
+    res = subprocess.run(cmd, env=cli_env(), capture_output=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert b"resuming crashy from checkpoint" in res.stderr
 

@@ -8,21 +8,11 @@ skipped, saying why.
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
-import pytest
-
 from support import ARTIFACTS
+from support.browser import launch, needs_chromium
 from support.labproc import LabProcess
 
-CHROMIUM = os.environ.get("PIPENB_TEST_CHROMIUM", "/usr/bin/chromium")
-
-pytestmark = pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)),
-    reason=f"no chromium at {CHROMIUM} (make test installs Debian's chromium when it can)",
-)
+pytestmark = needs_chromium
 
 
 def test_quickstart_runs_in_jupyterlab_and_shows_the_preview(lab: LabProcess) -> None:
@@ -30,17 +20,7 @@ def test_quickstart_runs_in_jupyterlab_and_shows_the_preview(lab: LabProcess) ->
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-gpu",
-                "--no-first-run",
-            ],
-        )
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)

@@ -13,7 +13,6 @@ without chromium, the test is skipped, saying why.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -21,40 +20,23 @@ from pathlib import Path
 import pytest
 
 from support import ARTIFACTS, REPO_ROOT
+from support.browser import launch, needs_chromium
 from support.labproc import LabProcess
 
-CHROMIUM = os.environ.get("PIPENB_TEST_CHROMIUM", "/usr/bin/chromium")
 REPO = REPO_ROOT
 BUILT = REPO / "pipenb" / "labextension" / "package.json"
 SAMPLE = (
-    "examples/data/Apache_2k.log"  # loghub's Apache 2k sample, as tests/test_loghub.py reads it
+    "examples/data/Apache_2k.log"  # loghub's Apache 2k sample, as tests/e2e/test_loghub.py reads it
 )
 
 pytestmark = [
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)),
-        reason=f"no chromium at {CHROMIUM} (make test installs Debian's chromium when it can)",
-    ),
+    needs_chromium,
     pytest.mark.skipif(
         not BUILT.exists(), reason="the JupyterLab extension is not built: make build-lab"
     ),
     pytest.mark.slow,
     pytest.mark.timeout(600),
 ]
-
-
-def launch(pw):  # type: ignore[no-untyped-def]
-    return pw.chromium.launch(
-        executable_path=CHROMIUM,
-        headless=True,
-        args=[
-            "--no-sandbox",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-gpu",
-            "--no-first-run",
-        ],
-    )
 
 
 def editor_line(page, text: str):  # type: ignore[no-untyped-def]

@@ -23,11 +23,11 @@ import pytest
 import requests
 
 from support import REPO_ROOT
+from support.browser import CHROMIUM
 from support.waiting import wait_until
 
 REPO = REPO_ROOT
 BUILT = REPO / "pipenb" / "labextension" / "static" / "style.js"
-CHROMIUM = os.environ.get("PIPENB_TEST_CHROMIUM", "/usr/bin/chromium")
 ROOT_ARGS = ["--allow-root"] if os.geteuid() == 0 else []  # containers and CI run as root
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
-from support.agentproc import AgentProcess
+from support.agentproc import AgentProcess, end_all
 from support.edgekit import error_of
 from support.serverproc import PREFIX, ServerProcess
 from support.waiting import wait_until
@@ -60,10 +60,7 @@ def agents(tmp_path: Path) -> Iterator[Any]:
     try:
         yield start
     finally:
-        for agent in made:
-            agent.cleanup()
-        for agent in made:
-            print(f"==== {agent.log}\n{agent.log_text()}")
+        end_all(made)
 
 
 def new_token(srv: ServerProcess, **body: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import orjson
 import pytest
 import requests
 
-from support.agentproc import AgentProcess
+from support.agentproc import AgentProcess, end_all
 from support.edgekit import error_of
 from support.processes import pid_alive
 from support.serverproc import ServerProcess
@@ -57,10 +57,7 @@ def agents(tmp_path: Path) -> Iterator[Any]:
     try:
         yield start
     finally:
-        for agent in made:
-            agent.cleanup()
-        for agent in made:
-            print(f"==== {agent.log}\n{agent.log_text()}")
+        end_all(made)
 
 
 def add_agent(srv: ServerProcess, **key: Any) -> tuple[str, dict[str, Any]]:

@@ -1,6 +1,6 @@
 """The HTTP API against its own OpenAPI document, with schemathesis.
 
-A real ``pipenb server`` (``tests/serverproc.py``) is started with a user token and an
+A real ``pipenb server`` (``tests/support/serverproc.py``) is started with a user token and an
 enrollment key, and seeded: a pipe with two versions, an agent with an API key that has checked
 in (so it has metrics and logs), a deployment on it and a capture command. The document the
 server serves at ``/pipenb/api/v1/openapi.json`` is loaded with schemathesis, and every

@@ -13,6 +13,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+from support.edgekit import error_of
 from support.serverproc import ServerProcess
 from support.waiting import wait_until as wait_for
 
@@ -28,15 +29,6 @@ def pipe_yaml(name: str, marker: int = 1) -> str:
     return (
         f"name: {name}\ninput: {{echo: {{events: [{{n: {marker}}}]}}}}\noutput: {{discard: {{}}}}\n"
     )
-
-
-def error_of(resp, status: int, code: str | None = None) -> dict:
-    assert resp.status_code == status, (resp.status_code, resp.text)
-    err = resp.json()["error"]
-    assert set(err) == {"code", "message", "details"}
-    if code is not None:
-        assert err["code"] == code, err
-    return err
 
 
 SERVER = {"poll_interval": POLL}  # the shared srv fixture

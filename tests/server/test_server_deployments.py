@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 
+from support.edgekit import error_of
 from support.serverproc import ServerProcess
 from support.waiting import wait_until as wait_for
 
@@ -34,15 +35,6 @@ params:
 input: {{echo: {{events: [{{p: "{{{{path}}}}", l: "{{{{level}}}}", e: "{{{{every}}}}"}}]}}}}
 output: {{discard: {{}}}}
 """
-
-
-def error_of(resp, status: int, code: str | None = None) -> dict:
-    assert resp.status_code == status, (resp.status_code, resp.text)
-    err = resp.json()["error"]
-    assert set(err) == {"code", "message", "details"}
-    if code is not None:
-        assert err["code"] == code, err
-    return err
 
 
 def uid(prefix: str) -> str:

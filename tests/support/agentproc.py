@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from support.processes import clean_env, kill_group
+from support.processes import clean_env, kill_group, terminate
 
 
 class AgentProcess:
@@ -145,16 +144,10 @@ class AgentProcess:
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait for the exit code (SIGKILL and fail if it does not come)."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(
-                    f"the agent did not exit within {timeout}s of SIGTERM\n{self.log_text()}"
-                ) from None
+        if not terminate(self.proc, timeout):
+            raise AssertionError(
+                f"the agent did not exit within {timeout}s of SIGTERM\n{self.log_text()}"
+            )
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -243,3 +236,16 @@ def tmp_policy(*more: str) -> tuple[str, ...]:
 
     tmp = os.path.realpath(tempfile.gettempdir())
     return ("--allow-read", f"{tmp}/**", "--allow-write", tmp, *more)
+
+
+def end_all(agents: list[AgentProcess], *, worker_logs: bool = False) -> None:
+    """For an agent factory fixture's finalizer: end every agent and worker, then print each
+    agent's log (and, with ``worker_logs``, the tail of each worker's log); pytest shows them
+    when the test failed."""
+    for agent in agents:
+        agent.cleanup()
+    for agent in agents:
+        print(f"==== {agent.log}\n{agent.log_text()}")
+        logs = agent.data_dir / "logs"
+        for f in sorted(logs.iterdir()) if worker_logs and logs.is_dir() else ():
+            print(f"==== {f}\n{f.read_text(errors='replace')[-3000:]}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -66,3 +67,22 @@ def run_cli(
         proc.stdout.decode("utf-8", "replace"),
         proc.stderr.decode("utf-8", "replace"),
     )
+
+
+def sigkill_mid_run(pipe: Path, data_dir: Path, ready: Callable[[], object]) -> None:
+    """``pipenb run PIPE`` in a subprocess, killed with SIGKILL once ``ready()`` holds: a crash
+    in the middle of a run. Fails if the pipe ended before it could be killed."""
+    from support.waiting import wait_until
+
+    cmd = [sys.executable, "-m", "pipenb", "run", str(pipe), "--data-dir", str(data_dir), "-q"]
+    proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: proc.poll() is not None or ready(), 60, "some output")
+        assert proc.poll() is None, f"the pipe ended before the kill: {proc.communicate()}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGKILL

@@ -15,6 +15,29 @@ from pipenb.engine.build import compile_chain
 from pipenb.engine.steps import build_chain
 from pipenb.lang.validate import load_pipe
 
+#: A pipe for the control-plane tests, ``.format(name=..., label=...)``: a label to deploy it by
+#: and an int parameter ``n``.
+LABELLED_PIPE = """\
+name: {name}
+labels: [{label}]
+params:
+  n: {{default: 1, type: int}}
+input: {{echo: {{lines: ['[error] disk full']}}}}
+actions:
+  - filter: 'True'
+output: {{discard: {{}}}}
+"""
+
+#: A pipe document with three mistakes: an unknown option, a misspelt action, a file output
+#: without a path (each must be reported, located).
+BAD_PIPE = """\
+name: bad
+input: {echo: {lines: [a], bogus: 1}}
+actions:
+  - extrac: {pattern: x}
+output: {file: {}}
+"""
+
 
 def actions_pipe(actions: str, *, input: str = "{echo: {events: [{}]}}") -> str:
     """A valid pipe document around an ``actions:`` block written as YAML list items."""
