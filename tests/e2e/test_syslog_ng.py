@@ -17,13 +17,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-import trustme
 
 import pipenb
 
 from support.engines import pipe_doc, running
 from support.files import read_ndjson
 from support.processes import free_port
+from support.tlskit import trustme_certs as certs
 from support.waiting import async_wait_until, wait_until
 
 SNG = (
@@ -82,15 +82,6 @@ def send_unix(path: Path, messages: list[str]) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         for m in messages:
             s.sendto(m.encode(), str(path))
-
-
-def certs(tmp_path: Path) -> tuple[str, str]:
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    chain, ca_file = tmp_path / "server.pem", tmp_path / "ca.pem"
-    server.private_key_and_cert_chain_pem.write_to_path(str(chain))
-    ca.cert_pem.write_to_path(str(ca_file))
-    return str(chain), str(ca_file)
 
 
 @pytest.mark.parametrize("driver", ["syslog-tcp", "syslog-tls", "network-tcp", "network-udp"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from support.edgekit import add_agent
 from support.serverproc import ServerProcess
 
 ENROLL_KEY = "ek-secret"
@@ -38,15 +39,6 @@ def checkin(srv: ServerProcess, agent_id: str, key: str | None, seq: int = 0, **
     return srv.request(
         "POST", "/agent/checkin", token=key, json={"agent_id": agent_id, "seq": seq, **body}
     )
-
-
-def add_agent(srv: ServerProcess, agent_id: str, labels: list[str] | None = None) -> str:
-    """An agent added by hand, with one API key; returns the key."""
-    r = srv.request("POST", "/agents", json={"id": agent_id, "labels": labels or []})
-    assert r.status_code == 201, r.text
-    r = srv.request("POST", f"/agents/{agent_id}/keys")
-    assert r.status_code == 201, r.text
-    return r.json()["api_key"]
 
 
 @pytest.fixture(scope="module")

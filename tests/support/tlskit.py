@@ -1,4 +1,5 @@
-"""TLS helpers for ``test_tls.py``: certificates to be wrong with, and proxies on loopback.
+"""TLS helpers: certificates to be wrong with, and proxies on loopback (``test_tls.py``), and a
+trustme certificate for listeners and peers (``trustme_certs``).
 
 - ``expired_chain`` / ``chain_files``: certificate files made with the server's own
   ``pipenb.server.certs`` (trustme cannot make expired ones);
@@ -159,3 +160,16 @@ class Proxy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def trustme_certs(directory: Path) -> tuple[str, str]:
+    """A trustme CA's certificate for 127.0.0.1 and localhost: (chain file with the key, CA
+    file), written into ``directory``; for a listener or a peer the test starts."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    chain, ca_file = directory / "server.pem", directory / "ca.pem"
+    server.private_key_and_cert_chain_pem.write_to_path(str(chain))
+    ca.cert_pem.write_to_path(str(ca_file))
+    return str(chain), str(ca_file)

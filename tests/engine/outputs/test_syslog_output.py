@@ -16,7 +16,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-import trustme
 
 import pipenb
 from pipenb.engine.codecs.syslog import encode, frame
@@ -25,6 +24,7 @@ from pipenb.engine.inputs import syslog
 from support.engines import pipe_doc, running
 from support.files import read_ndjson
 from support.processes import free_port
+from support.tlskit import trustme_certs as certs
 from support.waiting import async_wait_until, wait_until
 
 RSYSLOGD = shutil.which("rsyslogd") or (
@@ -81,15 +81,6 @@ def sender_doc(output: dict, events: list[dict], errors: Path | None = None) -> 
     if errors is not None:
         doc["errors"] = {"file": {"path": str(errors), "batch": {"timeout": "10ms"}}}
     return pipenb.Pipe.from_yaml(orjson.dumps(doc).decode())
-
-
-def certs(tmp_path: Path) -> tuple[str, str]:
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    chain, ca_file = tmp_path / "server.pem", tmp_path / "ca.pem"
-    server.private_key_and_cert_chain_pem.write_to_path(str(chain))
-    ca.cert_pem.write_to_path(str(ca_file))
-    return str(chain), str(ca_file)
 
 
 @pytest.mark.parametrize(
