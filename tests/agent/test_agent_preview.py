@@ -27,7 +27,9 @@ from support.waiting import wait_until
 
 ENROLL_KEY = "ek-preview"
 
-SERVER = {"enroll_key": ENROLL_KEY, "poll_interval": 1.0}  # the shared srv fixture
+# the shared srv fixture; an agent counts as offline after 8 s, not 3 poll intervals: on a loaded
+# 2-core machine a check-in can come late, and these tests are about previews, not presence
+SERVER = {"enroll_key": ENROLL_KEY, "poll_interval": 1.0, "extra": ("--offline-after", "8")}
 
 
 @pytest.fixture
@@ -53,7 +55,11 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., tuple[AgentProcess, str]]]:
         )
         made.append(agent)
         agent.start()
-        return agent, agent.wait_enrolled()
+        aid = agent.wait_enrolled()
+        # enrolled is not yet checked in: a preview is refused until the server has seen the agent
+        wait_until(lambda: srv.request("GET", f"/agents/{aid}").json()["state"] != "offline",
+                   timeout=30, what=f"agent {name}'s first check-in")  # fmt: skip
+        return agent, aid
 
     try:
         yield start
