@@ -5,6 +5,9 @@
 - ``pipenb reference`` prints exactly the committed ``docs/reference.md``.
 - The check-in body the agent builds (full and incremental, and the last one when it leaves)
   validates against the server's ``CheckinRequest`` model, which forbids unknown fields.
+- The check-in shapes (``pipenb/checkin_shapes.py``, the agent's side, checked by mypy) and the
+  server's models that validate them name the same fields, and what the server requires the
+  shape requires too.
 
 Each was checked to fail by breaking its contract on purpose (docs/contributing.md says how).
 """
@@ -14,17 +17,20 @@ from __future__ import annotations
 import asyncio
 import importlib
 import pkgutil
+import typing
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from pipenb import checkin_shapes
 from pipenb.agent.agent import Agent
 from pipenb.agent.settings import AgentSettings
 from pipenb.agent.supervisor import WorkerHandle
 from pipenb.lang.catalog import BUILTINS
 from pipenb.lang.registry import registry
+from pipenb.server import models
 from pipenb.server.models import CheckinRequest
 
 from support import REPO_ROOT
@@ -174,3 +180,24 @@ def test_the_guard_sees_a_field_the_server_does_not_know(tmp_path: Path) -> None
     body = agent._report(wait=0.0)
     with pytest.raises(ValueError, match="extra"):
         valid({**body, "new_field": 1})
+
+
+# ------------------------------------------------------------------------------ the check-in shapes
+
+
+@pytest.mark.parametrize("model_name", sorted(checkin_shapes.SHAPES))
+def test_each_checkin_shape_and_its_server_model_name_the_same_fields(model_name: str) -> None:
+    shape = checkin_shapes.SHAPES[model_name]
+    model = getattr(models, model_name)
+    keys = set(typing.get_type_hints(shape))
+    fields = set(model.model_fields)
+    assert keys - fields == set(), f"{model_name}: the agent's shape has fields the server lacks"
+    assert fields - keys == set(), f"{model_name}: the server's model has fields the shape lacks"
+    required = {name for name, f in model.model_fields.items() if f.is_required()}
+    missing = required - set(shape.__required_keys__)
+    assert not missing, f"{model_name}: the server requires {missing}, the shape lets them out"
+
+
+def test_the_server_checks_the_pipe_states_the_agent_reports() -> None:
+    assert models.PipeReport.model_fields["state"].annotation is checkin_shapes.PipeState
+    assert models.MAX_CHECKIN_LOGS is checkin_shapes.MAX_CHECKIN_LOGS

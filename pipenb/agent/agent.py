@@ -19,6 +19,7 @@ import random
 import socket
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from pipenb.agent.http import post
@@ -27,6 +28,7 @@ from pipenb.agent.store import AgentStore
 from pipenb.agent.supervisor import WorkerHandle
 from pipenb.agent.trust import Trust
 from pipenb.capabilities import CAPABILITIES
+from pipenb.checkin_shapes import CaptureBody, CheckinBody, LogBody, PipeReportBody
 from pipenb.errors import AgentError, AgentTurnedAway, ServerError
 from pipenb.tls import plain_http_problem
 
@@ -52,7 +54,7 @@ class Agent:
         self.applied = self.store.applied_seqs()
         self.seq = 0
         self.full = True
-        self.logs: deque[dict[str, Any]] = deque(maxlen=settings.buffer_logs)
+        self.logs: deque[LogBody] = deque(maxlen=settings.buffer_logs)
         self.acks: list[str] = []
         self.sent_state: dict[str, tuple] = {}
         self.sent_metrics_at: dict[str, float] = {}
@@ -62,7 +64,7 @@ class Agent:
         self._reconcile_lock = asyncio.Lock()
         self._tapping: set[str] = set()  # capture commands a worker is working on
         self._previewing: set[str] = set()  # preview commands under way (pipenb.agent.preview)
-        self.previews: dict[str, dict[str, Any]] = {}  # command id -> answer to report
+        self.previews: dict[str, CaptureBody] = {}  # command id -> answer to report
         # the server's settings (pipenb.agent.remote_settings) over the command line's
         self.base: dict[str, Any] = {
             "metrics-every": settings.metrics_every,
@@ -78,7 +80,7 @@ class Agent:
         self._log_level0 = logging.getLogger("pipenb").level
         self._ship_tokens = 0.0
         self._ship_at = time.monotonic()
-        self.retired: dict[str, dict[str, Any]] = {}  # final reports of removed workers
+        self.retired: dict[str, PipeReportBody] = {}  # final reports of removed workers
         self._tasks: set[asyncio.Task] = set()  # reconciles and restarts under way
         self.refused: ServerError | None = None  # why the server turned this agent away
         self.trust = Trust(settings.server, settings.data_dir, settings.tls_options())
@@ -145,7 +147,7 @@ class Agent:
     def news(self) -> None:
         self._news.set()
 
-    def _post(self, path: str, body: dict[str, Any], key: str | None, timeout: float) -> Any:
+    def _post(self, path: str, body: Mapping[str, Any], key: str | None, timeout: float) -> Any:
         """One request to the server (blocking: run it in a thread)."""
         context = self.trust.context()
         return post(
@@ -221,7 +223,7 @@ class Agent:
         now, every = time.monotonic(), self.settings.metrics_every
         return max(0.0, min(self.sent_metrics_at.get(d, 0.0) + every - now for d in self.workers))
 
-    def _report(self, wait: float) -> dict[str, Any]:
+    def _report(self, wait: float) -> CheckinBody:
         now = time.monotonic()
         pipes = []
         self._due_sent = set()
@@ -246,7 +248,8 @@ class Agent:
                 pipes.append(final)
         captures = [c for w in self.workers.values() for c in w.captures.values()]
         captures += list(self.previews.values())
-        body: dict[str, Any] = {
+        assert self.agent_id is not None  # reports begin once the agent has enrolled
+        body: CheckinBody = {
             "agent_id": self.agent_id,
             "seq": self.seq,
             "full": self.full,
@@ -266,7 +269,7 @@ class Agent:
             body["attributes"] = self.attributes()
         return body
 
-    def _sent(self, body: dict[str, Any]) -> None:
+    def _sent(self, body: CheckinBody) -> None:
         """The server has this report: forget what it carried."""
         now = time.monotonic()
         for p in body["pipes"]:
@@ -502,7 +505,7 @@ class Agent:
         from pipenb.agent import preview
 
         cid = cmd["id"]
-        answer: dict[str, Any] = {"command_id": cid, "events": []}
+        answer: CaptureBody = {"command_id": cid, "events": []}
         try:
             why = preview.refusal(self.settings.policy)
             if why is not None:
@@ -704,7 +707,7 @@ def _prepare_run_as(data_dir: str, user: str) -> None:
         os.chmod(path, 0o700)
 
 
-def _logline(level: str, dep_id: str | None, message: str) -> dict[str, Any]:
+def _logline(level: str, dep_id: str | None, message: str) -> LogBody:
     from datetime import datetime, timezone
 
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import ssl
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from pipenb.urls import API_PREFIX
 def post(
     url: str,
     path: str,
-    body: dict[str, Any],
+    body: Mapping[str, Any],
     key: str | None,
     timeout: float,
     context: ssl.SSLContext | None = None,

@@ -9,11 +9,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from pipenb.agent.protocol import EXIT_REFUSED
+from pipenb.checkin_shapes import CaptureBody, PipeReportBody, PipeState
 
 log = logging.getLogger("pipenb.agent")
 
@@ -48,12 +49,12 @@ class WorkerHandle:
         self.dep_id: str = desired["deployment_id"]
         self.hash: str = desired["hash"]
         self.on_change = on_change
-        self.state = "starting"
+        self.state: PipeState = "starting"
         self.error: str | None = None
         self.metrics: dict[str, Any] | None = None
         self.checkpoint: Any = None
         self.proc: asyncio.subprocess.Process | None = None
-        self.captures: dict[str, dict[str, Any]] = {}  # command id -> result to report
+        self.captures: dict[str, CaptureBody] = {}  # command id -> result to report
         self.failures = 0
         self.started_at = 0.0
         self.restart_at: float | None = None
@@ -106,7 +107,8 @@ class WorkerHandle:
                 continue
             if msg.get("type") == "status":
                 changed = msg.get("state") != self.state or msg.get("error") != self.error
-                self.state = msg.get("state", self.state)
+                # the worker is ours and says one of the PipeState words (agent/protocol.py)
+                self.state = cast(PipeState, msg.get("state", self.state))
                 self.error = msg.get("error")
                 if msg.get("metrics") is not None:
                     self.metrics = msg["metrics"]
@@ -196,7 +198,7 @@ class WorkerHandle:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._reader, 5)
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> PipeReportBody:
         return {
             "deployment_id": self.dep_id,
             "hash": self.hash,

@@ -13,19 +13,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from pipenb.checkin_shapes import (
+    MAX_CAPTURE_EVENTS,
+    MAX_CHECKIN_ACKS,
+    MAX_CHECKIN_CAPTURES,
+    MAX_CHECKIN_LOGS,
+    MAX_CHECKIN_PIPES,
+    MAX_LOG_MESSAGE,
+    PipeState,
+)
+
 #: The largest integer any request may carry where it is stored (a PostgreSQL ``integer``);
 #: a larger one is a 400, never an overflow in the database (a 500).
 MAX_INT32 = 2**31 - 1
 #: An agent's check-in counter lives in memory only: a signed 64-bit range.
 MAX_INT64 = 2**63 - 1
 
-# What one check-in may carry. An agent sends at most MAX_CHECKIN_LOGS lines at a time.
-MAX_CHECKIN_PIPES = 1000
-MAX_CHECKIN_LOGS = 1000
-MAX_CHECKIN_CAPTURES = 100
-MAX_CHECKIN_ACKS = 1000
-MAX_CAPTURE_EVENTS = 10_000
-MAX_LOG_MESSAGE = 10_000  # characters kept of a log line or an error; the rest is cut
+# What one check-in may carry (MAX_CHECKIN_*, MAX_CAPTURE_EVENTS, MAX_LOG_MESSAGE) and the pipe
+# states are declared once, with the check-in shapes the agent builds, in pipenb/checkin_shapes.py
+# (standard library only); the check-in models below check those shapes.
 
 
 def _utc(value: datetime) -> datetime:
@@ -425,7 +431,7 @@ class LogList(Model):
 class PipeReport(Model):
     deployment_id: DepId
     hash: str = Field(default="", max_length=64)
-    state: Literal["starting", "running", "failed", "stopped", "finished", "refused"]
+    state: PipeState
     error: Reported | None = None
     metrics: dict[str, Any] | None = None
     checkpoint: Any = None
