@@ -21,6 +21,7 @@ from typing import Any
 from pipenb.engine.base import Batch, Event, Output, RetryableOutputError, RunContext
 from pipenb.engine.build import Parts, build
 from pipenb.engine.checkpoints import CheckpointStore, MemoryCheckpointStore
+from pipenb.engine.inflight import InFlight
 from pipenb.engine.steps import Chain, Failure, deep_copy
 from pipenb.errors import PipeRuntimeError
 from pipenb.lang.spec import PipeSpec
@@ -124,6 +125,9 @@ class Engine:
         self._staged: Chain | None = None  # unfused twin of the chain, used while tapping
         for r in self.parts.routes:
             self.metrics.outputs[r.name] = OutputCounts()
+        #: ``concurrency: N`` on the (single) output: N writes in flight, committed in order
+        n = getattr(self.parts.output, "concurrency", 1)
+        self._inflight = InFlight(n, self._commit) if n > 1 and not self.parts.routes else None
 
     # ------------------------------------------------------------------ taps
     def resolve_stage(self, stage: str | int | None) -> int | str:
@@ -227,6 +231,9 @@ class Engine:
                 timeout = None
                 if pending or self._dead:
                     timeout = max(0.0, self.batch_timeout - (time.monotonic() - since))
+                if self._inflight is not None and self._inflight.busy:
+                    # commit writes that finished, even while the input is quiet
+                    timeout = min(self.batch_timeout, timeout or self.batch_timeout)
                 if tick_every is not None:
                     until_tick = max(0.0, next_tick - time.monotonic())
                     timeout = until_tick if timeout is None else min(timeout, until_tick)
@@ -291,6 +298,8 @@ class Engine:
             self.error = str(exc) or type(exc).__name__
             raise
         finally:
+            if self._inflight is not None:
+                self._inflight.cancel()
             if self._reader is not None and not self._reader.done():
                 self._reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -425,13 +434,26 @@ class Engine:
     async def _flush(
         self, events: list[Event], position: Any, have_pos: bool, *, final: bool = False
     ) -> None:
-        m = self.metrics
+        if self._inflight is not None:
+            if events or have_pos:
+                # one write per batch.size part, so the parts of a large input batch overlap
+                # too; only the last carries the position (committed once all are written)
+                size = max(1, self.batch_size)
+                parts = [events[i : i + size] for i in range(0, len(events), size)] or [[]]
+                for k, part in enumerate(parts):
+                    last = k == len(parts) - 1
+                    write = self._write(self.parts.output, part) if part else None
+                    await self._inflight.add(write, position if last else None, have_pos and last)
+            elif not self._inflight.busy:
+                await self._commit(None, False)  # dead letters alone
+            await self._inflight.settle(everything=final)
+            return
         if not self.parts.routes:
             await self._write(self.parts.output, events)
         else:
             # every output that received a share confirms it before the input moves on
             jobs = [
-                self._write(r.output, share, m.outputs[r.name], f" ({r.name})")
+                self._write(r.output, share, self.metrics.outputs[r.name], f" ({r.name})")
                 for r, share in self._route(events, final)
                 if share
             ]
@@ -439,6 +461,11 @@ class Engine:
             for res in results:
                 if isinstance(res, BaseException):
                     raise res
+        await self._commit(position, have_pos)
+
+    async def _commit(self, position: Any, have_pos: bool) -> None:
+        """After a batch was written: the dead letters so far, then the input's position."""
+        m = self.metrics
         if self._dead:
             dead, self._dead = self._dead, []
             m.dead_letters += len(dead)
@@ -493,7 +520,11 @@ class Engine:
                 **extra,
             },
             "actions": [c.as_dict() for c in self.parts.chain.counts],
-            "output": {"name": self.spec.output.name, **m.output.as_dict()},
+            "output": {
+                "name": self.spec.output.name,
+                **m.output.as_dict(),
+                **({"in_flight_most": self._inflight.most} if self._inflight is not None else {}),
+            },
             **(
                 {
                     "outputs": {
