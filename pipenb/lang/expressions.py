@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipenb.errors import EventError
+from pipenb.lang.regexes import compile_user
 
 FUNCTIONS = [
     "len",
@@ -259,7 +260,7 @@ def _contains(v, sub):
 def _matches(v, pattern):
     if v is None:
         return None
-    rx = pattern if isinstance(pattern, re.Pattern) else re.compile(str(pattern))
+    rx = pattern if hasattr(pattern, "search") else compile_user(str(pattern))
     return rx.search(v if isinstance(v, str) else str(v)) is not None
 
 
@@ -742,7 +743,7 @@ class _Compiler:
                 if not isinstance(value, str):
                     raise self.fail(node, "matches() takes a regular expression string")
                 try:
-                    args[1] = self.ns.const(re.compile(value), "rx")
+                    args[1] = self.ns.const(compile_user(value), "rx")
                 except re.error as exc:
                     raise self.fail(node, f"invalid regular expression: {exc}") from None
         return f"_f_{name}({', '.join(args)})"
