@@ -242,3 +242,44 @@ def test_http_server_deflate_zstd_and_a_clear_415(tmp_path, data_dir):
     assert a["br"].headers["Accept-Encoding"] == "gzip, deflate, zstd"
     assert a["bomb"].status_code == 413
     assert a["garbage"].status_code == 400 and "not valid zstd" in a["garbage"].text
+
+
+# ------------------------------------------------------------------------------ rotation
+
+
+def test_a_rotated_file_gone_unread_is_counted_and_logged(tmp_path, caplog):
+    """Tailing only app.log while it rotates twice between two scans: the middle file was
+    never seen. The input counts it (``rotated_unread``) and says to glob the rotated names;
+    an archive older than the pipe, and the file it was reading, are not counted."""
+    from pipenb.engine.base import RunContext
+    from pipenb.engine.inputs.files import FilesInput, FilesOptions
+
+    log = tmp_path / "app.log"
+    (tmp_path / "app.log.3").write_bytes(b"old archive\n")
+    os.utime(tmp_path / "app.log.3", (1_000_000, 1_000_000))
+    log.write_bytes(b"a1\na2\n")
+    inp = FilesInput(FilesOptions(path=str(log)), RunContext())
+    try:
+        inp._scan(initial=True)
+        assert inp._read(next(iter(inp.files.values()))).events == [{"_raw": "a1"}, {"_raw": "a2"}]
+        # two rotations before the next scan: A -> app.log.2, B (never seen) -> app.log.1
+        log.rename(tmp_path / "app.log.1")
+        log.write_bytes(b"b1\n")
+        (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
+        log.rename(tmp_path / "app.log.1")
+        log.write_bytes(b"c1\n")
+        with caplog.at_level("WARNING", logger="pipenb.engine.files"):
+            inp._scan(initial=False)
+        assert inp.stats()["rotated_unread"] == 1
+        warned = [r.getMessage() for r in caplog.records if "rotated away" in r.getMessage()]
+        assert len(warned) == 1 and "app.log.1" in warned[0] and f"path: {log}*" in warned[0]
+        # an ordinary rotation afterwards (C -> app.log.1 after being read) warns no more
+        for f in list(inp.files.values()):
+            inp._read(f)
+        (tmp_path / "app.log.1").unlink()
+        log.rename(tmp_path / "app.log.1")
+        log.write_bytes(b"d1\n")
+        inp._scan(initial=False)
+        assert inp.stats()["rotated_unread"] == 1
+    finally:
+        asyncio.run(inp.close())

@@ -132,9 +132,11 @@ class _File:
     #: it is read to its end like any file (once, with follow: false)
     virtual: bool = False
     columns: list[str] | None = None  # format: csv with header: true: this file's header
+    opened_at: float = 0.0  # wall clock, to tell files rotated since from older archives
 
 
 _BOM = b"\xef\xbb\xbf"
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
 _QUOTE_OR_NEWLINE = re.compile(rb'["\n]')
 
 
@@ -172,12 +174,14 @@ class FilesInput(Input):
         self.restored: dict[str, dict[str, Any]] | None = None
         self._last_scan = 0.0
         self.long_lines = 0  # lines cut because they were longer than max-line-bytes
+        self.rotated_unread = 0  # rotated files seen gone before a byte of them was read
+        self._seen: set[str] = set()  # keys of every file opened (and of those warned about)
         self._logged_long = -1e9
         ml = options.multiline
         self._ml_start = re.compile(ml.start).search if ml is not None else None
 
     def stats(self) -> dict[str, Any]:
-        return {"long_lines": self.long_lines}
+        return {"long_lines": self.long_lines, "rotated_unread": self.rotated_unread}
 
     def _count_long(self, n: int, path: str) -> None:
         if n <= 0:
@@ -245,6 +249,7 @@ class FilesInput(Input):
         now = time.monotonic()
         self._last_scan = now
         found = self._matches()
+        held = {f.path: f for f in self.files.values()}  # where each file was last seen
         for key, path in found.items():
             f = self.files.get(key)
             if f is not None:
@@ -252,9 +257,46 @@ class FilesInput(Input):
                 f.gone_since = None
                 continue
             self._open(key, path, initial)
+            before = held.get(path)
+            if before is not None and before.key != key and before.key not in found:
+                self._missed_rotations(path, before, set(found))
         for key, f in self.files.items():
             if key not in found and f.gone_since is None:
                 f.gone_since = now
+
+    def _missed_rotations(self, path: str, before: _File, found: set[str]) -> None:
+        """``path`` holds a new file: were other files rotated through it unseen? A sibling
+        named like it (``app.log.1``, ``app.log-2026...``; not compressed) that no glob matches,
+        that was never opened, and that changed after the file we had there was opened, was
+        written and rotated away between two scans: its lines were never read."""
+        folder, name = os.path.split(path)
+        try:
+            entries = list(os.scandir(folder or "."))
+        except OSError:
+            return
+        for entry in entries:
+            if not entry.name.startswith(name) or entry.name == name:
+                continue
+            if entry.name[len(name)] not in ".-_" or entry.name.endswith(_COMPRESSED):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            key = f"{st.st_dev}:{st.st_ino}"
+            if key in found or key in self.files or key in self._seen:
+                continue
+            if st.st_mtime < before.opened_at:
+                continue  # an archive older than what we read: not ours to read
+            self._seen.add(key)
+            self.rotated_unread += 1
+            log.warning(
+                "files: %s was rotated away before it was read (%d bytes never read); tail the "
+                "rotated names too, e.g. path: %s*",
+                entry.path,
+                st.st_size,
+                path,
+            )
 
     def _open(self, key: str, path: str, initial: bool) -> None:
         guard = self.ctx.guard
@@ -284,8 +326,19 @@ class FilesInput(Input):
         fh.seek(offset)
         virtual = st.st_size == 0 and fp_len > 0  # an empty file has no bytes to fingerprint
         self.files[key] = _File(
-            key, path, fh, offset, fp, fp_len, last_data=time.monotonic(), virtual=virtual
+            key,
+            path,
+            fh,
+            offset,
+            fp,
+            fp_len,
+            last_data=time.monotonic(),
+            virtual=virtual,
+            opened_at=time.time(),
         )
+        if len(self._seen) > 100_000:
+            self._seen.clear()
+        self._seen.add(key)
 
     # ------------------------------------------------------------------ reading
     def _read(self, f: _File) -> Batch | bool:
