@@ -59,7 +59,8 @@ class FilesOptions(Options):
     instead; values past the names, and all of them without either, are ``column_N`` (N from 1).
     ``delimiter``: one character, ``,`` by default. A UTF-8 byte order mark at the start of a
     file is dropped, whatever the format.
-    ``metadata: true`` adds ``_path`` and ``_offset`` (byte offset of the line) to each event.
+    ``metadata: true`` adds ``_path`` and ``_offset`` (byte offset of the line) to each event
+    (``_path`` only with ``format: csv``).
     ``max-line-bytes``: a longer line is cut into pieces of that size (counted in ``long_lines``
     and logged). ``invalid-utf8`` (``format: json``): a line with bytes that are not UTF-8 goes
     to ``errors:`` on its own (``error``, default) or is decoded with U+FFFD in their place
