@@ -283,3 +283,29 @@ def test_a_rotated_file_gone_unread_is_counted_and_logged(tmp_path, caplog):
         assert inp.stats()["rotated_unread"] == 1
     finally:
         asyncio.run(inp.close())
+
+
+def test_csv_header_after_a_live_rename_rotation(tmp_path, data_dir):
+    """Tailing app.csv: after a rename rotation the new app.csv's first record is its header."""
+    src, out = tmp_path / "app.csv", tmp_path / "out.ndjson"
+    src.write_bytes(b"a,b\n1,2\n")
+    pipe = pipe_doc({"files": {"path": str(src), "format": "csv", "header": True,
+                               "glob-interval": "50ms", "poll-interval": "20ms"}}, out)  # fmt: skip
+
+    def got() -> list[dict]:
+        return [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+
+    async def scenario():
+        async with running(pipe, data_dir, listening=False):
+            await async_wait_until(lambda: len(got()) == 1, what="the first file's row")
+            src.rename(tmp_path / "app.csv.1")
+            src.write_bytes(b"x,y,z\n7,8,9\n")
+            with (tmp_path / "app.csv.1").open("ab") as f:
+                f.write(b"3,4\n")  # the writer's last line into the renamed file
+            await async_wait_until(lambda: len(got()) == 3, what="both files' rows")
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    rows = got()
+    assert rows[0] == {"a": "1", "b": "2"}
+    assert sorted(map(str, rows[1:])) == sorted(map(str, [{"a": "3", "b": "4"},
+                                                          {"x": "7", "y": "8", "z": "9"}]))  # fmt: skip
