@@ -229,3 +229,35 @@ def test_a_proxy_scheme_that_is_not_supported_is_a_clear_error(env, tmp_path, da
     env.setenv("HTTP_PROXY", "socks5://127.0.0.1:1080")
     with pytest.raises((ValueError, PipeRuntimeError), match="only http:// proxies"):
         post("http://127.0.0.1:9/", tmp_path, data_dir)
+
+
+def test_under_an_agent_policy_the_receiver_must_be_allowed_too(
+    env, proxy, receiver, tmp_path, data_dir
+):
+    """The socket goes to the proxy, but the receiver is still checked: a proxy the policy
+    allows is not a way to reach a receiver it does not."""
+    from pipenb.engine.base import RunContext
+    from pipenb.engine.checkpoints import MemoryCheckpointStore
+    from pipenb.engine.runtime import Engine
+    from pipenb.policy.guard import Guard
+    from pipenb.policy import Policy
+
+    env.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    url = f"http://127.0.0.1:{receiver.port}/"
+    doc = {"name": "post", "input": {"echo": {"events": [{"seq": 1}]}},
+           "output": {"http-post": {"url": url, "format": "ndjson"}}}  # fmt: skip
+    pipe = pipenb.Pipe.from_yaml(orjson.dumps(doc).decode())
+
+    def run(connect: list[str]) -> None:
+        guard = Guard(Policy.for_agent(str(tmp_path / "agent"), {"connect": connect}))
+        ctx = RunContext(pipe="post", data_dir=data_dir, guard=guard)
+        engine = Engine(pipe.spec, ctx, checkpoints=MemoryCheckpointStore(), drain_timeout=1)
+        asyncio.run(asyncio.wait_for(engine.run(), 60))
+
+    run([f"127.0.0.1:{proxy.port}", f"127.0.0.1:{receiver.port}"])
+    assert proxy.seen == [(f"POST {url}", None)] and len(receiver.events) == 1
+    with pytest.raises(Exception, match=f"connects to 127.0.0.1:{receiver.port}"):
+        run([f"127.0.0.1:{proxy.port}"])
+    with pytest.raises(Exception, match=f"127.0.0.1:{proxy.port}"):
+        run([f"127.0.0.1:{receiver.port}"])  # the proxy itself is not allowed
+    assert len(proxy.seen) == 1 and len(receiver.events) == 1
