@@ -239,8 +239,8 @@ def test_under_an_agent_policy_the_receiver_must_be_allowed_too(
     from pipenb.engine.base import RunContext
     from pipenb.engine.checkpoints import MemoryCheckpointStore
     from pipenb.engine.runtime import Engine
-    from pipenb.policy.guard import Guard
     from pipenb.policy import Policy
+    from pipenb.policy.guard import Guard
 
     env.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
     url = f"http://127.0.0.1:{receiver.port}/"
