@@ -309,3 +309,27 @@ def test_csv_header_after_a_live_rename_rotation(tmp_path, data_dir):
     assert rows[0] == {"a": "1", "b": "2"}
     assert sorted(map(str, rows[1:])) == sorted(map(str, [{"a": "3", "b": "4"},
                                                           {"x": "7", "y": "8", "z": "9"}]))  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+def test_invalid_utf8_replace_on_tcp_and_udp(tmp_path, data_dir, kind):
+    import socket
+
+    out = tmp_path / "out.ndjson"
+    pipe = pipe_doc({kind: {"address": "127.0.0.1:0", "format": "json",
+                            "invalid-utf8": "replace"}}, out)  # fmt: skip
+
+    async def scenario():
+        async with running(pipe, data_dir) as (_, inp):
+            if kind == "tcp":
+                with socket.create_connection(("127.0.0.1", inp.port), timeout=10) as s:
+                    s.sendall(BAD_UTF8)
+            else:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    for line in BAD_UTF8.splitlines(keepends=True):
+                        s.sendto(line, ("127.0.0.1", inp.port))
+            await async_wait_until(lambda: out.exists() and out.read_text().count("\n") == 3)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    got = sorted((json.loads(x) for x in out.read_text().splitlines()), key=lambda e: e["n"])
+    assert [e["n"] for e in got] == [1, 2, 3] and got[1]["s"] == "caf\ufffd \ufffd"

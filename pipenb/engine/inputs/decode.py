@@ -161,7 +161,7 @@ def _bad_utf8(line: bytes) -> int | None:
 
 
 def decode_message(
-    data: bytes, fmt: str, keep_raw: bool = False
+    data: bytes, fmt: str, keep_raw: bool = False, invalid_utf8: str = "error"
 ) -> tuple[list[Event], list[Event]]:
     """One whole message (an octet-counted frame, a syslog datagram) that may hold newlines."""
     if data.endswith(b"\n"):
@@ -173,7 +173,7 @@ def decode_message(
         from pipenb.engine.inputs.syslog import decode_lines as syslog_lines
 
         return syslog_lines([text], keep_raw)
-    return _decode_each([data])
+    return _decode_each([data], invalid_utf8)
 
 
 def decode_lines(lines: list[str], fmt: str) -> tuple[list[Event], list[Event]]:
