@@ -435,25 +435,15 @@ class Engine:
         self, events: list[Event], position: Any, have_pos: bool, *, final: bool = False
     ) -> None:
         if self._inflight is not None:
-            if events or have_pos:
-                # one write per batch.size part, so the parts of a large input batch overlap
-                # too; only the last carries the position (committed once all are written)
-                size = max(1, self.batch_size)
-                parts = [events[i : i + size] for i in range(0, len(events), size)] or [[]]
-                for k, part in enumerate(parts):
-                    last = k == len(parts) - 1
-                    write = self._write(self.parts.output, part) if part else None
-                    await self._inflight.add(write, position if last else None, have_pos and last)
-            elif not self._inflight.busy:
-                await self._commit(None, False)  # dead letters alone
-            await self._inflight.settle(everything=final)
+            await self._flush_in_flight(events, position, have_pos, final)
             return
+        m = self.metrics
         if not self.parts.routes:
             await self._write(self.parts.output, events)
         else:
             # every output that received a share confirms it before the input moves on
             jobs = [
-                self._write(r.output, share, self.metrics.outputs[r.name], f" ({r.name})")
+                self._write(r.output, share, m.outputs[r.name], f" ({r.name})")
                 for r, share in self._route(events, final)
                 if share
             ]
@@ -461,10 +451,12 @@ class Engine:
             for res in results:
                 if isinstance(res, BaseException):
                     raise res
-        await self._commit(position, have_pos)
+        await self._write_dead()
+        if have_pos:
+            self._save(position)
 
-    async def _commit(self, position: Any, have_pos: bool) -> None:
-        """After a batch was written: the dead letters so far, then the input's position."""
+    async def _write_dead(self) -> None:
+        """Dead letters gathered so far to ``errors:`` (or counted and logged without one)."""
         m = self.metrics
         if self._dead:
             dead, self._dead = self._dead, []
@@ -489,12 +481,39 @@ class Engine:
                     first.get("stage"),
                     first.get("message"),
                 )
+
+    def _save(self, position: Any) -> None:
+        """Everything up to ``position`` was written: checkpoint it."""
+        m = self.metrics
+        self.checkpoints.save(position)
+        self.parts.input.committed(position)
+        self._last_position = position
+        m.checkpoints += 1
+        m.last_checkpoint = time.time()
+
+    async def _flush_in_flight(
+        self, events: list[Event], position: Any, have_pos: bool, final: bool
+    ) -> None:
+        """``concurrency: N``: start the writes, commit in input order (``InFlight``)."""
+        assert self._inflight is not None
+        if events or have_pos:
+            # one write per batch.size part, so the parts of a large input batch overlap too;
+            # only the last carries the position (committed once all before it are written)
+            size = max(1, self.batch_size)
+            parts = [events[i : i + size] for i in range(0, len(events), size)] or [[]]
+            for k, part in enumerate(parts):
+                last = k == len(parts) - 1
+                write = self._write(self.parts.output, part) if part else None
+                await self._inflight.add(write, position if last else None, have_pos and last)
+        elif not self._inflight.busy:
+            await self._write_dead()  # dead letters alone
+        await self._inflight.settle(everything=final)
+
+    async def _commit(self, position: Any, have_pos: bool) -> None:
+        """A batch in flight and all before it were written: dead letters, then its position."""
+        await self._write_dead()
         if have_pos:
-            self.checkpoints.save(position)
-            self.parts.input.committed(position)
-            self._last_position = position
-            m.checkpoints += 1
-            m.last_checkpoint = time.time()
+            self._save(position)
 
     # ------------------------------------------------------------------ reporting
     def snapshot(self) -> dict[str, Any]:
