@@ -83,8 +83,9 @@ def run_pipe(actions: list, events: list[dict], tmp_path, data_dir) -> tuple[lis
         {"parse": {"field": "m", "format": "grok", "pattern": "%{EVIL:x}",
                    "patterns": {"EVIL": EVIL}, "on-error": "keep"}},
         {"filter": f'not matches(m, "{EVIL}")'},
+        {"mask": {"fields": ["m"], "pattern": EVIL}},
     ],
-    ids=["extract", "grok", "parse-grok", "filter-matches"],
+    ids=["extract", "grok", "parse-grok", "filter-matches", "mask"],
 )  # fmt: skip
 def test_a_pattern_that_times_out_sends_the_event_to_errors(tmp_path, data_dir, action):
     events = [{"n": 1, "m": "aaaa"}, {"n": 2, "m": EVIL_LINE}, {"n": 3, "m": "b"}]

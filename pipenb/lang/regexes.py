@@ -2,8 +2,8 @@
 
 A backtracking engine can take exponential time on a short line (``(a|aa)+$`` against 60 ``a``s
 and a ``!``); with Python's ``re`` nothing stops it, so one line froze a pipe and SIGTERM waited
-for it. ``compile_user`` gives every pattern of ``extract``, ``grok``, ``parse: grok`` and
-``matches()`` one of two shapes:
+for it. ``compile_user`` gives every pattern of ``extract``, ``grok``, ``parse: grok``,
+``matches()`` and ``mask`` (except its presets) one of two shapes:
 
 - a plain ``re`` pattern when it is *provably linear*: anchored at the start (``^``, so one
   attempt per value), no alternation, every repeat of a single character class, and every
@@ -61,24 +61,34 @@ class BoundedPattern:
     """A ``regex`` pattern whose ``search`` gives up after ``TIMEOUT`` seconds with a clear
     ``EventError``; otherwise used like an ``re.Pattern`` (``groupindex``, ``groups``)."""
 
-    __slots__ = ("_search", "groupindex", "groups", "pattern")
+    __slots__ = ("_rx", "_search", "groupindex", "groups", "pattern")
 
     def __init__(self, rx: Any):
         self.pattern: str = rx.pattern
         self.groupindex = rx.groupindex
         self.groups: int = rx.groups
+        self._rx = rx
         self._search = rx.search
 
     def search(self, string: str) -> Any:
         try:
             return self._search(string, None, None, None, False, TIMEOUT)  # (positional: faster)
         except TimeoutError:
-            raise EventError(
-                f"regular expression {self.pattern!r} took more than {TIMEOUT:g}s on a value of "
-                f"{len(string)} characters (catastrophic backtracking): the event goes to "
-                "errors:. Anchor the pattern with ^ and avoid nested or overlapping repeats "
-                "such as (a+)+ or (a|aa)+"
-            ) from None
+            raise self._timed_out(string) from None
+
+    def sub(self, repl: Any, string: str, count: int = 0) -> str:
+        try:
+            return self._rx.sub(repl, string, count, timeout=TIMEOUT)  # type: ignore[no-any-return]
+        except TimeoutError:
+            raise self._timed_out(string) from None
+
+    def _timed_out(self, string: str) -> EventError:
+        return EventError(
+            f"regular expression {self.pattern!r} took more than {TIMEOUT:g}s on a value of "
+            f"{len(string)} characters (catastrophic backtracking): the event goes to "
+            "errors:. Anchor the pattern with ^ and avoid nested or overlapping repeats "
+            "such as (a+)+ or (a|aa)+"
+        )
 
 
 @functools.lru_cache(maxsize=512)
