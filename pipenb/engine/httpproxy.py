@@ -93,7 +93,7 @@ class _ProxyTCPClient(TCPClient):
         super().__init__(resolver=resolver)
         self.ctx, self.what, self.target = ctx, what, target
 
-    async def connect(  # type: ignore[override]
+    async def connect(
         self,
         host: str,
         port: int,

@@ -30,9 +30,9 @@ try:  # Python 3.11+
     from re import _constants as C  # type: ignore[attr-defined]
     from re import _parser as P  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - Python 3.10
-    import sre_compile as K  # type: ignore[no-redef]
-    import sre_constants as C  # type: ignore[no-redef]
-    import sre_parse as P  # type: ignore[no-redef]
+    import sre_compile as K
+    import sre_constants as C
+    import sre_parse as P
 
 log = logging.getLogger("pipenb.regexes")
 
@@ -78,7 +78,7 @@ class BoundedPattern:
 
     def sub(self, repl: Any, string: str, count: int = 0) -> str:
         try:
-            return self._rx.sub(repl, string, count, timeout=TIMEOUT)  # type: ignore[no-any-return]
+            return self._rx.sub(repl, string, count, timeout=TIMEOUT)
         except TimeoutError:
             raise self._timed_out(string) from None
 
