@@ -76,6 +76,10 @@ class Input:
 class Output:
     """Base class of outputs. ``write`` returns only when the batch is durably handed over."""
 
+    #: writes the engine may have in flight at once (``http-post`` ``concurrency``); the input's
+    #: checkpoint still advances in order, only past batches whose predecessors were all written
+    concurrency: int = 1
+
     def __init__(self, options: Any, ctx: RunContext):
         self.options = options
         self.ctx = ctx

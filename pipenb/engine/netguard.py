@@ -63,10 +63,15 @@ class _GuardedResolver(Resolver):
 
 
 def http_client(ctx: RunContext, what: str, target: str, **kw: Any) -> AsyncHTTPClient:
-    """A private AsyncHTTPClient; under a guard, every connection it makes is checked."""
+    """A private AsyncHTTPClient; under a guard, every connection it makes is checked. It goes
+    through the proxy ``HTTP_PROXY``/``HTTPS_PROXY`` name unless ``NO_PROXY`` says not to
+    (``pipenb.engine.httpproxy``); a proxy setting it cannot use is a ValueError now."""
+    from pipenb.engine.httpproxy import ProxyAwareHTTPClient, check_environment
+
+    check_environment(target)
     if ctx.guard is not None:
         kw["resolver"] = _GuardedResolver(ctx=ctx, what=what, target=target)
-    return AsyncHTTPClient(force_instance=True, **kw)
+    return ProxyAwareHTTPClient(force_instance=True, ctx=ctx, what=what, target=target, **kw)
 
 
 def check_listener(ctx: RunContext, what: str, host: str, sockname: Any) -> None:

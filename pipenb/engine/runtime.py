@@ -21,6 +21,7 @@ from typing import Any
 from pipenb.engine.base import Batch, Event, Output, RunContext
 from pipenb.engine.build import Parts, build
 from pipenb.engine.checkpoints import CheckpointStore, MemoryCheckpointStore
+from pipenb.engine.inflight import InFlight
 from pipenb.engine.steps import Chain, Failure, deep_copy
 from pipenb.errors import PipeRuntimeError, RetryableOutputError
 from pipenb.lang.spec import PipeSpec
@@ -124,6 +125,9 @@ class Engine:
         self._staged: Chain | None = None  # unfused twin of the chain, used while tapping
         for r in self.parts.routes:
             self.metrics.outputs[r.name] = OutputCounts()
+        #: ``concurrency: N`` on the (single) output: N writes in flight, committed in order
+        n = getattr(self.parts.output, "concurrency", 1)
+        self._inflight = InFlight(n, self._commit) if n > 1 and not self.parts.routes else None
 
     # ------------------------------------------------------------------ taps
     def resolve_stage(self, stage: str | int | None) -> int | str:
@@ -227,6 +231,9 @@ class Engine:
                 timeout = None
                 if pending or self._dead:
                     timeout = max(0.0, self.batch_timeout - (time.monotonic() - since))
+                if self._inflight is not None and self._inflight.busy:
+                    # commit writes that finished, even while the input is quiet
+                    timeout = min(self.batch_timeout, timeout or self.batch_timeout)
                 if tick_every is not None:
                     until_tick = max(0.0, next_tick - time.monotonic())
                     timeout = until_tick if timeout is None else min(timeout, until_tick)
@@ -291,6 +298,8 @@ class Engine:
             self.error = str(exc) or type(exc).__name__
             raise
         finally:
+            if self._inflight is not None:
+                self._inflight.cancel()
             if self._reader is not None and not self._reader.done():
                 self._reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -425,6 +434,9 @@ class Engine:
     async def _flush(
         self, events: list[Event], position: Any, have_pos: bool, *, final: bool = False
     ) -> None:
+        if self._inflight is not None:
+            await self._flush_in_flight(events, position, have_pos, final)
+            return
         m = self.metrics
         if not self.parts.routes:
             await self._write(self.parts.output, events)
@@ -439,6 +451,13 @@ class Engine:
             for res in results:
                 if isinstance(res, BaseException):
                     raise res
+        await self._write_dead()
+        if have_pos:
+            self._save(position)
+
+    async def _write_dead(self) -> None:
+        """Dead letters gathered so far to ``errors:`` (or counted and logged without one)."""
+        m = self.metrics
         if self._dead:
             dead, self._dead = self._dead, []
             m.dead_letters += len(dead)
@@ -462,12 +481,39 @@ class Engine:
                     first.get("stage"),
                     first.get("message"),
                 )
+
+    def _save(self, position: Any) -> None:
+        """Everything up to ``position`` was written: checkpoint it."""
+        m = self.metrics
+        self.checkpoints.save(position)
+        self.parts.input.committed(position)
+        self._last_position = position
+        m.checkpoints += 1
+        m.last_checkpoint = time.time()
+
+    async def _flush_in_flight(
+        self, events: list[Event], position: Any, have_pos: bool, final: bool
+    ) -> None:
+        """``concurrency: N``: start the writes, commit in input order (``InFlight``)."""
+        assert self._inflight is not None
+        if events or have_pos:
+            # one write per batch.size part, so the parts of a large input batch overlap too;
+            # only the last carries the position (committed once all before it are written)
+            size = max(1, self.batch_size)
+            parts = [events[i : i + size] for i in range(0, len(events), size)] or [[]]
+            for k, part in enumerate(parts):
+                last = k == len(parts) - 1
+                write = self._write(self.parts.output, part) if part else None
+                await self._inflight.add(write, position if last else None, have_pos and last)
+        elif not self._inflight.busy:
+            await self._write_dead()  # dead letters alone
+        await self._inflight.settle(everything=final)
+
+    async def _commit(self, position: Any, have_pos: bool) -> None:
+        """A batch in flight and all before it were written: dead letters, then its position."""
+        await self._write_dead()
         if have_pos:
-            self.checkpoints.save(position)
-            self.parts.input.committed(position)
-            self._last_position = position
-            m.checkpoints += 1
-            m.last_checkpoint = time.time()
+            self._save(position)
 
     # ------------------------------------------------------------------ reporting
     def snapshot(self) -> dict[str, Any]:
@@ -493,7 +539,11 @@ class Engine:
                 **extra,
             },
             "actions": [c.as_dict() for c in self.parts.chain.counts],
-            "output": {"name": self.spec.output.name, **m.output.as_dict()},
+            "output": {
+                "name": self.spec.output.name,
+                **m.output.as_dict(),
+                **({"in_flight_most": self._inflight.most} if self._inflight is not None else {}),
+            },
             **(
                 {
                     "outputs": {

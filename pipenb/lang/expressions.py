@@ -28,6 +28,7 @@ from typing import Any
 
 from pipenb.errors import EventError
 from pipenb.lang.paths import get_path
+from pipenb.lang.regexes import compile_user
 from pipenb.lang.suggest import did_you_mean
 
 FUNCTIONS = [
@@ -251,7 +252,7 @@ def _contains(v, sub):
 def _matches(v, pattern):
     if v is None:
         return None
-    rx = pattern if isinstance(pattern, re.Pattern) else re.compile(str(pattern))
+    rx = pattern if hasattr(pattern, "search") else compile_user(str(pattern))
     return rx.search(v if isinstance(v, str) else str(v)) is not None
 
 
@@ -735,7 +736,7 @@ class _Compiler:
                 if not isinstance(value, str):
                     raise self.fail(node, "matches() takes a regular expression string")
                 try:
-                    args[1] = self.ns.const(re.compile(value), "rx")
+                    args[1] = self.ns.const(compile_user(value), "rx")
                 except re.error as exc:
                     raise self.fail(node, f"invalid regular expression: {exc}") from None
         return f"_f_{name}({', '.join(args)})"

@@ -48,9 +48,10 @@ def test_an_invalid_pipe_reports_every_located_problem_at_once():
         (
             4,
             29,
-            "unknown option 'strat-at' for files (did you mean 'start-at'?); allowed: exclude, "
-            "fingerprint-bytes, follow, format, glob-interval, max-line-bytes, metadata, multiline, path, "
-            "poll-interval, read-bytes, rotate-wait, start-at",
+            "unknown option 'strat-at' for files (did you mean 'start-at'?); allowed: columns, "
+            "delimiter, exclude, fingerprint-bytes, follow, format, glob-interval, header, "
+            "invalid-utf8, max-line-bytes, metadata, multiline, path, poll-interval, read-bytes, "
+            "rotate-wait, start-at",
         ),
         (6, 13, "filter.expr: invalid expression: invalid syntax"),
         (

@@ -282,7 +282,12 @@ def test_files_json_lines_that_are_not_utf8_go_to_dead_letters(tmp_path, data_di
     assert read_ndjson(out) == [{"a": 1}, {"b": 2}]
     dead = read_ndjson(errors)
     assert [d["_raw"] for d in dead] == ['{"s": "caf\ufffd"}', "\ufffd\ufffd\x00"]
-    assert all("not valid JSON" in d["_error"]["message"] for d in dead), dead
+    # the message names the first byte that is not UTF-8 and the option that keeps such lines
+    assert [d["_error"]["message"].split(";")[0] for d in dead] == [
+        "invalid UTF-8 at byte 10",
+        "invalid UTF-8 at byte 0",
+    ], dead
+    assert all("invalid-utf8: replace" in d["_error"]["message"] for d in dead)
     assert all(d["_path"] == str(log_file) for d in dead)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import model_validator
 
@@ -13,6 +13,7 @@ from pipenb.engine.base import RunContext
 from pipenb.engine.steps import EventStep
 from pipenb.errors import EventError
 from pipenb.lang.expressions import Namespace
+from pipenb.lang.regexes import compile_user
 from pipenb.lang.registry import ActionOptions, registry
 from pipenb.lang.types import FieldList, Regex
 
@@ -24,6 +25,8 @@ class ExtractOptions(ActionOptions):
     fields; with unnamed groups, ``fields`` names them in order. ``target`` puts the captures
     under one object instead of the event's top level. ``on-miss`` says what happens to an event
     the pattern does not match: ``keep`` it unchanged, ``drop`` it, or send it to ``errors:``.
+    A pattern that takes more than 1s (CPU) on one value (catastrophic backtracking) sends that
+    event to ``errors:`` saying so, and the pipe goes on (``pipenb.lang.regexes``).
     """
 
     field: str = "_raw"
@@ -53,7 +56,7 @@ class ExtractOptions(ActionOptions):
         return [self.pattern] if isinstance(self.pattern, str) else list(self.pattern)
 
 
-def _first_match(rxs: tuple[re.Pattern, ...], v: str) -> re.Match | None:
+def _first_match(rxs: tuple[Any, ...], v: str) -> Any:
     for rx in rxs:
         m = rx.search(v)
         if m is not None:
@@ -85,7 +88,7 @@ def extract_code(
     ns.values["isinstance"] = isinstance
     ns.values["_str"] = str
     ns.values.setdefault("_EventError", EventError)
-    rxs = [re.compile(p) for p in opts.patterns]
+    rxs = [compile_user(p) for p in opts.patterns]  # bounded in time unless provably linear
     if len(rxs) == 1:
         rx = ns.const(rxs[0], "rx")
         search = f"{rx}.search(_v)"

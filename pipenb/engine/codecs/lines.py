@@ -52,12 +52,15 @@ def decode_chunk(
     max_line: int | None = None,
     on_cut: Callable[[list[int]], None] | None = None,
     keep_raw: bool = False,
+    invalid_utf8: str = "error",
 ) -> tuple[list[Event], list[Event]]:
     """Events and rejects from a chunk of complete lines (no trailing partial line).
 
     Lines longer than ``max_line`` (bytes for JSON, characters for text) are cut into pieces;
     ``on_cut`` is then called with the indices of the lines that were cut. ``keep_raw`` keeps
-    each syslog line in ``_raw``.
+    each syslog line in ``_raw``. A JSON line with invalid UTF-8 is a reject of its own
+    (``invalid_utf8="error"``) or decoded with U+FFFD in place of the bad bytes (``"replace"``);
+    the other lines of the chunk are never affected.
     """
     if not chunk:
         return [], []
@@ -87,7 +90,7 @@ def decode_chunk(
     # as '{"a": 1}, {"b": 2}' makes two elements and fails the count.) Anything else, or any
     # parse error, goes through the per-line loop, which isolates bad lines as rejects.
     if _has_long_digits(chunk):  # orjson turns integers past 64 bits into floats
-        return _decode_each(raw)
+        return _decode_each(raw, invalid_utf8)
     if (
         raw[0][:1] == b"{"
         and raw[-1][-1:] == b"}"
@@ -97,10 +100,10 @@ def decode_chunk(
         try:
             events = _loads(b"[" + chunk.replace(b"\n", b",") + b"]")
         except _JSONError:
-            return _decode_each(raw)
+            return _decode_each(raw, invalid_utf8)
         if len(events) == n and set(map(type, events)) == {dict}:
             return events, []
-    return _decode_each(raw)
+    return _decode_each(raw, invalid_utf8)
 
 
 def _cut(lines: list, size: int, on_cut: Callable[[list[int]], None] | None = None) -> list:
@@ -117,7 +120,7 @@ def _cut(lines: list, size: int, on_cut: Callable[[list[int]], None] | None = No
     return out
 
 
-def _decode_each(raw: list[bytes]) -> tuple[list[Event], list[Event]]:
+def _decode_each(raw: list[bytes], invalid_utf8: str = "error") -> tuple[list[Event], list[Event]]:
     events: list[Event] = []
     rejects: list[Event] = []
     append = events.append
@@ -128,8 +131,19 @@ def _decode_each(raw: list[bytes]) -> tuple[list[Event], list[Event]]:
         except _JSONError as exc:
             if not line.strip():
                 continue
-            rejects.append(reject(line, f"not valid JSON: {exc}"))
-            continue
+            bad = _bad_utf8(line)
+            if bad is None:
+                rejects.append(reject(line, f"not valid JSON: {exc}"))
+                continue
+            if invalid_utf8 != "replace":
+                rejects.append(reject(line, f"invalid UTF-8 at byte {bad}; set invalid-utf8: "
+                                            "replace to keep such lines (U+FFFD for the bad bytes)"))  # fmt: skip
+                continue
+            try:
+                ev = loads(line.decode("utf-8", "replace").encode())
+            except _JSONError as exc2:
+                rejects.append(reject(line, f"not valid JSON: {exc2}"))
+                continue
         if type(ev) is dict:
             append(ev)
         else:
@@ -137,8 +151,17 @@ def _decode_each(raw: list[bytes]) -> tuple[list[Event], list[Event]]:
     return events, rejects
 
 
+def _bad_utf8(line: bytes) -> int | None:
+    """The offset of the first byte that is not UTF-8, or None when the line is valid."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return None
+
+
 def decode_message(
-    data: bytes, fmt: str, keep_raw: bool = False
+    data: bytes, fmt: str, keep_raw: bool = False, invalid_utf8: str = "error"
 ) -> tuple[list[Event], list[Event]]:
     """One whole message (an octet-counted frame, a syslog datagram) that may hold newlines."""
     if data.endswith(b"\n"):
@@ -150,7 +173,7 @@ def decode_message(
         from pipenb.engine.codecs.syslog_decode import decode_lines as syslog_lines
 
         return syslog_lines([text], keep_raw)
-    return _decode_each([data])
+    return _decode_each([data], invalid_utf8)
 
 
 def decode_lines(lines: list[str], fmt: str) -> tuple[list[Event], list[Event]]:

@@ -14,8 +14,10 @@ its first byte, so a restart reads it again whole rather than emitting half of i
 from __future__ import annotations
 
 import asyncio
+import csv
 import glob
 import hashlib
+import io
 import logging
 import os
 import re
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
 import orjson
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipenb.engine.base import Batch, Event, Input, RunContext
 from pipenb.engine.codecs.lines import decode_chunk, reject
@@ -50,10 +52,19 @@ class FilesOptions(Options):
     ``start-at``: where to start in files that exist when the pipe first starts (``beginning`` or
     ``end``); files that appear later, and every file after a restart, are read from where the
     checkpoint says or from their beginning. ``follow: false`` reads each file to its end once and
-    finishes. ``format``: ``lines`` (``{"_raw": line}``) or ``json`` (one object per line).
-    ``metadata: true`` adds ``_path`` and ``_offset`` (byte offset of the line) to each event.
+    finishes. ``format``: ``lines`` (``{"_raw": line}``), ``json`` (one object per line) or
+    ``csv`` (one event per record; a quoted field may hold newlines and stays one value).
+    ``header: true`` takes the column names from each file's first record (read again from a
+    file that was rotated or truncated, and after a restart); ``columns: [...]`` names them
+    instead; values past the names, and all of them without either, are ``column_N`` (N from 1).
+    ``delimiter``: one character, ``,`` by default. A UTF-8 byte order mark at the start of a
+    file is dropped, whatever the format.
+    ``metadata: true`` adds ``_path`` and ``_offset`` (byte offset of the line) to each event
+    (``_path`` only with ``format: csv``).
     ``max-line-bytes``: a longer line is cut into pieces of that size (counted in ``long_lines``
-    and logged).
+    and logged). ``invalid-utf8`` (``format: json``): a line with bytes that are not UTF-8 goes
+    to ``errors:`` on its own (``error``, default) or is decoded with U+FFFD in their place
+    (``replace``); the other lines are never affected.
     ``multiline: {start: REGEX, max-lines: 500, timeout: 1s}`` joins stack traces and other
     multi-line records into one event: a line ``start`` matches (searched: anchor it with ``^``)
     begins an event, other lines are appended to it, joined by newlines. The event ends at the
@@ -69,7 +80,10 @@ class FilesOptions(Options):
     exclude: list[str] = []
     start_at: Literal["beginning", "end"] = "beginning"
     follow: bool = True
-    format: Literal["lines", "json"] = "lines"
+    format: Literal["lines", "json", "csv"] = "lines"
+    header: bool = False
+    columns: list[str] | None = None
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
     metadata: bool = False
     poll_interval: Duration = 0.25
     glob_interval: Duration = 1.0
@@ -78,6 +92,22 @@ class FilesOptions(Options):
     max_line_bytes: Size = 1 << 20
     fingerprint_bytes: int = 256
     multiline: MultilineOptions | None = None
+    invalid_utf8: Literal["error", "replace"] = "error"
+
+    @model_validator(mode="after")
+    def _csv(self) -> FilesOptions:
+        if self.format != "csv":
+            for name, value, default in (
+                ("header", self.header, False),
+                ("columns", self.columns, None),
+                ("delimiter", self.delimiter, ","),
+            ):
+                if value != default:
+                    raise ValueError(f"{name} applies to format: csv, not {self.format}")
+        elif self.multiline is not None:
+            raise ValueError("multiline does not apply to format: csv (quoted fields may "
+                             "hold newlines already)")  # fmt: skip
+        return self
 
     @property
     def globs(self) -> list[str]:
@@ -102,6 +132,34 @@ class _File:
     #: size 0 yet content (/proc, /sys): its size says nothing, so it is never "truncated";
     #: it is read to its end like any file (once, with follow: false)
     virtual: bool = False
+    columns: list[str] | None = None  # format: csv with header: true: this file's header
+    opened_at: float = 0.0  # wall clock, to tell files rotated since from older archives
+
+
+_BOM = b"\xef\xbb\xbf"
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
+_QUOTE_OR_NEWLINE = re.compile(rb'["\n]')
+
+
+def _csv_record_end(data: bytes) -> int:
+    """The index of the last newline outside double quotes (-1: none): where the complete CSV
+    records end (a quoted field may hold newlines; ``""`` inside quotes toggles twice)."""
+    if b'"' not in data:
+        return data.rfind(b"\n")
+    inside, last = False, -1
+    for m in _QUOTE_OR_NEWLINE.finditer(data):
+        if m.group() == b'"':
+            inside = not inside
+        elif not inside:
+            last = m.start()
+    return last
+
+
+def _csv_event(names: list[str], row: list[str]) -> Event:
+    ev: Event = dict(zip(names, row))
+    for i in range(len(names), len(row)):
+        ev[f"column_{i + 1}"] = row[i]
+    return ev
 
 
 def _fingerprint(fh: BinaryIO, n: int) -> tuple[str, int]:
@@ -117,12 +175,14 @@ class FilesInput(Input):
         self.restored: dict[str, dict[str, Any]] | None = None
         self._last_scan = 0.0
         self.long_lines = 0  # lines cut because they were longer than max-line-bytes
+        self.rotated_unread = 0  # rotated files seen gone before a byte of them was read
+        self._seen: set[str] = set()  # keys of every file opened (and of those warned about)
         self._logged_long = -1e9
         ml = options.multiline
         self._ml_start = re.compile(ml.start).search if ml is not None else None
 
     def stats(self) -> dict[str, Any]:
-        return {"long_lines": self.long_lines}
+        return {"long_lines": self.long_lines, "rotated_unread": self.rotated_unread}
 
     def _count_long(self, n: int, path: str) -> None:
         if n <= 0:
@@ -190,6 +250,7 @@ class FilesInput(Input):
         now = time.monotonic()
         self._last_scan = now
         found = self._matches()
+        held = {f.path: f for f in self.files.values()}  # where each file was last seen
         for key, path in found.items():
             f = self.files.get(key)
             if f is not None:
@@ -197,9 +258,46 @@ class FilesInput(Input):
                 f.gone_since = None
                 continue
             self._open(key, path, initial)
+            before = held.get(path)
+            if before is not None and before.key != key and before.key not in found:
+                self._missed_rotations(path, before, set(found))
         for key, f in self.files.items():
             if key not in found and f.gone_since is None:
                 f.gone_since = now
+
+    def _missed_rotations(self, path: str, before: _File, found: set[str]) -> None:
+        """``path`` holds a new file: were other files rotated through it unseen? A sibling
+        named like it (``app.log.1``, ``app.log-2026...``; not compressed) that no glob matches,
+        that was never opened, and that changed after the file we had there was opened, was
+        written and rotated away between two scans: its lines were never read."""
+        folder, name = os.path.split(path)
+        try:
+            entries = list(os.scandir(folder or "."))
+        except OSError:
+            return
+        for entry in entries:
+            if not entry.name.startswith(name) or entry.name == name:
+                continue
+            if entry.name[len(name)] not in ".-_" or entry.name.endswith(_COMPRESSED):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            key = f"{st.st_dev}:{st.st_ino}"
+            if key in found or key in self.files or key in self._seen:
+                continue
+            if st.st_mtime < before.opened_at:
+                continue  # an archive older than what we read: not ours to read
+            self._seen.add(key)
+            self.rotated_unread += 1
+            log.warning(
+                "files: %s was rotated away before it was read (%d bytes never read); tail the "
+                "rotated names too, e.g. path: %s*",
+                entry.path,
+                st.st_size,
+                path,
+            )
 
     def _open(self, key: str, path: str, initial: bool) -> None:
         guard = self.ctx.guard
@@ -229,8 +327,19 @@ class FilesInput(Input):
         fh.seek(offset)
         virtual = st.st_size == 0 and fp_len > 0  # an empty file has no bytes to fingerprint
         self.files[key] = _File(
-            key, path, fh, offset, fp, fp_len, last_data=time.monotonic(), virtual=virtual
+            key,
+            path,
+            fh,
+            offset,
+            fp,
+            fp_len,
+            last_data=time.monotonic(),
+            virtual=virtual,
+            opened_at=time.time(),
         )
+        if len(self._seen) > 100_000:
+            self._seen.clear()
+        self._seen.add(key)
 
     # ------------------------------------------------------------------ reading
     def _read(self, f: _File) -> Batch | bool:
@@ -243,7 +352,7 @@ class FilesInput(Input):
         if not f.virtual and st.st_size < f.offset + len(f.partial):  # truncated (copytruncate)
             log.info("files: %s was truncated; reading it from the start", f.path)
             f.fh.seek(0)
-            f.offset, f.partial, f.cutting = 0, b"", False
+            f.offset, f.partial, f.cutting, f.columns = 0, b"", False, None
             f.fp, f.fp_len = _fingerprint(f.fh, o.fingerprint_bytes)
             if f.pending is not None:  # the event gathered before the truncation, on its own
                 return self._ml_flush(f)  # type: ignore[return-value]
@@ -252,7 +361,7 @@ class FilesInput(Input):
             return False
         f.last_data = time.monotonic()
         data = f.partial + chunk if f.partial else chunk
-        cut = data.rfind(b"\n")
+        cut = _csv_record_end(data) if o.format == "csv" else data.rfind(b"\n")
         if cut < 0:
             if len(data) <= o.max_line_bytes:
                 f.partial = data
@@ -274,15 +383,24 @@ class FilesInput(Input):
 
     def _batch(self, f: _File, complete: bytes, consumed: int) -> Batch:
         tail, f.cutting = f.cutting, False  # the first line ends a line counted already
+        start = f.offset
+        if start == 0 and complete.startswith(_BOM):  # a byte order mark is not data
+            complete = complete[len(_BOM) :]
+            start = len(_BOM)
         if self._ml_start is not None:
             return self._ml_batch(f, complete, consumed)
-        start = f.offset
+        if self.options.format == "csv":
+            return self._csv_batch(f, f.offset == 0, complete, consumed)
 
         def cut(lines: list[int]) -> None:
             self._count_long(len(lines) - (1 if tail and lines and lines[0] == 0 else 0), f.path)
 
         events, rejects = decode_chunk(
-            complete, self.options.format, self.options.max_line_bytes, cut
+            complete,
+            self.options.format,
+            self.options.max_line_bytes,
+            cut,
+            invalid_utf8=self.options.invalid_utf8,
         )
         for r in rejects:  # rare: say where the bad line came from
             r["_path"] = f.path
@@ -290,6 +408,32 @@ class FilesInput(Input):
         if self.options.metadata:
             self._add_metadata(f.path, start, complete, events)
         return Batch(events, self.position(), consumed, rejects)
+
+    def _csv_batch(self, f: _File, first: bool, complete: bytes, consumed: int) -> Batch:
+        o = self.options
+        text = complete.decode("utf-8", "replace")
+        rows = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=o.delimiter) if r]
+        if o.header and f.columns is None:
+            if first:
+                f.columns = rows.pop(0) if rows else None
+            else:  # resumed past the header: read it from the file's start
+                f.columns = self._csv_header(f)
+        names = f.columns if o.header else o.columns
+        events = [_csv_event(names or [], row) for row in rows]
+        f.offset += consumed
+        if o.metadata:
+            for ev in events:
+                ev["_path"] = f.path
+        return Batch(events, self.position(), consumed, [])
+
+    def _csv_header(self, f: _File) -> list[str] | None:
+        head = os.pread(f.fh.fileno(), max(self.options.max_line_bytes, 1 << 16), 0)
+        if head.startswith(_BOM):
+            head = head[len(_BOM) :]
+        text = head.decode("utf-8", "replace")
+        first = next(csv.reader(io.StringIO(text, newline=""), delimiter=self.options.delimiter),
+                     None)  # fmt: skip
+        return first or None
 
     def _add_metadata(self, path: str, start: int, complete: bytes, events: list[Event]) -> None:
         offsets = []

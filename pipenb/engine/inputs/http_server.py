@@ -50,7 +50,8 @@ class HttpServerOptions(Options):
     ``{"_raw": line}``). A body that does not decode is refused whole with 400 and a message
     saying why; nothing of it is kept. ``token``: when set, requests must carry
     ``Authorization: Bearer TOKEN`` (401 otherwise). ``max-body``: larger bodies get 413.
-    ``Content-Encoding: gzip`` bodies are accepted (``max-body`` applies to the unzipped size).
+    ``Content-Encoding: gzip``, ``deflate`` and ``zstd`` bodies are accepted (``max-body``
+    applies to the unpacked size too); another encoding gets 415 naming those.
     ``max-pending``: requests waiting for the engine; past it the server answers 503 with
     ``Retry-After: 1``. ``header-timeout``: a client has this long to send a request's headers
     (and a kept-alive connection is closed after this long without a new request), so slow
@@ -69,6 +70,9 @@ class HttpServerOptions(Options):
     holds unwritten; past it requests get 503 with ``Retry-After: 1``. ``tls: {cert, key,
     client-ca}`` serves HTTPS (with ``client-ca``, clients must show a certificate it signed).
     ``GET /health`` answers 200 ``{"status": "ok"}`` while events are taken, 503 otherwise.
+    ``invalid-utf8: replace`` (``format: ndjson``) decodes lines with bytes that are not UTF-8
+    with U+FFFD in their place, where ``error`` (default) refuses the body with 400 naming the
+    line.
     """
 
     address: Address = "127.0.0.1:8080"
@@ -82,6 +86,7 @@ class HttpServerOptions(Options):
     buffer: Literal["memory", "disk"] = "memory"
     buffer_size: Size = Field(default=1 << 30, ge=1 << 16)
     tls: ListenTls | None = None
+    invalid_utf8: Literal["error", "replace"] = "error"
 
     @field_validator("path")
     @classmethod
@@ -281,7 +286,7 @@ class HttpServerInput(Input):
             else:
                 raise ValueError("the body must be a JSON object or an array of objects")
         elif fmt == "ndjson":
-            events, rejects = decode_chunk(body, "json")
+            events, rejects = decode_chunk(body, "json", invalid_utf8=self.options.invalid_utf8)
             if rejects:
                 first = rejects[0]
                 raise ValueError(
@@ -372,6 +377,22 @@ class _EventsHandler(RequestHandler):
             return
         body = b"".join(self.chunks)
         self.chunks = []
+        encoding = self.request.headers.get("Content-Encoding", "")
+        if encoding:  # gzip was unpacked by tornado; deflate and zstd here, others refused
+            from pipenb.engine.codecs import content_encoding as ce
+
+            try:
+                body = ce.decompress(body, encoding, owner.options.max_body)
+            except ce.UnsupportedEncoding as exc:
+                self.set_header("Accept-Encoding", ", ".join(ce.SUPPORTED))
+                self.refusal = (415, "unsupported_encoding", str(exc))
+            except ce.TooLarge as exc:
+                self.refusal = (413, "payload_too_large", str(exc))
+            except ValueError as exc:
+                self.refusal = (400, "invalid_body", str(exc))
+            if self.refusal is not None:
+                self._answer()
+                return
         peer = None
         if owner.options.metadata:
             conn = self.request.connection

@@ -99,12 +99,15 @@ def _decode(
     max_line: int,
     keep_raw: bool = False,
     whole: bool = False,
+    *,
+    utf8: str = "error",
 ) -> tuple[list, list]:
-    """Events from complete lines, or (``whole``) from one message that may hold newlines."""
+    """Events from complete lines, or (``whole``) from one message that may hold newlines;
+    ``utf8`` is the input's ``invalid-utf8`` (JSON lines that are not UTF-8)."""
     if whole:
-        events, rejects = decode_message(data, fmt, keep_raw)
+        events, rejects = decode_message(data, fmt, keep_raw, invalid_utf8=utf8)
     else:
-        events, rejects = decode_chunk(data, fmt, max_line, keep_raw=keep_raw)
+        events, rejects = decode_chunk(data, fmt, max_line, keep_raw=keep_raw, invalid_utf8=utf8)
     if peer is not None:
         for ev in events:
             ev["_peer"] = peer
@@ -137,7 +140,9 @@ class TcpOptions(Options):
     that size (counted, and logged). ``metadata: true`` adds ``_peer`` (the sender's
     ``ip:port``). ``buffer``: bytes held for the engine; when full, connections stop being read
     (TCP then slows the senders). No checkpoint: what senders sent while the pipe was down is
-    theirs to resend.
+    theirs to resend. ``invalid-utf8`` (``format: json``): a line with bytes that are not UTF-8
+    goes to ``errors:`` on its own (``error``, default) or is decoded with U+FFFD in their place
+    (``replace``).
     """
 
     address: Address
@@ -147,6 +152,7 @@ class TcpOptions(Options):
     buffer: Size = Field(default=4 << 20, ge=1)
     keep_raw: bool = False
     tls: ListenTls | None = None
+    invalid_utf8: Literal["error", "replace"] = "error"
 
 
 class TcpInput(Input):
@@ -252,10 +258,15 @@ class TcpInput(Input):
                     if long:
                         self._count_long(long, peer)
                 in_long = False
-                events, rejects = _decode(chunk, o.format, peer, max_line, o.keep_raw)
+                events, rejects = _decode(
+                    chunk, o.format, peer, max_line, o.keep_raw, utf8=o.invalid_utf8
+                )
                 await feed.put(events, rejects, len(chunk))
             if rest:
-                await feed.put(*_decode(rest, o.format, peer, max_line, o.keep_raw), len(rest))
+                await feed.put(
+                    *_decode(rest, o.format, peer, max_line, o.keep_raw, utf8=o.invalid_utf8),
+                    len(rest),
+                )
         except (ConnectionError, OSError) as exc:
             log.debug("tcp: connection from %s ended: %s", peer, exc)
         except asyncio.CancelledError:
@@ -304,7 +315,9 @@ class TcpInput(Input):
                     rejects += rjs
                     frame = frame[len(frame) - len(frame) % max_line :]
                 if frame:
-                    evs, rjs = _decode(frame, o.format, peer, max_line, o.keep_raw, whole=True)
+                    evs, rjs = _decode(
+                        frame, o.format, peer, max_line, o.keep_raw, whole=True, utf8=o.invalid_utf8
+                    )
                     events += evs
                     rejects += rjs
                 nbytes += end
@@ -317,7 +330,10 @@ class TcpInput(Input):
             data = await reader.read(READ_BYTES)
             if not data:
                 if buf:
-                    await feed.put(*_decode(buf, o.format, peer, max_line, o.keep_raw), len(buf))
+                    await feed.put(
+                        *_decode(buf, o.format, peer, max_line, o.keep_raw, utf8=o.invalid_utf8),
+                        len(buf),
+                    )
                 return b""
             buf += data
 
@@ -334,20 +350,40 @@ class TcpInput(Input):
                 rejects: list[Event] = []
                 for msg in buf[:cut].split(b"\x00"):
                     if msg.strip():
-                        evs, rjs = _decode(msg, o.format, peer, max_line, o.keep_raw, whole=True)
+                        evs, rjs = _decode(
+                            msg,
+                            o.format,
+                            peer,
+                            max_line,
+                            o.keep_raw,
+                            whole=True,
+                            utf8=o.invalid_utf8,
+                        )
                         events += evs
                         rejects += rjs
                 await feed.put(events, rejects, cut + 1)
                 buf = buf[cut + 1 :]
             elif len(buf) > max_line:
                 self._count_long(1, peer)
-                await feed.put(*_decode(buf, o.format, peer, 0, o.keep_raw, whole=True), len(buf))
+                await feed.put(
+                    *_decode(buf, o.format, peer, 0, o.keep_raw, whole=True, utf8=o.invalid_utf8),
+                    len(buf),
+                )
                 buf = b""
             data = await reader.read(READ_BYTES)
             if not data:
                 if buf.strip():
                     await feed.put(
-                        *_decode(buf, o.format, peer, max_line, o.keep_raw, whole=True), len(buf)
+                        *_decode(
+                            buf,
+                            o.format,
+                            peer,
+                            max_line,
+                            o.keep_raw,
+                            whole=True,
+                            utf8=o.invalid_utf8,
+                        ),
+                        len(buf),
                     )
                 return b""
             buf += data
@@ -424,7 +460,7 @@ class UdpOptions(Options):
     which holds a burst while the pipe is busy; datagrams the kernel had to drop because it was
     full are counted in the input's ``kernel_dropped``. ``buffer``: bytes held for the engine;
     UDP cannot slow a sender down, so datagrams arriving while it is full are dropped, counted
-    (``dropped``) and logged. No checkpoint.
+    (``dropped``) and logged. No checkpoint. ``invalid-utf8``: as on ``tcp``.
     """
 
     address: Address
@@ -434,6 +470,7 @@ class UdpOptions(Options):
     buffer: Size = Field(default=8 << 20, ge=1)
     receive_buffer: Size = Field(default=8 << 20, ge=4096)
     keep_raw: bool = False
+    invalid_utf8: Literal["error", "replace"] = "error"
 
 
 READ_DATAGRAMS = 512  # datagrams read per wake-up of the event loop
@@ -528,11 +565,19 @@ class UdpInput(Input):
         if o.format == "syslog":
             events, rejects = [], []
             for msg in _syslog_messages(data):
-                evs, rjs = _decode(msg, o.format, peer, o.max_line_bytes, o.keep_raw, whole=True)
+                evs, rjs = _decode(
+                    msg,
+                    o.format,
+                    peer,
+                    o.max_line_bytes,
+                    o.keep_raw,
+                    whole=True,
+                    utf8=o.invalid_utf8,
+                )
                 events += evs
                 rejects += rjs
         else:
-            events, rejects = _decode(data, o.format, peer, o.max_line_bytes)
+            events, rejects = _decode(data, o.format, peer, o.max_line_bytes, utf8=o.invalid_utf8)
         feed.offer(events, rejects, len(data))
 
     async def close(self) -> None:

@@ -66,6 +66,12 @@ class HttpPostOptions(OutputOptions):
     reason), ``loki`` (Loki's push API; ``labels`` are the stream's labels, ``label-fields``
     adds those fields' values) or ``otlp`` (OTLP/HTTP JSON logs; ``service`` is the
     ``service.name``). See ``pipenb/engine/codecs/http.py`` for the exact shapes.
+
+    ``concurrency: N`` (default 1) keeps up to N requests in flight, so a receiver's latency
+    does not cap the pipe at one batch per round trip. Answers may come back in any order; the
+    input's checkpoint still advances in order, past a batch only once it and every batch before
+    it were acknowledged (``pipenb.engine.inflight``). With ``buffer: disk`` the buffer takes
+    the batches and its drain sends them one at a time, in order.
     """
 
     url: str
@@ -81,6 +87,7 @@ class HttpPostOptions(OutputOptions):
     labels: dict[str, str] = {"job": "pipenb"}
     label_fields: list[str] = []
     service: str = "pipenb"
+    concurrency: int = Field(default=1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _codec(self) -> HttpPostOptions:
@@ -116,10 +123,13 @@ class HttpPostOutput(Output):
         self.requests = 0
         self.splits = 0  # requests split in halves after a 413
         self._ssl_context: ssl.SSLContext | None = None
+        self.concurrency = options.concurrency
 
     async def open(self) -> None:
         if self._client is None:
-            self._client = http_client(self.ctx, "http-post url", self.options.url)
+            self._client = http_client(
+                self.ctx, "http-post url", self.options.url, max_clients=max(10, self.concurrency)
+            )
 
     async def write(self, events: list[Event]) -> list[tuple[Event, str]]:
         if self._client is None:

@@ -89,3 +89,248 @@ def test_no_traceback_when_a_pipe_stops_with_a_sender_connected(tmp_path, data_d
     with caplog.at_level("DEBUG"):
         asyncio.run(asyncio.wait_for(scenario(), 60))
     assert not [r for r in caplog.records if r.exc_info or "CancelledError" in r.getMessage()]
+
+
+# ------------------------------------------------------------------------------ invalid UTF-8
+
+BAD_UTF8 = b'{"n": 1}\n{"n": 2, "s": "caf\xe9 \xff"}\n{"n": 3}\n'
+
+
+@pytest.mark.parametrize("mode", ["error", "replace"])
+def test_invalid_utf8_in_a_json_line_costs_that_line_only(tmp_path, data_dir, mode):
+    src, out, errors = tmp_path / "in.ndjson", tmp_path / "out.ndjson", tmp_path / "err.ndjson"
+    src.write_bytes(BAD_UTF8 * 50)  # one chunk: the fast path must not lose its neighbours
+    pipe = pipe_doc({"files": {"path": str(src), "format": "json", "follow": False,
+                               "invalid-utf8": mode}}, out, errors=errors)  # fmt: skip
+    asyncio.run(asyncio.wait_for(pipe.engine(data_dir=data_dir).run(), 60))
+    events = [json.loads(x) for x in out.read_text().splitlines()]
+    dead = [json.loads(x) for x in errors.read_text().splitlines()] if errors.exists() else []
+    if mode == "error":
+        assert [e["n"] for e in events] == [1, 3] * 50
+        assert len(dead) == 50 and "invalid UTF-8 at byte" in dead[0]["_error"]["message"]
+        assert "invalid-utf8: replace" in dead[0]["_error"]["message"]
+    else:
+        assert [e["n"] for e in events] == [1, 2, 3] * 50 and dead == []
+        assert events[1]["s"] == "caf\ufffd \ufffd"
+
+
+def test_http_server_ndjson_with_invalid_utf8_replace(tmp_path, data_dir):
+    out = tmp_path / "out.ndjson"
+    pipe = pipe_doc({"http-server": {"address": "127.0.0.1:0", "format": "ndjson",
+                                     "invalid-utf8": "replace"}}, out)  # fmt: skip
+
+    async def scenario():
+        async with running(pipe, data_dir) as (_, inp):
+            url = f"http://127.0.0.1:{inp.port}/"
+            r = await asyncio.to_thread(requests.post, url, data=BAD_UTF8, timeout=10)
+            assert r.status_code == 200 and r.json() == {"accepted": 3}
+            await async_wait_until(lambda: out.exists() and out.read_text().count("\n") == 3)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert [json.loads(x)["n"] for x in out.read_text().splitlines()] == [1, 2, 3]
+
+
+# ------------------------------------------------------------------------------ CSV
+
+CSV = (
+    b'\xef\xbb\xbfid,name,note\r\n1,ann,"two\nlines"\r\n2,"bob, jr","say ""hi"""\r\n3,cy,,extra\r\n'
+)
+
+
+def run_files(opts: dict, out: Path, data_dir) -> list[dict]:
+    pipe = pipe_doc({"files": {"follow": False, **opts}}, out)
+    asyncio.run(asyncio.wait_for(pipe.engine(data_dir=data_dir).run(), 60))
+    return [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+
+
+def test_csv_header_bom_and_quoted_newlines(tmp_path, data_dir):
+    src = tmp_path / "data.csv"
+    src.write_bytes(CSV)
+    got = run_files({"path": str(src), "format": "csv", "header": True}, tmp_path / "o", data_dir)
+    assert got == [
+        {"id": "1", "name": "ann", "note": "two\nlines"},
+        {"id": "2", "name": "bob, jr", "note": 'say "hi"'},
+        {"id": "3", "name": "cy", "note": "", "column_4": "extra"},
+    ]
+
+
+def test_csv_records_split_across_reads_stay_whole(tmp_path, data_dir):
+    src = tmp_path / "data.csv"
+    rows = b"".join(b'%d,"a\nb,%s"\n' % (i, b"x" * (i % 7)) for i in range(300))
+    src.write_bytes(b"k,v\n" + rows)
+    got = run_files({"path": str(src), "format": "csv", "header": True, "read-bytes": 64},
+                    tmp_path / "o", data_dir)  # fmt: skip
+    assert [e["k"] for e in got] == [str(i) for i in range(300)]
+    assert all(e["v"].startswith("a\nb,") for e in got)
+
+
+def test_csv_columns_without_header_and_a_tab_delimiter(tmp_path, data_dir):
+    src = tmp_path / "data.tsv"
+    src.write_bytes(b"1\tann\t9\n2\tbob\n")
+    got = run_files({"path": str(src), "format": "csv", "columns": ["id", "name"],
+                     "delimiter": "\t"}, tmp_path / "o", data_dir)  # fmt: skip
+    assert got == [{"id": "1", "name": "ann", "column_3": "9"}, {"id": "2", "name": "bob"}]
+
+
+def test_csv_header_of_each_file_and_after_a_restart(tmp_path, data_dir):
+    """Each file (a rotated one too) has its own header; a run that resumes past the header
+    reads it again from the file's start."""
+    src, old = tmp_path / "app.csv", tmp_path / "app.csv.1"
+    old.write_bytes(b"a,b\n1,2\n")
+    src.write_bytes(b"x,y,z\n7,8,9\n")
+    out = tmp_path / "o"
+    got = run_files({"path": str(tmp_path / "app.csv*"), "format": "csv", "header": True}, out,
+                    data_dir)  # fmt: skip
+    assert sorted(got, key=str) == sorted([{"a": "1", "b": "2"}, {"x": "7", "y": "8", "z": "9"}],
+                                          key=str)  # fmt: skip
+    with src.open("ab") as f:
+        f.write(b"10,11,12\n")
+    out.unlink()
+    got = run_files({"path": str(tmp_path / "app.csv*"), "format": "csv", "header": True}, out,
+                    data_dir)  # fmt: skip
+    assert got == [{"x": "10", "y": "11", "z": "12"}]
+
+
+def test_csv_options_belong_to_format_csv():
+    from pipenb.errors import PipeSyntaxError
+
+    with pytest.raises(PipeSyntaxError, match="header applies to format: csv"):
+        pipe_doc({"files": {"path": "/x", "header": True}}, Path("/tmp/o"))
+
+
+# ------------------------------------------------------------------------------ encodings
+
+
+def test_http_server_deflate_zstd_and_a_clear_415(tmp_path, data_dir):
+    import zlib
+
+    import zstandard
+
+    out = tmp_path / "out.ndjson"
+    pipe = pipe_doc({"http-server": {"address": "127.0.0.1:0", "format": "ndjson",
+                                     "max-body": "64KiB"}}, out)  # fmt: skip
+    body = b'{"n": 1}\n{"n": 2}\n'
+    raw = zlib.compressobj(wbits=-15)
+    bodies = {
+        "deflate": zlib.compress(body),
+        "zstd": zstandard.ZstdCompressor().compress(body),
+        "gzip": __import__("gzip").compress(body),
+    }
+    raw_deflate = raw.compress(body) + raw.flush()
+
+    async def scenario():
+        async with running(pipe, data_dir) as (_, inp):
+            url = f"http://127.0.0.1:{inp.port}/"
+
+            def post(data, enc):
+                return requests.post(url, data=data, headers={"Content-Encoding": enc}, timeout=10)
+
+            answers = {
+                enc: await asyncio.to_thread(post, data, enc) for enc, data in bodies.items()
+            }
+            answers["raw-deflate"] = await asyncio.to_thread(post, raw_deflate, "deflate")
+            answers["br"] = await asyncio.to_thread(post, b"\x0b\x02\x80", "br")
+            bomb = zstandard.ZstdCompressor().compress(b"{}\n" * 100_000)  # 300 KB unpacked
+            answers["bomb"] = await asyncio.to_thread(post, bomb, "zstd")
+            answers["garbage"] = await asyncio.to_thread(post, b"not zstd", "zstd")
+            return answers
+
+    a = asyncio.run(asyncio.wait_for(scenario(), 60))
+    for enc in ("deflate", "zstd", "gzip", "raw-deflate"):
+        assert a[enc].status_code == 200 and a[enc].json() == {"accepted": 2}, enc
+    assert a["br"].status_code == 415
+    assert "gzip, deflate, zstd" in a["br"].text and "'br'" in a["br"].text
+    assert a["br"].headers["Accept-Encoding"] == "gzip, deflate, zstd"
+    assert a["bomb"].status_code == 413
+    assert a["garbage"].status_code == 400 and "not valid zstd" in a["garbage"].text
+
+
+# ------------------------------------------------------------------------------ rotation
+
+
+def test_a_rotated_file_gone_unread_is_counted_and_logged(tmp_path, caplog):
+    """Tailing only app.log while it rotates twice between two scans: the middle file was
+    never seen. The input counts it (``rotated_unread``) and says to glob the rotated names;
+    an archive older than the pipe, and the file it was reading, are not counted."""
+    from pipenb.engine.base import RunContext
+    from pipenb.engine.inputs.files import FilesInput, FilesOptions
+
+    log = tmp_path / "app.log"
+    (tmp_path / "app.log.3").write_bytes(b"old archive\n")
+    os.utime(tmp_path / "app.log.3", (1_000_000, 1_000_000))
+    log.write_bytes(b"a1\na2\n")
+    inp = FilesInput(FilesOptions(path=str(log)), RunContext())
+    try:
+        inp._scan(initial=True)
+        assert inp._read(next(iter(inp.files.values()))).events == [{"_raw": "a1"}, {"_raw": "a2"}]
+        # two rotations before the next scan: A -> app.log.2, B (never seen) -> app.log.1
+        log.rename(tmp_path / "app.log.1")
+        log.write_bytes(b"b1\n")
+        (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
+        log.rename(tmp_path / "app.log.1")
+        log.write_bytes(b"c1\n")
+        with caplog.at_level("WARNING", logger="pipenb.engine.files"):
+            inp._scan(initial=False)
+        assert inp.stats()["rotated_unread"] == 1
+        warned = [r.getMessage() for r in caplog.records if "rotated away" in r.getMessage()]
+        assert len(warned) == 1 and "app.log.1" in warned[0] and f"path: {log}*" in warned[0]
+        # an ordinary rotation afterwards (C -> app.log.1 after being read) warns no more
+        for f in list(inp.files.values()):
+            inp._read(f)
+        (tmp_path / "app.log.1").unlink()
+        log.rename(tmp_path / "app.log.1")
+        log.write_bytes(b"d1\n")
+        inp._scan(initial=False)
+        assert inp.stats()["rotated_unread"] == 1
+    finally:
+        asyncio.run(inp.close())
+
+
+def test_csv_header_after_a_live_rename_rotation(tmp_path, data_dir):
+    """Tailing app.csv: after a rename rotation the new app.csv's first record is its header."""
+    src, out = tmp_path / "app.csv", tmp_path / "out.ndjson"
+    src.write_bytes(b"a,b\n1,2\n")
+    pipe = pipe_doc({"files": {"path": str(src), "format": "csv", "header": True,
+                               "glob-interval": "50ms", "poll-interval": "20ms"}}, out)  # fmt: skip
+
+    def got() -> list[dict]:
+        return [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+
+    async def scenario():
+        async with running(pipe, data_dir, listening=False):
+            await async_wait_until(lambda: len(got()) == 1, what="the first file's row")
+            src.rename(tmp_path / "app.csv.1")
+            src.write_bytes(b"x,y,z\n7,8,9\n")
+            with (tmp_path / "app.csv.1").open("ab") as f:
+                f.write(b"3,4\n")  # the writer's last line into the renamed file
+            await async_wait_until(lambda: len(got()) == 3, what="both files' rows")
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    rows = got()
+    assert rows[0] == {"a": "1", "b": "2"}
+    assert sorted(map(str, rows[1:])) == sorted(map(str, [{"a": "3", "b": "4"},
+                                                          {"x": "7", "y": "8", "z": "9"}]))  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+def test_invalid_utf8_replace_on_tcp_and_udp(tmp_path, data_dir, kind):
+    import socket
+
+    out = tmp_path / "out.ndjson"
+    pipe = pipe_doc({kind: {"address": "127.0.0.1:0", "format": "json",
+                            "invalid-utf8": "replace"}}, out)  # fmt: skip
+
+    async def scenario():
+        async with running(pipe, data_dir) as (_, inp):
+            if kind == "tcp":
+                with socket.create_connection(("127.0.0.1", inp.port), timeout=10) as s:
+                    s.sendall(BAD_UTF8)
+            else:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    for line in BAD_UTF8.splitlines(keepends=True):
+                        s.sendto(line, ("127.0.0.1", inp.port))
+            await async_wait_until(lambda: out.exists() and out.read_text().count("\n") == 3)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    got = sorted((json.loads(x) for x in out.read_text().splitlines()), key=lambda e: e["n"])
+    assert [e["n"] for e in got] == [1, 2, 3] and got[1]["s"] == "caf\ufffd \ufffd"
