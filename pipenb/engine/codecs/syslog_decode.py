@@ -124,15 +124,7 @@ def _lenient(ev: Event, rest: str) -> None:
         ev["message"] = rest
         return
     # Python's SysLogHandler and other minimal senders: "<14>msg" or "<14>app[pid]: msg"
-    mt = _LENIENT_TAG.fullmatch(rest)
-    if mt is not None:
-        app, pid, msg = mt.groups()
-        ev["app"] = app
-        if pid:
-            ev["pid"] = int(pid) if pid.isdigit() else pid
-        rest = msg
-    if rest:
-        ev["message"] = rest
+    _tag_and_message(ev, rest, _LENIENT_TAG)
 
 
 def _rfc5424(ev: Event, m: re.Match[str]) -> None:
@@ -210,7 +202,13 @@ def _rfc3164(ev: Event, m: re.Match[str]) -> None:
     if sep and head and not head.endswith(":") and "[" not in head:
         ev["host"] = head
         rest = tail
-    t = _TAG.fullmatch(rest)
+    _tag_and_message(ev, rest, _TAG)
+
+
+def _tag_and_message(ev: Event, rest: str, tag: re.Pattern[str]) -> None:
+    """``app[pid]: message`` (as ``tag`` spells a tag) into ``app``, ``pid`` and ``message``;
+    text without a tag is all message."""
+    t = tag.fullmatch(rest)
     if t is not None:
         app, pid, msg = t.groups()
         ev["app"] = app
