@@ -14,7 +14,12 @@ from pipenb.cli.options import option
 
 def register(sub: Any) -> None:
     p = sub.add_parser("agent", help="run an agent: check in with a server and run its pipes")
-    option(p, "--server", help="the server's URL, e.g. https://10.0.0.5:8765")
+    option(
+        p,
+        "--server",
+        help="the server's URL, e.g. https://10.0.0.5:8765; several processes of one fleet: "
+        "URL1,URL2 (the agent moves to the next when one stops answering)",
+    )
     option(
         p,
         "--id",
@@ -150,6 +155,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     if not args.server:
         print("pipenb agent: --server URL is required (or PIPENB_SERVER)", file=sys.stderr)
+        return 2
+    from pipenb.agent.servers import parse_servers
+
+    try:
+        parse_servers(args.server)
+    except ValueError as exc:
+        print(f"pipenb agent: {exc}", file=sys.stderr)
         return 2
     if not ((args.id and args.api_key) or args.enroll_key or args.data_dir):
         print("pipenb agent: give --id and --api-key, or --enroll-key", file=sys.stderr)
