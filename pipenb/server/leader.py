@@ -112,6 +112,7 @@ class SqliteLock:
 
     def __init__(self, db_path: str):
         self.path = db_path + ".lock"
+        self.fd: int | None = None
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -128,7 +129,7 @@ class SqliteLock:
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd: int | None = fd
+        self.fd = fd
 
     @classmethod
     def for_url(cls, db_url: str) -> SqliteLock | None:

@@ -1,0 +1,553 @@
+"""Several server processes on one PostgreSQL serving one fleet (issue 17, items 1 and 6).
+
+Real ``pipenb server`` processes on a fresh PostgreSQL database per test, real agents, and
+Debian's nginx on loopback in front where a test needs one address. The PostgreSQL tests run
+when ``PIPENB_TEST_POSTGRES_URL`` names a server where a test may create a database
+(``scripts/postgres-test.sh``); the nginx ones when nginx is installed (``scripts/nginx-test.sh``).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import requests
+from agentproc import AgentProcess, tmp_policy
+from conftest import wait_until
+from nginxproc import NginxProcess, nginx_missing
+from serverproc import ServerProcess
+from sqlalchemy.engine import make_url
+
+from pipenb.client import Client
+
+PG_ENV = "PIPENB_TEST_POSTGRES_URL"
+ENROLL_KEY = "ek-fleet"
+POLL = 1.0  # poll interval: an agent is offline after 3 of them
+BATCH = 20  # output batch of the test pipes: "duplicates up to one batch"
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database with a random name, dropped after the test."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL (scripts/postgres-test.sh starts one)")
+    psycopg = pytest.importorskip("psycopg")
+    admin = make_url(url).set(drivername="postgresql")
+    name = f"pipenb_mp_{secrets.token_hex(6)}"
+    conninfo = admin.render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def nginx_ok() -> None:
+    why = nginx_missing()
+    if why:
+        pytest.skip(why)
+
+
+Fleet = Callable[[int], list[ServerProcess]]
+
+
+@pytest.fixture
+def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
+    """``fleet(n)``: n started server processes on one database (one secret key file)."""
+    made: list[ServerProcess] = []
+    key = tmp_path / "secret.key"
+
+    def start(n: int) -> list[ServerProcess]:
+        out = []
+        for _ in range(n):
+            srv = ServerProcess(
+                tmp_path / f"server-{len(made)}",
+                db_url=pg_url,
+                enroll_key=ENROLL_KEY,
+                poll_interval=POLL,
+                extra=("--secret-key-file", str(key)),
+            )
+            made.append(srv)
+            out.append(srv.start())
+        return out
+
+    try:
+        yield start
+    finally:
+        for srv in made:
+            srv.kill()
+        for srv in made:
+            print(f"==== {srv.log}\n{srv.log.read_text(errors='replace')[-4000:]}")
+
+
+Agents = Callable[..., AgentProcess]
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Agents]:
+    """``agents(server_url, name, labels)``: an enrolled agent (its policy allows the temp dir).
+    ``server_url`` may list several URLs (``URL1,URL2``)."""
+    made: list[AgentProcess] = []
+
+    def start(url: str, name: str, labels: list[str], token_url: str | None = None, **kw: Any):
+        agent = AgentProcess(
+            url,
+            tmp_path / f"agent-{name}",
+            enroll_key=ENROLL_KEY,
+            name=name,
+            labels=labels,
+            long_poll=20.0,
+            extra=tmp_policy(),
+            **kw,
+        )
+        if token_url is not None:  # where the enrollment token is made (url lists several)
+            agent.server = token_url
+            agent.enroll_token = agent.create_enroll_token()
+            agent.server = url
+        made.append(agent)
+        agent.start()
+        agent.wait_enrolled()
+        return agent
+
+    try:
+        yield start
+    finally:
+        for agent in made:
+            agent.cleanup()
+        for agent in made:
+            print(f"==== {agent.log}\n{agent.log_text()[-4000:]}")
+
+
+def client(srv: ServerProcess | str) -> Client:
+    url = srv if isinstance(srv, str) else srv.url
+    return Client(url, "test-token", timeout=10)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(3)}"
+
+
+# ------------------------------------------------------------------------------ pipes and files
+
+
+def files_pipe(name: str, src: Path, out: str) -> str:
+    return (
+        f"name: {name}\n"
+        f'input:\n  files: {{path: "{src}", poll-interval: 50ms}}\n'
+        f'output:\n  file: {{path: "{out}", batch: {{size: {BATCH}, timeout: 50ms}}}}\n'
+    )
+
+
+def raws(path: Path) -> list[str]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    cut = data.rfind(b"\n")
+    out = []
+    for line in data[: cut + 1].splitlines():
+        try:
+            out.append(orjson.loads(line)["_raw"])
+        except (orjson.JSONDecodeError, KeyError):
+            pass  # a write cut short
+    return out
+
+
+def write_lines(path: Path, start: int, count: int) -> list[str]:
+    lines = [f"line-{i:06d}" for i in range(start, start + count)]
+    with open(path, "a") as fh:
+        fh.write("".join(x + "\n" for x in lines))
+    return lines
+
+
+def instance(c: Client, dep_id: str, agent_id: str) -> dict[str, Any] | None:
+    return next((s for s in c.deployment(dep_id)["status"] if s["agent_id"] == agent_id), None)
+
+
+def brief(c: Client, dep_id: str) -> str:
+    d = c.deployment(dep_id)
+    return f"{d['state']} {[(s['agent_id'], s['agent_state'], s['state']) for s in d['status']]}"
+
+
+def running(c: Client, dep_id: str, agent_id: str) -> bool:
+    s = instance(c, dep_id, agent_id)
+    return bool(s and s["state"] == "running" and s["in_sync"])
+
+
+def online(c: Client, agent_id: str) -> bool:
+    return c.agent(agent_id)["state"] == "online"
+
+
+def jobs(srv: ServerProcess) -> bool:
+    return bool(srv.request("GET", "/health", token=False, timeout=5).json()["jobs"])
+
+
+# ------------------------------------------------------------------------------ a raw check-in
+
+
+def checkin(srv: ServerProcess | str, key: str, agent_id: str, **body: Any) -> requests.Response:
+    """One check-in as an agent makes it (the protocol, for timing a held one exactly)."""
+    url = srv if isinstance(srv, str) else srv.api
+    return requests.post(
+        url + "/agent/checkin",
+        json={"agent_id": agent_id, **body},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+
+
+def held_checkins(srv: ServerProcess) -> int:
+    """How many check-ins ``srv`` holds now (its Prometheus gauge, open on loopback)."""
+    text = requests.get(srv.url + "/metrics", timeout=5).text
+    line = next(x for x in text.splitlines() if x.startswith("pipenb_held_checkins "))
+    return int(float(line.split()[1]))
+
+
+class Held:
+    """A check-in held by ``srv`` in a thread: ``returned`` is when its answer came. It is
+    held once the server's gauge says so."""
+
+    def __init__(
+        self,
+        srv: ServerProcess,
+        key: str,
+        agent_id: str,
+        seq: int,
+        dhash: str | None,
+        **extra: Any,
+    ):
+        self.answer: requests.Response | None = None
+        self.returned = 0.0
+        before = held_checkins(srv)
+        args = {"seq": seq, "full": False, "desired_hash": dhash, "wait": 30, **extra}
+
+        def run() -> None:
+            self.answer = checkin(srv, key, agent_id, **args)
+            self.returned = time.monotonic()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        wait_until(lambda: held_checkins(srv) > before, 10, "the check-in to be held")
+
+
+def hand_agent(c: Client, label: str) -> tuple[str, str, str]:
+    """An agent added by hand with a key: (id, key id, key)."""
+    aid = unique("hand-")
+    c.add_agent(aid, labels=[label])
+    k = c.create_key(aid)
+    return aid, k["key_id"], k["api_key"]
+
+
+def held_on(srv: ServerProcess, aid: str, key: str) -> Held:
+    """A check-in of ``aid`` held by ``srv`` (after a first one that says what it runs)."""
+    first = checkin(srv, key, aid, seq=0, full=True)
+    assert first.status_code == 200, first.text
+    return Held(srv, key, aid, 1, first.json()["desired_hash"])
+
+
+# ------------------------------------------------------------------------------ SQLite: one process
+
+
+def test_a_second_server_process_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'one.db'}"
+    first = ServerProcess(tmp_path / "a", db_url=db).start()
+    try:
+        second = ServerProcess(tmp_path / "b", db_url=db)
+        with pytest.raises(RuntimeError, match="did not start"):
+            second.start()
+        said = second.log.read_text()
+        assert "is in use by another pipenb server process" in said, said
+        assert f"pid {first.proc.pid}" in said, said  # type: ignore[union-attr]
+        assert "PostgreSQL" in said and "Traceback" not in said, said
+        assert first.request("GET", "/health").ok  # the first one serves on
+    finally:
+        first.stop()
+    # the lock goes with the process: the file can be served again
+    again = ServerProcess(tmp_path / "c", db_url=db).start()
+    again.stop()
+
+
+def test_the_sqlite_lock_is_per_database_and_released_on_stop(tmp_path: Path) -> None:
+    import asyncio
+
+    from pipenb.server.core import ControlPlane
+    from pipenb.server.leader import DatabaseInUse
+    from pipenb.server.settings import ServerSettings
+
+    url = f"sqlite:///{tmp_path / 'cp.db'}"
+    cp = ControlPlane(ServerSettings(db_url=url))
+    with pytest.raises(DatabaseInUse, match="cp.db is in use"):
+        ControlPlane(ServerSettings(db_url=url))
+    other = ControlPlane(ServerSettings(db_url=f"sqlite:///{tmp_path / 'other.db'}"))
+    asyncio.run(other.stop())
+    asyncio.run(cp.stop())
+    cp = ControlPlane(ServerSettings(db_url=url))  # free again
+    assert cp.coord.leading  # alone on SQLite: it runs the jobs
+    asyncio.run(cp.stop())
+
+
+# ------------------------------------------------------------------------------ wake-ups
+
+
+def test_a_deploy_through_one_process_wakes_a_check_in_held_by_another(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    a, b = fleet(2)
+    ca = client(a)
+    label = unique("wake")
+    aid, key_id, key = hand_agent(ca, label)
+    pipe = unique("p")
+    ca.push(files_pipe(pipe, tmp_path / "in.log", str(tmp_path / "out.ndjson")))
+    took, after = [], []
+    for _ in range(3):  # three deploys, three wake-ups
+        held = held_on(b, aid, key)
+        deployed = time.monotonic()
+        ca.deploy(pipe, labels=[label], new=True)
+        answered = time.monotonic()  # the deploy's answer: committed, and the NOTIFY sent
+        held.thread.join(10)
+        assert held.answer is not None and held.answer.status_code == 200
+        took.append(held.returned - deployed)
+        after.append(held.returned - answered)
+        assert held.answer.json()["desired"], held.answer.text
+    print(
+        "cross-process wake-ups, from the deploy request:",
+        [f"{t * 1000:.0f} ms" for t in took],
+        "from its answer:",
+        [f"{t * 1000:.0f} ms" for t in after],
+    )
+    assert max(took) < 1.0, took
+
+    # a command queued through a: the check-in held by b is answered with it
+    dep = ca.deployments()["deployments"][0]["id"]
+    held = held_on(b, aid, key)
+    ca.command(dep, "restart")
+    held.thread.join(10)
+    assert held.answer is not None
+    commands = held.answer.json()["commands"]
+    assert [c["type"] for c in commands] == ["restart"]
+
+    # a key revoked through a: the check-in held by b is answered 401 at once
+    dhash = held.answer.json()["desired_hash"]
+    held = Held(b, key, aid, 2, dhash, acks=[commands[0]["id"]])
+    revoked = time.monotonic()
+    ca.revoke_key(aid, key_id)
+    held.thread.join(10)
+    assert held.answer is not None and held.answer.status_code == 401, held.answer.text
+    assert held.answer.json()["error"]["code"] == "key_revoked"
+    assert held.returned - revoked < 1.0
+    # and b refuses the key from now on (its cache dropped it)
+    assert checkin(b, key, aid, seq=3).status_code == 401
+
+
+def test_agents_held_by_other_processes_get_a_deploy_within_a_second(
+    fleet: Fleet, agents: Agents, tmp_path: Path
+) -> None:
+    a, b, c = fleet(3)
+    ca = client(a)
+    label = unique("spread")
+    on_b = agents(b.url, "on-b", [label])
+    on_c = agents(c.url, "on-c", [label])
+    ids = [on_b.wait_enrolled(), on_c.wait_enrolled()]
+    for aid in ids:
+        wait_until(lambda aid=aid: online(ca, aid), 20, f"{aid} online through a")
+    src = tmp_path / "in.log"
+    write_lines(src, 0, 10)
+    pipe = unique("fast")
+    ca.push(files_pipe(pipe, src, str(tmp_path / "out-{{agent.id}}.ndjson")))
+    dep_id = ca.deploy(pipe, labels=[label])["id"]
+    deployed = time.monotonic()
+    reached: dict[str, float] = {}
+
+    def started() -> bool:
+        for s in ca.deployment(dep_id)["status"]:
+            if s["state"] in ("starting", "running") and s["agent_id"] not in reached:
+                reached[s["agent_id"]] = time.monotonic() - deployed
+        return len(reached) == 2
+
+    wait_until(started, 10, "both agents to report the pipe", lambda: brief(ca, dep_id), 0.005)
+    print(f"deploy through a reached agents held by b and c in {reached}")
+    assert max(reached.values()) < 1.0, reached
+    # both are online wherever one asks, and each process shows the other's check-ins
+    for srv in (a, b, c):
+        assert all(online(client(srv), aid) for aid in ids)
+
+
+# ------------------------------------------------------------------------------ background jobs
+
+
+def test_sigkill_the_process_running_the_jobs_and_failover_still_happens(
+    fleet: Fleet, agents: Agents, tmp_path: Path
+) -> None:
+    procs = fleet(2)
+    leader = wait_until(lambda: next((p for p in procs if jobs(p)), None), 10, "a leader")
+    (other,) = [p for p in procs if p is not leader]
+    assert not jobs(other)  # exactly one
+    co = client(other)
+    label = unique("ha")
+    pool = {}
+    for name in ("ha-1", "ha-2"):
+        ag = agents(other.url, name, [label])
+        pool[ag.wait_enrolled()] = ag
+    for aid in pool:
+        wait_until(lambda aid=aid: online(co, aid), 20, f"{aid} online")
+    src = tmp_path / "in.log"
+    write_lines(src, 0, 50)
+    pipe = unique("single")
+    co.push(files_pipe(pipe, src, str(tmp_path / "out-{{agent.id}}.ndjson")))
+    dep_id = co.deploy(pipe, labels=[label], instances=1, failover=True)["id"]
+    first = wait_until(
+        lambda: next((aid for aid in pool if running(co, dep_id, aid)), None),
+        20,
+        "one running instance",
+        lambda: brief(co, dep_id),
+    )
+    (second,) = [aid for aid in pool if aid != first]
+
+    leader.kill()  # SIGKILL: its lock goes with its database connection
+    killed = time.monotonic()
+    wait_until(lambda: jobs(other), 10, "the other process to take the jobs over")
+    print(f"the jobs moved to the other process in {time.monotonic() - killed:.1f} s")
+    pool[first].kill()
+    gone = time.monotonic()
+
+    def moved() -> bool:
+        st = co.deployment(dep_id)["status"]
+        return [s["agent_id"] for s in st] == [second] and running(co, dep_id, second)
+
+    # offline after 3 poll intervals, then the leader's 1 s tick, the worker's start
+    wait_until(moved, 3 * POLL + 2 + 10, "the instance to move", lambda: brief(co, dep_id))
+    print(f"failover after the agent's death: {time.monotonic() - gone:.1f} s")
+
+
+# ------------------------------------------------------------------------------ agent failover
+
+
+def _carry_on(a: ServerProcess, agent: AgentProcess, kill: Callable[[], None], tmp: Path) -> None:
+    """The agent runs a files -> file pipe deployed through ``a``; ``kill`` ends the process it
+    is held by; it carries on through another, with every line in the output once (up to a
+    batch again), and changes made through ``a`` still reach it."""
+    ca = client(a)
+    aid = agent.wait_enrolled()
+    wait_until(lambda: online(ca, aid), 20, "the agent online")
+    src, out = tmp / "in.log", tmp / f"out-{aid}.ndjson"
+    lines = write_lines(src, 0, 100)
+    pipe = unique("carry")
+    ca.push(files_pipe(pipe, src, str(tmp / "out-{{agent.id}}.ndjson")))
+    dep_id = ca.deploy(pipe, agents=[aid], instances=1, failover=True)["id"]
+    wait_until(lambda: set(lines) <= set(raws(out)), 20, "output", lambda: brief(ca, dep_id))
+    before = agent.log_text()
+    kill()
+    lines += write_lines(src, 100, 100)
+    # the pipe never stopped; the agent checks in through another process within a few seconds
+    wait_until(lambda: set(lines) <= set(raws(out)), 20, "output after the kill")
+    cut = len(before)
+    wait_until(
+        lambda: "checked in with" in agent.log_text()[cut:],
+        15,
+        "a check-in through another process",
+        lambda: agent.log_text()[cut:],
+    )
+    wait_until(lambda: running(ca, dep_id, aid) and online(ca, aid), 15, "running and online")
+    # still one instance, on the same agent: no failover was needed
+    assert [s["agent_id"] for s in ca.deployment(dep_id)["status"]] == [aid]
+    # a change made through a reaches it: a stop
+    ca.stop(dep_id)
+    wait_until(lambda: not agent.worker_pids(), 20, "the worker to stop", lambda: brief(ca, dep_id))
+    values = raws(out)
+    assert set(values) == set(lines)
+    again = sum(n - 1 for n in collections.Counter(values).values() if n > 1)
+    assert again <= BATCH, f"{again} lines written twice"
+    assert agent.alive()
+
+
+def test_sigkill_the_process_an_agent_is_held_by_and_it_moves_to_the_next_url(
+    fleet: Fleet, agents: Agents, tmp_path: Path
+) -> None:
+    a, b = fleet(2)
+    agent = agents(f"{b.url},{a.url}", "two-urls", [unique("m")], token_url=a.url)
+    aid = agent.wait_enrolled()
+    wait_until(lambda: online(client(b), aid), 20, "online through b")
+    assert "connected to " + b.url in agent.log_text()  # b first: the order given
+    _carry_on(a, agent, b.kill, tmp_path)
+    assert f"server {b.url} does not answer" in agent.log_text()
+
+
+def test_behind_nginx_sigkill_the_process_an_agent_is_held_by_and_it_carries_on(
+    fleet: Fleet, agents: Agents, nginx_ok: None, tmp_path: Path
+) -> None:
+    a, b, c = fleet(3)
+    # b takes every agent while it lives, c only then: so the test knows who holds the agent
+    lb = NginxProcess(tmp_path / "nginx", [f"127.0.0.1:{b.port}"], [f"127.0.0.1:{c.port}"])
+    with lb:
+        try:
+            agent = agents(lb.url, "behind-lb", [unique("lb")], token_url=a.url)
+            aid = agent.wait_enrolled()
+            wait_until(lambda: online(client(b), aid), 20, "online")
+            _carry_on(a, agent, b.kill, tmp_path)
+            # its check-ins now go to c, which had not seen it before b died
+            assert online(client(c), aid)
+        finally:
+            print(lb.log_text())
+
+
+def test_behind_nginx_agents_spread_over_processes_all_hear_a_deploy(
+    fleet: Fleet, agents: Agents, nginx_ok: None, tmp_path: Path
+) -> None:
+    a, b, c = fleet(3)
+    lb = NginxProcess(tmp_path / "nginx", [f"127.0.0.1:{b.port}", f"127.0.0.1:{c.port}"])
+    with lb:
+        ca = client(a)
+        label = unique("rr")
+        ids = [agents(lb.url, f"rr-{i}", [label]).wait_enrolled() for i in range(3)]
+        for aid in ids:
+            wait_until(lambda aid=aid: online(ca, aid), 20, f"{aid} online")
+        src = tmp_path / "in.log"
+        write_lines(src, 0, 10)
+        pipe = unique("rr")
+        ca.push(files_pipe(pipe, src, str(tmp_path / "out-{{agent.id}}.ndjson")))
+        dep_id = ca.deploy(pipe, labels=[label])["id"]
+        deployed = time.monotonic()
+        wait_until(
+            lambda: all(
+                s["state"] in ("starting", "running") for s in ca.deployment(dep_id)["status"]
+            ),
+            10,
+            "every agent to report the pipe",
+            lambda: brief(ca, dep_id),
+            0.005,
+        )
+        took = time.monotonic() - deployed
+        print(f"deploy through a reached 3 agents behind nginx in {took * 1000:.0f} ms")
+        assert took < 1.0
+        # the held check-ins really were spread: nginx sent check-ins to both processes
+        log = (tmp_path / "nginx" / "access.log").read_text()
+        assert log.count("/agent/checkin") > 3
+
+
+def test_a_graceful_stop_hands_held_agents_to_the_other_process(
+    fleet: Fleet, agents: Agents, tmp_path: Path
+) -> None:
+    a, b = fleet(2)
+    agent = agents(f"{b.url},{a.url}", "graceful", [unique("g")], token_url=a.url)
+    aid = agent.wait_enrolled()
+    wait_until(lambda: online(client(b), aid), 20, "online through b")
+    b.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    cut = len(agent.log_text())
+    wait_until(lambda: "checked in with " + a.url in agent.log_text()[cut:], 15, "moved to a")
+    assert online(client(a), aid)
