@@ -88,16 +88,11 @@ http {{
         conf = self.prefix / "nginx.conf"
         conf.write_text(self.config())
         log = open(self.prefix / "nginx.out", "ab")  # noqa: SIM115 - lives as long as nginx
+        # its own config and prefix, in the foreground, its pid file in the prefix
+        args = [NGINX, "-c", str(conf), "-p", str(self.prefix)]
+        args += ["-g", f"daemon off; pid {self.prefix}/nginx.pid;"]
         self.proc = subprocess.Popen(
-            [
-                NGINX,
-                "-c",
-                str(conf),
-                "-p",
-                str(self.prefix),
-                "-g",
-                f"daemon off; pid {self.prefix}/nginx.pid;",
-            ],  # fmt: skip
+            args,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -292,7 +292,7 @@ def test_the_sqlite_lock_is_per_database_and_released_on_stop(tmp_path: Path) ->
 
     url = f"sqlite:///{tmp_path / 'cp.db'}"
     cp = ControlPlane(ServerSettings(db_url=url))
-    with pytest.raises(DatabaseInUse, match="cp.db is in use"):
+    with pytest.raises(DatabaseInUse, match=r"cp\.db is in use"):
         ControlPlane(ServerSettings(db_url=url))
     other = ControlPlane(ServerSettings(db_url=f"sqlite:///{tmp_path / 'other.db'}"))
     asyncio.run(other.stop())
@@ -384,8 +384,8 @@ def test_agents_held_by_other_processes_get_a_deploy_within_a_second(
     print(f"deploy through a reached agents held by b and c in {reached}")
     assert max(reached.values()) < 1.0, reached
     # both are online wherever one asks, and each process shows the other's check-ins
-    for srv in (a, b, c):
-        assert all(online(client(srv), aid) for aid in ids)
+    states = {srv.url: [client(srv).agent(aid)["state"] for aid in ids] for srv in (a, b, c)}
+    assert all(st == ["online", "online"] for st in states.values()), states
 
 
 # ------------------------------------------------------------------------------ background jobs
@@ -551,3 +551,170 @@ def test_a_graceful_stop_hands_held_agents_to_the_other_process(
     cut = len(agent.log_text())
     wait_until(lambda: "checked in with " + a.url in agent.log_text()[cut:], 15, "moved to a")
     assert online(client(a), aid)
+
+
+# ------------------------------------------------------------------------------ teams on JupyterHub
+
+JUPYTER_CONFIG = '''
+import os
+from jupyter_server.auth.identity import IdentityProvider, User
+
+TOKEN = {token!r}
+
+
+class HubUser(IdentityProvider):
+    """Stands in for JupyterHub's OAuth: a request with the hub's token is this server's user,
+    or the user an ``X-Hub-User`` header names (another person the hub lets in)."""
+
+    def get_user(self, handler):
+        scheme, _, value = handler.request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() not in ("token", "bearer") or value != TOKEN:
+            return None
+        return User(username=handler.request.headers.get("X-Hub-User") or os.environ["JUPYTERHUB_USER"])
+
+
+c = get_config()  # noqa: F821
+c.ServerApp.jpserver_extensions = {{
+    "pipenb.jupyter_ext": True,
+    "jupyter_server_terminals": False,
+    "jupyterlab": False,
+    "jupyter_lsp": False,
+    "notebook_shim": False,
+}}
+c.ServerApp.allow_root = True  # the tests may run as root (CI does)
+c.ServerApp.identity_provider_class = HubUser
+c.ServerApp.disable_check_xsrf = True
+c.ServerApp.open_browser = False
+c.ServerApp.port = {port}
+c.ServerApp.ip = "127.0.0.1"
+c.ServerApp.root_dir = {root!r}
+c.PipenbExtension.db_url = {db_url!r}
+c.PipenbExtension.secret_key_file = {key!r}
+c.PipenbExtension.enroll_key = {enroll!r}
+c.PipenbExtension.poll_interval = {poll}
+'''
+
+
+class JupyterProcess:
+    """A real Jupyter server with the pipenb extension, as JupyterHub spawns one per user."""
+
+    def __init__(self, home: Path, user: str, db_url: str, key: Path):
+        from nginxproc import free_port
+
+        self.home = Path(home)
+        self.user = user
+        self.token = secrets.token_hex(16)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db_url, self.key = db_url, key
+        self.log = self.home / "jupyter.log"
+        self.proc: Any = None
+
+    def start(self, timeout: float = 60.0) -> JupyterProcess:
+        import subprocess
+        import sys
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        conf = self.home / "jupyter_server_config.py"
+        conf.write_text(
+            JUPYTER_CONFIG.format(
+                token=self.token, port=self.port, root=str(self.home), db_url=self.db_url,
+                key=str(self.key), enroll=ENROLL_KEY, poll=POLL,
+            )
+        )  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPENB_", "JUPYTER"))}
+        env.update(
+            JUPYTERHUB_USER=self.user,
+            JUPYTER_CONFIG_DIR=str(self.home / "config"),
+            JUPYTER_RUNTIME_DIR=str(self.home / "runtime"),
+            JUPYTER_DATA_DIR=str(self.home / "data"),
+        )
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyter_server", f"--config={conf}"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=self.home,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if requests.get(self.url + "/pipenb/api/v1/health", timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jupyter not up in time:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)  # poll
+
+    def client(self) -> Client:
+        return Client(self.url, self.token, timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def test_two_jupyter_servers_on_one_database_share_one_fleet(
+    pg_url: str, agents: Agents, tmp_path: Path
+) -> None:
+    key = tmp_path / "secret.key"
+    ana = JupyterProcess(tmp_path / "ana", "ana", pg_url, key)
+    bo = JupyterProcess(tmp_path / "bo", "bo", pg_url, key)
+    try:
+        ana.start()
+        bo.start()
+        ca, cb = ana.client(), bo.client()
+        assert ca.request("GET", "/whoami")["name"] == "ana"
+        assert cb.request("GET", "/whoami")["name"] == "bo"
+        # an agent enrolled through ana's server is in bo's fleet too
+        agent = agents(ana.url, "shared", [])
+        aid = agent.wait_enrolled()
+        wait_until(lambda: online(cb, aid), 20, "the agent online through bo's server")
+        src = tmp_path / "in.log"
+        lines = write_lines(src, 0, 20)
+        pipe = unique("team")
+        ca.push(files_pipe(pipe, src, str(tmp_path / "out-{{agent.id}}.ndjson")))
+        dep_id = ca.deploy(pipe, agents=[aid])["id"]
+        out = tmp_path / f"out-{aid}.ndjson"
+        wait_until(lambda: set(lines) <= set(raws(out)), 20, "the pipe's output")
+        # bo sees ana's deployment, made by ana, and stops it: the agent ana's server holds
+        # hears it
+        mine = cb.deployment(dep_id)
+        assert (mine["created_by"], mine["state"]) == ("ana", "running")
+        cb.stop(dep_id)
+        wait_until(lambda: not agent.worker_pids(), 10, "the worker to stop")
+        assert ca.deployment(dep_id)["updated_by"] == "bo"
+        # one audit trail, with each person's name, whichever server is asked
+        for c in (ca, cb):
+            trail = [
+                (e["user"], e["method"], e["route"], e["status"], e["via"])
+                for e in c.audit()["entries"]
+            ]
+            assert trail == [
+                ("ana", "POST", "/pipes", 201, "jupyter"),
+                ("ana", "POST", "/deployments", 201, "jupyter"),
+                ("bo", "POST", "/deployments/{dep_id}/stop", 200, "jupyter"),
+            ], trail
+        # exactly one of the two runs the fleet's background jobs
+        jobs_of = [
+            requests.get(j.url + "/pipenb/api/v1/health", timeout=5).json()["jobs"]
+            for j in (ana, bo)
+        ]
+        assert sorted(jobs_of) == [False, True], jobs_of
+    finally:
+        ana.stop()
+        bo.stop()
+        for j in (ana, bo):
+            if j.log.exists():
+                print(f"==== {j.log}\n{j.log.read_text(errors='replace')[-3000:]}")
