@@ -451,18 +451,20 @@ def _carry_on(a: ServerProcess, agent: AgentProcess, kill: Callable[[], None], t
     ca.push(files_pipe(pipe, src, str(tmp / "out-{{agent.id}}.ndjson")))
     dep_id = ca.deploy(pipe, agents=[aid], instances=1, failover=True)["id"]
     wait_until(lambda: set(lines) <= set(raws(out)), 20, "output", lambda: brief(ca, dep_id))
-    before = agent.log_text()
+    cut = len(agent.log_text())
     kill()
+    killed = time.monotonic()
     lines += write_lines(src, 100, 100)
-    # the pipe never stopped; the agent checks in through another process within a few seconds
-    wait_until(lambda: set(lines) <= set(raws(out)), 20, "output after the kill")
-    cut = len(before)
+    # the agent checks in through another process within a few seconds
     wait_until(
         lambda: "checked in with" in agent.log_text()[cut:],
         15,
         "a check-in through another process",
         lambda: agent.log_text()[cut:],
     )
+    print(f"the agent checked in through another process {time.monotonic() - killed:.2f} s later")
+    # and its pipe never stopped
+    wait_until(lambda: set(lines) <= set(raws(out)), 20, "output after the kill")
     wait_until(lambda: running(ca, dep_id, aid) and online(ca, aid), 15, "running and online")
     # still one instance, on the same agent: no failover was needed
     assert [s["agent_id"] for s in ca.deployment(dep_id)["status"]] == [aid]
