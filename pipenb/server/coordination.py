@@ -94,6 +94,8 @@ class Coordination:
             q = q.where(AgentRow.last_seen >= datetime.fromtimestamp(since, timezone.utc))
         with self.cp.session() as s:
             for agent_id, seen in s.execute(q):
+                if seen is None:
+                    continue
                 t = _aware(seen).timestamp()
                 if t > live.remote_seen.get(agent_id, 0.0):
                     live.remote_seen[agent_id] = t
