@@ -720,3 +720,89 @@ def test_two_jupyter_servers_on_one_database_share_one_fleet(
         for j in (ana, bo):
             if j.log.exists():
                 print(f"==== {j.log}\n{j.log.read_text(errors='replace')[-3000:]}")
+
+
+# ------------------------------------------------------------------------------ lost connections
+
+
+def _backends(pg_url: str, name: str) -> list[int]:
+    """Backend pids of the coordination connections named ``name`` (application_name)."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s",
+            (name, make_url(pg_url).database),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _terminate(pg_url: str, pids: list[int]) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_a_process_that_lost_its_listening_connection_catches_up(
+    fleet: Fleet, pg_url: str, tmp_path: Path
+) -> None:
+    """Messages sent while a process does not listen are lost: back, it answers every check-in
+    it holds (the agents ask again and get what changed) and forgets its caches."""
+    a, b = fleet(2)
+    ca = client(a)
+    label = unique("lost")
+    aid, _, key = hand_agent(ca, label)
+    pipe = unique("p")
+    ca.push(files_pipe(pipe, tmp_path / "in.log", str(tmp_path / "out.ndjson")))
+    wait_until(lambda: len(_backends(pg_url, "pipenb-bus")) == 2, 10, "both listening")
+    held = held_on(b, aid, key)
+    before = set(_backends(pg_url, "pipenb-bus"))
+    # cut every listening connection, then deploy at once: b may not hear it
+    _terminate(pg_url, sorted(before))
+    ca.deploy(pipe, labels=[label])
+    held.thread.join(15)
+    assert held.answer is not None and held.answer.status_code == 200, held.answer
+    # the answer (by the message, or by b catching up) leads to the new desired set
+    again = checkin(b, key, aid, seq=2, full=True)
+    assert [d["pipe"] for d in again.json()["desired"]] == [pipe]
+    wait_until(
+        lambda: len(set(_backends(pg_url, "pipenb-bus")) - before) == 2, 10, "listening again"
+    )
+    assert "listening to the other server processes again" in b.log.read_text()
+
+
+def test_a_process_that_lost_the_jobs_lock_with_its_connection_stops_running_them(
+    fleet: Fleet, pg_url: str
+) -> None:
+    procs = fleet(2)
+    wait_until(lambda: sum(jobs(p) for p in procs) == 1, 10, "one process with the jobs")
+    pid = wait_until(lambda: _lock_holder(pg_url), 10, "the lock's holder")
+    assert pid in _backends(pg_url, "pipenb-jobs")  # a connection of its own
+    _terminate(pg_url, [pid])
+    # whoever takes it next (the same process, on a new connection, or the other), never two
+    wait_until(
+        lambda: pid not in _backends(pg_url, "pipenb-jobs") and _lock_holder(pg_url) is not None,
+        10,
+        "the lock taken again",
+    )
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # sample for a while: never two at once
+        now = [jobs(p) for p in procs]
+        assert sum(now) <= 1, now
+    wait_until(lambda: sum(jobs(p) for p in procs) == 1, 10, "one process with the jobs again")
+
+
+def _lock_holder(pg_url: str) -> int | None:
+    import psycopg
+
+    from pipenb.server.leader import LOCK_KEY
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND ((classid::bigint << 32) | objid::bigint) = %s",
+            (LOCK_KEY,),
+        ).fetchone()
+    return row[0] if row else None

@@ -136,7 +136,7 @@ class PgBus(LocalBus):
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.conninfo, autocommit=True, **KEEPALIVE
+                    self.conninfo, autocommit=True, application_name="pipenb-bus", **KEEPALIVE
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     if not first:

@@ -73,7 +73,7 @@ class PgLeader:
             if self._conn is None or self._conn.closed:
                 self._leading = False
                 self._conn = await psycopg.AsyncConnection.connect(
-                    self.conninfo, autocommit=True, **KEEPALIVE
+                    self.conninfo, autocommit=True, application_name="pipenb-jobs", **KEEPALIVE
                 )
             if self._leading:
                 await self._conn.execute("SELECT 1")  # still connected: still holding the lock
