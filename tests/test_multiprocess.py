@@ -64,7 +64,7 @@ def nginx_ok() -> None:
         pytest.skip(why)
 
 
-Fleet = Callable[[int], list[ServerProcess]]
+Fleet = Callable[..., list[ServerProcess]]
 
 
 @pytest.fixture
@@ -73,14 +73,14 @@ def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
     made: list[ServerProcess] = []
     key = tmp_path / "secret.key"
 
-    def start(n: int) -> list[ServerProcess]:
+    def start(n: int, poll: float = POLL) -> list[ServerProcess]:
         out = []
         for _ in range(n):
             srv = ServerProcess(
                 tmp_path / f"server-{len(made)}",
                 db_url=pg_url,
                 enroll_key=ENROLL_KEY,
-                poll_interval=POLL,
+                poll_interval=poll,
                 extra=("--secret-key-file", str(key)),
             )
             made.append(srv)
@@ -388,6 +388,36 @@ def test_agents_held_by_other_processes_get_a_deploy_within_a_second(
     assert all(st == ["online", "online"] for st in states.values()), states
 
 
+def test_settings_and_removal_through_one_process_reach_a_check_in_held_by_another(
+    fleet: Fleet,
+) -> None:
+    a, b = fleet(2)
+    ca = client(a)
+    label = unique("set")
+    aid, _, key = hand_agent(ca, label)
+    # new settings for its label through a: the check-in b holds is answered with them
+    held = held_on(b, aid, key)
+    ca.set_agent_settings({"metrics-every": "5s"}, labels=[label])
+    held.thread.join(10)
+    assert held.answer is not None and held.answer.status_code == 200, held.answer
+    got = held.answer.json()
+    assert got["settings"] == {"metrics-every": "5s"}, got
+    # what the agent says it applied, told to b, is what a shows
+    applied = {"version": got["settings_version"], "refused": {}, "bounds": {"x": 1}}
+    r = checkin(b, key, aid, seq=2, full=False, desired_hash=got["desired_hash"], settings=applied)
+    assert r.status_code == 200, r.text
+    shown = ca.agent_settings(aid)
+    assert (shown["applied_version"], shown["bounds"]) == (got["settings_version"], {"x": 1})
+    # the agent removed through a: the check-in b holds is answered 401 agent_removed
+    held = Held(b, key, aid, 3, got["desired_hash"])
+    ca.remove_agent(aid)
+    held.thread.join(10)
+    assert held.answer is not None and held.answer.status_code == 401, held.answer.text
+    assert held.answer.json()["error"]["code"] == "agent_removed"
+    # and the settings' own rows stay the scopes an admin set
+    assert [x["scope"] for x in ca.agent_settings()["scopes"]] == [f"label:{label}"]
+
+
 # ------------------------------------------------------------------------------ background jobs
 
 
@@ -433,6 +463,47 @@ def test_sigkill_the_process_running_the_jobs_and_failover_still_happens(
     # offline after 3 poll intervals, then the leader's 1 s tick, the worker's start
     wait_until(moved, 3 * POLL + 2 + 10, "the instance to move", lambda: brief(co, dep_id))
     print(f"failover after the agent's death: {time.monotonic() - gone:.1f} s")
+
+
+def test_an_agent_leaving_through_one_process_hands_over_through_the_one_running_the_jobs(
+    fleet: Fleet, agents: Agents, tmp_path: Path
+) -> None:
+    """SIGTERM: the agent says it leaves to the process that holds it; the process running the
+    jobs (another) moves its instance at once, not after 3 silent poll intervals."""
+    poll = 5.0  # offline after 15 s of silence (+2 s across processes)
+    procs = fleet(2, poll=poll)
+    leader = wait_until(lambda: next((p for p in procs if jobs(p)), None), 10, "a leader")
+    (other,) = [p for p in procs if p is not leader]
+    co = client(other)
+    label = unique("bye")
+    pool = {}
+    for name in ("bye-1", "bye-2"):
+        ag = agents(other.url, name, [label])
+        pool[ag.wait_enrolled()] = ag
+    for aid in pool:
+        wait_until(lambda aid=aid: online(co, aid), 20, f"{aid} online")
+    src = tmp_path / "in.log"
+    write_lines(src, 0, 10)
+    pipe = unique("single")
+    co.push(files_pipe(pipe, src, str(tmp_path / "out-{{agent.id}}.ndjson")))
+    dep_id = co.deploy(pipe, labels=[label], instances=1, failover=True)["id"]
+    first = wait_until(
+        lambda: next((aid for aid in pool if running(co, dep_id, aid)), None),
+        20,
+        "one running instance",
+        lambda: brief(co, dep_id),
+    )
+    (second,) = [aid for aid in pool if aid != first]
+    assert pool[first].terminate() == 0
+    left = time.monotonic()
+    wait_until(
+        lambda: [s["agent_id"] for s in co.deployment(dep_id)["status"]] == [second],
+        3 * poll,  # sooner than silence alone would move it
+        "the instance to move",
+        lambda: brief(co, dep_id),
+    )
+    print(f"handed over {time.monotonic() - left:.1f} s after the agent left")
+    assert co.agent(first)["state"] == "offline"
 
 
 # ------------------------------------------------------------------------------ agent failover
