@@ -122,10 +122,10 @@ class SqliteLock:
             raise DatabaseInUse(
                 f"the SQLite database {db_path} is in use by another pipenb server process"
                 f"{f' (pid {holder})' if holder else ''} ({self.path} is locked). SQLite serves "
-                "one server process: stop the other one, give this one its own --db-url or "
-                "--data-dir, or run several processes on one PostgreSQL database "
-                "(--db-url postgresql://...; see docs/server.md, 'Running several server "
-                "processes')"
+                "one server process: stop the other one, give this one a database of its own "
+                "(--db-url or --data-dir; in Jupyter, PipenbExtension.db_url), or run several "
+                "processes on one PostgreSQL database (a postgresql:// URL; see docs/server.md, "
+                "'Running several server processes')"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
