@@ -7,6 +7,7 @@ it (``make test`` runs it); without it the tests that need it are skipped.
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -53,7 +54,9 @@ worker_processes 1;
 error_log {p}/error.log info;
 events {{ worker_connections 512; }}
 http {{
-    access_log {p}/access.log;
+    log_format upstream '$request_method $uri $status upstream=$upstream_addr '
+                        'upstream_status=$upstream_status';
+    access_log {p}/access.log upstream;
     client_body_temp_path {p}/tmp/body;
     proxy_temp_path {p}/tmp/proxy;
     fastcgi_temp_path {p}/tmp/fastcgi;
@@ -110,6 +113,21 @@ http {{
                 self.stop()
                 raise RuntimeError(f"nginx did not answer in time:\n{self.log_text()}")
             time.sleep(0.05)  # poll
+
+    def answered_by(self, upstream: str, path: str = "/agent/checkin") -> int:
+        """How many requests for ``path`` the process at ``upstream`` (host:port) answered 200
+        (the last upstream nginx tried is the one that answered)."""
+        try:
+            lines = (self.prefix / "access.log").read_text().splitlines()
+        except FileNotFoundError:
+            return 0
+        n = 0
+        for line in lines:
+            m = re.match(r"(\S+) (\S+) (\d+) upstream=(.*) upstream_status=", line)
+            # with several tried, $upstream_addr lists them: the last one answered
+            if m and m[2].endswith(path) and m[3] == "200" and m[4].split(", ")[-1] == upstream:
+                n += 1
+        return n
 
     def log_text(self) -> str:
         out = []
