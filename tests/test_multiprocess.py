@@ -674,6 +674,23 @@ c.PipenbExtension.poll_interval = {poll}
 '''
 
 
+def test_the_jupyterhub_example_sets_the_extensions_traitlets() -> None:
+    """examples/jupyterhub_config.py: what it gives every user's server is what the extension
+    reads (one database, one key, one role map)."""
+    from traitlets.config import Config
+
+    from pipenb.jupyter_ext.app import PipenbExtension
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "jupyterhub_config.py"
+    ns: dict[str, Any] = {"get_config": Config, "__file__": str(path)}
+    exec(compile(path.read_text(), str(path), "exec"), ns)
+    ext = PipenbExtension()
+    ext.parse_command_line(list(ns["c"].Spawner.args))
+    assert ext.db_url.startswith("postgresql://")
+    assert ext.secret_key_file and ext.roles and ext.default_role == "viewer"
+    assert set(ext.roles.values()) <= {"viewer", "editor", "admin"}
+
+
 class JupyterProcess:
     """A real Jupyter server with the pipenb extension, as JupyterHub spawns one per user."""
 
