@@ -302,6 +302,35 @@ def test_the_sqlite_lock_is_per_database_and_released_on_stop(tmp_path: Path) ->
     asyncio.run(cp.stop())
 
 
+def test_processes_started_at_once_on_a_new_database_all_serve(pg_url: str, tmp_path: Path) -> None:
+    """One migrates, the others wait for it (an advisory lock), none fails on a half-made
+    schema."""
+    procs = [
+        ServerProcess(tmp_path / f"s{i}", db_url=pg_url, extra=("--secret-key-file", "k"))
+        for i in range(3)
+    ]
+    errors: list[BaseException] = []
+
+    def start(p: ServerProcess) -> None:
+        try:
+            p.start()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(p,)) for p in procs]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, [str(e) for e in errors]
+        assert all(p.request("GET", "/agents").ok for p in procs)
+        wait_until(lambda: sum(jobs(p) for p in procs) == 1, 10, "one process with the jobs")
+    finally:
+        for p in procs:
+            p.kill()
+
+
 # ------------------------------------------------------------------------------ wake-ups
 
 
