@@ -904,7 +904,7 @@ def _heavy(modules: list[str]) -> list[str]:
 
 def test_the_agent_module_tree_imports_nothing_heavy() -> None:
     code = (
-        "import sys, pipenb.cli, pipenb.agent, pipenb.agent.worker\n"
+        "import sys, pipenb.cli, pipenb.agent, pipenb.agent.worker_main\n"
         "from pipenb.cli import build_parser\n"
         "build_parser().parse_args(['agent', '--server', 'http://127.0.0.1:1', '--data-dir', 'x'])\n"
         "from pipenb.engine.checkpoints import default_data_dir\n"

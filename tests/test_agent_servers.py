@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipenb.agent.http import ServerError
+from pipenb.errors import ServerError
 from pipenb.agent.servers import Servers, parse_servers
 from pipenb.tls import TlsOptions
 

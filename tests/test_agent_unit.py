@@ -83,12 +83,12 @@ def wait_until(cond: Any, timeout: float, what: str) -> Any:
 
 
 class Worker:
-    """``python -m pipenb.agent.worker`` with a job; its messages collected by a thread."""
+    """``python -m pipenb.agent.worker_main`` with a job; its messages collected by a thread."""
 
     def __init__(self, job: dict[str, Any], then: list[dict[str, Any]] = ()):  # type: ignore[assignment]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipenb.agent.worker"],
+            [sys.executable, "-m", "pipenb.agent.worker_main"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -219,7 +219,7 @@ def test_a_worker_whose_agent_is_gone_drains_and_exits_cleanly(tmp_path: Path) -
     src.write_text("".join(f"l{i}\n" for i in range(20)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipenb.agent.worker"],
+        [sys.executable, "-m", "pipenb.agent.worker_main"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -252,7 +252,7 @@ def test_a_worker_whose_agent_is_gone_drains_and_exits_cleanly(tmp_path: Path) -
 def test_the_restart_backoff_starts_afresh_after_a_stable_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipenb.agent import workers as w
+    from pipenb.agent import supervisor as w
 
     handle = w.WorkerHandle(
         {"deployment_id": "dep-x", "hash": "h"}, {"data_dir": str(tmp_path)}, lambda: None

@@ -13,7 +13,7 @@ import requests
 from conftest import async_wait_until
 from test_inputs_network import pipe_doc, running
 
-from pipenb.engine.inputs.decode import decode_chunk
+from pipenb.engine.codecs.lines import decode_chunk
 
 BIG = 123456789012345678901234567890
 

@@ -12,7 +12,7 @@ from conftest import async_wait_until, problems_of, raw_values, read_ndjson, sto
 
 import pipenb
 from pipenb.engine.checkpoints import checkpoint_path
-from pipenb.engine.inputs.cron import Cron, parse_cron
+from pipenb.engine.schedule import Cron, parse_cron
 
 JAVA_TRACE = """\
 Exception in thread "main" java.lang.IllegalStateException: cannot start

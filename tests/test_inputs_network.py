@@ -24,7 +24,7 @@ from conftest import async_wait_until, problems_of, read_ndjson, stop_engine
 
 import pipenb
 from pipenb.engine.base import RunContext
-from pipenb.engine.inputs import syslog
+from pipenb.engine.codecs import syslog_decode as syslog
 
 # ------------------------------------------------------------------------------ helpers
 

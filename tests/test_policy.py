@@ -39,7 +39,7 @@ from pipenb.policy import Policy, PolicyFileError, check_pipe
 from pipenb.policy.guard import Guard
 from pipenb.policy.model import load_file
 from pipenb.policy.pipe import COMPONENTS
-from pipenb.policy.rules import endpoint_allowed, glob_matches, parse_endpoint
+from pipenb.policy.rules import endpoint_allowed, glob_matches, parse_endpoint, protected_paths
 
 ENROLL_KEY = "ek-policy"
 TMP = os.path.realpath(tempfile.gettempdir())
@@ -284,6 +284,25 @@ def test_the_agents_own_files_python_and_host_secrets_are_out_of_reach_whatever_
     assert "a directory Python imports code from" in msg
 
 
+def test_protected_paths_on_python_3_10_whose_flags_have_no_safe_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.10 (which pipenb supports) has no ``sys.flags.safe_path``: its workers start
+    without -P, so the working directory at the head of sys.path is left out, not a crash."""
+    import types
+
+    cwd, code = tmp_path / "cwd", tmp_path / "code"
+    cwd.mkdir()
+    code.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.setattr(sys, "flags", types.SimpleNamespace())  # no safe_path attribute
+    monkeypatch.setattr(sys, "path", ["", str(code)])
+    _, readable_only = protected_paths(str(tmp_path / "data"))
+    assert str(code.resolve()) in readable_only
+    assert str(cwd.resolve()) not in readable_only
+
+
 def test_the_guard_resolves_symlinks_and_programs(tmp_path: Path) -> None:
     allowed = tmp_path / "allowed"
     allowed.mkdir()
@@ -524,7 +543,7 @@ def test_a_worker_refuses_on_its_own_what_its_policy_refuses(tmp_path: Path) -> 
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipenb.agent.worker"],
+        [sys.executable, "-m", "pipenb.agent.worker_main"],
         input=orjson.dumps(job) + b"\n",
         capture_output=True,
         env=env,

@@ -328,7 +328,7 @@ def test_aggregate_is_refused_among_an_outputs_own_actions():
 
 
 def test_a_worker_reports_each_outputs_metrics_to_its_agent(tmp_path: Path):
-    from pipenb.agent.worker import _metrics
+    from pipenb.agent.worker_main import _metrics
 
     pipe = pipenb.Pipe.from_yaml(routed_pipe(tmp_path, "all"))
     engine = pipenb.Engine(pipe.spec)

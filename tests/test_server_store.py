@@ -23,7 +23,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from pipenb.server.db import alembic_config, make_engine, migrate
-from pipenb.server.tables import Base
+from pipenb.server.db_tables import Base
 
 PG_ENV = "PIPENB_TEST_POSTGRES_URL"
 PG_SKIP = (
@@ -101,7 +101,7 @@ def reflected(engine: Engine) -> dict[str, Any]:
 
 
 def declared() -> dict[str, Any]:
-    """The same, from ``pipenb.server.tables``."""
+    """The same, from ``pipenb.server.db_tables``."""
     out: dict[str, Any] = {}
     for table in sorted(Base.metadata.tables.values(), key=lambda t: t.name):
         out[table.name] = {

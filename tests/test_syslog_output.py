@@ -21,8 +21,8 @@ from conftest import async_wait_until, read_ndjson, wait_until
 from test_inputs_network import pipe_doc, running
 
 import pipenb
-from pipenb.engine.codecs.syslog import encode, frame
-from pipenb.engine.inputs import syslog
+from pipenb.engine.codecs import syslog_decode as syslog
+from pipenb.engine.codecs.syslog_encode import encode, frame
 
 RSYSLOGD = shutil.which("rsyslogd") or (
     "/usr/sbin/rsyslogd" if os.path.exists("/usr/sbin/rsyslogd") else None

@@ -22,7 +22,7 @@ import pytest
 from conftest import async_wait_until, read_ndjson, wait_until
 from test_inputs_network import pipe_doc, running
 
-from pipenb.engine.inputs import syslog
+from pipenb.engine.codecs import syslog_decode as syslog
 from pipenb.engine.inputs.sockets import kernel_drops
 
 RSYSLOGD = shutil.which("rsyslogd") or (

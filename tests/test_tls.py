@@ -28,10 +28,10 @@ from serverproc import ServerProcess
 from tlskit import Proxy, chain_files
 
 from pipenb.agent import Agent, AgentSettings
-from pipenb.agent.http import ServerError, post
+from pipenb.agent.http import post
 from pipenb.agent.store import AgentStore
 from pipenb.client import Client
-from pipenb.errors import ApiError, UsageError
+from pipenb.errors import AgentError, ApiError, ServerError, UsageError
 from pipenb.server.certs import ensure_self_signed
 from pipenb.tls import TlsError, TlsOptions, client_context, fetch_pinned_ca, fingerprint
 
@@ -595,7 +595,7 @@ def test_insecure_http_is_allowed_with_a_warning_at_every_start(
         )
         agent = Agent(settings)
         if not allowed:
-            with pytest.raises(SystemExit, match="--insecure-http"):
+            with pytest.raises(AgentError, match="--insecure-http"):
                 agent.check_link()
             continue
         with caplog.at_level(logging.WARNING, logger="pipenb.agent"):

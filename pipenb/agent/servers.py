@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import ssl
 
-from pipenb.agent.http import ServerError
+from pipenb.errors import ServerError
 from pipenb.agent.trust import Trust
 from pipenb.tls import TlsOptions
 

@@ -30,7 +30,7 @@ from sqlalchemy import select, text
 
 from pipenb.server.bus import make_bus
 from pipenb.server.leader import make_leader
-from pipenb.server.tables import AgentRow, CommandRow, PipeStatusRow
+from pipenb.server.db_tables import AgentRow, CommandRow, PipeStatusRow
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane

@@ -1,6 +1,6 @@
 """Encode events as syslog messages (RFC 5424 or RFC 3164) and frame them (RFC 6587).
 
-The inverse of ``pipenb.engine.inputs.syslog``: the fields that decoder writes (``facility``,
+The inverse of ``pipenb.engine.codecs.syslog_decode``: the fields that decoder writes (``facility``,
 ``severity``, ``timestamp``, ``host``, ``app``, ``pid``, ``msgid``, ``structured_data``,
 ``message``) are the ones read here, so what the syslog input decodes, the syslog output
 re-encodes. A field that is missing gets the RFC's nil value or a sensible default (the local
@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from pipenb.engine.base import Event
-from pipenb.engine.inputs.syslog import FACILITIES, SEVERITIES
+from pipenb.engine.codecs.syslog_decode import FACILITIES, SEVERITIES
 
 _FIELDS = frozenset(
     ("facility", "severity", "timestamp", "host", "app", "pid", "msgid", "structured_data",

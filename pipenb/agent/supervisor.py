@@ -76,7 +76,7 @@ class WorkerHandle:
                     sys.executable,
                     *SAFE_PATH,
                     "-m",
-                    "pipenb.agent.worker",
+                    "pipenb.agent.worker_main",
                     env=worker_environ(),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,

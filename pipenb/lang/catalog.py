@@ -1,5 +1,8 @@
 """Where each built-in component lives. Modules are imported when a pipe first uses them, so a
-pipe of three components does not pay for building the option models of thirty."""
+pipe of three components does not pay for building the option models of thirty.
+
+The engine's modules are named here as strings: the language package knows where components
+are registered without importing the engine (``pipenb.lang.registry`` imports them on demand)."""
 
 BUILTINS: dict[tuple[str, str], str] = {
     ("input", "dataset"): "pipenb.engine.inputs.dataset",

@@ -1,4 +1,4 @@
-"""One deployed pipe in its own process: ``python -m pipenb.agent.worker`` (see protocol.py).
+"""One deployed pipe in its own process: ``python -m pipenb.agent.worker_main`` (see protocol.py).
 
 A file lock per deployment in the data dir makes sure a worker started after a crash of the
 agent waits for the old one to finish draining, so two never write the same output at once.
@@ -171,17 +171,17 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
         await run
     except Exception as exc:
         snap = engine.snapshot()
-        refused = isinstance(exc, PolicyError)  # a symlink led outside: restarting cannot help
+        outside = isinstance(exc, PolicyError)  # a symlink led outside: restarting cannot help
         _say(
             {
                 "type": "status",
-                "state": "refused" if refused else "failed",
+                "state": "refused" if outside else "failed",
                 "error": str(exc) or type(exc).__name__,
                 "metrics": _metrics(snap),
                 "checkpoint": snap["position"],
             }
         )
-        return EXIT_REFUSED if refused else 1
+        return EXIT_REFUSED if outside else 1
     finally:
         commands.cancel()
     snap = engine.snapshot()
@@ -252,7 +252,7 @@ def _become(user: str) -> None:
     os.setgid(pw.pw_gid)
     os.setuid(pw.pw_uid)
     if os.getuid() != pw.pw_uid or os.geteuid() != pw.pw_uid:  # pragma: no cover - paranoia
-        raise SystemExit(f"could not become {user}")
+        raise PermissionError(f"could not become {user}")
     os.environ["HOME"] = pw.pw_dir
     os.environ["USER"] = os.environ["LOGNAME"] = pw.pw_name
 

@@ -227,7 +227,7 @@ def decode_lines(lines: list[str], keep_raw: bool = False) -> tuple[list[Event],
     ``keep_raw`` keeps each original line in ``_raw``, so a relay loses nothing the decoder
     did not model.
     """
-    from pipenb.engine.inputs.decode import reject
+    from pipenb.engine.codecs.lines import reject
 
     events: list[Event] = []
     rejects: list[Event] = []

@@ -1,15 +1,19 @@
 """``pipenb whoami``, ``pipenb users ...`` and ``pipenb audit``: people, their roles and tokens,
-and the trail of what they wrote. Registered by ``cli/remote.py`` with its common options."""
+and the trail of what they wrote. Registered by ``cli/remote/__init__.py`` with its common options."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pipenb.cli.options import Subparsers
+from pipenb.cli.remote.output import as_json, done, listing
 from pipenb.errors import UsageError
-from pipenb.tables import format_table
+
+if TYPE_CHECKING:
+    from pipenb.client import Client
 
 ROLES = ("viewer", "editor", "admin")
 
@@ -37,107 +41,79 @@ def _since(text: str) -> str:
     return (datetime.now(timezone.utc) - timedelta(seconds=back)).isoformat()
 
 
-def cmd_whoami(client: Any, args: argparse.Namespace) -> None:
+def cmd_whoami(client: Client, args: argparse.Namespace) -> None:
     me = client.whoami()
-    if args.json:
-        _print_json(me)
-    else:
-        print(f"{me['name']} ({me['role']}, by {me['via']}) at {client.url}")
+    done(args, me, f"{me['name']} ({me['role']}, by {me['via']}) at {client.url}")
 
 
-def cmd_users_list(client: Any, args: argparse.Namespace) -> None:
-    result = client.users()
-    if args.json:
-        _print_json(result)
-        return
-    rows = [
-        {"name": u["name"], "role": u["role"], "tokens": u["tokens"], "since": u["created_at"]}
-        for u in result["users"]
-    ]
-    print(format_table(rows) if rows else "no users yet: pipenb users add NAME --role ROLE")
+def _user_row(u: dict[str, Any]) -> dict[str, Any]:
+    return {"name": u["name"], "role": u["role"], "tokens": u["tokens"], "since": u["created_at"]}
 
 
-def cmd_users_add(client: Any, args: argparse.Namespace) -> None:
+def cmd_users_list(client: Client, args: argparse.Namespace) -> None:
+    empty = "no users yet: pipenb users add NAME --role ROLE"
+    listing(args, client.users(), "users", _user_row, empty)
+
+
+def cmd_users_add(client: Client, args: argparse.Namespace) -> None:
     user = client.add_user(args.name, args.role)
-    if args.json:
-        _print_json(user)
-    else:
-        print(f"added {user['name']} ({user['role']}); give them a token: "
-              f"pipenb users tokens create {user['name']}")  # fmt: skip
+    done(args, user, f"added {user['name']} ({user['role']}); give them a token: "
+                     f"pipenb users tokens create {user['name']}")  # fmt: skip
 
 
-def cmd_users_remove(client: Any, args: argparse.Namespace) -> None:
+def cmd_users_remove(client: Client, args: argparse.Namespace) -> None:
     client.remove_user(args.name)
-    if args.json:
-        _print_json({"removed": args.name})
-    else:
-        print(f"removed {args.name} and their tokens")
+    done(args, {"removed": args.name}, f"removed {args.name} and their tokens")
 
 
-def cmd_tokens_create(client: Any, args: argparse.Namespace) -> None:
+def cmd_tokens_create(client: Client, args: argparse.Namespace) -> None:
     made = client.create_user_token(args.name, args.expires)
-    if args.json:
-        _print_json(made)
+    if as_json(args, made):
         return
     until = f", expires {made['expires_at']}" if made.get("expires_at") else ""
     print(f"token {made['token_id']} for {made['user']}{until} (shown once, stored hashed):")
     print(made["token"])
 
 
-def cmd_tokens_list(client: Any, args: argparse.Namespace) -> None:
-    result = client.user_tokens(args.name)
-    if args.json:
-        _print_json(result)
-        return
-    rows = [
-        {
-            "token": t["token_id"],
-            "created": t["created_at"],
-            "expires": t.get("expires_at") or "",
-            "revoked": t.get("revoked_at") or "",
-        }
-        for t in result["tokens"]
-    ]
-    print(format_table(rows) if rows else f"{args.name} has no tokens")
+def _token_row(t: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "token": t["token_id"],
+        "created": t["created_at"],
+        "expires": t.get("expires_at") or "",
+        "revoked": t.get("revoked_at") or "",
+    }
 
 
-def cmd_tokens_revoke(client: Any, args: argparse.Namespace) -> None:
+def cmd_tokens_list(client: Client, args: argparse.Namespace) -> None:
+    empty = f"{args.name} has no tokens"
+    listing(args, client.user_tokens(args.name), "tokens", _token_row, empty)
+
+
+def cmd_tokens_revoke(client: Client, args: argparse.Namespace) -> None:
     client.revoke_user_token(args.name, args.token_id)
-    if args.json:
-        _print_json({"revoked": args.token_id})
-    else:
-        print(f"revoked token {args.token_id} of {args.name}")
+    done(args, {"revoked": args.token_id}, f"revoked token {args.token_id} of {args.name}")
 
 
-def cmd_audit(client: Any, args: argparse.Namespace) -> None:
+def _audit_row(e: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "time": e["time"],
+        "user": e["user"],
+        "role": e["role"],
+        "from": e["address"],
+        "request": f"{e['method']} {e['route']}",
+        "object": e.get("object") or "",
+        "status": e["status"],
+    }
+
+
+def cmd_audit(client: Client, args: argparse.Namespace) -> None:
     if args.limit < 1:
         raise UsageError("--limit must be 1 or more")
     result = client.audit(user=args.user, object=args.object, since=args.since, limit=args.limit)
-    if args.json:
-        _print_json(result)
-        return
-    rows = [
-        {
-            "time": e["time"],
-            "user": e["user"],
-            "role": e["role"],
-            "from": e["address"],
-            "request": f"{e['method']} {e['route']}",
-            "object": e.get("object") or "",
-            "status": e["status"],
-        }
-        for e in result["entries"]
-    ]
-    print(format_table(rows) if rows else "no writes recorded for that filter")
+    listing(args, result, "entries", _audit_row, "no writes recorded for that filter")
 
 
-def _print_json(value: Any) -> None:
-    from pipenb.cli.remote import _print_json as print_json
-
-    print_json(value)
-
-
-def register(sub: Any, leaf: Callable[..., argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers, leaf: Callable[..., argparse.ArgumentParser]) -> None:
     leaf(sub, "whoami", cmd_whoami, "who the token stands for, and their role")
 
     g = sub.add_parser("users", help="people who use the server, their roles and tokens")

@@ -7,7 +7,7 @@ migrations produce exactly these tables.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -23,6 +23,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -30,6 +33,9 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+    if TYPE_CHECKING:  # DeclarativeBase types it FromClause; every class here maps one Table
+        __table__: ClassVar[Table]
 
 
 class PipeRow(Base):

@@ -71,7 +71,7 @@ def decode_chunk(
             lines = _cut(lines, max_line, on_cut)
         return [{"_raw": line} for line in lines], []
     if fmt == "syslog":
-        from pipenb.engine.inputs.syslog import decode_lines as syslog_lines
+        from pipenb.engine.codecs.syslog_decode import decode_lines as syslog_lines
 
         lines = chunk.decode("utf-8", "replace").split("\n")
         if max_line and len(chunk) > max_line and max(map(len, lines)) > max_line:
@@ -147,7 +147,7 @@ def decode_message(
     if fmt == "lines":
         return [{"_raw": text}], []
     if fmt == "syslog":
-        from pipenb.engine.inputs.syslog import decode_lines as syslog_lines
+        from pipenb.engine.codecs.syslog_decode import decode_lines as syslog_lines
 
         return syslog_lines([text], keep_raw)
     return _decode_each([data])
