@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipenb.errors import ServerError
 from pipenb.agent.servers import Servers, parse_servers
+from pipenb.errors import ServerError
 from pipenb.tls import TlsOptions
 
 A, B, C = "http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"

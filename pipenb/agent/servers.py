@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import ssl
 
-from pipenb.errors import ServerError
 from pipenb.agent.trust import Trust
+from pipenb.errors import ServerError
 from pipenb.tls import TlsOptions
 
 log = logging.getLogger("pipenb.agent")

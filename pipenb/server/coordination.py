@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, text
 
 from pipenb.server.bus import make_bus
-from pipenb.server.leader import make_leader
 from pipenb.server.db_tables import AgentRow, CommandRow, PipeStatusRow
+from pipenb.server.leader import make_leader
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane
