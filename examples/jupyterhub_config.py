@@ -35,8 +35,8 @@ c.Authenticator.allowed_users = set(PIPENB_ROLES)
 c.Spawner.args = [
     f"--PipenbExtension.db_url={PIPENB_DB}",
     f"--PipenbExtension.secret_key_file={PIPENB_SECRET_KEY}",
-    f"--PipenbExtension.roles={PIPENB_ROLES!r}",
     "--PipenbExtension.default_role=viewer",
+    *(f"--PipenbExtension.roles={name}={role}" for name, role in PIPENB_ROLES.items()),
 ]
 # Agents enroll through the pipenb servers with tokens (`pipenb enroll-tokens create`), so the
 # users' servers take no bootstrap enrollment key.
