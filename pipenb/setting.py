@@ -5,7 +5,7 @@ are one dataclass. Each field is made with :func:`setting`, which records what t
 and Jupyter need to know about it; ``add_flags`` generates the argparse options (each also a
 ``PIPENB_*`` variable, through ``pipenb.cli.options.option``) and
 ``pipenb.jupyter_ext.traits.traits_for`` the traitlets. A new field is therefore a flag and a
-traitlet at once, or says in ``no_cli=`` / ``no_jupyter=`` why not (``tests/test_settings_declared``
+traitlet at once, or says in ``no_cli=`` / ``no_jupyter=`` why not (``tests/cli/test_settings_declared``
 holds every field to that). This module imports only the standard library: the agent and the
 CLI load it without the server's or Jupyter's dependencies.
 """

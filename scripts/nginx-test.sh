@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's nginx for tests/test_multiprocess.py: several `pipenb server` processes behind one
+# Debian's nginx for tests/server/test_multiprocess.py: several `pipenb server` processes behind one
 # address on loopback. The tests run it with a config file of their own in a temporary prefix
 # (never the system's config, never as a service).
 #

@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import cli_env
 
 import pipenb
+
+from support.cli import cli_env
 
 PUBLIC = [
     "ApiError",

@@ -636,7 +636,7 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 async def _run(cfg: Config) -> dict[str, Any]:
-    from serverproc import ServerProcess
+    from support.serverproc import ServerProcess
 
     tmp = Path(tempfile.mkdtemp(prefix=f"pipenb-soak-{cfg.name}-"))
     db_path = str(tmp / "server.db")
