@@ -24,16 +24,15 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from sqlalchemy import select, text
+from sqlalchemy import Engine, select, text
 
 from pipenb.server.bus import make_bus
 from pipenb.server.db_tables import AgentRow, CommandRow, PipeStatusRow
 from pipenb.server.leader import make_leader
-
-if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+from pipenb.server.live import Live
+from pipenb.server_settings import ServerSettings
 
 log = logging.getLogger("pipenb.server.coordination")
 
@@ -43,16 +42,36 @@ REMOTE_SLACK = 2.0
 PLACEMENT_KEY = 0x706970656E63
 
 
+class SettingsCache(Protocol):
+    """The agent-settings service's cache, which messages from other processes drop."""
+
+    def changed(self, publish: bool = True) -> None: ...
+
+    def forget(self, agent_id: str, publish: bool = True) -> None: ...
+
+
+class _NoSettings:
+    def changed(self, publish: bool = True) -> None:
+        return None
+
+    def forget(self, agent_id: str, publish: bool = True) -> None:
+        return None
+
+
 class Coordination:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
-        url = cp.settings.db_url
+    """Made before migrating (it refuses a second process on a SQLite file); ``agent_settings``
+    is set once that service exists."""
+
+    def __init__(self, settings: ServerSettings, engine: Engine, live: Live):
+        self.settings, self.engine, self.live = settings, engine, live
+        url = settings.db_url
         self.leader = make_leader(url)  # SQLite: refuses a second process on the file
-        self.bus = make_bus(url, cp.engine)
+        self.bus = make_bus(url, engine)
         self.shared = self.bus.shared  # several processes may serve this database
-        cp.live.publish = self.bus.publish
+        live.publish = self.bus.publish
         if self.shared:
-            cp.live.remote_slack = REMOTE_SLACK
+            live.remote_slack = REMOTE_SLACK
+        self.agent_settings: SettingsCache = _NoSettings()
         self._refreshed: float | None = None  # wall time of the last presence refresh
 
     # ------------------------------------------------------------------ life
@@ -78,21 +97,21 @@ class Coordination:
     @property
     def flush_every(self) -> float:
         """How stale a last-seen time may get before this process writes it again."""
-        st = self.cp.settings
+        st = self.settings
         return min(st.poll_interval, st.offline_seconds / 3)
 
     # ------------------------------------------------------------------ presence
     def refresh(self) -> None:
         """Last-seen times other processes wrote since the last look (all of them the first
         time), and which agents have a failed pipe."""
-        live = self.cp.live
+        live = self.live
         now = time.time()
         q = select(AgentRow.id, AgentRow.last_seen).where(AgentRow.last_seen.is_not(None))
         if self._refreshed is not None:
             # the writers' clocks and flush periods: look back well past the last look
             since = self._refreshed - self.flush_every - 10.0
             q = q.where(AgentRow.last_seen >= datetime.fromtimestamp(since, timezone.utc))
-        with self.cp.session() as s:
+        with self.engine.connect() as s:
             for agent_id, seen in s.execute(q):
                 if seen is None:
                     continue
@@ -117,7 +136,7 @@ class Coordination:
     # ------------------------------------------------------------------ messages
     def on_message(self, kind: str, ids: list[str], extra: Any) -> None:
         """A change another process made: apply what it means here (on the event loop)."""
-        cp, live = self.cp, self.cp.live
+        live = self.live
         if kind == "notify":
             live.notify(*ids, publish=False)
         elif kind == "commands":
@@ -129,7 +148,7 @@ class Coordination:
         elif kind == "removed":
             for agent_id in ids:
                 live.agent_removed(agent_id, list(extra or ()), publish=False)
-                cp.agent_settings.forget(agent_id, publish=False)
+                self.agent_settings.forget(agent_id, publish=False)
         elif kind == "gone":
             live.tell_gone(ids, str(extra), publish=False)
         elif kind == "leave":
@@ -139,21 +158,21 @@ class Coordination:
         elif kind == "place":
             live.reconcile_due = True
         elif kind == "settings":
-            cp.agent_settings.changed(publish=False)
+            self.agent_settings.changed(publish=False)
         elif kind == "forget":
             for agent_id in ids:
-                cp.agent_settings.forget(agent_id, publish=False)
+                self.agent_settings.forget(agent_id, publish=False)
         else:
             log.warning("unknown message %r from another server process: ignored", kind)
 
     def resync(self) -> None:
         """Messages may have been lost (the listening connection dropped): forget every cache,
         re-read the commands waiting, and answer every held check-in (the agents ask again)."""
-        live = self.cp.live
+        live = self.live
         live.desired_cache.clear()
         live.key_cache.clear()
-        self.cp.agent_settings.changed(publish=False)
-        with self.cp.session() as s:
+        self.agent_settings.changed(publish=False)
+        with self.engine.connect() as s:
             live.pending_commands.update(
                 s.scalars(select(CommandRow.agent_id).where(CommandRow.acked_at.is_(None)))
             )

@@ -38,7 +38,7 @@ class ControlPlane:
         self.engine = make_engine(settings.db_url)
         self.live = Live()
         # SQLite: refuses a second process on the same file (DatabaseInUse), before migrating
-        self.coord = Coordination(self)
+        self.coord = Coordination(settings, self.engine, self.live)
         migrate(self.engine)
         self.sessions = session_factory(self.engine)
         self.pipes = PipeService(self)
@@ -51,6 +51,7 @@ class ControlPlane:
         self.checkin = CheckinService(self)
         self.users = UserService(self)
         self.audit = AuditService(self)
+        self.coord.agent_settings = self.agent_settings  # other processes' changes drop its cache
         self._task: asyncio.Task | None = None
         self._load()
 
