@@ -159,8 +159,9 @@ class Live:
             return fut in done
         finally:
             p.open_polls -= 1
-            p.last_seen = time.time()
-            p.dirty = True
+            if not p.leaving:  # a hold the agent's goodbye ended is no sign of life: it left
+                p.last_seen = time.time()
+                p.dirty = True
             self.waiters[agent_id].discard(fut)
             if not self.waiters[agent_id]:
                 del self.waiters[agent_id]
