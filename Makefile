@@ -72,6 +72,7 @@ test: $(STAMP) lint build-lab check-lab
 	@bash scripts/chromium-test.sh
 	@bash scripts/systemd-test.sh
 	@bash scripts/peers-test.sh
+	@bash scripts/nginx-test.sh
 	@PIPENB_TEST_PG_STARTED=; eval "$$(bash scripts/postgres-test.sh)"; \
 	export PIPENB_TEST_POSTGRES_URL; \
 	if [ -n "$$PIPENB_TEST_PG_STARTED" ] && [ -z "$$PIPENB_TEST_PG_KEEP" ]; then \

@@ -23,10 +23,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipenb.agent.http import post
+from pipenb.agent.servers import Servers
 from pipenb.agent.settings import AgentSettings
 from pipenb.agent.store import AgentStore
 from pipenb.agent.supervisor import WorkerHandle
-from pipenb.agent.trust import Trust
 from pipenb.capabilities import CAPABILITIES
 from pipenb.checkin_shapes import CaptureBody, CheckinBody, LogBody, PipeReportBody
 from pipenb.errors import AgentError, AgentTurnedAway, ServerError
@@ -83,7 +83,8 @@ class Agent:
         self.retired: dict[str, PipeReportBody] = {}  # final reports of removed workers
         self._tasks: set[asyncio.Task] = set()  # reconciles and restarts under way
         self.refused: ServerError | None = None  # why the server turned this agent away
-        self.trust = Trust(settings.server, settings.data_dir, settings.tls_options())
+        # --server URL1,URL2: the one in use, and the next when it stops answering
+        self.servers = Servers(settings.server, settings.data_dir, settings.tls_options())
         self._link_problem: str | None = None  # the TLS problem last logged (logged once)
         self._due_sent: set[str] = set()  # pipes whose due report the last check-in carried
         self._announced = False  # the one line saying the agent is up was printed
@@ -124,15 +125,19 @@ class Agent:
                 # the server assigns the id and the labels (the token's): the agent says only
                 # what it would like to be called and what it is
                 body = {"enroll_key": s.enroll_key, "name": s.name, "attributes": self.attributes()}
-                got = await asyncio.to_thread(self._post, "/agent/enroll", body, None, 30)
+                url = self.servers.current
+                got = await asyncio.to_thread(self._post, "/agent/enroll", body, None, 30, url)
             except ServerError as exc:
                 if exc.status in (400, 401, 403, 409):
                     raise AgentError(f"pipenb agent: enrollment refused: {exc}") from None
+                if self.servers.away(url, exc):
+                    continue  # another server of the fleet: try it now
                 if not self._link_failed(exc, "retrying with backoff"):
                     log.warning("enrollment failed (%s); retrying in %.1fs", exc, delay)
                 await self._sleep(exc.retry_after or delay)
                 delay = min(delay * 2, self.settings.max_backoff)
                 continue
+            self.servers.answered()
             self.store.save_identity(got["agent_id"], got["api_key"])
             self.agent_id, self.api_key = got["agent_id"], got["api_key"]
             labels = ", ".join(got.get("labels") or []) or "none"
@@ -147,12 +152,19 @@ class Agent:
     def news(self) -> None:
         self._news.set()
 
-    def _post(self, path: str, body: Mapping[str, Any], key: str | None, timeout: float) -> Any:
-        """One request to the server (blocking: run it in a thread)."""
-        context = self.trust.context()
-        return post(
-            self.settings.server, path, body, key, timeout, context, bool(self.settings.cert)
-        )
+    def _post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        key: str | None,
+        timeout: float,
+        url: str | None = None,
+    ) -> Any:
+        """One request to the server ``url`` (default: the one in use; blocking: run it in a
+        thread)."""
+        url = url or self.servers.current
+        context = self.servers.context(url)
+        return post(url, path, body, key, timeout, context, bool(self.settings.cert))
 
     def _link_failed(self, exc: ServerError, then: str) -> bool:
         """Log a TLS problem once, as one line (not at every retry); True if it was one."""
@@ -165,7 +177,7 @@ class Agent:
 
     def check_link(self) -> None:
         """Refuse plain HTTP to another host unless allowed, and then warn at every start."""
-        problem = plain_http_problem(self.settings.server)
+        problem = next(filter(None, map(plain_http_problem, self.servers.urls)), None)
         if problem is None:
             return
         if not self.settings.insecure_http:
@@ -327,8 +339,9 @@ class Agent:
                 wait = min(wait, due_in)
             self.seq += 1
             body = self._report(wait)
+            url = self.servers.current
             call = asyncio.create_task(
-                asyncio.to_thread(self._post, "/agent/checkin", body, self.api_key, wait + 20)
+                asyncio.to_thread(self._post, "/agent/checkin", body, self.api_key, wait + 20, url)
             )
             woken = asyncio.create_task(self._news.wait())
             done, _ = await asyncio.wait({call, woken}, return_when=asyncio.FIRST_COMPLETED)
@@ -353,19 +366,22 @@ class Agent:
                 self.full = True  # what we sent may be lost: resync once back
                 if exc.status in (401, 403):
                     log.error("the server refuses this agent's key: %s", exc)
+                if self.servers.away(url, exc):
+                    continue  # another server of the fleet: try it now
                 await self._sleep((exc.retry_after or delay) * (0.5 + random.random()))
                 delay = min(delay * 2, self.settings.max_backoff)
                 continue
             refusals = 0
+            self.servers.answered()
             if not self.connected:
-                log.info("checked in with %s as %s", self.settings.server, self.agent_id)
+                log.info("checked in with %s as %s", url, self.agent_id)
                 if not self._announced:
                     self._announced = True
                     labels = resp.get("labels")
                     changes.info(
                         "pipenb agent %s connected to %s; labels: %s; running %d pipe(s)",
                         self.agent_id,
-                        self.settings.server,
+                        url,
                         ", ".join(labels) if labels else "none",
                         len(resp.get("desired") or []),
                     )

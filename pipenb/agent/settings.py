@@ -20,7 +20,11 @@ _AGENT = "an agent runs on a worker host, not in Jupyter"
 
 @dataclass
 class AgentSettings:
-    server: str = setting(help="the server's URL, e.g. https://10.0.0.5:8765", no_jupyter=_AGENT)
+    server: str = setting(
+        help="the server's URL, e.g. https://10.0.0.5:8765; several processes of one fleet: "
+        "URL1,URL2 (the agent moves to the next when one stops answering)",
+        no_jupyter=_AGENT,
+    )
     data_dir: str = setting(
         help="where identity, desired pipes, checkpoints and logs live "
         "(default: ~/.local/state/pipenb/agent)",

@@ -65,6 +65,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if not args.server:
         print("pipenb agent: --server URL is required (or PIPENB_SERVER)", file=sys.stderr)
         return 2
+    from pipenb.agent.servers import parse_servers
+
+    try:
+        parse_servers(args.server)
+    except ValueError as exc:
+        print(f"pipenb agent: {exc}", file=sys.stderr)
+        return 2
     if not ((args.id and args.api_key) or args.enroll_key or args.data_dir):
         print("pipenb agent: give --id and --api-key, or --enroll-key", file=sys.stderr)
         return 2

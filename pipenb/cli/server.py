@@ -50,6 +50,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         return 2
     from pipenb.server.db import default_db_url
     from pipenb.server.install import check_wheel
+    from pipenb.server.leader import DatabaseInUse
     from pipenb.server.run import serve
     from pipenb.server.security import new_token
 
@@ -85,6 +86,9 @@ def cmd_server(args: argparse.Namespace) -> int:
                 url_host=url_host,
             )
         )
+    except DatabaseInUse as exc:  # a second process on one SQLite file
+        print(f"pipenb server: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"pipenb server: cannot listen on {args.host}:{args.port}: {exc.strerror}",

@@ -17,6 +17,8 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 #: server's event loop, which waits with them, so this is short: past it the request is answered
 #: 503 with Retry-After (see handlers/base.py) and the agent or client tries again.
 SQLITE_BUSY_SECONDS = 1.0
+#: PostgreSQL advisory lock that serialises migrations across server processes
+MIGRATE_KEY = 0x706970656E64
 
 
 def default_db_url(data_dir: str) -> str:
@@ -75,6 +77,12 @@ def migrate(engine: Engine) -> None:
 
     cfg = alembic_config()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # several server processes starting at once on a new database: one migrates, the
+            # others wait here and then find the schema at the head
+            from sqlalchemy import text
+
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -3,6 +3,10 @@
 The check-in handler is the hot path: an agent that has nothing new costs a key lookup, a
 presence update and a cached answer, with no database write. Presence is flushed to the
 database every few seconds by the background task.
+
+With several processes on one PostgreSQL (coordination.py), what changes here and matters to
+the other processes is also ``publish``-ed on the bus (bus.py), and the agents held by the other
+processes are known from the last-seen times they write (``remote_seen``).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +49,20 @@ class Live:
     reconcile_due: bool = False  # an agent appeared, came back or left: re-place instances
     #: deleted deployments to tell each agent about (it removes their checkpoint and log)
     gone: dict[str, set[str]] = field(default_factory=dict)
+    #: tells the other server processes (bus.py): kind, agent ids, anything else (JSON)
+    publish: Callable[..., None] = field(default=lambda kind, ids=(), extra=None: None)
+    #: agent -> last check-in as the database has it, written by every process (coordination.py)
+    remote_seen: dict[str, float] = field(default_factory=dict)
+    remote_failing: set[str] = field(default_factory=set)  # agents with a failed pipe, ditto
+    left: dict[str, float] = field(default_factory=dict)  # agent -> when it said it was leaving
+    #: how much later than ``offline_after`` a time read from the database counts as offline:
+    #: the writer rewrites it only every so often, and the reader reads it every second
+    remote_slack: float = 0.0
 
     def seen(self, agent_id: str, offline_after: float) -> Presence:
         if not self.is_online(agent_id, offline_after):
             self.reconcile_due = True  # first check-in, or back from offline
+            self.publish("place")  # the process that runs placement may be another
         p = self.presence[agent_id]
         p.last_seen = time.time()
         p.dirty = True
@@ -56,9 +71,72 @@ class Live:
 
     def is_online(self, agent_id: str, offline_after: float) -> bool:
         p = self.presence.get(agent_id)
-        if p is None or p.leaving:
+        if (
+            p is not None
+            and not p.leaving
+            and (p.open_polls > 0 or time.time() - p.last_seen <= offline_after)
+        ):
+            return True
+        seen = self.remote_seen.get(agent_id)  # checked in with another process
+        if seen is None or seen <= self.left.get(agent_id, 0.0):
             return False
-        return p.open_polls > 0 or time.time() - p.last_seen <= offline_after
+        return time.time() - seen <= offline_after + self.remote_slack
+
+    def is_failing(self, agent_id: str) -> bool:
+        """A pipe of this agent failed: as its last check-in here said, or, when it checked in
+        with another process since, as the database says."""
+        p = self.presence.get(agent_id)
+        if p is not None and p.last_seen >= self.remote_seen.get(agent_id, 0.0):
+            return p.failing
+        return agent_id in self.remote_failing
+
+    def last_seen_of(self, agent_id: str) -> float:
+        p = self.presence.get(agent_id)
+        return max(p.last_seen if p is not None else 0.0, self.remote_seen.get(agent_id, 0.0))
+
+    def known_agents(self) -> Iterable[str]:
+        """Agents seen by this process or, as the database says, by another."""
+        return set(self.presence) | set(self.remote_seen)
+
+    # ------------------------------------------------------------------ changes others hear of
+    def leave(self, agent_id: str) -> None:
+        """The agent said it is leaving (it stops): offline now, and its instances move."""
+        self.presence[agent_id].leaving = True
+        self.left[agent_id] = time.time()
+        self.reconcile_due = True  # hand its failover instances over now
+        self.publish("leave", [agent_id], self.left[agent_id])
+
+    def commands_for(self, *agent_ids: str) -> None:
+        """Commands wait for these agents: hand them over at their next (or held) check-in."""
+        self.pending_commands.update(agent_ids)
+        self.wake(*agent_ids)
+        self.publish("commands", agent_ids)
+
+    def key_revoked(self, key_id: str, agent_id: str) -> None:
+        """Forget the key, and answer the held check-in (it re-checks its key when woken)."""
+        self.key_cache.pop(key_id, None)
+        self.wake(agent_id)
+        self.publish("key", [agent_id], key_id)
+
+    def agent_removed(self, agent_id: str, key_ids: list[str], publish: bool = True) -> None:
+        """Its keys are refused as the keys of a removed agent from now on."""
+        for key_id in key_ids:  # so that its next request hears why it is refused
+            self.removed_keys[key_id] = agent_id
+        self.key_cache = {k: v for k, v in self.key_cache.items() if v[1] != agent_id}
+        self.presence.pop(agent_id, None)
+        self.remote_seen.pop(agent_id, None)
+        self.notify(agent_id, publish=False)
+        if publish:
+            self.publish("removed", [agent_id], key_ids)
+
+    def tell_gone(self, agent_ids: Iterable[str], dep_id: str, publish: bool = True) -> None:
+        """A deployment these agents ran was deleted: their next answer says so."""
+        agents = list(agent_ids)
+        for agent_id in agents:
+            self.gone.setdefault(agent_id, set()).add(dep_id)
+        self.notify(*agents, publish=False)
+        if publish and agents:
+            self.publish("gone", agents, dep_id)
 
     # ------------------------------------------------------------------ long poll
     async def wait(
@@ -81,20 +159,24 @@ class Live:
             return fut in done
         finally:
             p.open_polls -= 1
-            p.last_seen = time.time()
-            p.dirty = True
+            if not p.leaving:  # a hold the agent's goodbye ended is no sign of life: it left
+                p.last_seen = time.time()
+                p.dirty = True
             self.waiters[agent_id].discard(fut)
             if not self.waiters[agent_id]:
                 del self.waiters[agent_id]
 
-    def notify(self, *agent_ids: str) -> None:
-        """What these agents should run changed: drop their cached answer and wake them."""
+    def notify(self, *agent_ids: str, publish: bool = True) -> None:
+        """What these agents should run changed: drop their cached answer and wake them, here
+        and in the other server processes."""
         for agent_id in agent_ids:
             self.desired_cache.pop(agent_id, None)
         self.wake(*agent_ids)
+        if publish and agent_ids:
+            self.publish("notify", agent_ids)
 
     def wake(self, *agent_ids: str) -> None:
-        """Answer these agents' held check-ins now."""
+        """Answer these agents' check-ins held by this process now."""
         for agent_id in agent_ids:
             for fut in self.waiters.get(agent_id, ()):
                 if not fut.done():

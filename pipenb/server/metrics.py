@@ -99,6 +99,18 @@ class _StateCollector:
         g = GaugeMetricFamily("pipenb_up_since_seconds", "When this server started (Unix time)")
         g.add_metric([], _STARTED)
         yield g
+        # per process (several may serve one fleet: docs/server.md)
+        g = GaugeMetricFamily(
+            "pipenb_held_checkins", "Agent check-ins this process holds in a long poll"
+        )
+        g.add_metric([], sum(len(w) for w in cp.live.waiters.values()))
+        yield g
+        g = GaugeMetricFamily(
+            "pipenb_background_jobs",
+            "1 when this process runs the fleet's background jobs (one process does)",
+        )
+        g.add_metric([], 1 if cp.coord.leading else 0)
+        yield g
 
 
 _STARTED = time.time()

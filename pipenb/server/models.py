@@ -572,6 +572,9 @@ class CheckinResponse(Model):
 class Health(Model):
     status: Literal["ok"]
     version: str
+    #: whether this process runs the fleet's background jobs (placement after agents come and
+    #: go, failover, expiry): exactly one process of a fleet does (docs/server.md)
+    jobs: bool = True
 
 
 # ---------------------------------------------------------------------------- users and audit

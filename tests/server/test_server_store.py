@@ -8,8 +8,6 @@ it afterwards.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,45 +17,30 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
-from sqlalchemy.engine import make_url
 
 from pipenb.server.db import alembic_config, make_engine, migrate
 from pipenb.server.db_tables import Base
 
+from support import postgres
 from support.serverproc import ServerProcess
-
-PG_ENV = "PIPENB_TEST_POSTGRES_URL"
-PG_SKIP = (
-    f"{PG_ENV} is not set: no PostgreSQL to test against "
-    "(run scripts/postgres-test.sh, or `make test`, to start one)"
-)
-
 
 # ------------------------------------------------------------------------------ databases
 
 
 @pytest.fixture(scope="module")
 def pg_server_url() -> str:
-    url = os.environ.get(PG_ENV)
+    url = postgres.pg_server_url()
     if not url:
-        pytest.skip(PG_SKIP)
+        pytest.skip(postgres.PG_SKIP)
     return url
 
 
 @pytest.fixture
 def pg_url(pg_server_url: str) -> Iterator[str]:
     """A fresh PostgreSQL database with a random name, dropped after the test."""
-    psycopg = pytest.importorskip("psycopg")
-    admin = make_url(pg_server_url).set(drivername="postgresql")
-    name = f"pipenb_t_{secrets.token_hex(6)}"
-    conninfo = admin.render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pytest.importorskip("psycopg")
+    with postgres.fresh_database(pg_server_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -15,6 +15,8 @@
   a scripted HTTP server.
 - ``faultkit``, ``tlskit``, ``fuzzing``, ``loghub``: fault injection, certificates, the fuzzers'
   shared strategies, the loghub samples.
+- ``postgres``: a throwaway PostgreSQL database per test; ``nginxproc``: Debian's nginx in front
+  of several server processes.
 """
 
 from __future__ import annotations

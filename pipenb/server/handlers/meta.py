@@ -13,7 +13,7 @@ from pipenb.server.handlers.base import ApiHandler, api
 class HealthHandler(ApiHandler):
     @api("Liveness of the server", auth="none", response=M.Health)
     def get(self) -> None:
-        self.send(M.Health(status="ok", version=__version__))
+        self.send(M.Health(status="ok", version=__version__, jobs=self.cp.coord.leading))
 
 
 class OpenApiHandler(ApiHandler):

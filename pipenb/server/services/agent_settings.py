@@ -8,7 +8,7 @@ merged settings are cached per agent: a check-in costs no database read for them
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -22,6 +22,10 @@ from pipenb.server.services.pipes import not_found
 
 if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane
+
+
+#: scope of the row that keeps what an agent last said it applied (several server processes)
+APPLIED = "applied:"
 
 
 @dataclass
@@ -73,13 +77,24 @@ class AgentSettingsService:
                 row.values = values
                 row.updated_at = utcnow()
                 row.updated_by = roles.current_name()
-        self._cache.clear()
-        self.cp.live.wake(*list(self.cp.live.presence))  # held check-ins answer with them now
+        self.changed()
         return self.list()
+
+    def changed(self, publish: bool = True) -> None:
+        """Settings changed: merge again, and answer held check-ins with them now (here and,
+        unless this is another process's news, in the other processes)."""
+        self._cache.clear()
+        self.cp.live.wake(*list(self.cp.live.waiters))
+        if publish:
+            self.cp.live.publish("settings")
 
     def list(self) -> M.AgentSettingsScopeList:
         with self.cp.session() as s:
-            rows = s.scalars(select(AgentSettingsRow).order_by(AgentSettingsRow.scope)).all()
+            rows = s.scalars(
+                select(AgentSettingsRow)
+                .where(~AgentSettingsRow.scope.startswith(APPLIED))
+                .order_by(AgentSettingsRow.scope)
+            ).all()
             return M.AgentSettingsScopeList(
                 scopes=[
                     M.AgentSettingsScope(
@@ -119,22 +134,44 @@ class AgentSettingsService:
         self._cache[agent_id] = out
         return out
 
-    def forget(self, agent_id: str) -> None:
+    def forget(self, agent_id: str, publish: bool = True) -> None:
         """The agent's labels changed (or it was removed): merge again next time."""
         self._cache.pop(agent_id, None)
+        if publish:
+            self.cp.live.publish("forget", [agent_id])
 
     def report(self, agent_id: str, body: M.CheckinRequest) -> None:
-        if body.settings is not None:
-            self.applied[agent_id] = Applied(
-                body.settings.version, dict(body.settings.refused), dict(body.settings.bounds)
-            )
+        if body.settings is None:
+            return
+        applied = Applied(
+            body.settings.version, dict(body.settings.refused), dict(body.settings.bounds)
+        )
+        if self.applied.get(agent_id) == applied:
+            return
+        self.applied[agent_id] = applied
+        if self.cp.coord.shared:  # whichever process is asked shows it: keep it in the database
+            with self.cp.session() as s:
+                row = s.get(AgentSettingsRow, APPLIED + agent_id)
+                if row is None:
+                    row = AgentSettingsRow(scope=APPLIED + agent_id, values={})
+                    s.add(row)
+                row.values = asdict(applied)
+                row.updated_at = utcnow()
+
+    def _applied(self, agent_id: str) -> Applied:
+        if self.cp.coord.shared:
+            with self.cp.session() as s:
+                row = s.get(AgentSettingsRow, APPLIED + agent_id)
+                if row is not None:
+                    return Applied(**(row.values or {}))
+        return self.applied.get(agent_id, Applied())
 
     def show(self, agent_id: str) -> M.AgentSettingsView:
         with self.cp.session() as s:
             if s.get(AgentRow, agent_id) is None:
                 raise not_found("agent", agent_id)
         values, ver = self.effective(agent_id)
-        applied = self.applied.get(agent_id, Applied())
+        applied = self._applied(agent_id)
         return M.AgentSettingsView(
             agent_id=agent_id,
             values=values,

@@ -36,16 +36,15 @@ class AgentService:
         live = self.cp.live
         if not live.is_online(agent_id, self.cp.settings.offline_seconds):
             return "offline"
-        p = live.presence.get(agent_id)
-        return "degraded" if p is not None and p.failing else "online"
+        return "degraded" if live.is_failing(agent_id) else "online"
 
     def _model(self, row: AgentRow, pipes: int = 0, refused: int = 0) -> M.Agent:
-        p = self.cp.live.presence.get(row.id)
+        seen = self.cp.live.last_seen_of(row.id)  # this process's, or another's if later
         last_seen = row.last_seen
-        if p is not None and p.last_seen:
+        if seen:
             from datetime import datetime, timezone
 
-            last_seen = datetime.fromtimestamp(p.last_seen, timezone.utc)
+            last_seen = datetime.fromtimestamp(seen, timezone.utc)
         return convert.agent(
             row, state=self.state(row.id), last_seen=last_seen, pipes=pipes, refused=refused
         )
@@ -131,12 +130,7 @@ class AgentService:
             s.delete(row)
             if s.get(RemovedAgentRow, agent_id) is None:
                 s.add(RemovedAgentRow(id=agent_id, removed_at=utcnow()))
-        live = self.cp.live
-        for key_id in key_ids:  # so that its next request hears why it is refused
-            live.removed_keys[key_id] = agent_id
-        live.key_cache = {k: v for k, v in live.key_cache.items() if v[1] != agent_id}
-        live.presence.pop(agent_id, None)
-        live.notify(agent_id)
+        self.cp.live.agent_removed(agent_id, list(key_ids))  # here and in the other processes
         self.cp.deployments.reconcile_all()
 
     # ------------------------------------------------------------------ keys
@@ -184,8 +178,8 @@ class AgentService:
                 raise not_found("key", key_id)
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
-        self.cp.live.key_cache.pop(key_id, None)
-        self.cp.live.wake(agent_id)  # the held check-in re-checks its key when woken
+        # the held check-in (in whichever process) re-checks its key when woken
+        self.cp.live.key_revoked(key_id, agent_id)
 
     def authenticate(self, api_key: str | None) -> str:
         """The agent id an API key belongs to; AuthError saying whether the key is missing,

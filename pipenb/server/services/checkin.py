@@ -71,8 +71,7 @@ class CheckinService:
         else:
             gone, labels = [], None
         if body.leaving:
-            p.leaving = True
-            live.reconcile_due = True  # hand its failover instances over now
+            live.leave(agent_id)  # hand its failover instances over now
         desired, dhash = self.cp.deployments.desired(agent_id)
         commands = self.cp.commands.pending(agent_id)
         settings = self.cp.agent_settings

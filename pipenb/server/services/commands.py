@@ -108,10 +108,9 @@ class CommandService:
         if body.type == "reset-checkpoint":
             for agent_id in agents:
                 self.cp.deployments.reset_checkpoint(dep_id, agent_id)
-        self.cp.live.pending_commands.update(agents)
         # a command rides on the next check-in answer; what the agents run is unchanged (a
         # checkpoint reset already dropped their cached desired set above)
-        self.cp.live.wake(*agents)
+        self.cp.live.commands_for(*agents)
         return M.CommandList(commands=[_model(r) for r in rows])
 
     def get(self, command_id: str) -> M.Command:
@@ -157,8 +156,7 @@ class CommandService:
             )
             s.add(row)
             preview = self._preview(row)
-        self.cp.live.pending_commands.add(agent_id)
-        self.cp.live.wake(agent_id)
+        self.cp.live.commands_for(agent_id)
         return preview
 
     def get_preview(self, command_id: str) -> M.Preview:

@@ -224,9 +224,8 @@ class DeploymentService:
             ]
             s.query(PipeStatusRow).filter(PipeStatusRow.deployment_id == dep_id).delete()
             s.delete(row)
-        for agent_id in agents:  # their next check-in answer says so: they clean up its files
-            self.cp.live.gone.setdefault(agent_id, set()).add(dep_id)
-        self.cp.live.notify(*agents)
+        # their next check-in answer says so: they clean up its files
+        self.cp.live.tell_gone(agents, dep_id)
 
     def touch(self, dep_ids: list[str]) -> None:
         """Something about these deployments changed (a version, parameters): check them
@@ -249,6 +248,7 @@ class DeploymentService:
         placed: list[tuple[str, str]] = []  # new (deployment, agent) pairs: check policies
         offline_after = self.cp.settings.offline_seconds
         with self.cp.session() as s:
+            self.cp.coord.lock_placement(s)  # one placement at a time across processes
             # only the columns placement reads: whole rows would decode every agent's attributes
             # and every checkpoint (JSON), most of a deployment change's time at 1,000 agents
             agents = {a.id: a for a in s.execute(select(AgentRow.id, AgentRow.labels))}
