@@ -432,9 +432,9 @@ class Engine:
 
     async def _commit_chunk(self, fut: Any, res: Any, batch: Batch) -> None:
         """Count, write and checkpoint one chunk's result (the oldest in flight)."""
-        from concurrent.futures.process import BrokenProcessPool
-
         if fut is not None:
+            from concurrent.futures.process import BrokenProcessPool
+
             try:
                 res = await fut
             except BrokenProcessPool as exc:
