@@ -50,6 +50,10 @@ class ChunkResult:
     cut: list[int]  # indices of lines longer than max-line-bytes, cut into pieces
 
 
+#: bytes of lines run through the generated loop at a time (see ChunkProcessor.__call__)
+PIECE = 64 * 1024
+
+
 class ChunkProcessor:
     """``processor(chunk) -> ChunkResult`` for a chunk of complete lines."""
 
@@ -74,19 +78,43 @@ class ChunkProcessor:
             chunk = chunk.replace(b"\r\n", b"\n")
         if chunk.endswith(b"\n"):
             chunk = chunk[:-1]
-        lines: list[Any]
-        if self.fmt == "lines":
-            lines = chunk.decode("utf-8", "replace").split("\n")
-        else:
-            lines = chunk.split(b"\n")
-        cut: list[int] = []
-        if self.max_line and len(chunk) > self.max_line and max(map(len, lines)) > self.max_line:
-            lines = _cut(lines, self.max_line, cut.extend)
+        # In pieces of about PIECE bytes: the lines of a piece and the events made from them
+        # stay in the CPU cache (W1: 1.6 s per million lines over 1 MiB at once, 1.15 s in
+        # 64 KiB pieces). A piece ends at a line end, so the lines are the same.
         errs: list[tuple[Event, BaseException, int]] = []
         bad: list[tuple[Any, Any]] = []
         unwritable: list[tuple[Event, str]] = []
-        run = self._run_exact if self.fmt == "json" and _has_long_digits(chunk) else self._run
-        out = run(lines, drops, errs, bad, unwritable)
+        cut: list[int] = []
+        out: list[bytes] = []
+        n_lines = raw_before = 0  # events (lines once cut), lines as read
+        pos, size = 0, len(chunk)
+        while True:
+            end = chunk.find(b"\n", pos + PIECE) if pos + PIECE < size else -1
+            if end < 0:
+                end = size
+            piece = chunk[pos:end] if pos or end < size else chunk
+            lines: list[Any]
+            if self.fmt == "lines":
+                lines = piece.decode("utf-8", "replace").split("\n")
+            else:
+                lines = piece.split(b"\n")
+            n_raw = len(lines)
+            if (
+                self.max_line
+                and len(piece) > self.max_line
+                and max(map(len, lines)) > self.max_line
+            ):
+                piece_cut: list[int] = []
+                lines = _cut(lines, self.max_line, piece_cut.extend)
+                cut += [raw_before + i for i in piece_cut]  # indices in the chunk's lines
+            raw_before += n_raw
+            n_lines += len(lines)
+            exact = self.fmt == "json" and _has_long_digits(piece)
+            run = self._run_exact if exact else self._run
+            out += run(lines, drops, errs, bad, unwritable)
+            if end >= size:
+                break
+            pos = end + 1
         rejects = []
         for line, exc in bad:
             if exc is None:
@@ -96,7 +124,7 @@ class ChunkProcessor:
         failures = [(e, local, str(x) or type(x).__name__) for e, x, local in errs]
         return ChunkResult(
             b"".join(out),
-            len(lines) - len(bad),
+            n_lines - len(bad),
             len(out),
             drops,
             failures,
@@ -167,7 +195,7 @@ def _generate(steps: list[EventStep], fmt: str, loads: Any) -> Any:
         "                _ap(_b)",
         "            else:",
         "                _unw.append((e, _b))",
-        *[f"    _drops[{i}] = _d{i}" for i in range(len(steps))],
+        *[f"    _drops[{i}] += _d{i}" for i in range(len(steps))],
         "    return _out",
     ]
     ns["_stage_of"] = stage_finder(first, line_stage)
