@@ -76,8 +76,7 @@ class ChunkProcessor:
         # the same line splitting as decode_chunk, so both paths see the same events
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n")
-        if chunk.endswith(b"\n"):
-            chunk = chunk[:-1]
+        size = len(chunk) - 1 if chunk.endswith(b"\n") else len(chunk)  # (no 1 MiB copy)
         # In pieces of about PIECE bytes: the lines of a piece and the events made from them
         # stay in the CPU cache (W1: 1.6 s per million lines over 1 MiB at once, 1.15 s in
         # 64 KiB pieces). A piece ends at a line end, so the lines are the same.
@@ -87,12 +86,12 @@ class ChunkProcessor:
         cut: list[int] = []
         out: list[bytes] = []
         n_lines = raw_before = 0  # events (lines once cut), lines as read
-        pos, size = 0, len(chunk)
+        pos = 0
         while True:
-            end = chunk.find(b"\n", pos + PIECE) if pos + PIECE < size else -1
+            end = chunk.find(b"\n", pos + PIECE, size) if pos + PIECE < size else -1
             if end < 0:
                 end = size
-            piece = chunk[pos:end] if pos or end < size else chunk
+            piece = chunk[pos:end] if pos or end < len(chunk) else chunk
             lines: list[Any]
             if self.fmt == "lines":
                 lines = piece.decode("utf-8", "replace").split("\n")

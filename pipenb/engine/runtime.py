@@ -367,6 +367,9 @@ class Engine:
             )
         self.parts.input.raw_chunks = True  # type: ignore[attr-defined]
         self._fast = (proc, pool)
+        # read ahead only what the workers can take: each chunk read is 1 MiB held (one
+        # process reads and runs in turn: one chunk at a time is enough)
+        self._room = asyncio.Semaphore(2 * self.workers if pool is not None else 1)
         return pool
 
     async def _run_chunks(self, proc: Any, pool: Any) -> None:
