@@ -44,7 +44,7 @@ def best(fn, runs: int) -> float:
 
 def stage_times(name: str, src: str, lines: int, runs: int) -> None:
     from pipenb.engine.chunks import chunk_plan
-    from pipenb.engine.inputs.decode import _has_long_digits
+    from pipenb.engine.codecs.lines import _has_long_digits
     from pipenb.lang.validate import load_pipe
     from pipenb.pipe import Pipe
 

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from pipenb.engine.base import Event
-from pipenb.engine.inputs.decode import _cut, _has_long_digits, _loads_exact, reject
-from pipenb.engine.outputs.common import encode_one
+from pipenb.engine.codecs.lines import _cut, _has_long_digits, _loads_exact, reject
+from pipenb.engine.codecs.ndjson import encode_one
 from pipenb.engine.steps import (
     BatchStep,
     EventStep,

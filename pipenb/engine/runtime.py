@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipenb.engine.base import Batch, Event, Output, RetryableOutputError, RunContext
+from pipenb.engine.base import Batch, Event, Output, RunContext
 from pipenb.engine.build import Parts, build
 from pipenb.engine.checkpoints import CheckpointStore, MemoryCheckpointStore
 from pipenb.engine.steps import Chain, Failure, deep_copy
-from pipenb.errors import PipeRuntimeError
+from pipenb.errors import PipeRuntimeError, RetryableOutputError
 from pipenb.lang.spec import PipeSpec
 
 log = logging.getLogger("pipenb.engine")
@@ -416,8 +416,8 @@ class Engine:
     def _process_here(self, proc: Any, batch: Batch) -> Any:
         """One chunk in this process; through the staged chain when a tap is watching."""
         from pipenb.engine.chunks import ChunkResult
-        from pipenb.engine.inputs.decode import decode_chunk
-        from pipenb.engine.outputs.common import ndjson
+        from pipenb.engine.codecs.lines import decode_chunk
+        from pipenb.engine.codecs.ndjson import ndjson
 
         if batch.raw is not None and not self._captures:
             return proc(batch.raw)

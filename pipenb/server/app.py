@@ -12,8 +12,9 @@ from pipenb.server.core import ControlPlane
 from pipenb.server.handlers import agent_api, authoring, install, meta, users
 from pipenb.server.handlers import resources as r
 from pipenb.server.handlers.base import NotFoundHandler, error_body
+from pipenb.urls import API_PREFIX
 
-PREFIX = "/pipenb/api/v1"
+PREFIX = API_PREFIX
 
 #: (OpenAPI path, handler). ``{name}`` segments become URL arguments.
 ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [

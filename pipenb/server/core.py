@@ -12,9 +12,9 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from pipenb.server.db import make_engine, migrate, session_factory
+from pipenb.server.db_tables import AgentRow, CommandRow
 from pipenb.server.live import Live
 from pipenb.server.settings import ServerSettings
-from pipenb.server.tables import AgentRow, CommandRow
 
 log = logging.getLogger("pipenb.server")
 

@@ -17,15 +17,13 @@ from sqlalchemy.exc import IntegrityError
 
 from pipenb.errors import ApiError, PipeSyntaxError
 from pipenb.lang.tablefiles import provided
+from pipenb.lang.templates import builtin_values
 from pipenb.lang.validate import load_pipe
 from pipenb.policy import Access, Policy, accesses
 from pipenb.policy.pipe import check_access
 from pipenb.server import models as M
 from pipenb.server import roles
-from pipenb.server.secrets import SecretBox, default_key_file, mask_params
-from pipenb.server.security import new_id
-from pipenb.server.services.pipes import invalid_pipe, not_found
-from pipenb.server.tables import (
+from pipenb.server.db_tables import (
     AgentRow,
     AssignmentRow,
     DeploymentRow,
@@ -34,8 +32,13 @@ from pipenb.server.tables import (
     PipeVersionRow,
     utcnow,
 )
+from pipenb.server.secrets import SecretBox, default_key_file, mask_params
+from pipenb.server.security import new_id
+from pipenb.server.services.pipes import invalid_pipe, not_found
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from pipenb.server.core import ControlPlane
 
 
@@ -56,12 +59,7 @@ def checkpoint_stamp() -> int:
 
 
 def builtins_for(agent_id: str, agent_name: str, pipe: str, dep_id: str) -> dict[str, Any]:
-    return {
-        "agent.id": agent_id,
-        "agent.name": agent_name,
-        "pipe.name": pipe,
-        "deployment.id": dep_id,
-    }
+    return builtin_values(agent_id, agent_name, pipe, dep_id)
 
 
 def pipe_hash(version_hash: str, params: Any, builtins: dict[str, Any], checkpoint_seq: int) -> str:
@@ -176,18 +174,13 @@ class DeploymentService:
                     vrow.yaml,
                     f"{pipe} v{vrow.version}",
                     params,
-                    {
-                        "agent.id": "agent",
-                        "agent.name": "agent",
-                        "pipe.name": "p",
-                        "deployment.id": dep_id,
-                    },
+                    builtin_values("agent", "agent", "p", dep_id),
                     require_params=True,
                 )
         except PipeSyntaxError as exc:
             raise invalid_pipe(exc) from None
 
-    def _row(self, s, dep_id: str) -> DeploymentRow:  # type: ignore[no-untyped-def]
+    def _row(self, s: Session, dep_id: str) -> DeploymentRow:
         row = s.get(DeploymentRow, dep_id)
         if row is None:
             raise not_found("deployment", dep_id)
@@ -206,7 +199,7 @@ class DeploymentService:
     def upgrade(self, dep_id: str, body: M.DeploymentUpgrade) -> M.Deployment:
         with self.cp.session() as s:
             row = self._row(s, dep_id)
-            pipe = s.get(PipeRow, row.pipe_id)
+            pipe = _pipe_of(s, row)
             version = None if body.version == "latest" else int(body.version)
             vrow = self.cp.pipes.version_row(s, pipe.name, version)
             if body.params is not None:
@@ -260,7 +253,7 @@ class DeploymentService:
             # and every checkpoint (JSON), most of a deployment change's time at 1,000 agents
             agents = {a.id: a for a in s.execute(select(AgentRow.id, AgentRow.labels))}
             load: dict[str, int] = dict(
-                s.execute(  # type: ignore[arg-type]
+                s.execute(
                     select(AssignmentRow.agent_id, func.count()).group_by(AssignmentRow.agent_id)
                 ).all()
             )
@@ -304,9 +297,9 @@ class DeploymentService:
                                 want.add(aid)
                         moved_from = [aid for aid in moved_from if aid not in want]
                 handover = self._handover(s, dep_id, moved_from)
-                for aid, a in current.items():
+                for aid, assigned in current.items():
                     if aid not in want:
-                        s.delete(a)
+                        s.delete(assigned)
                         load[aid] = load.get(aid, 1) - 1
                         changed.add(aid)
                 for aid in sorted(want - set(current)):
@@ -330,9 +323,9 @@ class DeploymentService:
             self.cp.live.notify(*changed)
 
     # ------------------------------------------------------------------ agent policies
-    def check_policies(  # type: ignore[no-untyped-def]
+    def check_policies(
         self,
-        s,
+        s: Session,
         *,
         pairs: list[tuple[str, str]] | None = None,
         dep_ids: list[str] | None = None,
@@ -411,14 +404,14 @@ class DeploymentService:
             elif row is not None and row.state == "refused" and not row.hash:
                 s.delete(row)  # the server's own mark only: an agent's refusal stands
 
-    def _accesses(self, s, dep_id: str) -> tuple[Any, Any, list[Access] | None] | None:  # type: ignore[no-untyped-def]
+    def _accesses(self, s: Session, dep_id: str) -> tuple[Any, Any, list[Access] | None] | None:
         """A deployment's row, pipe, and what its pipe asks of a host, rendered once with
         placeholders for the agent's values (``_for_agent`` puts each agent's in); None for the
         accesses when the pipe does not render that way (then each agent's is rendered)."""
         dep = s.get(DeploymentRow, dep_id)
         if dep is None:
             return None
-        pipe = s.get(PipeRow, dep.pipe_id)
+        pipe = _pipe_of(s, dep)
         vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
         try:
             with provided(vrow.files, lenient=True):
@@ -433,7 +426,7 @@ class DeploymentService:
             return dep, pipe, None
         return dep, pipe, accesses(spec)
 
-    def _handover(self, s, dep_id: str, from_agents: list[str]) -> list[Any]:  # type: ignore[no-untyped-def]
+    def _handover(self, s: Session, dep_id: str, from_agents: list[str]) -> list[Any]:
         """The last checkpoints reported by agents an instance moves away from."""
         out = []
         for aid in from_agents:
@@ -513,7 +506,7 @@ class DeploymentService:
     def get(self, dep_id: str) -> M.Deployment:
         with self.cp.session() as s:
             dep = self._row(s, dep_id)
-            pipe = s.get(PipeRow, dep.pipe_id)
+            pipe = _pipe_of(s, dep)
             vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
             assignments = s.scalars(
                 select(AssignmentRow)
@@ -619,6 +612,14 @@ def _for_agent(accs: list[Access], builtins: dict[str, Any]) -> list[Access]:
     return [Access(a.rule, a.what, sub(a.target)) for a in accs]
 
 
+def _pipe_of(s: Session, dep: DeploymentRow) -> PipeRow:
+    """A deployment's pipe: there always is one (a foreign key, and pipes.delete refuses while
+    a deployment uses it)."""
+    pipe = s.get(PipeRow, dep.pipe_id)
+    assert pipe is not None, dep.id
+    return pipe
+
+
 def _free_name(s: Any, name: str) -> str:
     """``name``, or ``name-2``, ``name-3``... whichever no deployment has yet."""
     taken = set(
@@ -648,12 +649,7 @@ def _pipe_labels(yaml_text: str) -> list[str]:
         with provided(None, lenient=True):
             return load_pipe(
                 yaml_text,
-                builtins={
-                    "agent.id": "a",
-                    "agent.name": "a",
-                    "pipe.name": "p",
-                    "deployment.id": "d",
-                },
+                builtins=builtin_values("a", "a", "p", "d"),
             ).labels
     except PipeSyntaxError:
         return []

@@ -9,20 +9,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from pipenb.errors import ApiError, PipeSyntaxError
+from pipenb.lang.templates import builtin_values
 from pipenb.lang.validate import load_pipe
 from pipenb.server import models as M
 from pipenb.server import roles
-from pipenb.server.tables import DeploymentRow, PipeRow, PipeVersionRow, utcnow
+from pipenb.server.db_tables import DeploymentRow, PipeRow, PipeVersionRow, utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from pipenb.server.core import ControlPlane
 
-PLACEHOLDER_BUILTINS = {
-    "agent.id": "agent",
-    "agent.name": "agent",
-    "pipe.name": "pipe",
-    "deployment.id": "deployment",
-}
+PLACEHOLDER_BUILTINS = builtin_values("agent", "agent", "pipe", "deployment")
 
 
 def content_hash(text: str) -> str:
@@ -101,11 +99,11 @@ class PipeService:
                 )
             ).all()
         if follows:  # deployments of "latest" move to the new version
-            self.cp.deployments.touch(follows)
+            self.cp.deployments.touch(list(follows))
         return M.PipePushResult(pipe=spec.name, version=version, created=True)
 
     @staticmethod
-    def _latest(s, pipe_id: int) -> PipeVersionRow | None:  # type: ignore[no-untyped-def]
+    def _latest(s: Session, pipe_id: int) -> PipeVersionRow | None:
         return s.scalar(
             select(PipeVersionRow)
             .where(PipeVersionRow.pipe_id == pipe_id)
@@ -113,13 +111,13 @@ class PipeService:
             .limit(1)
         )
 
-    def _pipe(self, s, name: str) -> PipeRow:  # type: ignore[no-untyped-def]
+    def _pipe(self, s: Session, name: str) -> PipeRow:
         pipe = s.scalar(select(PipeRow).where(PipeRow.name == name))
         if pipe is None:
             raise not_found("pipe", name)
         return pipe
 
-    def version_row(self, s, name: str, version: int | None) -> PipeVersionRow:  # type: ignore[no-untyped-def]
+    def version_row(self, s: Session, name: str, version: int | None) -> PipeVersionRow:
         pipe = self._pipe(s, name)
         if version is None:
             row = self._latest(s, pipe.id)
