@@ -67,7 +67,7 @@ class ChunkProcessor:
 
     @property
     def source(self) -> str:
-        return self._run.source  # type: ignore[attr-defined,no-any-return]
+        return self._run.source
 
     def __call__(self, chunk: bytes) -> ChunkResult:
         drops = [0] * self.stages
@@ -300,7 +300,7 @@ def resolve_workers(requested: int | str | None) -> int:
             return max(1, len(os.sched_getaffinity(0)))
         except (AttributeError, OSError):  # pragma: no cover - not Linux
             return max(1, os.cpu_count() or 1)
-    return max(1, int(requested))  # type: ignore[arg-type]
+    return max(1, int(requested))
 
 
 def parallel_plan(spec: Any, parts: Any, requested: int | str | None) -> tuple[int, str]:

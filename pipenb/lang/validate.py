@@ -198,7 +198,7 @@ class _Checker:
     def workers(self, raw: Any) -> int | str:
         """``workers: auto`` (one per core) or a number of processes, 1 by default."""
         if raw == "auto" or (type(raw) is int and 1 <= raw <= 256):
-            return raw  # type: ignore[no-any-return]
+            return raw
         self.add(
             ("workers",),
             f"workers must be auto or a number from 1 to 256, not {raw!r} "

@@ -27,7 +27,7 @@ def ndjson(events: list[Event]) -> tuple[bytes, list[tuple[Event, str]]]:
     rejects: list[tuple[Event, str]] = []
     for e in events:
         line = encode_one(e)
-        if type(line) is bytes:
+        if isinstance(line, bytes):
             parts.append(line)
         else:
             rejects.append((e, line))
