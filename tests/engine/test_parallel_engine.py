@@ -44,7 +44,7 @@ from pipenb.engine.checkpoints import MemoryCheckpointStore
 
 from support import REPO_ROOT as ROOT
 from support.loghub import EXAMPLES, SAMPLES, log_path
-from support.waiting import wait_until
+from support.waiting import async_wait_until, wait_until
 
 
 def ndjson_line(event: dict) -> str:
@@ -354,3 +354,43 @@ def test_run_workers_flag_rejects_nonsense(tmp_path: Path):
     proc = pipenb_run("run", "nothing.yml", "--workers", "0")
     assert proc.returncode == 2
     assert "use auto or a number from 1 to 256" in proc.stderr
+
+
+def test_a_tap_on_a_running_fast_path_pipe_sees_its_stages(tmp_path: Path):
+    """Taps (agents' preview of a running pipe) see the input, each action and the output on
+    the fast path too; the pipe's own output loses nothing while tapped."""
+    src = tmp_path / "in.log"
+    src.write_text("".join(f"{i} {'ERROR' if i % 2 else 'INFO'}\n" for i in range(10)))
+    out = tmp_path / "out.ndjson"
+    doc = {
+        "name": "tapped",
+        "input": {"files": {"path": str(src), "poll-interval": "50ms"}},
+        "actions": [
+            {"extract": {"pattern": r"^(?P<n>\d+) (?P<level>\w+)$", "remove": True}},
+            {"filter": 'level == "ERROR"'},
+        ],
+        "output": {"file": {"path": str(out), "batch": {"timeout": "50ms"}}},
+    }
+    pipe = pipenb.Pipe.from_yaml(yaml.safe_dump(doc))
+    eng = pipe.engine(data_dir=str(tmp_path / "st"), checkpoints=MemoryCheckpointStore())
+
+    async def go() -> tuple[list, list, list]:
+        task = asyncio.create_task(eng.run())
+        await async_wait_until(lambda: out.exists() and out.read_bytes().count(b"\n") == 5)
+        assert eng._fast is not None  # the fast path runs this pipe
+        taps = [eng.capture("input", 2), eng.capture(0, 2), eng.capture("output", 2)]
+        with src.open("a") as fh:
+            fh.write("".join(f"{i} {'ERROR' if i % 2 else 'INFO'}\n" for i in range(10, 20)))
+        got = [await asyncio.wait_for(t, 20) for t in taps]
+        await async_wait_until(lambda: out.read_bytes().count(b"\n") == 10)
+        eng.stop()
+        await asyncio.wait_for(task, 20)
+        return got[0], got[1], got[2]
+
+    inp, extracted, output = asyncio.run(go())
+    assert inp == [{"_raw": "10 INFO"}, {"_raw": "11 ERROR"}]
+    assert extracted == [{"n": "10", "level": "INFO"}, {"n": "11", "level": "ERROR"}]
+    assert output == [{"n": "11", "level": "ERROR"}, {"n": "13", "level": "ERROR"}]
+    assert [orjson.loads(x)["n"] for x in out.read_bytes().splitlines()] == [
+        str(i) for i in range(1, 20, 2)
+    ]
