@@ -303,6 +303,15 @@ def resolve_workers(requested: int | str | None) -> int:
     return max(1, int(requested))
 
 
+def bounded_workers(requested: int | str | None, limit: Any) -> int:
+    """What a pipe asks for, at most ``limit`` (an agent's ``--max-pipe-workers``)."""
+    try:
+        cap = max(1, int(limit))
+    except (TypeError, ValueError):
+        cap = 1
+    return min(resolve_workers(requested), cap)
+
+
 def parallel_plan(spec: Any, parts: Any, requested: int | str | None) -> tuple[int, str]:
     """How many worker processes run this pipe's actions, and why one when more were asked."""
     n = resolve_workers(requested)

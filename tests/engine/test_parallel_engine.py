@@ -394,3 +394,14 @@ def test_a_tap_on_a_running_fast_path_pipe_sees_its_stages(tmp_path: Path):
     assert [orjson.loads(x)["n"] for x in out.read_bytes().splitlines()] == [
         str(i) for i in range(1, 20, 2)
     ]
+
+
+def test_an_agent_bounds_a_pipes_workers():
+    """``pipenb agent --max-pipe-workers N`` caps ``workers:`` (default 1: one process a pipe)."""
+    from pipenb.engine.chunks import bounded_workers, resolve_workers
+
+    assert bounded_workers("auto", 1) == 1
+    assert bounded_workers(8, 3) == 3
+    assert bounded_workers(2, 16) == 2
+    assert bounded_workers("auto", 64) == resolve_workers("auto")
+    assert bounded_workers(4, None) == 1  # an older agent's job without the setting
