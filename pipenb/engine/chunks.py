@@ -349,9 +349,15 @@ _PROCESSOR: ChunkProcessor | None = None
 
 
 def init_worker(proc: ChunkProcessor) -> None:
-    """Runs first in each forked worker: the processor came along with the fork."""
+    """Runs first in each forked worker: the processor came along with the fork. Ctrl-C and
+    SIGTERM are for the pipe's own process, which stops reading and drains what the workers
+    have; a worker killed by them would fail the drain (they end when the pool closes)."""
+    import signal
+
     global _PROCESSOR
     _PROCESSOR = proc
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def work(chunk: bytes) -> ChunkResult:

@@ -405,3 +405,44 @@ def test_an_agent_bounds_a_pipes_workers():
     assert bounded_workers(2, 16) == 2
     assert bounded_workers("auto", 64) == resolve_workers("auto")
     assert bounded_workers(4, None) == 1  # an older agent's job without the setting
+
+
+def test_ctrl_c_stops_a_parallel_run_cleanly(tmp_path: Path):
+    """SIGINT to the whole process group (Ctrl-C in a terminal) reaches the workers too, here
+    while chunks are in flight: they leave it to the pipe's process, which stops reading,
+    writes what the workers had and exits 0; the output is the input's beginning, in order."""
+    n = 300_000
+    src = tmp_path / "in.ndjson"
+    with src.open("wb") as fh:
+        for i in range(n):
+            fh.write(b'{"seq": %d, "pad": "%s"}\n' % (i, b"x" * 40))
+    out = tmp_path / "out.ndjson"
+    pipe = tmp_path / "p.yml"
+    pipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tail",
+                "workers": 2,
+                "input": {"files": {"path": str(src), "format": "json", "read-bytes": 64 * 1024}},
+                "output": {"file": {"path": str(out)}},
+            }
+        )
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "pipenb", "run", str(pipe), "--data-dir", str(tmp_path / "st")]
+    proc = subprocess.Popen(
+        [*cmd, "--json"], env=env, start_new_session=True, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(lambda: out.exists() and out.stat().st_size > 256 * 1024, timeout=60)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert json.loads(err.strip().splitlines()[-1])["state"] == "stopped"
+    seqs = [orjson.loads(x)["seq"] for x in out.read_bytes().splitlines()]
+    assert 0 < len(seqs) < n, "the run was not interrupted mid-way"
+    assert seqs == list(range(len(seqs)))
