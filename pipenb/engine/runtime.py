@@ -35,6 +35,7 @@ def resolve_more(requested: int | str | None) -> bool:
 
 
 _END = object()
+_NO_POS = object()  # no checkpoint waits to be saved
 RETRYABLE = (OSError, RetryableOutputError, ConnectionError, asyncio.TimeoutError)
 
 
@@ -139,8 +140,12 @@ class Engine:
         self.workers = 1  # how many processes run the actions (decided when the run starts)
         self.workers_reason = ""  # why one, when more were asked for
         self._allow_fast = fast
-        #: the fast path (``pipenb.engine.chunks``): (processor, worker pool or None)
+        #: the fast path (``pipenb.engine.chunks``): (processor, worker pool or None), and the
+        #: output bytes, their event count and the input position waiting to be written
         self._fast: tuple[Any, Any] | None = None
+        self._out_data: list[bytes] = []
+        self._out_events = 0
+        self._out_pos: Any = _NO_POS
 
     # ------------------------------------------------------------------ taps
     def resolve_stage(self, stage: str | int | None) -> int | str:
@@ -373,9 +378,11 @@ class Engine:
         return pool
 
     async def _run_chunks(self, proc: Any, pool: Any) -> None:
-        """Chunks of lines to output bytes, in worker processes when there is a ``pool``; the
-        results are written in input order, each followed by its checkpoint, so a crash
-        replays at most the chunks in flight. Up to two chunks per worker are in flight."""
+        """Chunks of lines to output bytes, in worker processes when there is a ``pool``. The
+        results are taken in input order and written as the output's ``batch:`` says (when
+        ``size`` events wait, or the oldest waited ``timeout``), each write followed by its
+        checkpoint, so a crash replays at most what was in flight or waiting. Up to two chunks
+        per worker are in flight."""
         from pipenb.engine.chunks import work
 
         loop = asyncio.get_running_loop()
@@ -383,18 +390,32 @@ class Engine:
         limit = 2 * self.workers
         getter: asyncio.Future[Any] | None = None
         ended = False
+        self._out_data, self._out_events, self._out_pos = [], 0, _NO_POS
+        since = 0.0  # when the oldest waiting output (or dead letter) came
         try:
             while inflight or not ended:
                 head = inflight[0][0] if inflight else None
                 if inflight and (head is None or head.done() or ended or len(inflight) >= limit):
+                    waiting = bool(self._out_data or self._dead)
                     await self._commit_chunk(*inflight.popleft())
+                    if not waiting:
+                        since = time.monotonic()
+                    if self._out_events >= self.batch_size or (
+                        self._out_pos is not _NO_POS and not self._out_data
+                    ):
+                        await self._flush_chunks()
                     continue
                 if getter is None:
                     getter = asyncio.ensure_future(self._queue.get())
-                if head is not None:  # a result or the next chunk, whichever comes first
-                    await asyncio.wait({getter, head}, return_when=asyncio.FIRST_COMPLETED)
-                    if not getter.done():
-                        continue
+                waits: set[Any] = {getter} if head is None else {getter, head}
+                timeout = None
+                if self._out_data or self._dead:
+                    timeout = max(0.0, self.batch_timeout - (time.monotonic() - since))
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    if timeout is not None and time.monotonic() - since >= self.batch_timeout:
+                        await self._flush_chunks()
+                    continue
                 item = await getter
                 getter = None
                 if item is _END:
@@ -406,12 +427,31 @@ class Engine:
                     inflight.append((loop.run_in_executor(pool, work, batch.raw), None, batch))
                 else:
                     inflight.append((None, self._process_here(proc, batch), batch))
+            # what was read is written and checkpointed even when the input then failed
+            await self._flush_chunks()
         finally:
             if getter is not None and not getter.done():
                 getter.cancel()
             for fut, _, _ in inflight:
                 if fut is not None:
                     fut.cancel()
+
+    async def _flush_chunks(self) -> None:
+        """Write the waiting output in one write, then dead letters, then the checkpoint."""
+        data, n, pos = self._out_data, self._out_events, self._out_pos
+        self._out_data, self._out_events, self._out_pos = [], 0, _NO_POS
+        if data:
+            m = self.metrics
+            t0 = time.perf_counter()
+            out = self.parts.output
+            blob = b"".join(data) if len(data) > 1 else data[0]
+            await self._retry(out.write_ndjson, "write", blob)  # type: ignore[attr-defined]
+            m.output.write_seconds += time.perf_counter() - t0
+            m.output.batches += 1
+            m.output.events += n
+        await self._write_dead()
+        if pos is not _NO_POS:
+            self._save(pos)
 
     def _process_here(self, proc: Any, batch: Batch) -> Any:
         """One chunk in this process; through the staged chain when a tap is watching."""
@@ -466,22 +506,17 @@ class Engine:
                 c.errors += failed
         if res.failures:
             self._dead_letter([Failure(e, stage, Exception(msg)) for e, stage, msg in res.failures])
-        if res.data:
-            out = self.parts.output
-            t0 = time.perf_counter()
-            await self._retry(out.write_ndjson, "write", res.data)  # type: ignore[attr-defined]
-            m.output.write_seconds += time.perf_counter() - t0
-            m.output.batches += 1
-            m.output.events += res.events_out
+        if res.data:  # written by _flush_chunks, with what waits before it
+            self._out_data.append(res.data)
+            self._out_events += res.events_out
         if res.unwritable:
             m.output.errors += len(res.unwritable)
             for ev, why in res.unwritable:
                 rec = dict(ev)
                 rec["_error"] = {"stage": "output", "message": why}
                 self._dead.append(rec)
-        await self._write_dead()
         if batch.position is not None:
-            self._save(batch.position)
+            self._out_pos = batch.position
 
     # ------------------------------------------------------------------ reading
     async def _read(self) -> None:
