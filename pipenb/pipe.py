@@ -101,12 +101,14 @@ class Pipe:
         data_dir: str | None = None,
         checkpoints: CheckpointStore | None = None,
         allow: frozenset[str] = ALL_CAPABILITIES,
+        workers: int | str | None = None,
     ) -> Engine:
-        """An Engine for this pipe; checkpoints go to ``data_dir`` unless a store is given."""
+        """An Engine for this pipe; checkpoints go to ``data_dir`` unless a store is given.
+        ``workers`` (a number or ``"auto"``) overrides the pipe's ``workers:``."""
         data_dir = data_dir or default_data_dir()
         ctx = RunContext(pipe=self.name, data_dir=data_dir, allow=allow, values=self.spec.values)
         store = checkpoints or FileCheckpointStore(checkpoint_path(data_dir, self.name))
-        return Engine(self.spec, ctx, checkpoints=store)
+        return Engine(self.spec, ctx, checkpoints=store, workers=workers)
 
     def run(self, *, cluster: Any = None, **kwargs: Any) -> dict[str, Any]:
         """Run in the foreground until the input ends; return the final metrics.

@@ -652,6 +652,8 @@ class Agent:
             "run_as": self.settings.run_as,
             # a worker tells its metrics at least this often, so a due report carries fresh ones
             "status_every": self.settings.metrics_every,
+            # a pipe's workers: is bounded by this agent's --max-pipe-workers
+            "max_workers": self.settings.max_pipe_workers,
         }
         seq = int(d.get("checkpoint_seq") or 0)
         if seq > self.applied.get(d["deployment_id"], 0):

@@ -65,6 +65,12 @@ class AgentSettings:
     metrics_every: float = setting(
         15.0, help="seconds between a pipe's metrics and checkpoint reports", no_jupyter=_AGENT
     )
+    max_pipe_workers: int = setting(
+        1,
+        help="worker processes one pipe may use for its actions: a pipe's workers: auto or N "
+        "is bounded by this (1, the default: every pipe runs in one process)",
+        no_jupyter=_AGENT,
+    )
     drain_timeout: float = setting(
         20.0,
         help="seconds a stopping worker may take to drain before it is killed",

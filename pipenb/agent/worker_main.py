@@ -142,7 +142,10 @@ async def _serve(job: dict[str, Any], reader: asyncio.StreamReader) -> int:
                 store.reset()
             else:
                 store.save(job["checkpoint"])
-        engine = Engine(spec, ctx, checkpoints=store)
+        from pipenb.engine.chunks import bounded_workers
+
+        workers = bounded_workers(spec.workers, job.get("max_workers", 1))
+        engine = Engine(spec, ctx, checkpoints=store, workers=workers)
     except PolicyError as exc:
         _say({"type": "status", "state": "refused", "error": str(exc)})
         return EXIT_REFUSED

@@ -35,6 +35,12 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument("--json", action="store_true", help="final metrics as JSON (on stderr)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    p.add_argument(
+        "--workers",
+        type=_workers_arg,
+        help="processes running the actions: auto (one per core) or N; overrides the pipe's "
+        "workers: (a pipe with stateful actions runs in one, and says why)",
+    )
     from pipenb.cluster.cli import add_arguments as cluster_arguments
 
     cluster_arguments(p)
@@ -78,6 +84,14 @@ def register(sub: Subparsers) -> None:
 
     p = sub.add_parser("reference", help="print the reference of every input, action and output")
     p.set_defaults(func=cmd_reference)
+
+
+def _workers_arg(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    if text.isdigit() and 1 <= int(text) <= 256:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: use auto or a number from 1 to 256")
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
@@ -135,10 +149,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             pipe = _load(path, params)
-            results.append({"file": path, "ok": True, "pipe": pipe.name, "problems": []})
+            result = {"file": path, "ok": True, "pipe": pipe.name, "problems": []}
+            workers = ""
+            if pipe.spec.workers != 1:  # how many it will really get, or why one
+                from pipenb.engine.chunks import explain_workers
+
+                result["workers"] = explain_workers(pipe.spec)
+                workers = f", workers: {result['workers']}"
+            results.append(result)
             if not args.json:
                 print(
-                    f"{path}: ok ({pipe.name}: {pipe.spec.input.name} -> {len(pipe.spec.actions)} action(s) -> {_outputs_text(pipe.spec)})"
+                    f"{path}: ok ({pipe.name}: {pipe.spec.input.name} -> {len(pipe.spec.actions)} action(s) -> {_outputs_text(pipe.spec)}{workers})"
                 )
         except PipeSyntaxError as exc:
             failed = True
@@ -272,7 +293,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif os.path.exists(ckpt) and not args.quiet:
         _err(f"pipenb: resuming {pipe.name} from checkpoint {ckpt} (--reset to start over)")
     try:
-        engine = pipe.engine(data_dir=data_dir)
+        engine = pipe.engine(data_dir=data_dir, workers=args.workers)
     except PipenbError as exc:
         _err(f"pipenb: {exc}")
         return 1

@@ -14,6 +14,7 @@ from typing import Any
 from pipenb.capabilities import ALL_CAPABILITIES
 
 Event = dict[str, Any]
+_Bytes = bytes  # inside Batch, ``bytes`` is the field
 
 
 @dataclass(slots=True)
@@ -22,6 +23,11 @@ class Batch:
     position: Any = None
     bytes: int = 0
     rejects: list[Event] = field(default_factory=list)  # undecodable input, already dead-lettered
+    #: the fast path (``pipenb.engine.chunks``): the complete lines as read, not yet decoded
+    #: (``events`` is then empty), and what to call with the indices of over-long lines cut
+    raw: _Bytes | None = None
+    on_cut: Any = None
+    path: str | None = None  # the file ``raw`` came from: undecodable lines name it (``_path``)
 
 
 @dataclass

@@ -10,6 +10,7 @@ most the batches in flight, and nothing accepted is lost.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
@@ -27,7 +28,15 @@ from pipenb.errors import PipeRuntimeError, RetryableOutputError
 from pipenb.lang.spec import PipeSpec
 
 log = logging.getLogger("pipenb.engine")
+
+
+def resolve_more(requested: int | str | None) -> bool:
+    """Were several worker processes asked for?"""
+    return requested not in (None, "", 1, "1")
+
+
 _END = object()
+_NO_POS = object()  # no checkpoint waits to be saved
 RETRYABLE = (OSError, RetryableOutputError, ConnectionError, asyncio.TimeoutError)
 
 
@@ -101,6 +110,8 @@ class Engine:
         parts: Parts | None = None,
         queue_batches: int = 4,
         drain_timeout: float = 30.0,
+        workers: int | str | None = None,
+        fast: bool = True,
     ):
         self.spec = spec
         self.ctx = ctx or RunContext(pipe=spec.name, values=spec.values)
@@ -128,6 +139,17 @@ class Engine:
         #: ``concurrency: N`` on the (single) output: N writes in flight, committed in order
         n = getattr(self.parts.output, "concurrency", 1)
         self._inflight = InFlight(n, self._commit) if n > 1 and not self.parts.routes else None
+        #: ``workers:`` of the pipe, unless the caller (``pipenb run --workers``) says otherwise
+        self.workers_requested = spec.workers if workers is None else workers
+        self.workers = 1  # how many processes run the actions (decided when the run starts)
+        self.workers_reason = ""  # why one, when more were asked for
+        self._allow_fast = fast
+        #: the fast path (``pipenb.engine.chunks``): (processor, worker pool or None), and the
+        #: output bytes, their event count and the input position waiting to be written
+        self._fast: tuple[Any, Any] | None = None
+        self._out_data: list[bytes] = []
+        self._out_events = 0
+        self._out_pos: Any = _NO_POS
 
     # ------------------------------------------------------------------ taps
     def resolve_stage(self, stage: str | int | None) -> int | str:
@@ -203,7 +225,7 @@ class Engine:
             self._reader.cancel()
 
     async def run(self) -> Metrics:
-        inp, chain, out = self.parts.input, self.parts.chain, self.parts.output
+        inp, out = self.parts.input, self.parts.output
         # Everything alive now (modules, compiled pipe) lives as long as the run: keep it out
         # of the cyclic collector's way, so full collections only walk the events in flight.
         gc.freeze()
@@ -217,76 +239,15 @@ class Engine:
             await self._open(o)
         if self.parts.errors is not None:
             await self._open(self.parts.errors)
+        pool = self._plan_fast()
         self._reader = asyncio.create_task(self._read(), name=f"pipenb-read-{self.spec.name}")
         # a reader cancelled before it ever ran skips its finally: end the queue for it
         self._reader.add_done_callback(lambda _t: self._end_queue())
-        pending: list[Event] = []
-        pending_pos: Any = None
-        have_pos = False
-        since = 0.0
-        tick_every = chain.tick_every
-        next_tick = time.monotonic() + (tick_every or 0)
         try:
-            while True:
-                timeout = None
-                if pending or self._dead:
-                    timeout = max(0.0, self.batch_timeout - (time.monotonic() - since))
-                if self._inflight is not None and self._inflight.busy:
-                    # commit writes that finished, even while the input is quiet
-                    timeout = min(self.batch_timeout, timeout or self.batch_timeout)
-                if tick_every is not None:
-                    until_tick = max(0.0, next_tick - time.monotonic())
-                    timeout = until_tick if timeout is None else min(timeout, until_tick)
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    if tick_every is not None and time.monotonic() >= next_tick:
-                        next_tick = time.monotonic() + tick_every
-                        emitted, failures = chain.tick()
-                        if failures:
-                            self._dead_letter(failures)
-                        if emitted:
-                            if not pending:
-                                since = time.monotonic()
-                            pending.extend(emitted)
-                        if len(pending) < self.batch_size and (
-                            time.monotonic() - since < self.batch_timeout
-                        ):
-                            continue
-                    await self._flush(pending, pending_pos, have_pos)
-                    pending, have_pos = [], False
-                    continue
-                if item is _END:
-                    break
-                self._room.release()
-                batch: Batch = item
-                m = self.metrics
-                m.input_events += len(batch.events)
-                m.input_bytes += batch.bytes
-                if batch.rejects:
-                    m.input_errors += len(batch.rejects)
-                    self._dead.extend(batch.rejects)
-                events, failures = self._run_chain(batch.events)
-                if failures:
-                    self._dead_letter(failures)
-                if not pending and not self._dead:
-                    since = time.monotonic()
-                if events:
-                    if not pending:
-                        since = time.monotonic()
-                    pending.extend(events)
-                if batch.position is not None:
-                    pending_pos, have_pos = batch.position, True
-                if len(pending) >= self.batch_size or (have_pos and not pending):
-                    await self._flush(pending, pending_pos, have_pos)
-                    pending, have_pos = [], False
-            if self._reader_error is None:
-                tail, failures = chain.flush()
-                pending.extend(tail)
-                if failures:
-                    self._dead_letter(failures)
-            # what was read is written and checkpointed even when the input then failed
-            await self._flush(pending, pending_pos, have_pos, final=True)
+            if self._fast is None:
+                await self._run_events()
+            else:
+                await self._run_chunks(*self._fast)
             if self._reader_error is not None:
                 raise self._reader_error
             self.state = "stopped" if self._stopping else "finished"
@@ -304,6 +265,8 @@ class Engine:
                 self._reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._reader
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             with contextlib.suppress(Exception):
                 await inp.close()
             for o in outs:
@@ -313,6 +276,256 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await self.parts.errors.close()
         return self.metrics
+
+    async def _run_events(self) -> None:
+        """Event batch by event batch: any input, any actions, any outputs."""
+        chain = self.parts.chain
+        pending: list[Event] = []
+        pending_pos: Any = None
+        have_pos = False
+        since = 0.0
+        tick_every = chain.tick_every
+        next_tick = time.monotonic() + (tick_every or 0)
+        while True:
+            timeout = None
+            if pending or self._dead:
+                timeout = max(0.0, self.batch_timeout - (time.monotonic() - since))
+            if self._inflight is not None and self._inflight.busy:
+                # commit writes that finished, even while the input is quiet
+                timeout = min(self.batch_timeout, timeout or self.batch_timeout)
+            if tick_every is not None:
+                until_tick = max(0.0, next_tick - time.monotonic())
+                timeout = until_tick if timeout is None else min(timeout, until_tick)
+            try:
+                item = await asyncio.wait_for(self._queue.get(), timeout)
+            except asyncio.TimeoutError:
+                if tick_every is not None and time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + tick_every
+                    emitted, failures = chain.tick()
+                    if failures:
+                        self._dead_letter(failures)
+                    if emitted:
+                        if not pending:
+                            since = time.monotonic()
+                        pending.extend(emitted)
+                    if len(pending) < self.batch_size and (
+                        time.monotonic() - since < self.batch_timeout
+                    ):
+                        continue
+                await self._flush(pending, pending_pos, have_pos)
+                pending, have_pos = [], False
+                continue
+            if item is _END:
+                break
+            self._room.release()
+            batch: Batch = item
+            m = self.metrics
+            m.input_events += len(batch.events)
+            m.input_bytes += batch.bytes
+            if batch.rejects:
+                m.input_errors += len(batch.rejects)
+                self._dead.extend(batch.rejects)
+            events, failures = self._run_chain(batch.events)
+            if failures:
+                self._dead_letter(failures)
+            if not pending and not self._dead:
+                since = time.monotonic()
+            if events:
+                if not pending:
+                    since = time.monotonic()
+                pending.extend(events)
+            if batch.position is not None:
+                pending_pos, have_pos = batch.position, True
+            if len(pending) >= self.batch_size or (have_pos and not pending):
+                await self._flush(pending, pending_pos, have_pos)
+                pending, have_pos = [], False
+        if self._reader_error is None:
+            tail, failures = chain.flush()
+            pending.extend(tail)
+            if failures:
+                self._dead_letter(failures)
+        # what was read is written and checkpointed even when the input then failed
+        await self._flush(pending, pending_pos, have_pos, final=True)
+
+    # ------------------------------------------------------------------ fast path
+    def _plan_fast(self) -> Any:
+        """Take the fast path when the pipe allows it; the worker pool (or None) it runs on."""
+        from pipenb.engine.chunks import chunk_plan, parallel_plan, stateful_reason
+
+        proc, why = chunk_plan(self.spec, self.parts) if self._allow_fast else (None, "")
+        self.workers, self.workers_reason = 1, ""
+        if proc is None:
+            if resolve_more(self.workers_requested):
+                self.workers_reason = stateful_reason(self.spec, self.parts) or why or "fast=False"
+                log.info("pipe %s runs in one process: %s", self.spec.name, self.workers_reason)
+            return None
+        self.workers, self.workers_reason = parallel_plan(
+            self.spec, self.parts, self.workers_requested
+        )
+        if self.workers_reason:
+            log.info("pipe %s runs in one process: %s", self.spec.name, self.workers_reason)
+        pool = None
+        if self.workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            from pipenb.engine.chunks import init_worker
+
+            # fork: the workers start with the compiled pipe already in memory (no import,
+            # no validation); the processor is handed over by the fork, never pickled
+            pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=init_worker,
+                initargs=(proc,),
+            )
+        self.parts.input.raw_chunks = True  # type: ignore[attr-defined]
+        self._fast = (proc, pool)
+        # read ahead only what the workers can take: each chunk read is 1 MiB held (one
+        # process reads and runs in turn: one chunk at a time is enough)
+        self._room = asyncio.Semaphore(2 * self.workers if pool is not None else 1)
+        return pool
+
+    async def _run_chunks(self, proc: Any, pool: Any) -> None:
+        """Chunks of lines to output bytes, in worker processes when there is a ``pool``. The
+        results are taken in input order and written as the output's ``batch:`` says (when
+        ``size`` events wait, or the oldest waited ``timeout``), each write followed by its
+        checkpoint, so a crash replays at most what was in flight or waiting. Up to two chunks
+        per worker are in flight."""
+        from pipenb.engine.chunks import work
+
+        loop = asyncio.get_running_loop()
+        inflight: collections.deque[tuple[Any, Any, Batch]] = collections.deque()
+        limit = 2 * self.workers
+        getter: asyncio.Future[Any] | None = None
+        ended = False
+        self._out_data, self._out_events, self._out_pos = [], 0, _NO_POS
+        since = 0.0  # when the oldest waiting output (or dead letter) came
+        try:
+            while inflight or not ended:
+                head = inflight[0][0] if inflight else None
+                if inflight and (head is None or head.done() or ended or len(inflight) >= limit):
+                    waiting = bool(self._out_data or self._dead)
+                    await self._commit_chunk(*inflight.popleft())
+                    if not waiting:
+                        since = time.monotonic()
+                    if self._out_events >= self.batch_size or (
+                        self._out_pos is not _NO_POS and not self._out_data
+                    ):
+                        await self._flush_chunks()
+                    continue
+                if getter is None:
+                    getter = asyncio.ensure_future(self._queue.get())
+                waits: set[Any] = {getter} if head is None else {getter, head}
+                timeout = None
+                if self._out_data or self._dead:
+                    timeout = max(0.0, self.batch_timeout - (time.monotonic() - since))
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    if timeout is not None and time.monotonic() - since >= self.batch_timeout:
+                        await self._flush_chunks()
+                    continue
+                item = await getter
+                getter = None
+                if item is _END:
+                    ended = True
+                    continue
+                self._room.release()
+                batch: Batch = item
+                if pool is not None and batch.raw is not None and not self._captures:
+                    inflight.append((loop.run_in_executor(pool, work, batch.raw), None, batch))
+                else:
+                    inflight.append((None, self._process_here(proc, batch), batch))
+            # what was read is written and checkpointed even when the input then failed
+            await self._flush_chunks()
+        finally:
+            if getter is not None and not getter.done():
+                getter.cancel()
+            for fut, _, _ in inflight:
+                if fut is not None:
+                    fut.cancel()
+
+    async def _flush_chunks(self) -> None:
+        """Write the waiting output in one write, then dead letters, then the checkpoint."""
+        data, n, pos = self._out_data, self._out_events, self._out_pos
+        self._out_data, self._out_events, self._out_pos = [], 0, _NO_POS
+        if data:
+            m = self.metrics
+            t0 = time.perf_counter()
+            out = self.parts.output
+            blob = b"".join(data) if len(data) > 1 else data[0]
+            await self._retry(out.write_ndjson, "write", blob)  # type: ignore[attr-defined]
+            m.output.write_seconds += time.perf_counter() - t0
+            m.output.batches += 1
+            m.output.events += n
+        await self._write_dead()
+        if pos is not _NO_POS:
+            self._save(pos)
+
+    def _process_here(self, proc: Any, batch: Batch) -> Any:
+        """One chunk in this process; through the staged chain when a tap is watching."""
+        from pipenb.engine.chunks import ChunkResult
+        from pipenb.engine.codecs.lines import decode_chunk
+        from pipenb.engine.codecs.ndjson import ndjson
+
+        if batch.raw is not None and not self._captures:
+            return proc(batch.raw)
+        events, rejects = list(batch.events), list(batch.rejects)
+        cut: list[int] = []
+        if batch.raw is not None:
+            events, rejects = decode_chunk(batch.raw, proc.fmt, proc.max_line, cut.extend)
+        n_in = len(events)
+        out, failures = self._run_chain(events)  # counts its stages itself
+        data, unwritable = ndjson(out) if out else (b"", [])
+        fails = [(f.event, f.stage, str(f.error) or type(f.error).__name__) for f in failures]
+        return ChunkResult(
+            data, n_in, len(out) - len(unwritable), [], fails, rejects, unwritable, cut
+        )
+
+    async def _commit_chunk(self, fut: Any, res: Any, batch: Batch) -> None:
+        """Count, write and checkpoint one chunk's result (the oldest in flight)."""
+        if fut is not None:
+            from concurrent.futures.process import BrokenProcessPool
+
+            try:
+                res = await fut
+            except BrokenProcessPool as exc:
+                raise PipeRuntimeError(f"a worker process of the pipe died: {exc}") from exc
+        m = self.metrics
+        m.input_bytes += batch.bytes
+        m.input_events += res.events_in
+        if res.rejects:
+            m.input_errors += len(res.rejects)
+            if batch.path is not None:  # rare: say where the bad line came from
+                for r in res.rejects:
+                    r["_path"] = batch.path
+            self._dead.extend(res.rejects)
+        if res.cut and batch.on_cut is not None:
+            batch.on_cut(res.cut)
+        if res.drops:  # counted here; an empty list: the staged chain counted them
+            n = res.events_in
+            errs = [0] * len(res.drops)
+            for _e, stage, _msg in res.failures:
+                errs[stage] += 1
+            for c, dropped, failed in zip(self.parts.chain.counts, res.drops, errs):
+                c.events_in += n
+                n -= dropped + failed
+                c.events_out += n
+                c.dropped += dropped
+                c.errors += failed
+        if res.failures:
+            self._dead_letter([Failure(e, stage, Exception(msg)) for e, stage, msg in res.failures])
+        if res.data:  # written by _flush_chunks, with what waits before it
+            self._out_data.append(res.data)
+            self._out_events += res.events_out
+        if res.unwritable:
+            m.output.errors += len(res.unwritable)
+            for ev, why in res.unwritable:
+                rec = dict(ev)
+                rec["_error"] = {"stage": "output", "message": why}
+                self._dead.append(rec)
+        if batch.position is not None:
+            self._out_pos = batch.position
 
     # ------------------------------------------------------------------ reading
     async def _read(self) -> None:

@@ -29,6 +29,9 @@ class EventStep:
     code: list[str]
     ns: Namespace
     when: str | None = None  # Python source of the guard, already compiled
+    #: why this step's result depends on the events before it (``sample`` without a key
+    #: counts events): such a step cannot run split across worker processes
+    stateful: str = ""
 
 
 @dataclass
@@ -168,28 +171,27 @@ def build_chain(names: list[str], steps: list[Step], *, fuse: bool = True) -> Ch
     return chain
 
 
-def _fuse(steps: list[EventStep]) -> Callable[..., list[Event]]:
+def fused_namespace(steps: list[EventStep]) -> dict[str, Any]:
+    """The globals of a generated loop: every step's helpers and constants."""
     ns: dict[str, Any] = {}
     for s in steps:
         ns.update(s.ns.values)
     # after the update: every Namespace carries an empty __builtins__ of its own
     ns["__builtins__"] = {"Exception": Exception, "len": len}
-    lines = [
-        "def _run(batch, _drops, _errs):",
-        "    _out = []",
-        "    _ap = _out.append",
-        "    for e in batch:",
-        "        try:",
-    ]
-    line_stage: list[int] = []  # generated line number -> local stage index
-    header = len(lines)
+    return ns
+
+
+def fused_body(steps: list[EventStep], indent: str) -> tuple[list[str], list[int]]:
+    """The steps' statements over ``e`` at ``indent``, and each generated line's local stage."""
+    lines: list[str] = []
+    line_stage: list[int] = []  # generated line -> local stage index
     for local, step in enumerate(steps):
         body = step.code or ["pass"]
-        indent = "            "
+        ind = indent
         if step.when:
-            lines.append(f"{indent}if {step.when}:")
+            lines.append(f"{ind}if {step.when}:")
             line_stage.append(local)
-            indent += "    "
+            ind += "    "
         for stmt in body:
             for sub in stmt.split("\n"):
                 # "@+N " attributes a line to the Nth next stage (a pushed-down filter);
@@ -202,20 +204,18 @@ def _fuse(steps: list[EventStep]) -> Callable[..., list[Event]]:
                     lead, rest = lead + _leading(rest), rest.lstrip()
                 if rest.strip().startswith("DROP"):
                     target = local + int(rest.strip()[5:] or 0) if "+" in rest else stage
-                    lines.append(f"{indent}{lead}_drops[{target}] += 1")
+                    lines.append(f"{ind}{lead}_drops[{target}] += 1")
                     line_stage.append(stage)
-                    lines.append(f"{indent}{lead}continue")
+                    lines.append(f"{ind}{lead}continue")
                 else:
-                    lines.append(f"{indent}{lead}{rest}")
+                    lines.append(f"{ind}{lead}{rest}")
                 line_stage.append(stage)
-    lines += [
-        "        except Exception as _x:",
-        "            _errs.append((e, _x, _stage_of(_x)))",
-        "            continue",
-        "        _ap(e)",
-        "    return _out",
-    ]
-    first = header + 1  # 1-based line of the first step statement
+    return lines, line_stage
+
+
+def stage_finder(first: int, line_stage: list[int]) -> Callable[[BaseException], int]:
+    """The local stage an exception raised in the generated ``_run`` came from, by line number
+    (``first``: the 1-based line of the first step statement). Costs nothing until one fails."""
 
     def stage_of(exc: BaseException) -> int:
         tb = exc.__traceback__
@@ -226,13 +226,39 @@ def _fuse(steps: list[EventStep]) -> Callable[..., list[Event]]:
         i = tb.tb_lineno - first
         return line_stage[i] if 0 <= i < len(line_stage) else 0
 
-    ns["_stage_of"] = stage_of
-    src = "\n".join(lines)
+    return stage_of
+
+
+def compile_run(src: str, ns: dict[str, Any]) -> Callable[..., Any]:
+    """Compile generated source defining ``_run`` in ``ns``; the source stays on the function."""
     code = compile(src, "<pipenb-actions>", "exec")
     exec(code, ns)
     fn = ns["_run"]
     fn.source = src  # for debugging: print(chain.segments[0][1].source)
     return fn
+
+
+def _fuse(steps: list[EventStep]) -> Callable[..., list[Event]]:
+    ns = fused_namespace(steps)
+    lines = [
+        "def _run(batch, _drops, _errs):",
+        "    _out = []",
+        "    _ap = _out.append",
+        "    for e in batch:",
+        "        try:",
+    ]
+    first = len(lines) + 1  # 1-based line of the first step statement
+    body, line_stage = fused_body(steps, "            ")
+    lines += body
+    lines += [
+        "        except Exception as _x:",
+        "            _errs.append((e, _x, _stage_of(_x)))",
+        "            continue",
+        "        _ap(e)",
+        "    return _out",
+    ]
+    ns["_stage_of"] = stage_finder(first, line_stage)
+    return compile_run("\n".join(lines), ns)
 
 
 def _leading(s: str) -> str:

@@ -130,6 +130,16 @@ def render_reference() -> str:
         "sizes `512`, `10KB`, `1MiB`. See the [language guide](pipe-language.md) for the rest.",
         "",
     ]
+    out += [
+        "## Pipe settings",
+        "",
+        "| key | values | default |",
+        "|---|---|---|",
+        "| `workers` | `auto` (one process per core) or 1-256: processes running the actions of a "
+        "`files` -> `file` pipe of per-event actions, output in input order (see the "
+        "[language guide](pipe-language.md#workers-all-cores)) | `1` |",
+        "",
+    ]
     for kind, title in (("input", "Inputs"), ("action", "Actions"), ("output", "Outputs")):
         out += [f"## {title}", ""]
         out += [render_component(c) for c in registry.all() if c.kind == kind]

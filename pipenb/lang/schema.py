@@ -108,6 +108,10 @@ def pipe_schema() -> dict[str, Any]:
             },
         },
         "route": {"enum": ["all", "first"]},
+        "workers": {
+            "description": "processes running the actions: auto (one per core) or a number",
+            "oneOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": 256}],
+        },
         "errors": _one_of("output"),
         "tests": {"type": "array", "items": test},
     }

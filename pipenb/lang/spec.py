@@ -91,6 +91,9 @@ class PipeSpec:
     #: routes, ``output`` is the first route's output
     routes: list[RouteSpec] = field(default_factory=list)
     route: str = "all"  # "all": every output whose when matches; "first": the first one
+    #: processes that run the actions: a number, or "auto" (one per core); the engine runs
+    #: one when the pipe cannot be split (``pipenb.engine.chunks.parallel_plan`` says why)
+    workers: int | str = 1
 
     @property
     def all_outputs(self) -> list[ComponentSpec]:

@@ -33,6 +33,7 @@ TOP_KEYS = (
     "outputs",
     "route",
     "errors",
+    "workers",
     "tests",
 )
 ROUTE_MODES = ("all", "first")
@@ -160,6 +161,7 @@ class _Checker:
             route_mode = "all"
         elif "route" in doc and "outputs" not in doc:
             self.add(("route",), "route: applies to outputs: (several outputs)", key=True)
+        workers = self.workers(doc.get("workers", 1))
         errs_out = None
         if doc.get("errors") is not None:
             errs_out = self.component("output", rendered["errors"], ("errors",))
@@ -190,7 +192,19 @@ class _Checker:
             values=values,
             routes=routes,
             route=route_mode,
+            workers=workers,
         )
+
+    def workers(self, raw: Any) -> int | str:
+        """``workers: auto`` (one per core) or a number of processes, 1 by default."""
+        if raw == "auto" or (type(raw) is int and 1 <= raw <= 256):
+            return raw
+        self.add(
+            ("workers",),
+            f"workers must be auto or a number from 1 to 256, not {raw!r} "
+            "(e.g. workers: auto: one process per core)",
+        )
+        return 1
 
     # ------------------------------------------------------------------ outputs (routes)
     def routes(self, raw: Any) -> list[RouteSpec]:

@@ -43,7 +43,7 @@ def test_an_invalid_pipe_reports_every_located_problem_at_once():
             2,
             1,
             "unknown key 'descripton' (did you mean 'description'?); a pipe has: name, "
-            "description, labels, params, input, actions, output, outputs, route, errors, tests",
+            "description, labels, params, input, actions, output, outputs, route, errors, workers, tests",
         ),
         (
             4,

@@ -50,6 +50,8 @@ def sample_action(opts: SampleOptions, ctx: RunContext) -> EventStep:
         return step(opts, [], ns)
     if opts.key is None:
         tick = ns.const(itertools.count().__next__, "tick")
-        return step(opts, [f"if {tick}() % {opts.rate}:\n    DROP"], ns)
+        counted = step(opts, [f"if {tick}() % {opts.rate}:\n    DROP"], ns)
+        counted.stateful = "sample without key counts events in order (sample by key does not)"
+        return counted
     ns.values["_key_hash"] = key_hash
     return step(opts, [f"if _key_hash({get_src(opts.key)}) % {opts.rate}:\n    DROP"], ns)

@@ -26,18 +26,24 @@ def ndjson(events: list[Event]) -> tuple[bytes, list[tuple[Event, str]]]:
     parts: list[bytes] = []
     rejects: list[tuple[Event, str]] = []
     for e in events:
-        try:
-            parts.append(_dumps(e, option=_NL))
-        except TypeError as exc:
-            try:
-                parts.append(_dumps(e, default=str, option=_NL))
-            except TypeError:
-                exact = _exact_json(e)  # integers past 64 bits: orjson refuses them
-                if exact is None:
-                    rejects.append((e, f"cannot encode event as JSON: {exc}"))
-                else:
-                    parts.append(exact)
+        line = encode_one(e)
+        if isinstance(line, bytes):
+            parts.append(line)
+        else:
+            rejects.append((e, line))
     return b"".join(parts), rejects
+
+
+def encode_one(e: Event) -> bytes | str:
+    """One event as an NDJSON line, or why it cannot be one (the reject reason)."""
+    try:
+        return _dumps(e, option=_NL)
+    except TypeError as exc:
+        try:
+            return _dumps(e, default=str, option=_NL)
+        except TypeError:
+            exact = _exact_json(e)  # integers past 64 bits: orjson refuses them
+            return f"cannot encode event as JSON: {exc}" if exact is None else exact
 
 
 def _exact_json(e: Event) -> bytes | None:

@@ -177,6 +177,8 @@ class FilesInput(Input):
         self.long_lines = 0  # lines cut because they were longer than max-line-bytes
         self.rotated_unread = 0  # rotated files seen gone before a byte of them was read
         self._seen: set[str] = set()  # keys of every file opened (and of those warned about)
+        #: set by the engine on its fast path: batches carry the lines' bytes, not events
+        self.raw_chunks = False
         self._logged_long = -1e9
         ml = options.multiline
         self._ml_start = re.compile(ml.start).search if ml is not None else None
@@ -395,6 +397,9 @@ class FilesInput(Input):
         def cut(lines: list[int]) -> None:
             self._count_long(len(lines) - (1 if tail and lines and lines[0] == 0 else 0), f.path)
 
+        if self.raw_chunks:  # decoded where the actions run (maybe another process)
+            f.offset += consumed
+            return Batch([], self.position(), consumed, raw=complete, on_cut=cut, path=f.path)
         events, rejects = decode_chunk(
             complete,
             self.options.format,

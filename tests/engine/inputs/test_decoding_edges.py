@@ -28,13 +28,26 @@ def test_integers_past_64_bits_keep_their_digits():
     assert events == [{"s": str(BIG)}] and len(rejects) == 1
 
 
+#: orjson keeps -2**63 .. 2**64-1 exact; one past either end has 19 digits and a minus sign, or 20
+EDGES = [-(2**63) - 1, -(2**63), 2**64 - 1, 2**64, -(2**64), BIG]
+
+
+def test_integers_just_past_what_orjson_keeps_exact_keep_their_digits():
+    chunk = b"".join(b'{"v": %d}\n' % v for v in EDGES)
+    events, rejects = decode_chunk(chunk, "json")
+    assert [e["v"] for e in events] == EDGES and rejects == []
+    assert all(type(e["v"]) is int for e in events)
+
+
 def test_a_big_integer_survives_files_to_file(tmp_path, data_dir):
     src = tmp_path / "in.ndjson"
-    src.write_bytes(b'{"id": %d, "n": 1}\n' % BIG)
+    src.write_bytes(b'{"id": %d, "n": 1}\n' % BIG + b"".join(b'{"v": %d}\n' % v for v in EDGES))
     out = tmp_path / "out.ndjson"
     pipe = pipe_doc({"files": {"path": str(src), "format": "json", "follow": False}}, out)
     asyncio.run(asyncio.wait_for(pipe.engine(data_dir=data_dir).run(), 60))
-    assert json.loads(out.read_text()) == {"id": BIG, "n": 1}  # the stdlib keeps every digit
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[0] == {"id": BIG, "n": 1}  # the stdlib keeps every digit
+    assert [e["v"] for e in lines[1:]] == EDGES  # also on the engine's chunk path
 
 
 def test_http_server_health(tmp_path, data_dir):
