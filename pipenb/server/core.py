@@ -97,7 +97,7 @@ class ControlPlane:
                         log.info("agent %s is %s", agent_id, "online" if online else "offline")
                     was_online[agent_id] = online
                 if changed:
-                    self.deployments.reconcile_all()
+                    self.deployments.reconcile_failover()
                 if ticks % 5 == 0:
                     self.flush_presence()
                 if ticks % expire_every == 0:

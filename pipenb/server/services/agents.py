@@ -17,6 +17,7 @@ from pipenb.server.tables import (
     AgentRow,
     ApiKeyRow,
     AssignmentRow,
+    DeploymentRow,
     PipeStatusRow,
     RemovedAgentRow,
     utcnow,
@@ -110,7 +111,7 @@ class AgentService:
                 created_at=utcnow(),
             )
             s.add(row)
-        self.cp.deployments.reconcile_all()
+        self.cp.deployments.place_agents([body.id])
         return self._model(row)
 
     def update(self, agent_id: str, body: M.AgentUpdate) -> M.Agent:
@@ -123,7 +124,8 @@ class AgentService:
             if body.labels is not None:
                 row.labels = clean_labels(body.labels)
         self.cp.agent_settings.forget(agent_id)  # its labels' settings may differ now
-        self.cp.deployments.reconcile_all()
+        if body.labels is not None:
+            self.cp.deployments.place_agents([agent_id])
         self.cp.live.notify(agent_id)
         return self.get(agent_id)
 
@@ -135,6 +137,12 @@ class AgentService:
             if row is None:
                 raise not_found("agent", agent_id)
             key_ids = s.scalars(select(ApiKeyRow.id).where(ApiKeyRow.agent_id == agent_id)).all()
+            # counted deployments lose an instance with it: they are placed again below
+            held = s.scalars(
+                select(AssignmentRow.deployment_id)
+                .join(DeploymentRow, DeploymentRow.id == AssignmentRow.deployment_id)
+                .where(AssignmentRow.agent_id == agent_id, DeploymentRow.instances != -1)
+            ).all()
             s.query(PipeStatusRow).filter(PipeStatusRow.agent_id == agent_id).delete()
             s.delete(row)
             if s.get(RemovedAgentRow, agent_id) is None:
@@ -145,7 +153,8 @@ class AgentService:
         live.key_cache = {k: v for k, v in live.key_cache.items() if v[1] != agent_id}
         live.presence.pop(agent_id, None)
         live.notify(agent_id)
-        self.cp.deployments.reconcile_all()
+        if held:
+            self.cp.deployments.reconcile(list(held))
 
     # ------------------------------------------------------------------ keys
     def key_row(self, agent_id: str, expires_at: datetime | None) -> tuple[ApiKeyRow, str]:

@@ -12,7 +12,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from pipenb.errors import ApiError, PipeSyntaxError
@@ -22,6 +22,17 @@ from pipenb.policy import Access, Policy, accesses
 from pipenb.policy.pipe import check_access
 from pipenb.server import models as M
 from pipenb.server import roles
+from pipenb.server.placement import (
+    ALL,
+    Candidate,
+    Target,
+    agent_change,
+    deployment_state,
+    eligible,
+    in_sync,
+    instance_state,
+    place,
+)
 from pipenb.server.secrets import SecretBox, default_key_file, mask_params
 from pipenb.server.security import new_id
 from pipenb.server.services.pipes import invalid_pipe, not_found
@@ -246,86 +257,162 @@ class DeploymentService:
         self.cp.live.notify(*agents)
 
     # ------------------------------------------------------------------ placement
-    def reconcile_all(self) -> None:
-        with self.cp.session() as s:
-            ids = s.scalars(select(DeploymentRow.id)).all()
-        self.reconcile(list(ids))
-
     def reconcile(self, dep_ids: list[str]) -> None:
+        """Place these deployments again (placement.place), reading only their candidates:
+        the agents they name or that carry their labels (see ``_candidates``)."""
         changed: set[str] = set()
         placed: list[tuple[str, str]] = []  # new (deployment, agent) pairs: check policies
         offline_after = self.cp.settings.offline_seconds
+        is_online = self.cp.live.is_online
         with self.cp.session() as s:
-            # only the columns placement reads: whole rows would decode every agent's attributes
-            # and every checkpoint (JSON), most of a deployment change's time at 1,000 agents
-            agents = {a.id: a for a in s.execute(select(AgentRow.id, AgentRow.labels))}
-            load: dict[str, int] = dict(
-                s.execute(  # type: ignore[arg-type]
-                    select(AssignmentRow.agent_id, func.count()).group_by(AssignmentRow.agent_id)
-                ).all()
-            )
+            load: dict[str, int] | None = None  # instances per agent, for counted deployments
             for dep_id in dep_ids:
                 dep = s.get(DeploymentRow, dep_id)
                 if dep is None:
                     continue
-                current = {
-                    a.agent_id: a
-                    for a in s.scalars(
-                        select(AssignmentRow).where(AssignmentRow.deployment_id == dep_id)
+                target = Target.of(dep)
+                current = dict(
+                    s.execute(
+                        select(AssignmentRow.agent_id, AssignmentRow.id)
+                        .where(AssignmentRow.deployment_id == dep_id)
+                        .order_by(AssignmentRow.id)
+                    ).all()
+                )
+                if target.counted and load is None:
+                    load = dict(
+                        s.execute(  # type: ignore[arg-type]
+                            select(AssignmentRow.agent_id, func.count()).group_by(
+                                AssignmentRow.agent_id
+                            )
+                        ).all()
                     )
-                }
-                eligible = [a for a in agents.values() if _eligible(dep, a)]
-                online = {a.id for a in eligible if self.cp.live.is_online(a.id, offline_after)}
-                if dep.instances == -1:
-                    want = {a.id for a in eligible}
-                    moved_from: list[str] = []
-                else:
-                    keep = [aid for aid in current if aid in {a.id for a in eligible}]
-                    moved_from = []
-                    if dep.failover:
-                        moved_from = [aid for aid in keep if aid not in online]
-                        keep = [aid for aid in keep if aid in online]
-                    keep = keep[: dep.instances]
-                    candidates = sorted(
-                        (a for a in eligible if a.id not in keep and a.id not in moved_from),
-                        key=lambda a: (a.id not in online, load.get(a.id, 0), a.id),
-                    )
-                    if dep.failover:
-                        candidates = [a for a in candidates if a.id in online]
-                    want = set(keep)
-                    for a in candidates:
-                        if len(want) >= dep.instances:
-                            break
-                        want.add(a.id)
-                    if len(want) < dep.instances and dep.failover:
-                        # not enough online agents: keep the silent ones rather than nothing
-                        for aid in moved_from:
-                            if len(want) < dep.instances:
-                                want.add(aid)
-                        moved_from = [aid for aid in moved_from if aid not in want]
-                handover = self._handover(s, dep_id, moved_from)
-                for aid, a in current.items():
-                    if aid not in want:
-                        s.delete(a)
-                        load[aid] = load.get(aid, 1) - 1
-                        changed.add(aid)
-                for aid in sorted(want - set(current)):
+                counts = load or {}
+                candidates = [
+                    Candidate(aid, is_online(aid, offline_after), counts.get(aid, 0))
+                    for aid in _candidates(s, target)
+                ]
+                plan = place(target, list(current), candidates)
+                if not plan:
+                    continue
+                handover = self._handover(s, dep_id, plan.moved_from)
+                if plan.remove:
+                    for chunk in _chunks([current[aid] for aid in plan.remove]):
+                        s.execute(delete(AssignmentRow).where(AssignmentRow.id.in_(chunk)))
+                rows = []
+                now = utcnow()
+                for aid in plan.add:
                     checkpoint = handover.pop(0) if handover else None
-                    s.add(
-                        AssignmentRow(
-                            deployment_id=dep_id,
-                            agent_id=aid,
-                            checkpoint=checkpoint,
-                            checkpoint_seq=checkpoint_stamp() if checkpoint is not None else 0,
-                            created_at=utcnow(),
-                        )
+                    rows.append(
+                        {
+                            "deployment_id": dep_id,
+                            "agent_id": aid,
+                            "checkpoint": checkpoint,
+                            "checkpoint_seq": checkpoint_stamp() if checkpoint is not None else 0,
+                            "created_at": now,
+                        }
                     )
-                    load[aid] = load.get(aid, 0) + 1
-                    changed.add(aid)
                     placed.append((dep_id, aid))
+                if rows:  # one executemany, not one ORM insert per instance
+                    s.execute(insert(AssignmentRow.__table__), rows)
+                if load is not None:
+                    for aid in plan.remove:
+                        load[aid] = load.get(aid, 1) - 1
+                    for aid in plan.add:
+                        load[aid] = load.get(aid, 0) + 1
+                changed.update(plan.add, plan.remove)
             if placed:
-                s.flush()
                 self.check_policies(s, pairs=placed)
+        if changed:
+            self.cp.live.notify(*changed)
+
+    def reconcile_failover(self) -> None:
+        """Agents came online or went silent: only counted deployments with failover depend on
+        who is online (one on every eligible agent, or without failover, does not)."""
+        with self.cp.session() as s:
+            ids = s.scalars(
+                select(DeploymentRow.id).where(
+                    DeploymentRow.failover.is_(True), DeploymentRow.instances != ALL
+                )
+            ).all()
+        if ids:
+            self.reconcile(list(ids))
+
+    def place_agents(self, agent_ids: list[str]) -> None:
+        """Agents joined, or their labels changed: add or remove their instances, reading only
+        these agents and the deployments (placement.agent_change); a counted deployment that
+        lost an instance or has room for one is placed again."""
+        added: list[tuple[str, str]] = []
+        removed: set[str] = set()
+        again: set[str] = set()
+        with self.cp.session() as s:
+            labels = dict(
+                s.execute(
+                    select(AgentRow.id, AgentRow.labels).where(AgentRow.id.in_(agent_ids))
+                ).all()
+            )
+            deps = s.execute(
+                select(
+                    DeploymentRow.id,
+                    DeploymentRow.target_agents,
+                    DeploymentRow.target_labels,
+                    DeploymentRow.instances,
+                    DeploymentRow.failover,
+                )
+            ).all()
+            if not deps or not labels:
+                return
+            held = {
+                (d, a): i
+                for d, a, i in s.execute(
+                    select(
+                        AssignmentRow.deployment_id, AssignmentRow.agent_id, AssignmentRow.id
+                    ).where(AssignmentRow.agent_id.in_(list(labels)))
+                )
+            }
+            counted = [d.id for d in deps if d.instances != ALL]
+            counts: dict[str, int] = {}
+            if counted:
+                counts = dict(
+                    s.execute(  # type: ignore[arg-type]
+                        select(AssignmentRow.deployment_id, func.count())
+                        .where(AssignmentRow.deployment_id.in_(counted))
+                        .group_by(AssignmentRow.deployment_id)
+                    ).all()
+                )
+            rows = []
+            gone = []
+            now = utcnow()
+            for dep in deps:
+                target = Target.of(dep)
+                for aid, agent_labels in labels.items():
+                    holds = (dep.id, aid) in held
+                    change = agent_change(
+                        target, eligible(target, aid, agent_labels), holds, counts.get(dep.id, 0)
+                    )
+                    if change == "add":
+                        rows.append(
+                            {
+                                "deployment_id": dep.id,
+                                "agent_id": aid,
+                                "checkpoint": None,
+                                "checkpoint_seq": 0,
+                                "created_at": now,
+                            }
+                        )
+                        added.append((dep.id, aid))
+                    elif change == "remove":
+                        gone.append(held[(dep.id, aid)])
+                        removed.add(aid)
+                    elif change == "replace":
+                        again.add(dep.id)
+            if gone:
+                s.execute(delete(AssignmentRow).where(AssignmentRow.id.in_(gone)))
+            if rows:
+                s.execute(insert(AssignmentRow.__table__), rows)
+                self.check_policies(s, pairs=added)
+        if again:
+            self.reconcile(sorted(again))
+        changed = removed | {a for _, a in added}
         if changed:
             self.cp.live.notify(*changed)
 
@@ -354,25 +441,31 @@ class DeploymentService:
             return
         policies: dict[bytes, Policy | None] = {}  # agents often report the same policy
         agents: dict[str, tuple[str, Policy | None]] = {}
-        for aid, name, attrs in s.execute(
-            select(AgentRow.id, AgentRow.name, AgentRow.attributes).where(
-                AgentRow.id.in_({a for _, a in pairs})
-            )
-        ):
-            report = (attrs or {}).get("policy")
-            key = orjson.dumps(report, option=orjson.OPT_SORT_KEYS)
-            if key not in policies:
-                policies[key] = Policy.from_report(report)
-            agents[aid] = (name or aid, policies[key])
-        rows = {
-            (r.agent_id, r.deployment_id): r
+        # only agents that report a policy (most report none: nothing to check for them)
+        reports_policy = cast(AgentRow.attributes, String).like('%"policy"%')
+        for chunk in _chunks(sorted({a for _, a in pairs})):
+            for aid, name, attrs in s.execute(
+                select(AgentRow.id, AgentRow.name, AgentRow.attributes).where(
+                    AgentRow.id.in_(chunk), reports_policy
+                )
+            ):
+                report = (attrs or {}).get("policy")
+                key = orjson.dumps(report, option=orjson.OPT_SORT_KEYS)
+                if key not in policies:
+                    policies[key] = Policy.from_report(report)
+                agents[aid] = (name or aid, policies[key])
+        if not any(policy is not None for _, policy in agents.values()):
+            return
+        pairs = [(d, a) for d, a in pairs if agents.get(a, (a, None))[1] is not None]
+        rows = {}
+        for chunk in _chunks(sorted({a for _, a in pairs})):
             for r in s.scalars(
                 select(PipeStatusRow).where(
-                    PipeStatusRow.agent_id.in_({a for _, a in pairs}),
+                    PipeStatusRow.agent_id.in_(chunk),
                     PipeStatusRow.deployment_id.in_({d for d, _ in pairs}),
                 )
-            )
-        }
+            ):
+                rows[(r.agent_id, r.deployment_id)] = r
         deps: dict[str, Any] = {}  # deployment id -> (row, pipe, its accesses) or None
         now = utcnow()
         for dep_id, aid in pairs:
@@ -515,67 +608,52 @@ class DeploymentService:
             dep = self._row(s, dep_id)
             pipe = s.get(PipeRow, dep.pipe_id)
             vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
-            assignments = s.scalars(
-                select(AssignmentRow)
+            # columns, not ORM rows: a deployment on 10,000 agents is answered with 10,000
+            # instances, and whole rows would decode every handed-over checkpoint
+            assignments = s.execute(
+                select(AssignmentRow.agent_id, AssignmentRow.checkpoint_seq, AgentRow.name)
+                .outerjoin(AgentRow, AgentRow.id == AssignmentRow.agent_id)
                 .where(AssignmentRow.deployment_id == dep_id)
                 .order_by(AssignmentRow.agent_id)
             ).all()
             reports = {
                 st.agent_id: st
-                for st in s.scalars(
-                    select(PipeStatusRow).where(PipeStatusRow.deployment_id == dep_id)
+                for st in s.execute(
+                    select(
+                        PipeStatusRow.agent_id,
+                        PipeStatusRow.state,
+                        PipeStatusRow.error,
+                        PipeStatusRow.hash,
+                        PipeStatusRow.metrics,
+                        PipeStatusRow.checkpoint,
+                        PipeStatusRow.updated_at,
+                    ).where(PipeStatusRow.deployment_id == dep_id)
                 )
             }
-            names = dict(
-                s.execute(
-                    select(AgentRow.id, AgentRow.name).where(
-                        AgentRow.id.in_([a.agent_id for a in assignments])
-                    )
-                ).all()
-            )
             statuses = []
             for a in assignments:
                 st = reports.get(a.agent_id)
                 want_hash = None
                 if dep.running:
-                    builtins = builtins_for(
-                        a.agent_id, names.get(a.agent_id, a.agent_id), pipe.name, dep.id
-                    )
+                    builtins = builtins_for(a.agent_id, a.name or a.agent_id, pipe.name, dep.id)
                     want_hash = pipe_hash(vrow.hash, dep.params, builtins, a.checkpoint_seq)
-                agent_state = self.cp.agents.state(a.agent_id)
-                state = st.state if st is not None else "pending"
-                if not dep.running:
-                    state = (
-                        "stopped" if st is None or st.state in ("stopped", "finished") else st.state
-                    )
+                reported = st.state if st is not None else None
                 statuses.append(
                     M.InstanceStatus(
                         agent_id=a.agent_id,
-                        agent_state=agent_state,  # type: ignore[arg-type]
-                        state=state,
+                        agent_state=self.cp.agents.state(a.agent_id),  # type: ignore[arg-type]
+                        state=instance_state(dep.running, reported),
                         error=st.error if st else None,
                         hash=st.hash if st else None,
-                        in_sync=bool(st and st.hash == want_hash)
-                        if dep.running
-                        else st is None or st.state != "running",
+                        in_sync=in_sync(dep.running, reported, st.hash if st else None, want_hash),
                         metrics=st.metrics if st else None,
                         checkpoint=st.checkpoint if st else None,
                         updated_at=st.updated_at if st else None,
                     )
                 )
-            wanted = len(statuses) if dep.instances == -1 else dep.instances
-            if not dep.running:
-                state = "stopped"
-            elif any(x.state in ("failed", "refused") for x in statuses):
-                state = "degraded"
-            elif (
-                statuses
-                and len(statuses) >= wanted
-                and all(x.state == "running" and x.in_sync for x in statuses)
-            ):
-                state = "running"
-            else:
-                state = "pending"
+            state = deployment_state(
+                dep.running, dep.instances, [(x.state, x.in_sync) for x in statuses]
+            )
             return M.Deployment(
                 id=dep.id,
                 name=dep.name,
@@ -635,14 +713,6 @@ def _free_name(s: Any, name: str) -> str:
     return candidate
 
 
-def _eligible(dep: DeploymentRow, agent: Any) -> bool:
-    """``agent``: anything with ``id`` and ``labels`` (a row of those two columns)."""
-    if dep.target_agents and agent.id not in dep.target_agents:
-        return False
-    labels = set(agent.labels or [])
-    return all(label in labels for label in dep.target_labels or [])
-
-
 def _pipe_labels(yaml_text: str) -> list[str]:
     try:
         with provided(None, lenient=True):
@@ -657,3 +727,35 @@ def _pipe_labels(yaml_text: str) -> list[str]:
             ).labels
     except PipeSyntaxError:
         return []
+
+
+def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:
+    """``items`` in slices small enough for one ``IN (...)`` (SQLite caps bound parameters)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _candidates(s: Any, target: Target) -> list[str]:
+    """The agents a deployment may be placed on, in id order. The database narrows them down
+    (the ids named; labels by their JSON text, ``"web"`` in ``["os:linux", "web"]``) so a
+    deployment for a tenth of the fleet reads a tenth of the agents; ``eligible`` decides."""
+    text = cast(AgentRow.labels, String)  # decoded here, by orjson: 10,000 rows add up
+    q = select(AgentRow.id, text).order_by(AgentRow.id)
+    if target.agents:
+        q = q.where(AgentRow.id.in_(list(target.agents)))
+    for label in target.labels:
+        pattern = _json_like(label)
+        if pattern is not None:
+            q = q.where(text.like(pattern, escape="\\"))
+    return [
+        aid for aid, labels in s.execute(q) if eligible(target, aid, orjson.loads(labels or "[]"))
+    ]
+
+
+def _json_like(label: str) -> str | None:
+    """A LIKE pattern matching JSON text that holds the string ``label``; None for labels whose
+    JSON spelling may differ between drivers (non-ASCII, quotes, backslashes): those are
+    checked in Python only."""
+    if not label.isascii() or any(c in label for c in '"\\') or not label.isprintable():
+        return None
+    quoted = '"' + label.replace("%", "\\%").replace("_", "\\_") + '"'
+    return f"%{quoted}%"

@@ -178,7 +178,7 @@ class EnrollmentService:
             s.flush()
             key_row, api_key = agents.key_row(agent_id, None)
             s.add(key_row)
-        self.cp.deployments.reconcile_all()
+        self.cp.deployments.place_agents([agent_id])
         return M.EnrollResult(
             agent_id=agent_id, key_id=key_row.id, api_key=api_key, name=name, labels=labels
         )
