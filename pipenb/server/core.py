@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from pipenb.server.db import make_engine, migrate, session_factory
+from pipenb.server.db import connections, make_engine, migrate, session_factory
+from pipenb.server.dbpool import DbPool
 from pipenb.server.live import Live
 from pipenb.server.settings import ServerSettings
 from pipenb.server.tables import AgentRow, CommandRow
@@ -36,6 +37,7 @@ class ControlPlane:
         self.engine = make_engine(settings.db_url)
         migrate(self.engine)
         self.sessions = session_factory(self.engine)
+        self.db = DbPool(connections(self.engine))  # database work off the event loop
         self.live = Live()
         self.pipes = PipeService(self)
         self.agents = AgentService(self)
@@ -68,7 +70,8 @@ class ControlPlane:
     # ------------------------------------------------------------------ background work
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._background())
+            self.live.loop = asyncio.get_running_loop()
+            self._task = self.live.loop.create_task(self._background())
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -77,6 +80,7 @@ class ControlPlane:
                 await self._task
             self._task = None
         self.flush_presence(force=True)
+        self.db.shutdown()
         self.engine.dispose()
 
     async def _background(self) -> None:
@@ -97,11 +101,11 @@ class ControlPlane:
                         log.info("agent %s is %s", agent_id, "online" if online else "offline")
                     was_online[agent_id] = online
                 if changed:
-                    self.deployments.reconcile_failover()
+                    await self.db.run(self.deployments.reconcile_failover)
                 if ticks % 5 == 0:
-                    self.flush_presence()
+                    await self.db.run(self.flush_presence)
                 if ticks % expire_every == 0:
-                    self.telemetry.expire()
+                    await self.db.run(self.telemetry.expire)
             except Exception:  # the loop must survive a bad moment (database locked, ...)
                 log.exception("background task")
 
@@ -111,7 +115,7 @@ class ControlPlane:
         flush of 1,000 agents to one short executemany instead of a stall of the event loop."""
         stale = 0.0 if force else self.settings.poll_interval
         rows = []
-        for agent_id, p in self.live.presence.items():
+        for agent_id, p in list(self.live.presence.items()):  # a worker thread: copy first
             if p.dirty and (p.last_seen - p.stored >= stale or force):
                 rows.append(
                     {"aid": agent_id, "seen": datetime.fromtimestamp(p.last_seen, timezone.utc)}

@@ -44,6 +44,13 @@ class Live:
     reconcile_due: bool = False  # an agent appeared, came back or left: re-place instances
     #: deleted deployments to tell each agent about (it removes their checkpoint and log)
     gone: dict[str, set[str]] = field(default_factory=dict)
+    #: agent id -> how often its desired set was dropped; database work runs on threads
+    #: (dbpool.py), so a set computed from rows read before a change must not be cached after it
+    generation: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: bumped when keys stop being valid (revoked, agent removed): a key read before must not be
+    #: cached after
+    keys_epoch: int = 0
+    loop: asyncio.AbstractEventLoop | None = None  # the event loop the long polls wait on
 
     def seen(self, agent_id: str, offline_after: float) -> Presence:
         if not self.is_online(agent_id, offline_after):
@@ -90,11 +97,30 @@ class Live:
     def notify(self, *agent_ids: str) -> None:
         """What these agents should run changed: drop their cached answer and wake them."""
         for agent_id in agent_ids:
+            self.generation[agent_id] += 1
             self.desired_cache.pop(agent_id, None)
         self.wake(*agent_ids)
 
+    def cache_desired(self, agent_id: str, generation: int, value: Any) -> None:
+        """Keep a desired set computed from rows read at ``generation``, unless it changed since."""
+        if self.generation[agent_id] == generation:
+            self.desired_cache[agent_id] = value
+
     def wake(self, *agent_ids: str) -> None:
-        """Answer these agents' held check-ins now."""
+        """Answer these agents' held check-ins now (from any thread: futures are set on the
+        event loop)."""
+        loop = self.loop
+        if loop is not None and loop.is_running():
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:  # a worker thread (dbpool.py)
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(self._wake, agent_ids)
+                return
+        self._wake(agent_ids)
+
+    def _wake(self, agent_ids: tuple[str, ...]) -> None:
         for agent_id in agent_ids:
             for fut in self.waiters.get(agent_id, ()):
                 if not fut.done():

@@ -34,7 +34,7 @@ class PipesHandler(ApiHandler):
     async def post(self) -> None:
         body = self.body(M.PipePush)
         spec = await asyncio.to_thread(self.cp.pipes.check, body)  # off the event loop
-        result = self.cp.pipes.store(body, spec)
+        result = await self.cp.db.run(self.cp.pipes.store, body, spec)
         self.send(result, 201 if result.created else 200)
 
 

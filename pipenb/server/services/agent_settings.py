@@ -37,6 +37,7 @@ class AgentSettingsService:
     def __init__(self, cp: ControlPlane):
         self.cp = cp
         self._cache: dict[str, tuple[dict[str, Any], str]] = {}
+        self._dropped = 0  # bumped when cached settings go stale: see effective()
         self.applied: dict[str, Applied] = {}
 
     # ------------------------------------------------------------------ writing
@@ -73,6 +74,7 @@ class AgentSettingsService:
                 row.values = values
                 row.updated_at = utcnow()
                 row.updated_by = roles.current_name()
+        self._dropped += 1
         self._cache.clear()
         self.cp.live.wake(*list(self.cp.live.presence))  # held check-ins answer with them now
         return self.list()
@@ -98,6 +100,7 @@ class AgentSettingsService:
         hit = self._cache.get(agent_id)
         if hit is not None:
             return hit
+        dropped = self._dropped  # on a worker thread: a change meanwhile must not be cached over
         with self.cp.session() as s:
             agent = s.get(AgentRow, agent_id)
             labels = sorted(agent.labels or []) if agent is not None else []
@@ -116,11 +119,17 @@ class AgentSettingsService:
             if scope in rows:
                 values.update(rows[scope].values or {})
         out = (values, version(values))
-        self._cache[agent_id] = out
+        if self._dropped == dropped:
+            self._cache[agent_id] = out
         return out
+
+    def cached(self, agent_id: str) -> bool:
+        """Are the agent's settings known without reading the database?"""
+        return agent_id in self._cache
 
     def forget(self, agent_id: str) -> None:
         """The agent's labels changed (or it was removed): merge again next time."""
+        self._dropped += 1
         self._cache.pop(agent_id, None)
 
     def report(self, agent_id: str, body: M.CheckinRequest) -> None:

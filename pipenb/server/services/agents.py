@@ -150,7 +150,8 @@ class AgentService:
         live = self.cp.live
         for key_id in key_ids:  # so that its next request hears why it is refused
             live.removed_keys[key_id] = agent_id
-        live.key_cache = {k: v for k, v in live.key_cache.items() if v[1] != agent_id}
+        live.keys_epoch += 1  # a key read before this must not be cached after it
+        live.key_cache = {k: v for k, v in list(live.key_cache.items()) if v[1] != agent_id}
         live.presence.pop(agent_id, None)
         live.notify(agent_id)
         if held:
@@ -212,6 +213,7 @@ class AgentService:
                 raise not_found("key", key_id)
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
+        self.cp.live.keys_epoch += 1  # a key read before this must not be cached after it
         self.cp.live.key_cache.pop(key_id, None)
         self.cp.live.wake(agent_id)  # the held check-in re-checks its key when woken
 
@@ -227,6 +229,7 @@ class AgentService:
         live = self.cp.live
         cached = live.key_cache.get(key_id)
         if cached is None:
+            epoch = live.keys_epoch
             with self.cp.session() as s:
                 row = s.get(ApiKeyRow, key_id)
                 if row is None:
@@ -244,7 +247,8 @@ class AgentService:
                     raise AuthError(401, "key_revoked", f"API key {key_id} was revoked")
                 expires = aware(row.expires_at)
                 cached = (row.hash, row.agent_id, expires.timestamp() if expires else None)
-            live.key_cache[key_id] = cached
+            if live.keys_epoch == epoch:
+                live.key_cache[key_id] = cached
         if not same_secret(secret, cached[0]):
             raise AuthError(401, "invalid_key", "invalid API key")
         if cached[2] is not None and time.time() >= cached[2]:

@@ -7,6 +7,7 @@ to add it. Objects are named by the route's own arguments (a deployment id, a pi
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -20,9 +21,26 @@ if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane
 
 
+#: how long a read of the trail waits for records still being written
+SETTLE_SECONDS = 5.0
+
+
 class AuditService:
     def __init__(self, cp: ControlPlane):
         self.cp = cp
+        # records are written on worker threads after the answer (handlers/base.py): a read
+        # of the trail first waits for those in flight, so a client sees its own writes
+        self._writing = 0
+        self._settled = threading.Condition()
+
+    def begin(self) -> None:
+        with self._settled:
+            self._writing += 1
+
+    def done(self) -> None:
+        with self._settled:
+            self._writing -= 1
+            self._settled.notify_all()
 
     def record(
         self,
@@ -69,6 +87,8 @@ class AuditService:
             q = q.where(AuditRow.time >= since)
         if until:
             q = q.where(AuditRow.time <= until)
+        with self._settled:
+            self._settled.wait_for(lambda: self._writing <= 0, SETTLE_SECONDS)
         with self.cp.session() as s:
             rows = s.scalars(q.order_by(AuditRow.id.desc()).limit(limit)).all()
             return M.AuditList(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -67,18 +67,16 @@ class CheckinService:
             or body.attributes is not None
             or body.full
         ):
-            gone, labels = self._write(agent_id, body)
+            gone, labels = await self.cp.db.run(self._write, agent_id, body)
         else:
             gone, labels = [], None
         if body.leaving:
             p.leaving = True
             live.reconcile_due = True  # hand its failover instances over now
-        desired, dhash = self.cp.deployments.desired(agent_id)
-        commands = self.cp.commands.pending(agent_id)
         settings = self.cp.agent_settings
         settings.report(agent_id, body)
+        desired, dhash, commands, (values, sver) = await self._answer(agent_id)
         # an agent that says nothing of settings is not sent any (nor kept from a long poll)
-        values, sver = settings.effective(agent_id)
         applied = body.settings.version if body.settings is not None else sver
         hold = min(body.wait, self.cp.settings.long_poll)
         idle = not body.leaving and not commands and not full_report and agent_id not in live.gone
@@ -90,10 +88,9 @@ class CheckinService:
             and await live.wait(agent_id, hold, closed)
         ):
             if recheck is not None:
-                recheck()  # AuthError: the key was revoked or the agent removed meanwhile
-            desired, dhash = self.cp.deployments.desired(agent_id)
-            commands = self.cp.commands.pending(agent_id)
-            values, sver = settings.effective(agent_id)
+                # AuthError: the key was revoked or the agent removed meanwhile
+                await self.cp.db.run(recheck)
+            desired, dhash, commands, (values, sver) = await self._answer(agent_id)
         return M.CheckinResponse(
             settings=values if applied != sver else None,
             settings_version=sver,
@@ -106,6 +103,23 @@ class CheckinService:
             labels=labels,
             gone=sorted({*gone, *live.gone.pop(agent_id, ())}),
         )
+
+    async def _answer(self, agent_id: str) -> tuple[Any, str, Any, tuple[dict[str, Any], str]]:
+        """The agent's desired set, pending commands and settings: from memory when all three
+        are cached (the common check-in), else read on a worker thread (dbpool.py)."""
+        cp = self.cp
+        if (
+            agent_id in cp.live.desired_cache
+            and agent_id not in cp.live.pending_commands
+            and cp.agent_settings.cached(agent_id)
+        ):
+            return self._read_answer(agent_id)
+        return await cp.db.run(self._read_answer, agent_id)
+
+    def _read_answer(self, agent_id: str) -> tuple[Any, str, Any, tuple[dict[str, Any], str]]:
+        desired, dhash = self.cp.deployments.desired(agent_id)
+        commands = self.cp.commands.pending(agent_id)
+        return desired, dhash, commands, self.cp.agent_settings.effective(agent_id)
 
     def _write(self, agent_id: str, body: M.CheckinRequest) -> tuple[list[str], list[str] | None]:
         """Store the report; answer the reported deployments that no longer exist (the agent

@@ -8,8 +8,11 @@ they are unless they must move.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from sqlalchemy import String, cast, delete, func, insert, select
@@ -50,6 +53,21 @@ if TYPE_CHECKING:
     from pipenb.server.core import ControlPlane
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_at_a_time(fn: F) -> F:
+    """Placement reads assignments and then writes them: two at once on worker threads
+    (dbpool.py) could both add the same instance. They take turns within the process."""
+
+    @functools.wraps(fn)
+    def wrapper(self: DeploymentService, *args: Any, **kwargs: Any) -> Any:
+        with self._placing:
+            return fn(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _hash(*parts: Any) -> str:
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -85,6 +103,7 @@ class DeploymentService:
         self.cp = cp
         settings = cp.settings
         self.secrets = SecretBox(settings.secret_key_file or default_key_file(settings.db_url))
+        self._placing = threading.RLock()
 
     # ------------------------------------------------------------------ create and change
     def create(self, body: M.DeploymentCreate) -> M.Deployment:
@@ -257,6 +276,7 @@ class DeploymentService:
         self.cp.live.notify(*agents)
 
     # ------------------------------------------------------------------ placement
+    @_one_at_a_time
     def reconcile(self, dep_ids: list[str]) -> None:
         """Place these deployments again (placement.place), reading only their candidates:
         the agents they name or that carry their labels (see ``_candidates``)."""
@@ -337,6 +357,7 @@ class DeploymentService:
         if ids:
             self.reconcile(list(ids))
 
+    @_one_at_a_time
     def place_agents(self, agent_ids: list[str]) -> None:
         """Agents joined, or their labels changed: add or remove their instances, reading only
         these agents and the deployments (placement.agent_change); a counted deployment that
@@ -552,6 +573,7 @@ class DeploymentService:
         cached = self.cp.live.desired_cache.get(agent_id)
         if cached is not None:
             return cached
+        generation = self.cp.live.generation[agent_id]
         out: list[M.DesiredPipe] = []
         # One query for the whole set: every assignment with its deployment, pipe, the version it
         # runs (a pinned one, or the newest for "latest") and the agent's name. A version push
@@ -594,7 +616,7 @@ class DeploymentService:
                     )
                 )
         result = (out, _hash(*[p.hash for p in out]))
-        self.cp.live.desired_cache[agent_id] = result
+        self.cp.live.cache_desired(agent_id, generation, result)
         return result
 
     # ------------------------------------------------------------------ reading

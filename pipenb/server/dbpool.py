@@ -1,0 +1,50 @@
+"""Database work off the event loop: a bounded thread pool, sized to the connection pool.
+
+The services are synchronous SQLAlchemy code. Run on the server's event loop, every statement
+held up every other request while it ran, and a locked SQLite file (another process writing)
+or a slow PostgreSQL query stalled the whole server for as long as the statement waited. Here
+each operation runs on one of a fixed number of worker threads instead, so a slow statement
+delays only the request that made it; the event loop goes on answering check-ins, long polls
+and ``/health``.
+
+Why a thread pool and not SQLAlchemy's asyncio extension (measured and argued in
+``docs/reliability.md``): the services, their one-session-per-operation transactions and the
+migrations stay as they are (an async port would rewrite every service and every test that
+reads the store), SQLite has no truly asynchronous driver (aiosqlite is itself a thread per
+connection), and the pool is bounded: at most as many threads as connections, so a thread never
+waits for a connection and a burst of slow requests queues here, not in the database.
+
+The context of the calling request (``roles.current``: who is acting, for the audit trail and
+``created_by``) goes with the work into the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class DbPool:
+    """``await pool.run(fn, *args)``: ``fn`` on a worker thread, with the caller's context."""
+
+    def __init__(self, threads: int):
+        self.threads = max(1, threads)
+        self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="pipenb-db")
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, call)
+
+    def submit(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on a worker thread without waiting for it (it handles its own errors)."""
+        self._executor.submit(contextvars.copy_context().run, fn)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=False)
