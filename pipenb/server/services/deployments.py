@@ -345,6 +345,13 @@ class DeploymentService:
         if changed:
             self.cp.live.notify(*changed)
 
+    def reconcile_all(self) -> None:
+        """Place every deployment again (each reads only its own candidates); for whoever needs
+        to start from nothing known, such as a process that takes over the background jobs."""
+        with self.cp.session() as s:
+            ids = s.scalars(select(DeploymentRow.id)).all()
+        self.reconcile(list(ids))
+
     def reconcile_failover(self) -> None:
         """Agents came online or went silent: only counted deployments with failover depend on
         who is online (one on every eligible agent, or without failover, does not)."""
