@@ -1,4 +1,5 @@
-"""The control plane object: database, live state and services, shared by every handler."""
+"""The control plane object: database, live state, services and periodic jobs, shared by every
+handler."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pipenb.server.db import connections, make_engine, migrate, session_factory
 from pipenb.server.dbpool import DbPool
+from pipenb.server.jobs import Failover, Job, PresenceFlush, TelemetryExpiry, run_jobs
 from pipenb.server.live import Live
 from pipenb.server.settings import ServerSettings
 from pipenb.server.tables import AgentRow, CommandRow
@@ -49,6 +51,14 @@ class ControlPlane:
         self.checkin = CheckinService(self)
         self.users = UserService(self)
         self.audit = AuditService(self)
+        self.presence_flush = PresenceFlush(self.engine, self.live, self.db, settings.poll_interval)
+        self.jobs: list[Job] = [
+            Failover(
+                self.live, self.db, settings.offline_seconds, self.deployments.reconcile_failover
+            ),
+            self.presence_flush,
+            TelemetryExpiry(self.db, settings.retention, self.telemetry.expire),
+        ]
         self._task: asyncio.Task | None = None
         self._load()
 
@@ -84,53 +94,11 @@ class ControlPlane:
         self.engine.dispose()
 
     async def _background(self) -> None:
-        """Every second: flush presence, notice agents that went silent (failover)."""
-        ticks = 0
-        # old telemetry goes every minute, or sooner when the retention itself is short
-        expire_every = int(max(1.0, min(60.0, self.settings.retention / 4)))
-        was_online: dict[str, bool] = {}
-        while True:
-            await asyncio.sleep(1.0)
-            ticks += 1
-            try:
-                changed, self.live.reconcile_due = self.live.reconcile_due, False
-                for agent_id in list(self.live.presence):
-                    online = self.live.is_online(agent_id, self.settings.offline_seconds)
-                    if was_online.get(agent_id, False) != online:
-                        changed = True
-                        log.info("agent %s is %s", agent_id, "online" if online else "offline")
-                    was_online[agent_id] = online
-                if changed:
-                    await self.db.run(self.deployments.reconcile_failover)
-                if ticks % 5 == 0:
-                    await self.db.run(self.flush_presence)
-                if ticks % expire_every == 0:
-                    await self.db.run(self.telemetry.expire)
-            except Exception:  # the loop must survive a bad moment (database locked, ...)
-                log.exception("background task")
+        """The periodic jobs (jobs.py): presence flush, failover, telemetry expiry."""
+        await run_jobs(self.jobs)
 
     def flush_presence(self, force: bool = False) -> None:
-        """Write last-seen times in one statement. They only serve a restarted server, so a time
-        is rewritten once it is a poll interval stale, not on every check-in: this keeps the
-        flush of 1,000 agents to one short executemany instead of a stall of the event loop."""
-        stale = 0.0 if force else self.settings.poll_interval
-        rows = []
-        for agent_id, p in list(self.live.presence.items()):  # a worker thread: copy first
-            if p.dirty and (p.last_seen - p.stored >= stale or force):
-                rows.append(
-                    {"aid": agent_id, "seen": datetime.fromtimestamp(p.last_seen, timezone.utc)}
-                )
-                p.stored = p.last_seen
-                p.dirty = False
-        if not rows:
-            return
-        stmt = (
-            update(AgentRow.__table__)
-            .where(AgentRow.__table__.c.id == bindparam("aid"))
-            .values(last_seen=bindparam("seen"))
-        )
-        with self.engine.begin() as conn:
-            conn.execute(stmt, rows)
+        self.presence_flush.flush(force)
 
 
 def _aware(dt: datetime) -> datetime:
