@@ -41,16 +41,27 @@ class ControlPlane:
         self.sessions = session_factory(self.engine)
         self.db = DbPool(connections(self.engine))  # database work off the event loop
         self.live = Live()
-        self.pipes = PipeService(self)
-        self.agents = AgentService(self)
-        self.enrollment = EnrollmentService(self)
-        self.deployments = DeploymentService(self)
-        self.commands = CommandService(self)
-        self.agent_settings = AgentSettingsService(self)
-        self.telemetry = TelemetryService(self)
-        self.checkin = CheckinService(self)
-        self.users = UserService(self)
-        self.audit = AuditService(self)
+        # each service gets what it works with, nothing more (no service sees this object)
+        live, session = self.live, self.session
+        self.deployments = DeploymentService(settings, session, live)
+        self.pipes = PipeService(session, self.deployments)
+        self.agent_settings = AgentSettingsService(session, live)
+        self.agents = AgentService(settings, session, live, self.deployments, self.agent_settings)
+        self.enrollment = EnrollmentService(settings, session, self.agents, self.deployments)
+        self.commands = CommandService(settings, session, live, self.deployments)
+        self.telemetry = TelemetryService(settings, session)
+        self.checkin = CheckinService(
+            settings,
+            session,
+            live,
+            self.db,
+            self.deployments,
+            self.commands,
+            self.agent_settings,
+            self.telemetry,
+        )
+        self.users = UserService(settings, session)
+        self.audit = AuditService(session)
         self.presence_flush = PresenceFlush(self.engine, self.live, self.db, settings.poll_interval)
         self.jobs: list[Job] = [
             Failover(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,11 @@ SQLITE_BUSY_SECONDS = 1.0
 #: connections each process keeps open, and how many more it may open at a peak; the thread
 #: pool that runs database work (dbpool.py) has one thread per connection
 POOL_SIZE, POOL_OVERFLOW = 5, 10
+
+
+#: what services get to open a session: one transaction, committed when the block ends
+#: (ControlPlane.session); a public operation opens one and passes it to its helpers
+SessionScope = Callable[[], AbstractContextManager[Session]]
 
 
 def default_db_url(data_dir: str) -> str:

@@ -21,7 +21,8 @@ from pipenb.server.services.pipes import not_found
 from pipenb.server.tables import AgentRow, AgentSettingsRow, utcnow
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.live import Live
 
 
 @dataclass
@@ -34,8 +35,9 @@ class Applied:
 
 
 class AgentSettingsService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
+    def __init__(self, session: SessionScope, live: Live):
+        self.session = session
+        self.live = live
         self._cache: dict[str, tuple[dict[str, Any], str]] = {}
         self._dropped = 0  # bumped when cached settings go stale: see effective()
         self.applied: dict[str, Applied] = {}
@@ -57,7 +59,7 @@ class AgentSettingsService:
             except SettingError as exc:
                 raise ApiError(400, "invalid_setting", str(exc)) from None
             checked[key] = value
-        with self.cp.session() as s:
+        with self.session() as s:
             if body.agent and s.get(AgentRow, body.agent) is None:
                 raise not_found("agent", body.agent)
             for scope in scopes:
@@ -76,11 +78,11 @@ class AgentSettingsService:
                 row.updated_by = roles.current_name()
         self._dropped += 1
         self._cache.clear()
-        self.cp.live.wake(*list(self.cp.live.presence))  # held check-ins answer with them now
+        self.live.wake(*list(self.live.presence))  # held check-ins answer with them now
         return self.list()
 
     def list(self) -> M.AgentSettingsScopeList:
-        with self.cp.session() as s:
+        with self.session() as s:
             rows = s.scalars(select(AgentSettingsRow).order_by(AgentSettingsRow.scope)).all()
             return M.AgentSettingsScopeList(
                 scopes=[
@@ -101,7 +103,7 @@ class AgentSettingsService:
         if hit is not None:
             return hit
         dropped = self._dropped  # on a worker thread: a change meanwhile must not be cached over
-        with self.cp.session() as s:
+        with self.session() as s:
             agent = s.get(AgentRow, agent_id)
             labels = sorted(agent.labels or []) if agent is not None else []
             rows = {
@@ -139,7 +141,7 @@ class AgentSettingsService:
             )
 
     def show(self, agent_id: str) -> M.AgentSettingsView:
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(AgentRow, agent_id) is None:
                 raise not_found("agent", agent_id)
         values, ver = self.effective(agent_id)

@@ -24,23 +24,34 @@ from pipenb.server.tables import (
 )
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.live import Live
+    from pipenb.server.services.agent_settings import AgentSettingsService
+    from pipenb.server.services.deployments import DeploymentService
+    from pipenb.server.settings import ServerSettings
 
 
 class AgentService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
+    def __init__(
+        self,
+        settings: ServerSettings,
+        session: SessionScope,
+        live: Live,
+        deployments: DeploymentService,
+        agent_settings: AgentSettingsService,
+    ):
+        self.settings = settings
+        self.session = session
+        self.live = live
+        self.deployments = deployments
+        self.agent_settings = agent_settings
 
     # ------------------------------------------------------------------ reading
     def state(self, agent_id: str) -> str:
-        live = self.cp.live
-        if not live.is_online(agent_id, self.cp.settings.offline_seconds):
-            return "offline"
-        p = live.presence.get(agent_id)
-        return "degraded" if p is not None and p.failing else "online"
+        return agent_state(self.live, self.settings.offline_seconds, agent_id)
 
     def _model(self, row: AgentRow, pipes: int = 0, refused: int = 0) -> M.Agent:
-        p = self.cp.live.presence.get(row.id)
+        p = self.live.presence.get(row.id)
         last_seen = row.last_seen
         if p is not None and p.last_seen:
             from datetime import datetime, timezone
@@ -60,7 +71,7 @@ class AgentService:
         )
 
     def list(self) -> M.AgentList:
-        with self.cp.session() as s:
+        with self.session() as s:
             counts = dict(
                 s.execute(
                     select(AssignmentRow.agent_id, func.count()).group_by(AssignmentRow.agent_id)
@@ -79,7 +90,7 @@ class AgentService:
             )
 
     def get(self, agent_id: str) -> M.Agent:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(AgentRow, agent_id)
             if row is None:
                 raise not_found("agent", agent_id)
@@ -99,7 +110,7 @@ class AgentService:
     def add(
         self, body: M.AgentCreate, *, enrolled: bool = False, attributes: dict | None = None
     ) -> M.Agent:
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(AgentRow, body.id) is not None:
                 raise ApiError(409, "exists", f"agent {body.id!r} exists already")
             row = AgentRow(
@@ -111,11 +122,11 @@ class AgentService:
                 created_at=utcnow(),
             )
             s.add(row)
-        self.cp.deployments.place_agents([body.id])
+        self.deployments.place_agents([body.id])
         return self._model(row)
 
     def update(self, agent_id: str, body: M.AgentUpdate) -> M.Agent:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(AgentRow, agent_id)
             if row is None:
                 raise not_found("agent", agent_id)
@@ -123,16 +134,16 @@ class AgentService:
                 row.name = body.name
             if body.labels is not None:
                 row.labels = clean_labels(body.labels)
-        self.cp.agent_settings.forget(agent_id)  # its labels' settings may differ now
+        self.agent_settings.forget(agent_id)  # its labels' settings may differ now
         if body.labels is not None:
-            self.cp.deployments.place_agents([agent_id])
-        self.cp.live.notify(agent_id)
+            self.deployments.place_agents([agent_id])
+        self.live.notify(agent_id)
         return self.get(agent_id)
 
     def remove(self, agent_id: str) -> None:
         """Remove an agent and its keys. Its held check-in is answered 401 at once (the agent
         stops its pipes and exits), and enrollment never hands its id out again."""
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(AgentRow, agent_id)
             if row is None:
                 raise not_found("agent", agent_id)
@@ -147,7 +158,7 @@ class AgentService:
             s.delete(row)
             if s.get(RemovedAgentRow, agent_id) is None:
                 s.add(RemovedAgentRow(id=agent_id, removed_at=utcnow()))
-        live = self.cp.live
+        live = self.live
         for key_id in key_ids:  # so that its next request hears why it is refused
             live.removed_keys[key_id] = agent_id
         live.keys_epoch += 1  # a key read before this must not be cached after it
@@ -155,7 +166,7 @@ class AgentService:
         live.presence.pop(agent_id, None)
         live.notify(agent_id)
         if held:
-            self.cp.deployments.reconcile(list(held))
+            self.deployments.reconcile(list(held))
 
     # ------------------------------------------------------------------ keys
     def key_row(self, agent_id: str, expires_at: datetime | None) -> tuple[ApiKeyRow, str]:
@@ -174,7 +185,7 @@ class AgentService:
     def create_key(self, agent_id: str, body: M.ApiKeyCreate | None = None) -> M.ApiKeyCreated:
         body = body or M.ApiKeyCreate()
         expires_at = expiry(body.expires_in, body.expires_at)
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(AgentRow, agent_id) is None:
                 raise not_found("agent", agent_id)
             row, api_key = self.key_row(agent_id, expires_at)
@@ -184,7 +195,7 @@ class AgentService:
         )
 
     def keys(self, agent_id: str) -> M.ApiKeyList:
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(AgentRow, agent_id) is None:
                 raise not_found("agent", agent_id)
             rows = s.scalars(
@@ -207,15 +218,15 @@ class AgentService:
 
     def revoke_key(self, agent_id: str, key_id: str) -> None:
         """Revoke a key: the agent's held check-in is answered 401 now, not when it ends."""
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(ApiKeyRow, key_id)
             if row is None or row.agent_id != agent_id:
                 raise not_found("key", key_id)
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
-        self.cp.live.keys_epoch += 1  # a key read before this must not be cached after it
-        self.cp.live.key_cache.pop(key_id, None)
-        self.cp.live.wake(agent_id)  # the held check-in re-checks its key when woken
+        self.live.keys_epoch += 1  # a key read before this must not be cached after it
+        self.live.key_cache.pop(key_id, None)
+        self.live.wake(agent_id)  # the held check-in re-checks its key when woken
 
     def authenticate(self, api_key: str | None) -> str:
         """The agent id an API key belongs to; AuthError saying whether the key is missing,
@@ -226,11 +237,11 @@ class AgentService:
                 401, "unauthorized", "an agent API key is required (Authorization: Bearer pnb_...)"
             )
         key_id, secret = parts
-        live = self.cp.live
+        live = self.live
         cached = live.key_cache.get(key_id)
         if cached is None:
             epoch = live.keys_epoch
-            with self.cp.session() as s:
+            with self.session() as s:
                 row = s.get(ApiKeyRow, key_id)
                 if row is None:
                     removed = live.removed_keys.get(key_id)
@@ -254,6 +265,14 @@ class AgentService:
         if cached[2] is not None and time.time() >= cached[2]:
             raise AuthError(401, "key_expired", f"API key {key_id} has expired")
         return cached[1]
+
+
+def agent_state(live: Live, offline_after: float, agent_id: str) -> str:
+    """``offline``, ``degraded`` (a pipe failed there) or ``online``: from presence alone."""
+    if not live.is_online(agent_id, offline_after):
+        return "offline"
+    p = live.presence.get(agent_id)
+    return "degraded" if p is not None and p.failing else "online"
 
 
 def clean_labels(labels: list[str]) -> list[str]:

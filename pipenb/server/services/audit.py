@@ -18,7 +18,7 @@ from pipenb.server.roles import Principal
 from pipenb.server.tables import AuditRow, utcnow
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
 
 
 #: how long a read of the trail waits for records still being written
@@ -26,8 +26,8 @@ SETTLE_SECONDS = 5.0
 
 
 class AuditService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
+    def __init__(self, session: SessionScope):
+        self.session = session
         # records are written on worker threads after the answer (handlers/base.py): a read
         # of the trail first waits for those in flight, so a client sees its own writes
         self._writing = 0
@@ -53,7 +53,7 @@ class AuditService:
         obj: str | None,
         status: int,
     ) -> None:
-        with self.cp.session() as s:
+        with self.session() as s:
             s.add(
                 AuditRow(
                     time=utcnow(),
@@ -89,7 +89,7 @@ class AuditService:
             q = q.where(AuditRow.time <= until)
         with self._settled:
             self._settled.wait_for(lambda: self._writing <= 0, SETTLE_SECONDS)
-        with self.cp.session() as s:
+        with self.session() as s:
             rows = s.scalars(q.order_by(AuditRow.id.desc()).limit(limit)).all()
             return M.AuditList(
                 entries=[

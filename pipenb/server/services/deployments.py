@@ -38,7 +38,8 @@ from pipenb.server.placement import (
 )
 from pipenb.server.secrets import SecretBox, default_key_file, mask_params
 from pipenb.server.security import new_id
-from pipenb.server.services.pipes import invalid_pipe, not_found
+from pipenb.server.services.agents import agent_state
+from pipenb.server.services.pipes import PipeService, invalid_pipe, not_found
 from pipenb.server.tables import (
     AgentRow,
     AssignmentRow,
@@ -50,7 +51,9 @@ from pipenb.server.tables import (
 )
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.live import Live
+    from pipenb.server.settings import ServerSettings
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,9 +102,10 @@ def pipe_hash(version_hash: str, params: Any, builtins: dict[str, Any], checkpoi
 
 
 class DeploymentService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
-        settings = cp.settings
+    def __init__(self, settings: ServerSettings, session: SessionScope, live: Live):
+        self.settings = settings
+        self.session = session
+        self.live = live
         self.secrets = SecretBox(settings.secret_key_file or default_key_file(settings.db_url))
         self._placing = threading.RLock()
 
@@ -131,11 +135,11 @@ class DeploymentService:
         """
         version = None if body.version == "latest" else int(body.version)
         instances = -1 if body.instances == "all" else int(body.instances)
-        with self.cp.session() as s:
+        with self.session() as s:
             pipe = s.scalar(select(PipeRow).where(PipeRow.name == body.pipe))
             if pipe is None:
                 raise not_found("pipe", body.pipe)
-            vrow = self.cp.pipes.version_row(s, body.pipe, version)
+            vrow = PipeService.version_row(s, body.pipe, version)
             labels = body.labels
             if labels is None:
                 labels = _pipe_labels(vrow.yaml)
@@ -224,7 +228,7 @@ class DeploymentService:
         return row
 
     def set_running(self, dep_id: str, running: bool) -> M.Deployment:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = self._row(s, dep_id)
             row.running = running
             row.updated_at = utcnow()
@@ -234,11 +238,11 @@ class DeploymentService:
         return self.get(dep_id)
 
     def upgrade(self, dep_id: str, body: M.DeploymentUpgrade) -> M.Deployment:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = self._row(s, dep_id)
             pipe = s.get(PipeRow, row.pipe_id)
             version = None if body.version == "latest" else int(body.version)
-            vrow = self.cp.pipes.version_row(s, pipe.name, version)
+            vrow = PipeService.version_row(s, pipe.name, version)
             if body.params is not None:
                 params = body.params
             else:
@@ -251,7 +255,7 @@ class DeploymentService:
         return self.get(dep_id)
 
     def delete(self, dep_id: str) -> None:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = self._row(s, dep_id)
             agents = [
                 a.agent_id
@@ -262,18 +266,18 @@ class DeploymentService:
             s.query(PipeStatusRow).filter(PipeStatusRow.deployment_id == dep_id).delete()
             s.delete(row)
         for agent_id in agents:  # their next check-in answer says so: they clean up its files
-            self.cp.live.gone.setdefault(agent_id, set()).add(dep_id)
-        self.cp.live.notify(*agents)
+            self.live.gone.setdefault(agent_id, set()).add(dep_id)
+        self.live.notify(*agents)
 
     def touch(self, dep_ids: list[str]) -> None:
         """Something about these deployments changed (a version, parameters): check them
         against their agents' policies again, and wake the agents that run them."""
-        with self.cp.session() as s:
+        with self.session() as s:
             self.check_policies(s, dep_ids=dep_ids)
             agents = s.scalars(
                 select(AssignmentRow.agent_id).where(AssignmentRow.deployment_id.in_(dep_ids))
             ).all()
-        self.cp.live.notify(*agents)
+        self.live.notify(*agents)
 
     # ------------------------------------------------------------------ placement
     @_one_at_a_time
@@ -282,9 +286,9 @@ class DeploymentService:
         the agents they name or that carry their labels (see ``_candidates``)."""
         changed: set[str] = set()
         placed: list[tuple[str, str]] = []  # new (deployment, agent) pairs: check policies
-        offline_after = self.cp.settings.offline_seconds
-        is_online = self.cp.live.is_online
-        with self.cp.session() as s:
+        offline_after = self.settings.offline_seconds
+        is_online = self.live.is_online
+        with self.session() as s:
             load: dict[str, int] | None = None  # instances per agent, for counted deployments
             for dep_id in dep_ids:
                 dep = s.get(DeploymentRow, dep_id)
@@ -343,19 +347,19 @@ class DeploymentService:
             if placed:
                 self.check_policies(s, pairs=placed)
         if changed:
-            self.cp.live.notify(*changed)
+            self.live.notify(*changed)
 
     def reconcile_all(self) -> None:
         """Place every deployment again (each reads only its own candidates); for whoever needs
         to start from nothing known, such as a process that takes over the background jobs."""
-        with self.cp.session() as s:
+        with self.session() as s:
             ids = s.scalars(select(DeploymentRow.id)).all()
         self.reconcile(list(ids))
 
     def reconcile_failover(self) -> None:
         """Agents came online or went silent: only counted deployments with failover depend on
         who is online (one on every eligible agent, or without failover, does not)."""
-        with self.cp.session() as s:
+        with self.session() as s:
             ids = s.scalars(
                 select(DeploymentRow.id).where(
                     DeploymentRow.failover.is_(True), DeploymentRow.instances != ALL
@@ -372,7 +376,7 @@ class DeploymentService:
         added: list[tuple[str, str]] = []
         removed: set[str] = set()
         again: set[str] = set()
-        with self.cp.session() as s:
+        with self.session() as s:
             labels = dict(
                 s.execute(
                     select(AgentRow.id, AgentRow.labels).where(AgentRow.id.in_(agent_ids))
@@ -442,7 +446,7 @@ class DeploymentService:
             self.reconcile(sorted(again))
         changed = removed | {a for _, a in added}
         if changed:
-            self.cp.live.notify(*changed)
+            self.live.notify(*changed)
 
     # ------------------------------------------------------------------ agent policies
     def check_policies(  # type: ignore[no-untyped-def]
@@ -510,7 +514,7 @@ class DeploymentService:
                 try:
                     with provided(None, lenient=True):
                         spec = load_pipe(
-                            self.cp.pipes.version_row(s, pipe.name, dep.version).yaml,
+                            PipeService.version_row(s, pipe.name, dep.version).yaml,
                             "<deployment>",
                             dep.params or {},
                             builtins,
@@ -540,7 +544,7 @@ class DeploymentService:
         if dep is None:
             return None
         pipe = s.get(PipeRow, dep.pipe_id)
-        vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
+        vrow = PipeService.version_row(s, pipe.name, dep.version)
         try:
             with provided(vrow.files, lenient=True):
                 spec = load_pipe(
@@ -564,7 +568,7 @@ class DeploymentService:
         return out
 
     def reset_checkpoint(self, dep_id: str, agent_id: str) -> None:
-        with self.cp.session() as s:
+        with self.session() as s:
             a = s.scalar(
                 select(AssignmentRow).where(
                     AssignmentRow.deployment_id == dep_id, AssignmentRow.agent_id == agent_id
@@ -573,14 +577,14 @@ class DeploymentService:
             if a is not None:
                 a.checkpoint = None
                 a.checkpoint_seq = checkpoint_stamp()
-        self.cp.live.notify(agent_id)
+        self.live.notify(agent_id)
 
     # ------------------------------------------------------------------ what an agent runs
     def desired(self, agent_id: str) -> tuple[list[M.DesiredPipe], str]:
-        cached = self.cp.live.desired_cache.get(agent_id)
+        cached = self.live.desired_cache.get(agent_id)
         if cached is not None:
             return cached
-        generation = self.cp.live.generation[agent_id]
+        generation = self.live.generation[agent_id]
         out: list[M.DesiredPipe] = []
         # One query for the whole set: every assignment with its deployment, pipe, the version it
         # runs (a pinned one, or the newest for "latest") and the agent's name. A version push
@@ -591,7 +595,7 @@ class DeploymentService:
             .correlate(DeploymentRow)
             .scalar_subquery()
         )
-        with self.cp.session() as s:
+        with self.session() as s:
             rows = s.execute(
                 select(AssignmentRow, DeploymentRow, PipeRow, PipeVersionRow, AgentRow.name)
                 .join(DeploymentRow, AssignmentRow.deployment_id == DeploymentRow.id)
@@ -623,20 +627,20 @@ class DeploymentService:
                     )
                 )
         result = (out, _hash(*[p.hash for p in out]))
-        self.cp.live.cache_desired(agent_id, generation, result)
+        self.live.cache_desired(agent_id, generation, result)
         return result
 
     # ------------------------------------------------------------------ reading
     def list(self) -> M.DeploymentList:
-        with self.cp.session() as s:
+        with self.session() as s:
             ids = s.scalars(select(DeploymentRow.id).order_by(DeploymentRow.created_at)).all()
         return M.DeploymentList(deployments=[self.get(i) for i in ids])
 
     def get(self, dep_id: str) -> M.Deployment:
-        with self.cp.session() as s:
+        with self.session() as s:
             dep = self._row(s, dep_id)
             pipe = s.get(PipeRow, dep.pipe_id)
-            vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
+            vrow = PipeService.version_row(s, pipe.name, dep.version)
             # columns, not ORM rows: a deployment on 10,000 agents is answered with 10,000
             # instances, and whole rows would decode every handed-over checkpoint
             assignments = s.execute(
@@ -670,7 +674,9 @@ class DeploymentService:
                 statuses.append(
                     M.InstanceStatus(
                         agent_id=a.agent_id,
-                        agent_state=self.cp.agents.state(a.agent_id),  # type: ignore[arg-type]
+                        agent_state=agent_state(
+                            self.live, self.settings.offline_seconds, a.agent_id
+                        ),  # type: ignore[arg-type]
                         state=instance_state(dep.running, reported),
                         error=st.error if st else None,
                         hash=st.hash if st else None,

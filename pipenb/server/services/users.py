@@ -21,7 +21,8 @@ from pipenb.server.services.pipes import not_found
 from pipenb.server.tables import UserRow, UserTokenRow, utcnow
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.settings import ServerSettings
 
 TOKEN_PREFIX = "pnu"
 #: The name of the admin whose token is the server's ``--token``.
@@ -46,8 +47,9 @@ def _aware(value):  # type: ignore[no-untyped-def]
 
 
 class UserService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
+    def __init__(self, settings: ServerSettings, session: SessionScope):
+        self.settings = settings
+        self.session = session
 
     # ------------------------------------------------------------------ who is calling
     def authenticate(self, bearer: str | None) -> Principal | None:
@@ -59,12 +61,12 @@ class UserService:
             return None
         parts = split_user_token(bearer)
         if parts is None:
-            expected = self.cp.settings.token
+            expected = self.settings.token
             if expected and same_token(bearer, expected):
                 return Principal(ADMIN, "admin", "token")
             return None
         token_id, secret = parts
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(UserTokenRow, token_id)
             user = s.get(UserRow, row.user) if row is not None else None
             if row is None or user is None:
@@ -84,7 +86,7 @@ class UserService:
                 "conflict",
                 f"{ADMIN!r} is the server's own admin (its --token); choose another",
             )
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(UserRow, body.name) is not None:
                 raise ApiError(409, "conflict", f"user {body.name!r} exists already")
             row = UserRow(name=body.name, role=body.role, created_at=utcnow())
@@ -93,7 +95,7 @@ class UserService:
 
     def list(self) -> M.UserList:
         now = utcnow()
-        with self.cp.session() as s:
+        with self.session() as s:
             live = dict(
                 s.execute(
                     select(UserTokenRow.user, func.count())
@@ -118,7 +120,7 @@ class UserService:
             )
 
     def remove(self, name: str) -> None:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(UserRow, name)
             if row is None:
                 raise not_found("user", name)
@@ -130,7 +132,7 @@ class UserService:
         token_id, token = new_user_token()
         now = utcnow()
         expires = now + timedelta(seconds=body.expires_in) if body.expires_in else None
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(UserRow, name) is None:
                 raise not_found("user", name)
             secret = split_user_token(token)[1]  # type: ignore[index]
@@ -143,7 +145,7 @@ class UserService:
         return M.UserTokenCreated(token_id=token_id, user=name, expires_at=expires, token=token)
 
     def tokens(self, name: str) -> M.UserTokenList:
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(UserRow, name) is None:
                 raise not_found("user", name)
             rows = s.scalars(
@@ -162,7 +164,7 @@ class UserService:
             )  # fmt: skip
 
     def revoke_token(self, name: str, token_id: str) -> None:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(UserTokenRow, token_id)
             if row is None or row.user != name:
                 raise not_found("token", token_id)
