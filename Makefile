@@ -57,6 +57,7 @@ run: $(STAMP) dist
 lint: $(STAMP)
 	$(BIN)/ruff check pipenb tests bench examples
 	$(BIN)/ruff format --check pipenb tests bench
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format pipenb tests bench

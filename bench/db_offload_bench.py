@@ -61,7 +61,7 @@ def seed(url: str, agents: int) -> None:
 
 
 def desired_query(agent_id: str, slow: bool) -> Any:
-    from pipenb.server.tables import AssignmentRow, DeploymentRow, PipeRow, PipeVersionRow
+    from pipenb.server.db_tables import AssignmentRow, DeploymentRow, PipeRow, PipeVersionRow
 
     q = (
         select(AssignmentRow.agent_id, DeploymentRow.id, PipeRow.name, PipeVersionRow.yaml)

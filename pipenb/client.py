@@ -30,13 +30,14 @@ from pipenb.tls import (
     normal_fingerprint,
     save_private,
 )
+from pipenb.urls import API_PREFIX
 
 try:
     import requests
 except ImportError:  # an agent-only install: say which extra brings it
     raise UsageError(_extra_message("server", "pipenb.Client", "requests")) from None
 
-PREFIX = "/pipenb/api/v1"
+PREFIX = API_PREFIX
 
 #: How long a hold of the agent check-in may last beyond the client's own timeout.
 _CHECKIN_MARGIN = 10.0
@@ -154,6 +155,13 @@ class Client:
         if self.tls.cert:
             self.session.cert = (self.tls.cert, self.tls.key) if self.tls.key else self.tls.cert
         self._pinned = not (self.tls.ca_fingerprint and self.url.startswith("https://"))
+
+    @classmethod
+    def from_options(cls, opts: Any) -> Client:
+        """A client from parsed ``--url --token --ca-file --ca-fingerprint --cert --key``: the
+        options ``pipenb`` management commands and ``%pipe connect`` share, read in one place."""
+        tls = {name: getattr(opts, name) for name in ("ca_file", "ca_fingerprint", "cert", "key")}
+        return cls(opts.url, opts.token, **tls)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -630,31 +638,28 @@ class Client:
         return self.request("GET", f"/agents/{_seg(agent)}/settings")
 
     # ------------------------------------------------------------------ metrics and logs
-    def metrics(
-        self,
-        dep_id: str,
-        agent: str | None = None,
-        since: datetime | str | None = None,
-        limit: int | None = None,
-    ) -> dict[str, Any]:
-        """The newest ``limit`` (server default 1,000) metrics lines, oldest first."""
-        return self.request(
-            "GET",
-            f"/deployments/{_seg(dep_id)}/metrics",
-            params={"agent": agent, "since": _time(since), "limit": limit},
-        )
+    def metrics(self, dep_id: str, agent: str | None = None, **window: Any) -> dict[str, Any]:
+        """The newest ``limit=`` (server default 1,000) metrics points, oldest first, from
+        ``since=`` (a datetime or ISO text) if given; ``agent``: only that agent's."""
+        return self._telemetry("metrics", dep_id, agent, **window)
 
-    def logs(
+    def logs(self, dep_id: str, agent: str | None = None, **window: Any) -> dict[str, Any]:
+        """The newest ``limit=`` (server default 1,000) log lines, oldest first, from
+        ``since=`` (a datetime or ISO text) if given; ``agent``: only that agent's."""
+        return self._telemetry("logs", dep_id, agent, **window)
+
+    def _telemetry(
         self,
+        kind: str,
         dep_id: str,
-        agent: str | None = None,
+        agent: str | None,
         since: datetime | str | None = None,
         limit: int | None = None,
     ) -> dict[str, Any]:
-        """The newest ``limit`` (server default 1,000) logs lines, oldest first."""
+        """``metrics`` and ``logs`` take the same query (one window, one reading of it)."""
         return self.request(
             "GET",
-            f"/deployments/{_seg(dep_id)}/logs",
+            f"/deployments/{_seg(dep_id)}/{kind}",
             params={"agent": agent, "since": _time(since), "limit": limit},
         )
 

@@ -17,9 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipenb.errors import UsageError
+from pipenb.urls import API_PREFIX
 
 DEFAULT_PREFIX = "/opt/pipenb-agent"
-API = "/pipenb/api/v1"
+API = API_PREFIX
 
 
 def is_loopback(url: str) -> bool:

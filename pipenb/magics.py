@@ -14,7 +14,7 @@ import html
 import os
 import re
 import shlex
-from typing import Any
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -22,6 +22,7 @@ from traitlets import Int
 
 from pipenb.errors import ApiError, PipenbError, PipeSyntaxError
 from pipenb.explain import api_problem_lines, no_match, recent_errors
+from pipenb.params import parse_params
 
 USAGE = """\
 %%pipe [NAME] [--sample VAR|PATH] [--limit N] [--param k=v]...
@@ -71,7 +72,7 @@ class MagicError(PipenbError, UsageError):
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a mistake as a MagicError instead of exiting."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise MagicError(f"{self.prog}: {message}\n\n{USAGE}")
 
 
@@ -80,13 +81,7 @@ def _parser(prog: str) -> _Parser:
 
 
 def _params(items: list[str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise MagicError(f"--param takes k=v, not {item!r}")
-        out[key.strip()] = value
-    return out
+    return parse_params(items, MagicError)
 
 
 def _api_message(exc: ApiError) -> str:
@@ -261,6 +256,12 @@ class PipeMagics(Magics):
         self.client: Any = None
         self.dashboard: Any = None
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        """The notebook's namespace: where a magic reads samples and leaves its results."""
+        assert self.shell is not None  # magics are registered on a running IPython shell
+        return self.shell.user_ns
+
     # ------------------------------------------------------------------ entry point
     @line_cell_magic
     def pipe(self, line: str = "", cell: str | None = None) -> Any:
@@ -320,19 +321,19 @@ class PipeMagics(Magics):
                 size = parse_size(args.partition_size) if args.partition_size else None
             except ValueError as exc:
                 raise UsageError(f"--partition-size {args.partition_size}: {exc}") from None
-            result = pipe.run(cluster=args.cluster, resume=args.resume, partition_bytes=size)
-            self.shell.user_ns[args.name or "_pipe"] = result
-            c = result["cluster"]
+            report = pipe.run(cluster=args.cluster, resume=args.resume, partition_bytes=size)
+            self._user_ns[args.name or "_pipe"] = report
+            c = report["cluster"]
             return Info(
-                f"pipe {pipe.name}: {result['state']} on {args.cluster}",
+                f"pipe {pipe.name}: {report['state']} on {args.cluster}",
                 {
-                    "events in": result["input"]["events"],
-                    "events out": result["output"]["events"],
-                    "failed events": result["dead_letters"],
+                    "events in": report["input"]["events"],
+                    "events out": report["output"]["events"],
+                    "failed events": report["dead_letters"],
                     "partitions": c["partitions"],
                     "resumed": c["resumed"],
                     "workers": len(c["workers"]),
-                    "seconds": result["uptime_s"],
+                    "seconds": report["uptime_s"],
                     "dashboard": c["dashboard"],
                 },
             )
@@ -345,18 +346,18 @@ class PipeMagics(Magics):
                 labels=args.on_labels,
                 client=self._client(),
             )
-            self.shell.user_ns[args.name or "_pipe"] = result
+            self._user_ns[args.name or "_pipe"] = result
             return result
         sample = self._sample(args.sample)
         limit = args.limit if args.limit is not None else self.limit
         result = pipe.preview(sample, limit)
-        self.shell.user_ns[args.name or "_pipe"] = result
+        self._user_ns[args.name or "_pipe"] = result
         return result
 
     def _sample(self, ref: str | None) -> Any:
         if ref is None:
             return None
-        ns = self.shell.user_ns
+        ns = self._user_ns
         if ref in ns:
             return ns[ref]
         if os.path.exists(ref):
@@ -383,7 +384,7 @@ class PipeMagics(Magics):
             return self.last
         if name in self.pipes:
             return self.pipes[name]
-        value = self.shell.user_ns.get(name)
+        value = self._user_ns.get(name)
         from pipenb.pipe import Pipe
 
         if isinstance(value, Pipe):
@@ -415,14 +416,7 @@ class PipeMagics(Magics):
         p.add_argument("--key")
         args = p.parse_args(argv)
         try:
-            client = Client(
-                args.url,
-                args.token,
-                ca_file=args.ca_file,
-                ca_fingerprint=args.ca_fingerprint,
-                cert=args.cert,
-                key=args.key,
-            )
+            client = Client.from_options(args)
             health = client.health()
             # Check the token too, so a wrong one shows now and not at the first deploy.
             client.agents()
@@ -501,7 +495,7 @@ class PipeMagics(Magics):
             return self._pipe(name)
         from pipenb.pipe import Pipe
 
-        value = self.shell.user_ns.get(name)
+        value = self._user_ns.get(name)
         return value if isinstance(value, Pipe) else None
 
     def _do_status(self, argv: list[str]) -> Any:

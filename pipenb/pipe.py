@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from pipenb.capabilities import ALL_CAPABILITIES
 from pipenb.engine.base import RunContext
 from pipenb.engine.checkpoints import (
     CheckpointStore,
@@ -99,7 +100,7 @@ class Pipe:
         *,
         data_dir: str | None = None,
         checkpoints: CheckpointStore | None = None,
-        allow: frozenset[str] = frozenset({"exec", "script"}),
+        allow: frozenset[str] = ALL_CAPABILITIES,
     ) -> Engine:
         """An Engine for this pipe; checkpoints go to ``data_dir`` unless a store is given."""
         data_dir = data_dir or default_data_dir()

@@ -17,7 +17,6 @@ without the CA's private key it cannot pass step 3.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import ipaddress
@@ -25,12 +24,14 @@ import os
 import re
 import socket
 import ssl
-import tempfile
 import urllib.parse
 from dataclasses import dataclass
 
+from pipenb.atomic import write_atomic
+from pipenb.urls import API_PREFIX
+
 #: The path, under the server's URL, where it serves the certificates of its chain.
-CA_PATH = "/pipenb/api/v1/ca.pem"
+CA_PATH = f"{API_PREFIX}/ca.pem"
 #: Seconds to connect and finish a TLS handshake: a server that does not speak TLS is found out
 #: by the bytes it sends back, and one that says nothing must not hold the agent for long.
 HANDSHAKE_TIMEOUT = 10.0
@@ -183,16 +184,7 @@ def save_private(path: str | os.PathLike[str], data: str | bytes) -> None:
     directory made 0700 if it is new."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data.encode() if isinstance(data, str) else data, mode=0o600)
 
 
 def kept_ca(path: str, pin: str) -> str | None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's chromium for the browser test (tests/test_browser.py drives it with Playwright).
+# Debian's chromium for the browser test (tests/jupyter/test_browser.py drives it with Playwright).
 #
 # Installs the `chromium` package when /usr/bin/chromium is missing and this runs as root with
 # apt-get; otherwise it only says why the browser test will be skipped. Never fails the build:

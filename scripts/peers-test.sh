@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Debian's syslog peers for tests/test_syslog_peers.py (and the other peer tests): rsyslog and
-# util-linux's logger (bsdutils), and prometheus (tests/test_prometheus.py), each run by the tests
+# Debian's syslog peers for tests/e2e/test_syslog_peers.py (and the other peer tests): rsyslog and
+# util-linux's logger (bsdutils), and prometheus (tests/server/test_prometheus.py), each run by the tests
 # with their own config file on loopback.
 # syslog-ng conflicts with rsyslog as a package, so its .deb (syslog-ng-core, libivykis0) is
 # unpacked with dpkg -x into $PIPENB_PEERS_DIR (default ~/.cache/pipenb-peers/syslog-ng) and run

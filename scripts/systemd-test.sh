@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian's systemd package for `systemd-analyze verify`, which checks the agent's unit file
-# (tests/test_install.py). No systemd needs to run: only the analyzer is used.
+# (tests/e2e/test_install.py). No systemd needs to run: only the analyzer is used.
 #
 # Installs `systemd` when systemd-analyze is missing and this runs as root with apt-get;
 # otherwise it only says why the unit test will be skipped. Never fails the build: the test

@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import cli_env
 
 import pipenb
+
+from support.cli import cli_env
 
 PUBLIC = [
     "ApiError",
@@ -111,3 +112,44 @@ def test_a_fresh_interpreter_imports_every_public_name():
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(len(PUBLIC))
+
+
+def test_the_agent_and_engine_errors_are_in_the_tree():
+    from pipenb.errors import AgentError, AgentTurnedAway, RetryableOutputError, ServerError
+
+    assert issubclass(RetryableOutputError, pipenb.PipeRuntimeError)
+    assert issubclass(ServerError, pipenb.ApiError)
+    assert issubclass(AgentTurnedAway, AgentError) and issubclass(AgentError, pipenb.PipenbError)
+    assert (AgentError.exit_code, AgentTurnedAway.exit_code) == (1, 3)
+    err = ServerError(503, "busy", retry_after=2.0, code="unavailable")
+    assert (err.status, err.code, err.message, err.retry_after, err.tls) == (
+        503,
+        "unavailable",
+        "busy",
+        2.0,
+        False,
+    )
+    assert str(err) == "503: busy"  # the agent's log line, as before it was an ApiError
+    assert str(ServerError(0, "connection refused", tls=True)) == "connection refused"
+
+
+def test_the_language_package_loads_nothing_eagerly():
+    """``import pipenb.lang.units`` pays for no pydantic and no engine; the package's names
+    still load on first use, and a submodule is never shadowed by a name of the package."""
+    code = (
+        "import sys, pipenb.lang.units\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'"
+        " or m.startswith(('pipenb.engine', 'pipenb.lang.registry')))\n"
+        "assert not heavy, heavy\n"
+        "from pipenb.lang import types, load_pipe, registry, PipeSpec\n"
+        "assert types.__name__ == 'pipenb.lang.types', types\n"
+        "import pipenb.lang.registry as r\n"
+        "assert registry is r and type(registry).__name__ == 'Registry', registry\n"
+        "assert load_pipe('name: p\\ninput: {echo: {lines: [a]}}\\noutput: {discard: {}}')"
+        ".name == 'p'\n"
+        "assert not any(m.startswith('pipenb.server') for m in sys.modules)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr

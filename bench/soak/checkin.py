@@ -454,8 +454,8 @@ def seed(db_url: str, specs: list[tuple[str, list[str]]]) -> dict[str, str]:
     5,000), and setup is not what a soak measures.
     """
     from pipenb.server.db import make_engine, migrate
+    from pipenb.server.db_tables import AgentRow, ApiKeyRow, utcnow
     from pipenb.server.security import hash_secret, new_api_key, split_api_key
-    from pipenb.server.tables import AgentRow, ApiKeyRow, utcnow
 
     engine = make_engine(db_url)
     migrate(engine)
@@ -636,7 +636,7 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 async def _run(cfg: Config) -> dict[str, Any]:
-    from serverproc import ServerProcess
+    from support.serverproc import ServerProcess
 
     tmp = Path(tempfile.mkdtemp(prefix=f"pipenb-soak-{cfg.name}-"))
     db_path = str(tmp / "server.db")

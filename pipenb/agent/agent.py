@@ -21,11 +21,13 @@ import time
 from collections import deque
 from typing import Any
 
-from pipenb.agent.http import ServerError, post
-from pipenb.agent.settings import CAPABILITIES, AgentSettings
+from pipenb.agent.http import post
+from pipenb.agent.settings import AgentSettings
 from pipenb.agent.store import AgentStore
+from pipenb.agent.supervisor import WorkerHandle
 from pipenb.agent.trust import Trust
-from pipenb.agent.workers import WorkerHandle
+from pipenb.capabilities import CAPABILITIES
+from pipenb.errors import AgentError, AgentTurnedAway, ServerError
 from pipenb.tls import plain_http_problem
 
 log = logging.getLogger("pipenb.agent")
@@ -62,7 +64,7 @@ class Agent:
         self._previewing: set[str] = set()  # preview commands under way (pipenb.agent.preview)
         self.previews: dict[str, dict[str, Any]] = {}  # command id -> answer to report
         # the server's settings (pipenb.agent.remote_settings) over the command line's
-        self.base = {
+        self.base: dict[str, Any] = {
             "metrics-every": settings.metrics_every,
             "long-poll": settings.long_poll,
             "capture-limit": settings.capture_limit,
@@ -113,7 +115,7 @@ class Agent:
             self.agent_id, self.api_key = saved["agent_id"], saved["api_key"]
             return
         if not s.enroll_key:
-            raise SystemExit("pipenb agent: give --id and --api-key, or --enroll-key to enroll")
+            raise AgentError("pipenb agent: give --id and --api-key, or --enroll-key to enroll")
         delay = 0.5
         while not self._stop.is_set():
             try:
@@ -123,7 +125,7 @@ class Agent:
                 got = await asyncio.to_thread(self._post, "/agent/enroll", body, None, 30)
             except ServerError as exc:
                 if exc.status in (400, 401, 403, 409):
-                    raise SystemExit(f"pipenb agent: enrollment refused: {exc}") from None
+                    raise AgentError(f"pipenb agent: enrollment refused: {exc}") from None
                 if not self._link_failed(exc, "retrying with backoff"):
                     log.warning("enrollment failed (%s); retrying in %.1fs", exc, delay)
                 await self._sleep(exc.retry_after or delay)
@@ -165,7 +167,7 @@ class Agent:
         if problem is None:
             return
         if not self.settings.insecure_http:
-            raise SystemExit(f"pipenb agent: refusing {problem}")
+            raise AgentError(f"pipenb agent: refusing {problem}")
         log.warning("--insecure-http: %s", problem.split(". Use https://")[0])
 
     async def run(self) -> None:
@@ -190,7 +192,7 @@ class Agent:
                 metrics_server.stop()
             await self._shutdown()
         if self.refused is not None:
-            raise SystemExit(3)  # the reason is in the log already, in one line
+            raise AgentTurnedAway(str(self.refused))  # logged already, in one line
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -222,7 +224,7 @@ class Agent:
     def _report(self, wait: float) -> dict[str, Any]:
         now = time.monotonic()
         pipes = []
-        self._due_sent: set[str] = set()
+        self._due_sent = set()
         every = self.settings.metrics_every
         ages = {d: now - self.sent_metrics_at.get(d, 0.0) for d in self.workers}
         # when one pipe's report is due, pipes half-way there go along: one check-in per period
@@ -663,7 +665,7 @@ async def _run_preview(job: dict[str, Any], deadline: float) -> dict[str, Any]:
 
     import orjson
 
-    from pipenb.agent.workers import SAFE_PATH, worker_environ
+    from pipenb.agent.supervisor import SAFE_PATH, worker_environ
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -9,31 +9,9 @@ from typing import Any
 
 import orjson
 
+from pipenb.errors import ServerError
 from pipenb.tls import HTTPS_REQUIRED, HTTPSConnection, describe, https_required_message
-
-
-class ServerError(Exception):
-    """The server answered with an error, or could not be reached (``status`` 0).
-
-    ``code``: the API's error code (``agent_removed``, ``key_revoked``, ...). ``tls``: the link
-    itself is wrong (certificate, pin, http/https mismatch), which waiting alone will not mend;
-    the agent still retries, since the server's side may be fixed.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        retry_after: float | None = None,
-        code: str = "",
-        *,
-        tls: bool = False,
-    ):
-        self.status = status
-        self.retry_after = retry_after
-        self.code = code
-        self.tls = tls
-        super().__init__(f"{status}: {message}" if status else message)
+from pipenb.urls import API_PREFIX
 
 
 def post(
@@ -52,8 +30,8 @@ def post(
     """
     parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
     base = parts.path.rstrip("/")
-    if not base.endswith("/pipenb/api/v1"):
-        base += "/pipenb/api/v1"
+    if not base.endswith(API_PREFIX):
+        base += API_PREFIX
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"

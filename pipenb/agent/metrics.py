@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipenb.errors import AgentError
+
 log = logging.getLogger("pipenb.agent.metrics")
 
 _STAGE = (("in", "events_in"), ("out", "events_out"), ("dropped", "dropped"), ("errors", "errors"))
@@ -92,7 +94,7 @@ async def serve(agent: Any, address: str) -> Any:
     try:
         from prometheus_client import CollectorRegistry, generate_latest
     except ImportError:
-        raise SystemExit(
+        raise AgentError(
             "pipenb agent: --metrics-address needs prometheus_client: "
             "pip install 'pipenb-fleet[server]' (or pip install prometheus_client)"
         ) from None
@@ -100,7 +102,7 @@ async def serve(agent: Any, address: str) -> Any:
     from tornado.httpserver import HTTPServer
     from tornado.netutil import bind_sockets
 
-    from pipenb.engine.inputs.sockets import split_address
+    from pipenb.engine.net import split_address
 
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_PipesCollector(agent))

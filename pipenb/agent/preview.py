@@ -57,7 +57,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         if refused:
             return {"error": f"refused by this agent's policy: {refused[0]}", "refused": True}
         if job.get("run_as"):  # as the agent's workers run (--run-as), before the pipe is built
-            from pipenb.agent.worker import _become
+            from pipenb.agent.worker_main import _become
             from pipenb.lang.registry import registry
 
             registry.all()

@@ -7,10 +7,11 @@ desired pipes with their secret params) are readable by their owner only.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import orjson
+
+from pipenb.atomic import write_atomic
 
 
 class AgentStore:
@@ -35,19 +36,7 @@ class AgentStore:
             return None
 
     def write(self, name: str, value: Any, *, private: bool = False) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.dir)
-        try:
-            if private:
-                os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(orjson.dumps(value))
-            os.replace(tmp, self._path(name))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(self._path(name), orjson.dumps(value), mode=0o600 if private else None)
 
     # named records
     def identity(self) -> dict[str, str] | None:

@@ -12,7 +12,7 @@ import os
 import ssl
 import urllib.parse
 
-from pipenb.agent.http import ServerError
+from pipenb.errors import ServerError
 from pipenb.tls import TlsError, TlsOptions, client_context, fetch_pinned_ca, kept_ca, save_private
 
 log = logging.getLogger("pipenb.agent")

@@ -9,40 +9,18 @@ import signal
 import sys
 from typing import Any
 
-from pipenb.cli.options import option
+from pipenb.agent.settings import AgentSettings
+from pipenb.capabilities import CAPABILITIES
+from pipenb.cli.options import Subparsers, option
+from pipenb.setting import add_flags, flag_values
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("agent", help="run an agent: check in with a server and run its pipes")
-    option(p, "--server", help="the server's URL, e.g. https://10.0.0.5:8765")
-    option(
-        p,
-        "--id",
-        env="PIPENB_AGENT_ID",
-        help="this agent's id, with --api-key (an agent added by hand: pipenb agents add)",
-    )
-    option(p, "--api-key", help="this agent's API key")
-    option(
-        p,
-        "--enroll-key",
-        help="enroll with an enrollment token (pipenb enroll-tokens create) or the server's "
-        "bootstrap key; the server assigns the id and the token's labels, and the key it returns "
-        "is saved in the data dir",
-    )
-    option(p, "--name", help="a display name (when enrolling)")
+    add_flags(p, AgentSettings)
     # gone: refused with a message that says where labels come from now
     p.add_argument("--labels", help=argparse.SUPPRESS)
-    option(
-        p,
-        "--data-dir",
-        help="where identity, desired pipes, checkpoints and logs live (default: ~/.local/state/pipenb/agent)",
-    )
-    option(
-        p,
-        "--policy",
-        help="this host's policy for pipes, a YAML file: read, write, connect, listen, exec, "
-        "scripts (see docs/agent.md); the --allow-* flags override its keys",
-    )
+    # the policy's keys, over --policy FILE (AgentSettings.policy_values)
     option(
         p,
         "--allow-read",
@@ -71,82 +49,18 @@ def register(sub: Any) -> None:
     )
     option(
         p,
-        "--allow-scripts",
-        flag_action=True,
-        help="allow the script action (the policy's scripts: true; refused by default)",
-    )
-    option(
-        p,
         "--allow-preview",
         flag_action=True,
         help="run previews users ask the server for, on this host's data and under this "
         "policy (the policy's preview: true; refused by default)",
     )
-    option(
-        p,
-        "--disable",
-        help="refuse exec and/or script whatever the policy says, comma-separated: exec,script",
-    )
-    option(
-        p,
-        "--run-as",
-        help="run workers (and what they run) as this user; the agent must be started as root",
-    )
-    option(
-        p,
-        "--long-poll",
-        type=float,
-        default=30.0,
-        help="seconds a check-in may be held by the server",
-    )
-    option(
-        p,
-        "--metrics-address",
-        help="serve the pipes' metrics for Prometheus at http://HOST:PORT/metrics "
-        "(off by default; use a loopback address unless the port is firewalled)",
-    )
-    option(
-        p,
-        "--metrics-every",
-        type=float,
-        default=15.0,
-        help="seconds between a pipe's metrics and checkpoint reports",
-    )
-    option(
-        p,
-        "--max-log-level",
-        default="debug",
-        help="the most verbose log level the server may set (log-level, ship-level): "
-        "debug, info, warning or error (default: debug)",
-    )
-    option(
-        p,
-        "--settings-bounds",
-        help="ranges the server's settings must keep to, e.g. "
-        "'metrics-every=5s..60s,long-poll=..30s,capture-limit=..500' (docs/agent.md#settings)",
-    )
-    option(p, "--ca-file", help="trust only the CA in this PEM file for an https:// server")
-    option(
-        p,
-        "--ca-fingerprint",
-        help="trust the server's CA if its SHA-256 fingerprint is this (as `pipenb server` "
-        "prints it); the CA is then kept in the data dir",
-    )
-    option(p, "--cert", help="a client certificate (PEM) for a server that requires mutual TLS")
-    option(p, "--key", help="the private key of --cert (PEM), if not in the --cert file")
-    option(
-        p,
-        "--insecure-http",
-        flag_action=True,
-        help="allow an http:// server URL that is not on this host (keys cross the network "
-        "in clear: labs only)",
-    )
     p.set_defaults(func=cmd_agent)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from pipenb.agent import Agent, AgentSettings
+    from pipenb.agent import Agent
     from pipenb.engine.checkpoints import default_data_dir
+    from pipenb.errors import AgentError, AgentTurnedAway
 
     if not args.server:
         print("pipenb agent: --server URL is required (or PIPENB_SERVER)", file=sys.stderr)
@@ -170,7 +84,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         )
         return 2
     disable = [c.strip() for c in (args.disable or "").split(",") if c.strip()]
-    unknown = [c for c in disable if c not in ("exec", "script")]
+    unknown = [c for c in disable if c not in CAPABILITIES]
     if unknown:
         print(
             f"pipenb agent: --disable takes exec and/or script, not {', '.join(unknown)}",
@@ -187,10 +101,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from pipenb.policy import PolicyFileError
     from pipenb.policy.model import load_file
 
-    values: dict = {}
+    values_from_policy: dict[str, Any] = {}
     try:
         if args.policy:
-            values.update(load_file(args.policy))
+            values_from_policy.update(load_file(args.policy))
         flags = {
             "read": args.allow_read,
             "write": args.allow_write,
@@ -198,9 +112,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
             "listen": args.allow_listen,
             "exec": args.allow_exec,
         }
-        values.update({k: v for k, v in flags.items() if v})
+        values_from_policy.update({k: v for k, v in flags.items() if v})
         if args.allow_preview:
-            values["preview"] = True
+            values_from_policy["preview"] = True
     except PolicyFileError as exc:
         print(f"pipenb agent: {exc}", file=sys.stderr)
         return 2
@@ -219,29 +133,16 @@ def cmd_agent(args: argparse.Namespace) -> int:
         except KeyError:
             print(f"pipenb agent: --run-as: no user {args.run_as!r} here", file=sys.stderr)
             return 2
-    settings = AgentSettings(
-        server=args.server,
+    values = flag_values(AgentSettings, args)
+    values.update(
         data_dir=args.data_dir or os.path.join(default_data_dir(), "agent"),
-        agent_id=args.id,
-        api_key=args.api_key,
-        enroll_key=args.enroll_key,
-        name=args.name,
-        allow_scripts=args.allow_scripts,
         disable=disable,
-        long_poll=args.long_poll,
         metrics_every=max(0.5, args.metrics_every),
-        metrics_address=args.metrics_address,
-        ca_file=args.ca_file,
-        ca_fingerprint=args.ca_fingerprint,
-        cert=args.cert,
-        key=args.key,
-        insecure_http=args.insecure_http,
-        policy_values=values,
+        policy_values=values_from_policy,
         max_log_level=args.max_log_level or "debug",
-        settings_bounds=args.settings_bounds,
         policy_file=os.path.abspath(args.policy) if args.policy else None,
-        run_as=args.run_as,
     )
+    settings = AgentSettings(**values)
     from pipenb.agent.remote_settings import SettingError
 
     try:
@@ -264,9 +165,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except SystemExit as exc:
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-            return 1
-        raise
+    except AgentTurnedAway as exc:
+        return exc.exit_code  # the agent logged the reason already, in one line
+    except AgentError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
     return 0

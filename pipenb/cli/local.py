@@ -8,17 +8,21 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from pipenb.cli.options import option
+from pipenb.cli.options import Subparsers, option
 from pipenb.engine.checkpoints import checkpoint_path, default_data_dir
 from pipenb.errors import PipenbError, PipeSyntaxError, UsageError
-from pipenb.tables import format_table
+from pipenb.params import parse_params
+from pipenb.terminal_tables import format_table
+
+if TYPE_CHECKING:
+    from pipenb.engine.runtime import Engine
 
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("run", help="run a pipe here, in the foreground")
     p.add_argument("file", help="pipe file (YAML)")
     _param_arg(p)
@@ -87,16 +91,6 @@ def _param_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--param", action="append", default=[], metavar="K=V", help="set a parameter (repeatable)"
     )
-
-
-def parse_params(items: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--param takes NAME=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        params[k.strip()] = v
-    return params
 
 
 def _err(msg: str) -> None:
@@ -293,7 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run(engine: Any, progress: bool) -> None:
+async def _run(engine: Engine, progress: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -309,7 +303,7 @@ async def _run(engine: Any, progress: bool) -> None:
             sys.stderr.write("\r\033[K")
 
 
-async def _progress(engine: Any) -> None:
+async def _progress(engine: Engine) -> None:
     t0 = time.monotonic()
     while True:
         await asyncio.sleep(1.0)
@@ -322,7 +316,13 @@ async def _progress(engine: Any) -> None:
         sys.stderr.flush()
 
 
-def _summary(engine: Any, args: argparse.Namespace) -> None:
+class _Snapshots(Protocol):
+    """What the summary table is made from: an Engine, or a cluster run's report."""
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+def _summary(engine: _Snapshots, args: argparse.Namespace) -> None:
     if args.quiet:
         return
     snap = engine.snapshot()

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import Any, TypeAlias
+
+#: what ``parser.add_subparsers()`` returns: each command module's ``register`` adds to it
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def env_name(flag: str) -> str:
@@ -16,7 +19,7 @@ def env_name(flag: str) -> str:
 
 
 def option(
-    parser: argparse.ArgumentParser | Any,
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     flag: str,
     *,
     help: str,

@@ -68,7 +68,9 @@ class DaskExecutor(Executor):
         else:  # a cluster object: LocalCluster, a KubeCluster, ...
             self.client = distributed.Client(cluster)
             self._own.append(self.client)
-        self.address = self.client.scheduler.address if self.client.scheduler else str(cluster)
+        self.address: str = (
+            self.client.scheduler.address if self.client.scheduler else None
+        ) or str(cluster)
         try:
             self.dashboard_link = self.client.dashboard_link
         except Exception:  # no dashboard (bokeh missing on the scheduler)

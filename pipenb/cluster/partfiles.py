@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from pipenb.engine.outputs.file import FileOptions
 from pipenb.lang.spec import ComponentSpec
 from pipenb.lang.templates import FIELD_REF
 
@@ -26,14 +27,21 @@ EXT = {"ndjson": ".ndjson", "csv": ".csv", "raw": ".txt"}
 PART_RE = re.compile(r"^part-(\d{5,})\.")
 
 
+def file_options(c: ComponentSpec) -> FileOptions:
+    """The options of a ``file`` output: the only output a cluster run writes part files for."""
+    assert isinstance(c.options, FileOptions), c.name
+    return c.options
+
+
 def parts_dir(c: ComponentSpec) -> str:
     """The directory (template) of a file output's part files."""
-    path = os.path.abspath(c.options.path)
-    return path + ".parts" if c.options.merge else path
+    o = file_options(c)
+    path = os.path.abspath(o.path)
+    return path + ".parts" if o.merge else path
 
 
 def part_name(c: ComponentSpec, index: int) -> str:
-    return f"part-{index:05d}{EXT.get(c.options.format, '.out')}"
+    return f"part-{index:05d}{EXT.get(file_options(c).format, '.out')}"
 
 
 def temp_path(c: ComponentSpec, index: int, token: str) -> str:
@@ -97,9 +105,10 @@ def check_target(c: ComponentSpec) -> str | None:
 
 def merge(c: ComponentSpec, files: list[str]) -> dict[str, Any]:
     """Join part files (in order) into the output path atomically, then remove the parts."""
-    target = os.path.abspath(c.options.path)
+    o = file_options(c)
+    target = os.path.abspath(o.path)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    skip_header = c.options.format == "csv" and c.options.header
+    skip_header = o.format == "csv" and o.header
     fd, tmp = tempfile.mkstemp(prefix=".merge-", dir=os.path.dirname(target))
     try:
         with os.fdopen(fd, "wb") as out:
@@ -124,7 +133,7 @@ def merge(c: ComponentSpec, files: list[str]) -> dict[str, Any]:
 
 def write_manifest(c: ComponentSpec, doc: dict[str, Any]) -> None:
     d = parts_dir(c)
-    if "${" in d or c.options.merge or not os.path.isdir(d):
+    if "${" in d or file_options(c).merge or not os.path.isdir(d):
         return
     write_json(os.path.join(d, "_manifest.json"), doc)
 

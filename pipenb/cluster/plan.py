@@ -107,15 +107,18 @@ def check(spec: PipeSpec) -> int | None:
 
 
 def check_file_output(spec: PipeSpec, c: ComponentSpec) -> None:
+    from pipenb.engine.outputs.file import FileOptions
+
     o = c.options
-    if getattr(o, "rotate", None) is not None:
+    assert isinstance(o, FileOptions), c.name  # called for `file` outputs only
+    if o.rotate is not None:
         raise _refuse(
             spec,
             c,
             "rotate: a cluster run writes one part file per partition, which are not rotated; "
             "remove rotate (or use partition size to bound the part files)",
         )
-    if getattr(o, "merge", False) and "${" in o.path:
+    if o.merge and "${" in o.path:
         raise _refuse(
             spec,
             c,
@@ -129,10 +132,11 @@ def partitions(spec: PipeSpec, partition_bytes: int = DEFAULT_PARTITION_BYTES) -
     o = inp.options
     parts: list[Partition] = []
     if inp.name == "files":
+        from pipenb.engine.inputs.files import FilesInput, FilesOptions
+
+        assert isinstance(o, FilesOptions)
         if o.follow:
             raise _refuse(spec, inp, f"files with follow: true never ends; {BOUNDED}")
-        from pipenb.engine.inputs.files import FilesInput
-
         paths = sorted(FilesInput(o, RunContext(pipe=spec.name))._matches().values())
         whole = o.multiline is not None  # a record may span a range boundary: read files whole
         for path in paths:
@@ -145,8 +149,9 @@ def partitions(spec: PipeSpec, partition_bytes: int = DEFAULT_PARTITION_BYTES) -
                 )
         return parts
     if inp.name == "dataset":
-        from pipenb.engine.inputs.dataset import list_files
+        from pipenb.engine.inputs.dataset import DatasetOptions, list_files
 
+        assert isinstance(o, DatasetOptions)
         for f in list_files(o.path, o.pattern):
             url = os.path.abspath(f.url) if "://" not in f.url else f.url
             if f.splittable:
@@ -155,6 +160,9 @@ def partitions(spec: PipeSpec, partition_bytes: int = DEFAULT_PARTITION_BYTES) -
                 parts.append(Partition(len(parts), "range", url, label=f.url))
         return parts
     if inp.name == "echo":
+        from pipenb.engine.inputs.echo import EchoOptions
+
+        assert isinstance(o, EchoOptions)
         if o.interval is not None and o.count is None:
             raise _refuse(spec, inp, f"echo with interval and no count never ends; {BOUNDED}")
         one = list(o.events) if o.events is not None else [{"_raw": s} for s in o.lines or []]

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from pipenb.capabilities import ALL_CAPABILITIES
 from pipenb.cluster import partfiles
 from pipenb.cluster.executor import Executor, executor_for
 from pipenb.cluster.plan import DEFAULT_PARTITION_BYTES, Partition, check, partitions
@@ -272,7 +273,7 @@ class ClusterRun:
         data_dir: str | None = None,
         resume: bool = False,
         partition_bytes: int | None = None,
-        allow: frozenset[str] = frozenset({"exec", "script"}),
+        allow: frozenset[str] = ALL_CAPABILITIES,
         progress: Callable[[Progress], None] | None = None,
         now: float | None = None,
     ):
@@ -439,7 +440,7 @@ class ClusterRun:
             swept = partfiles.sweep_temps(c)
             if swept:
                 log.info("removed %d temp file(s) of attempts that did not finish", swept)
-            if c.options.merge:
+            if partfiles.file_options(c).merge:
                 report.files[role] = [partfiles.merge(c, [f["path"] for f in files])]
                 continue
             report.files[role] = files

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipenb.capabilities import ALL_CAPABILITIES
+
 Event = dict[str, Any]
 
 
@@ -29,7 +31,7 @@ class RunContext:
     pipe: str = "pipe"
     data_dir: str | None = None
     preview: bool = False
-    allow: frozenset[str] = frozenset({"exec", "script"})  # capabilities this run permits
+    allow: frozenset[str] = ALL_CAPABILITIES  # capabilities this run permits
     values: dict[str, Any] = field(default_factory=dict)
     #: the worker host's policy, checked where files and sockets are opened
     #: (``pipenb.policy.guard.Guard``); None when the user runs a pipe on their own machine
@@ -84,14 +86,10 @@ class Output:
     async def write(self, events: list[Event]) -> list[tuple[Event, str]]:
         """Write ``events``; return the ones that can never be written, with why.
 
-        Raise ``OSError`` (or ``RetryableOutputError``) for trouble that may pass: the engine
+        Raise ``OSError`` (or ``pipenb.errors.RetryableOutputError``) for trouble that may pass: the engine
         retries with backoff and holds the input back meanwhile.
         """
         raise NotImplementedError  # pragma: no cover
 
     async def close(self) -> None:
         """Flush and release. Called once, after the last write."""
-
-
-class RetryableOutputError(Exception):
-    """An output failed in a way worth retrying (connection refused, 503, disk full)."""

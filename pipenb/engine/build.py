@@ -92,12 +92,19 @@ def optimize(spec: PipeSpec, steps: list[Step]) -> list[Step]:
 
 def _pushed(a: ComponentSpec, flt: ComponentSpec) -> tuple[Step, Step] | None:
     """An extract (or grok, or parse as grok) and the filter after it, fused; or None."""
+    from pipenb.engine.actions.extract import ExtractOptions
+    from pipenb.engine.actions.filter import FilterOptions
     from pipenb.engine.pushdown import fuse_extract_filter
 
+    fo = flt.options
+    assert isinstance(fo, FilterOptions)  # the options of filter and of drop
     keep = flt.name == "filter"
     if a.name == "extract":
-        return fuse_extract_filter(a.options, flt.options, keep_when_true=keep)  # type: ignore[arg-type]
-    is_grok = a.name == "grok" or (a.name == "parse" and a.options.format == "grok")  # type: ignore[attr-defined]
+        assert isinstance(a.options, ExtractOptions)
+        return fuse_extract_filter(a.options, fo, keep_when_true=keep)
+    is_grok = a.name == "grok" or (
+        a.name == "parse" and getattr(a.options, "format", None) == "grok"
+    )
     if not is_grok:
         return None
     from pipenb.engine.actions.grok import after_match, extract_of
@@ -108,11 +115,11 @@ def _pushed(a: ComponentSpec, flt: ComponentSpec) -> tuple[Step, Step] | None:
     after, changed = after_match(grok, ns)
     return fuse_extract_filter(
         ex,
-        flt.options,
+        fo,
         keep_when_true=keep,
         changed=changed,
         after_build=after,
-        ns=ns,  # type: ignore[arg-type]
+        ns=ns,
     )
 
 
@@ -130,7 +137,7 @@ def compile_chain(
 def build(spec: PipeSpec, ctx: RunContext, *, fuse: bool = True) -> Parts:
     check_capabilities(spec, ctx)
 
-    def make(c: ComponentSpec):
+    def make(c: ComponentSpec) -> Any:
         return c.component.factory(c.options, ctx)
 
     steps = compile_steps(spec, ctx)

@@ -8,10 +8,11 @@ never half of one.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import orjson
+
+from pipenb.atomic import write_atomic
 
 
 class CheckpointStore:
@@ -65,17 +66,8 @@ class FileCheckpointStore(CheckpointStore):
     def save(self, position: Any) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(orjson.dumps({"version": 1, "position": position}))
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        data = orjson.dumps({"version": 1, "position": position})
+        write_atomic(self.path, data, prefix=".ckpt-")
 
     def reset(self) -> None:
         try:

@@ -29,8 +29,9 @@ async def checked_address(
     error: Exception | None = None
     for _family, _type, _proto, _name, addr in infos:
         try:
-            guard.connect(what, target, host, port, addr[0])
-            return addr[0], port
+            ip = str(addr[0])  # an IPv4 or IPv6 address: the families getaddrinfo was asked for
+            guard.connect(what, target, host, port, ip)
+            return ip, port
         except Exception as exc:  # PolicyError: try the next address, report the first
             error = error or exc
     if error is not None:
@@ -41,18 +42,18 @@ async def checked_address(
 class _GuardedResolver(Resolver):
     """Resolves as usual, then keeps only the addresses the connect policy allows."""
 
-    def initialize(self, ctx: RunContext, what: str, target: str) -> None:  # type: ignore[override]
+    def initialize(self, ctx: RunContext, what: str, target: str) -> None:
         self.ctx, self.what, self.target = ctx, what, target
         self.inner = DefaultLoopResolver()
 
-    async def resolve(  # type: ignore[override]
+    async def resolve(
         self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
     ) -> list[tuple[int, Any]]:
         found = await self.inner.resolve(host, port, family)
         allowed, error = [], None
         for fam, addr in found:
             try:
-                self.ctx.guard.connect(self.what, self.target, host, port, addr[0])  # type: ignore[union-attr]
+                self.ctx.guard.connect(self.what, self.target, host, port, addr[0])
                 allowed.append((fam, addr))
             except Exception as exc:  # PolicyError
                 error = error or exc

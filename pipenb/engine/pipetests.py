@@ -11,7 +11,7 @@ from typing import Any
 
 from pipenb.engine.base import Event, RunContext
 from pipenb.engine.build import compile_chain
-from pipenb.engine.inputs.decode import decode_lines
+from pipenb.engine.codecs.lines import decode_lines
 from pipenb.lang.spec import PipeSpec, PipeTestCase
 
 

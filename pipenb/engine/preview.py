@@ -17,7 +17,7 @@ import orjson
 
 from pipenb.engine.base import Event, RunContext
 from pipenb.engine.build import compile_chain
-from pipenb.engine.inputs.decode import decode_lines
+from pipenb.engine.codecs.lines import decode_lines
 from pipenb.engine.steps import Chain, deep_copy
 from pipenb.errors import UsageError
 from pipenb.lang.spec import PipeSpec
@@ -176,7 +176,7 @@ class PreviewResult:
         return to_dataframe(self.counts)
 
     def __repr__(self) -> str:
-        from pipenb.tables import format_table
+        from pipenb.terminal_tables import format_table
 
         out = f"Preview of {self.pipe}: {len(self.events)} event(s) out, {len(self.errors)} error(s)\n"
         if self.limit_note:
@@ -315,7 +315,7 @@ def _input_sample(
         ctx = RunContext(pipe=spec.name, preview=True, values=spec.values)
     check_capabilities(spec, ctx)
     opts = spec.input.options
-    update = {
+    update: dict[str, Any] = {
         k: v
         for k, v in (("follow", False), ("start_at", "beginning"), ("interval", None))
         if k in type(opts).model_fields
@@ -417,10 +417,10 @@ def preview(
                 chain.names[idx], deep_copy(current), before, len(current), c.dropped, c.errors
             )
         )
-    tail, failures = chain.flush()
-    if tail:
-        stages[-1].events.extend(deep_copy(tail))
-        stages[-1].events_out += len(tail)
+    flushed, failures = chain.flush()
+    if flushed:
+        stages[-1].events.extend(deep_copy(flushed))
+        stages[-1].events_out += len(flushed)
     for f in failures:
         errors.append(
             {**f.event, "_error": {"stage": chain.names[f.stage], "message": str(f.error)}}
@@ -439,11 +439,11 @@ def _preview_routes(spec: PipeSpec, ctx: RunContext, events: list[Event], res: A
     from pipenb.engine.steps import build_chain
 
     routes = []
-    for r in spec.routes:
-        steps = [a.component.factory(a.options, ctx) for a in r.actions]
-        chain = build_chain([a.label for a in r.actions], steps, fuse=False)
-        match = compile_when(r.when) if r.when is not None else None
-        routes.append(RouteParts(r.name, match, chain, None, r.is_default))  # type: ignore[arg-type]
+    for rs in spec.routes:
+        steps = [a.component.factory(a.options, ctx) for a in rs.actions]
+        chain = build_chain([a.label for a in rs.actions], steps, fuse=False)
+        match = compile_when(rs.when) if rs.when is not None else None
+        routes.append(RouteParts(rs.name, match, chain, None, rs.is_default))  # type: ignore[arg-type]
     routed = route_events(routes, spec.route, deep_copy(events))
     res.unrouted = routed.unrouted
     for e, where, exc in routed.failures:

@@ -11,6 +11,8 @@ filter reading the whole event or using ``exists``, ``when:``, ``target``), noth
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
@@ -57,8 +59,8 @@ def fuse_extract_filter(
     flt: FilterOptions,
     keep_when_true: bool,
     *,
-    changed: set[str] = frozenset(),  # type: ignore[assignment]
-    after_build: list[str] = (),  # type: ignore[assignment]
+    changed: AbstractSet[str] = frozenset(),
+    after_build: Sequence[str] = (),
     ns: Namespace | None = None,
 ) -> tuple[EventStep, EventStep] | None:
     """Two steps (the extract carrying the pushed filter, and an empty filter stage) or None.

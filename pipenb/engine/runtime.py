@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipenb.engine.base import Batch, Event, Output, RetryableOutputError, RunContext
+from pipenb.engine.base import Batch, Event, Output, RunContext
 from pipenb.engine.build import Parts, build
 from pipenb.engine.checkpoints import CheckpointStore, MemoryCheckpointStore
 from pipenb.engine.steps import Chain, Failure, deep_copy
-from pipenb.errors import PipeRuntimeError
+from pipenb.errors import PipeRuntimeError, RetryableOutputError
 from pipenb.lang.spec import PipeSpec
 
 log = logging.getLogger("pipenb.engine")

@@ -148,11 +148,12 @@ class Chain:
 def build_chain(names: list[str], steps: list[Step], *, fuse: bool = True) -> Chain:
     """Compile ``steps`` (one per action) into a Chain; ``fuse=False`` keeps one loop a stage."""
     chain = Chain(names=list(names), counts=[StageCounts(n) for n in names])
-    pending: list[int] = []
+    pending: list[tuple[int, EventStep]] = []  # (stage index, step) of the next fused loop
 
     def close_pending() -> None:
         if pending:
-            chain.segments.append(("fused", _fuse([steps[i] for i in pending]), list(pending)))
+            fused = _fuse([s for _, s in pending])
+            chain.segments.append(("fused", fused, [i for i, _ in pending]))
             pending.clear()
 
     for i, step in enumerate(steps):
@@ -160,7 +161,7 @@ def build_chain(names: list[str], steps: list[Step], *, fuse: bool = True) -> Ch
             close_pending()
             chain.segments.append(("batch", step, [i]))
         else:
-            pending.append(i)
+            pending.append((i, step))
             if not fuse:
                 close_pending()
     close_pending()

@@ -1,4 +1,4 @@
-"""The pipenb control plane as a jupyter-server extension (SPEC §5)."""
+"""The pipenb control plane as a jupyter-server extension (docs/jupyter.md)."""
 
 from __future__ import annotations
 

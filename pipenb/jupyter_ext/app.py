@@ -22,8 +22,9 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.auth import User
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Dict, Enum, Float, Integer, Unicode, default
+from traitlets import Dict, Enum, default
 
+from pipenb.jupyter_ext.traits import settings_from, traits_for
 from pipenb.server.app import app_settings, handlers
 from pipenb.server.core import ControlPlane
 from pipenb.server.handlers.base import ApiHandler
@@ -101,11 +102,13 @@ class _JupyterBridge:
     def check_xsrf_cookie(self) -> None:
         # a header token is not something a cross-site form can send: no XSRF check for it
         if self._is_user_op() and not kernel_token_used(self):
+            # the bridge is mixed into a JupyterHandler subclass (jupyter_handler below); mypy
+            # checks the mixin on its own
             JupyterHandler.check_xsrf_cookie(self)  # type: ignore[arg-type]
 
-    async def prepare(self) -> None:  # type: ignore[override]
+    async def prepare(self) -> None:
         if self._is_user_op() and kernel_token_used(self):
-            self.current_user = self._jupyter_current_user = KERNEL_USER  # type: ignore[attr-defined]
+            self.current_user = self._jupyter_current_user = KERNEL_USER
         elif self._is_user_op():
             try:
                 await APIHandler.prepare(self)  # type: ignore[arg-type]
@@ -139,7 +142,7 @@ def jupyter_handler(cls: type[tornado.web.RequestHandler]) -> type[tornado.web.R
     for verb in cls.SUPPORTED_METHODS:
         method = getattr(cls, verb.lower(), None)
         op = getattr(method, "__pipenb_api__", None)
-        if op is not None:
+        if method is not None and op is not None:
             ns[verb.lower()] = _mark(method, op.auth == "user")
     return type(f"Jupyter{cls.__name__}", (_JupyterBridge, cls, APIHandler), ns)
 
@@ -150,21 +153,9 @@ class PipenbExtension(ExtensionApp):
     name = "pipenb"
     description = "pipenb control plane inside Jupyter"
 
-    db_url = Unicode(help="SQLAlchemy URL of the pipenb database").tag(config=True)
-    enroll_key = Unicode(None, allow_none=True, help="agent enrollment key (None: off)").tag(
-        config=True
-    )
-    poll_interval = Float(5.0, help="how often agents check in at the least (s)").tag(config=True)
-    long_poll = Float(30.0, help="how long a quiet check-in may be held (s)").tag(config=True)
-    offline_after = Float(
-        None, allow_none=True, help="seconds of silence before an agent is offline"
-    ).tag(config=True)
-
-    secret_key_file = Unicode(
-        None,
-        allow_none=True,
-        help="key that encrypts secret params (None: secret.key beside a SQLite database)",
-    ).tag(config=True)
+    # every server setting Jupyter can use: db_url, enroll_key, poll_interval, ... (see
+    # pipenb/server_settings.py; the class body's namespace takes them like written traitlets)
+    locals().update(traits_for(ServerSettings))
 
     roles = Dict(
         {},
@@ -174,18 +165,6 @@ class PipenbExtension(ExtensionApp):
         list(ROLES),
         "viewer",
         help="role of a Jupyter user who is not this server's own user and not in `roles`",
-    ).tag(config=True)
-    wheel = Unicode(
-        None, allow_none=True, help="the pipenb wheel served to agent installs (make dist)"
-    ).tag(config=True)
-    max_checkin_body = Integer(
-        ServerSettings.max_checkin_body, help="largest agent check-in body (bytes); more: 413"
-    ).tag(config=True)
-    max_pipe_body = Integer(
-        ServerSettings.max_pipe_body, help="largest pipe push body (bytes); more: 413"
-    ).tag(config=True)
-    max_body = Integer(
-        ServerSettings.max_body, help="largest body of any other pipenb request (bytes)"
     ).tag(config=True)
 
     cp: ControlPlane | None = None
@@ -198,21 +177,16 @@ class PipenbExtension(ExtensionApp):
         return f"sqlite:///{path / 'pipenb.db'}"
 
     def initialize_settings(self) -> None:
+        wheel = self.wheel  # type: ignore[attr-defined]
         self.cp = ControlPlane(
-            ServerSettings(
-                db_url=self.db_url,
+            settings_from(
+                self,
+                ServerSettings,
                 token=None,
-                enroll_key=self.enroll_key,
-                poll_interval=self.poll_interval,
-                long_poll=self.long_poll,
-                offline_after=self.offline_after,
-                secret_key_file=self.secret_key_file,
-                wheel=str(check_wheel(self.wheel)) if self.wheel else None,
-                max_checkin_body=self.max_checkin_body,
-                max_pipe_body=self.max_pipe_body,
-                max_body=self.max_body,
+                wheel=str(check_wheel(wheel)) if wheel else None,
             )
         )
+        assert self.serverapp is not None  # jupyter_server sets it before initialize_settings
         self.settings.update(app_settings(self.cp, self.serverapp.base_url))
         self.settings["pipenb_authorize_user"] = jupyter_authorize_user
         bad = {u: r for u, r in self.roles.items() if r not in ROLES}
@@ -231,6 +205,7 @@ class PipenbExtension(ExtensionApp):
 
     def _export_env(self) -> None:
         """Kernels started by this server inherit where the API is and how to call it."""
+        assert self.serverapp is not None
         os.environ["PIPENB_URL"] = self.serverapp.connection_url.rstrip("/")
         os.environ["PIPENB_TOKEN"] = self._kernel_token
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipenb.errors import EventError
+from pipenb.lang.paths import get_path
+from pipenb.lang.suggest import did_you_mean
 
 FUNCTIONS = [
     "len",
@@ -59,17 +61,7 @@ class ExpressionError(ValueError):
 _MISSING = object()
 
 
-def _path(e: Any, keys: tuple) -> Any:
-    for k in keys:
-        if isinstance(e, dict):
-            e = e.get(k)
-        elif isinstance(e, list) and isinstance(k, int) and -len(e) <= k < len(e):
-            e = e[k]
-        else:
-            return None
-        if e is None:
-            return None
-    return e
+_path = get_path  # the name generated code calls
 
 
 def _idx(v: Any, k: Any) -> Any:
@@ -626,7 +618,8 @@ class _Compiler:
             raise self.fail(node, "** unpacking is not supported")
         items = ", ".join(
             f"{self.visit(k)}: {self.visit(v)}"
-            for k, v in zip(node.keys, node.values)  # type: ignore[arg-type]
+            for k, v in zip(node.keys, node.values)
+            if k is not None  # always: ** was refused above
         )
         return "{" + items + "}"
 
@@ -715,7 +708,7 @@ class _Compiler:
             )
         name = node.func.id
         if name not in FUNCTIONS:
-            hint = _did_you_mean(name, FUNCTIONS)
+            hint = did_you_mean(name, FUNCTIONS)
             raise self.fail(
                 node,
                 f"unknown function {name!r}{hint}; allowed: {', '.join(FUNCTIONS)}",
@@ -754,13 +747,6 @@ def _hashable(values: Any) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _unsupported(node: ast.AST) -> str:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from pipenb.lang.catalog import BUILTINS
 from pipenb.lang.types import Expr
 
 Kind = Literal["input", "action", "output"]
@@ -104,8 +105,6 @@ registry = Registry()
 
 
 def _builtins() -> dict[tuple[str, str], str]:
-    from pipenb.engine.catalog import BUILTINS
-
     return BUILTINS
 
 

@@ -58,7 +58,7 @@ def pipe_schema() -> dict[str, Any]:
         inner = schema["properties"][c.name]
         defs.update(inner.pop("$defs", {}))
         defs[f"{c.kind}.{c.name}"] = schema
-    param = {
+    param: dict[str, Any] = {
         "type": "object",
         "properties": {
             "default": {},
@@ -73,7 +73,7 @@ def pipe_schema() -> dict[str, Any]:
         "additionalProperties": False,
     }
     assert set(param["properties"]) == set(PARAM_KEYS)
-    test = {
+    test: dict[str, Any] = {
         "type": "object",
         "properties": {
             "name": {"type": "string"},

@@ -14,10 +14,19 @@ from typing import Any
 
 from pipenb.lang.expressions import Namespace
 from pipenb.lang.source import Path
+from pipenb.lang.suggest import did_you_mean
 
 TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][\w.-]*)\s*\}\}")
 FIELD_REF = re.compile(r"\$\{\s*([^}]+?)\s*\}")
+#: The names every pipe may use in ``{{...}}`` without declaring them.
 BUILTINS = ("agent.id", "agent.name", "pipe.name", "deployment.id")
+
+
+def builtin_values(agent_id: str, agent_name: str, pipe: str, deployment: str) -> dict[str, str]:
+    """The built-ins' values, by name: on an agent, in a local run, or placeholders where the
+    server validates a pipe before any agent runs it. The one place that spells the names, so a
+    new built-in is added here and in ``BUILTINS`` only."""
+    return dict(zip(BUILTINS, (agent_id, agent_name, pipe, deployment)))
 
 
 class TemplateError(ValueError):
@@ -63,11 +72,8 @@ def render(value: Any, values: dict[str, Any], path: Path = ()) -> tuple[Any, li
 
 
 def _unknown(path: Path, name: str, values: dict[str, Any]) -> TemplateError:
-    import difflib
-
     known = sorted(values)
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {{{{{close[0]}}}}}?)" if close else ""
+    hint = did_you_mean(name, known, show=lambda close: f"{{{{{close}}}}}")
     declared = [k for k in known if k not in BUILTINS]
     return TemplateError(
         path,

@@ -7,9 +7,9 @@ collected rather than raised one by one, because an analyst fixing a cell wants 
 
 from __future__ import annotations
 
-import difflib
 import re
 import socket
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,7 +19,8 @@ from pipenb.lang.expressions import ExpressionError
 from pipenb.lang.registry import Kind, registry
 from pipenb.lang.source import Path, SourceMap, load_yaml
 from pipenb.lang.spec import ComponentSpec, ParamSpec, PipeSpec, PipeTestCase, RouteSpec
-from pipenb.lang.templates import BUILTINS, TEMPLATE, render
+from pipenb.lang.suggest import did_you_mean
+from pipenb.lang.templates import BUILTINS, TEMPLATE, builtin_values, render
 
 TOP_KEYS = (
     "name",
@@ -42,15 +43,10 @@ PARAM_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 TEST_KEYS = ("name", "input", "expect", "expect-count", "expect-errors", "params")
 
 
-def did_you_mean(word: Any, options: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def local_builtins(name: str) -> dict[str, Any]:
     """Built-in template values for a pipe run outside an agent (preview, ``pipenb run``)."""
     host = socket.gethostname()
-    return {"agent.id": "local", "agent.name": host, "pipe.name": name, "deployment.id": "local"}
+    return builtin_values("local", host, name, "local")
 
 
 def load_pipe(
@@ -613,11 +609,11 @@ def _clean_loc(loc: tuple) -> tuple:
     )
 
 
-def _relevant(errors: list[dict]) -> list[dict]:
+def _relevant(errors: Sequence[Mapping[str, Any]]) -> list[dict]:
     """One error per location: of a union's failed members keep the most telling one."""
     by_loc: dict[tuple, list[dict]] = {}
-    for err in errors:
-        err = {**err, "loc": _clean_loc(tuple(err.get("loc", ())))}
+    for error in errors:
+        err = {**error, "loc": _clean_loc(tuple(error.get("loc", ())))}
         by_loc.setdefault(err["loc"], []).append(err)
     out = []
     for errs in by_loc.values():

@@ -102,7 +102,7 @@ def _with_tls(check: Callable[[Any], list[Access]], name: str) -> Callable[[Any]
 
 
 #: (kind, name) -> what that component asks of the host. Components not listed touch nothing
-#: on the host (tests/test_policy.py holds the list of those, so a new one is not forgotten).
+#: on the host (tests/agent/test_policy.py holds the list of those, so a new one is not forgotten).
 COMPONENTS: dict[tuple[str, str], Callable[[Any], list[Access]]] = {
     ("input", "files"): _files,
     ("input", "dataset"): _dataset,

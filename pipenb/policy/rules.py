@@ -158,7 +158,10 @@ def protected_paths(
 
     add(os.path.dirname(pipenb.__file__), "the pipenb package")
     paths = list(sys.path)
-    if paths and paths[0] in ("", os.getcwd()) and not sys.flags.safe_path:
+    # sys.flags.safe_path (-P) is Python 3.11's: on 3.10 workers start without -P (see
+    # pipenb.agent.supervisor) and the attribute does not exist
+    safe_path = getattr(sys.flags, "safe_path", False)
+    if paths and paths[0] in ("", os.getcwd()) and not safe_path:
         paths = paths[1:]  # the agent's working directory: workers start without it (-P)
     paths += os.environ.get("PYTHONPATH", "").split(os.pathsep)
     import glob

@@ -22,8 +22,9 @@ from pipenb.server.handlers import (
     users,
 )
 from pipenb.server.handlers.base import NotFoundHandler, error_body
+from pipenb.urls import API_PREFIX
 
-PREFIX = "/pipenb/api/v1"
+PREFIX = API_PREFIX
 
 #: (OpenAPI path, handler). ``{name}`` segments become URL arguments.
 ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [

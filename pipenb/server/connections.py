@@ -109,7 +109,7 @@ class _Refuser(httputil.HTTPServerConnectionDelegate):
 class CappedHTTPServer(tornado.httpserver.HTTPServer):
     """tornado's HTTPServer with at most ``max_connections`` connections served at once."""
 
-    def initialize(self, *args: Any, max_connections: int = 1024, **kwargs: Any) -> None:  # type: ignore[override]
+    def initialize(self, *args: Any, max_connections: int = 1024, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self.max_connections = max_connections
         self.refusing = 0  # 503 answers under way

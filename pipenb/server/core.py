@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pipenb.server.db import connections, make_engine, migrate, session_factory
+from pipenb.server.db_tables import AgentRow, CommandRow
 from pipenb.server.dbpool import DbPool
 from pipenb.server.jobs import Failover, Job, PresenceFlush, TelemetryExpiry, run_jobs
 from pipenb.server.live import Live
 from pipenb.server.settings import ServerSettings
-from pipenb.server.tables import AgentRow, CommandRow
 
 log = logging.getLogger("pipenb.server")
 

@@ -7,10 +7,13 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: How long a SQLite statement waits for a lock another process holds. Statements run on worker
@@ -44,11 +47,11 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS},
-            **sizes,  # type: ignore[arg-type]
+            **sizes,
         )
 
         @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
             cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints, fast commits
@@ -111,7 +114,7 @@ def _private_file(path: str) -> None:
         os.chmod(path, 0o600)
 
 
-def alembic_config(engine: Engine | None = None, url: str | None = None):  # type: ignore[no-untyped-def]
+def alembic_config(engine: Engine | None = None, url: str | None = None) -> Config:
     from alembic.config import Config
 
     cfg = Config()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import overload
 
 from pipenb.errors import ApiError
-from pipenb.server.tables import utcnow
+from pipenb.server.db_tables import utcnow
 
 
+@overload
+def aware(value: datetime) -> datetime: ...
+@overload
+def aware(value: datetime | None) -> datetime | None: ...
 def aware(value: datetime | None) -> datetime | None:
     """SQLite gives times back without their zone; every time pipenb stores is UTC."""
     if value is None or value.tzinfo is not None:
@@ -23,6 +28,6 @@ def expiry(expires_in: int | None, expires_at: datetime | None) -> datetime | No
         return utcnow() + timedelta(seconds=expires_in)
     if expires_at is not None:
         expires_at = aware(expires_at)
-        if expires_at <= utcnow():  # type: ignore[operator]
+        if expires_at <= utcnow():
             raise ApiError(400, "invalid_body", "expires_at: must be in the future")
     return expires_at

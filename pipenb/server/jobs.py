@@ -21,9 +21,9 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, update
 
+from pipenb.server.db_tables import AgentRow
 from pipenb.server.dbpool import DbPool
 from pipenb.server.live import Live
-from pipenb.server.tables import AgentRow
 
 log = logging.getLogger("pipenb.server")
 

@@ -64,7 +64,7 @@ class _StateCollector:
         return []
 
     def collect(self) -> Any:
-        from pipenb.server.tables import AgentRow, DeploymentRow, PipeStatusRow
+        from pipenb.server.db_tables import AgentRow, DeploymentRow, PipeStatusRow
 
         cp = self.cp
         offline_after = cp.settings.offline_seconds

@@ -1,4 +1,6 @@
-"""What crosses the HTTP API, as pydantic models. Storage rows are converted in ``convert.py``.
+"""What crosses the HTTP API, as pydantic models. Storage rows (``db_tables.py``) become these
+models in ``convert.py``; the services add what a row does not hold (presence, expiry, the
+status of a deployment's instances).
 
 These models are also the OpenAPI document's schemas, so the document cannot drift from what
 the handlers accept and return.

@@ -22,6 +22,7 @@ from pipenb.engine.base import Event, RunContext
 from pipenb.engine.steps import BatchStep
 from pipenb.errors import EventError
 from pipenb.lang.expressions import compile_expression
+from pipenb.lang.paths import get_path
 from pipenb.lang.registry import ActionOptions, registry
 from pipenb.lang.types import Duration, FieldList, FieldName
 
@@ -169,14 +170,6 @@ class _Group:
         self.stats = {f: _Stats(keep) for f, keep in fields}
 
 
-def _get(e: Any, keys: tuple) -> Any:
-    for k in keys:
-        if not isinstance(e, dict):
-            return None
-        e = e.get(k)
-    return e
-
-
 def _short(v: Any) -> str:
     r = repr(v)
     return r if len(r) <= 60 else r[:57] + "..."
@@ -244,14 +237,14 @@ class Aggregator:
     def _add(self, e: Event, now: float) -> None:
         values = []
         for name, path in self.paths:
-            v = _get(e, path)
+            v = get_path(e, path)
             if v is not None and type(v) is not int and type(v) is not float:
                 raise EventError(
                     f"aggregate: {name} is {_short(v)}, not a number; the event was not "
                     "counted (convert: makes numbers of strings)"
                 )
             values.append(v)
-        gvals = tuple([_get(e, p) for p in self.by])
+        gvals = tuple([get_path(e, p) for p in self.by])
         try:
             key: Any = gvals
             group = self.groups.get(key)

@@ -44,17 +44,19 @@ def set_path(e: dict, keys: tuple, value: Any) -> None:
 
 def pop_path(e: dict, keys: tuple) -> Any:
     for k in keys[:-1]:
-        e = e.get(k)
-        if not isinstance(e, dict):
+        nxt = e.get(k)
+        if not isinstance(nxt, dict):
             return None
+        e = nxt
     return e.pop(keys[-1], None)
 
 
 def has_path(e: dict, keys: tuple) -> bool:
     for k in keys[:-1]:
-        e = e.get(k)
-        if not isinstance(e, dict):
+        nxt = e.get(k)
+        if not isinstance(nxt, dict):
             return False
+        e = nxt
     return keys[-1] in e
 
 

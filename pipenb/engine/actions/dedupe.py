@@ -12,6 +12,7 @@ from pydantic import Field
 from pipenb.engine.base import Event, RunContext
 from pipenb.engine.steps import BatchStep
 from pipenb.lang.expressions import compile_expression
+from pipenb.lang.paths import get_path
 from pipenb.lang.registry import ActionOptions, list_shorthand, registry
 from pipenb.lang.types import Duration, FieldList
 
@@ -48,14 +49,6 @@ def dedupe_action(opts: DedupeOptions, ctx: RunContext) -> BatchStep:
     window, max_keys = opts.window, opts.max_keys
     seen: OrderedDict[Any, float] = OrderedDict()  # key -> when kept, oldest first
 
-    def get(e: Event, keys: tuple) -> Any:
-        v: Any = e
-        for k in keys:
-            if not isinstance(v, dict):
-                return None
-            v = v.get(k)
-        return v
-
     def run(events: list[Event], errors: list) -> list[Event]:
         now = time.monotonic()
         expired = now - window
@@ -70,7 +63,7 @@ def dedupe_action(opts: DedupeOptions, ctx: RunContext) -> BatchStep:
                 if when is not None and not when(e):
                     out.append(e)
                     continue
-                key = _key(tuple([get(e, p) for p in paths]))
+                key = _key(tuple([get_path(e, p) for p in paths]))
             except Exception as exc:
                 errors.append((e, exc))
                 continue

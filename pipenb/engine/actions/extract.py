@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import model_validator
@@ -75,9 +76,9 @@ def extract_code(
     opts: ExtractOptions,
     ns: Namespace,
     *,
-    before_build: list[str] = (),  # type: ignore[assignment]
-    after_miss: list[str] = (),  # type: ignore[assignment]
-    after_build: list[str] = (),  # type: ignore[assignment]
+    before_build: Sequence[str] = (),
+    after_miss: Sequence[str] = (),
+    after_build: Sequence[str] = (),
 ) -> list[str]:
     """Statements of an extract; ``before_build`` runs on a match before the event changes,
     ``after_build`` after the captures ``_d`` were merged (grok's type conversions)."""

@@ -147,9 +147,9 @@ class Table:
         self.path: Path | None = None
         if opts.table is not None:
             p = Path(opts.table)
-            shipped = ctx.files_dir and not p.is_absolute() and (Path(ctx.files_dir) / p).is_file()
-            if shipped:  # a table file that came with the deployed pipe: the agent wrote it
-                p = Path(ctx.files_dir) / p
+            shipped = Path(ctx.files_dir) / p if ctx.files_dir and not p.is_absolute() else None
+            if shipped is not None and shipped.is_file():
+                p = shipped  # a table file that came with the deployed pipe: the agent wrote it
             elif ctx.guard is not None:
                 ctx.guard.read(str(p), "lookup table")
             self.path = p

@@ -218,7 +218,7 @@ def _logfmt(v: Any) -> dict:
 
 def _syslog(v: Any) -> dict:
     """RFC 5424 or RFC 3164, the same decoder as the tcp/udp inputs' ``format: syslog``."""
-    from pipenb.engine.inputs.syslog import parse as parse_syslog
+    from pipenb.engine.codecs.syslog_decode import parse as parse_syslog
 
     return parse_syslog(v if isinstance(v, str) else str(v))
 

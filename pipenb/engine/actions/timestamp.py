@@ -289,7 +289,8 @@ def _converters(opts: TimeOptions) -> tuple[Callable[[str], Any], Callable[[Any]
     def convert_other(v: Any) -> Any:
         if isinstance(v, (int, float)):  # hashable: cached too
             return convert(v)
-        kind = {dict: "an object", list: "an array"}.get(type(v), type(v).__name__)
+        kinds: dict[type, str] = {dict: "an object", list: "an array"}
+        kind = kinds.get(type(v), type(v).__name__)
         raise EventError(f"time: field {field!r} holds {kind}, not a time{hint}")
 
     return convert, convert_other

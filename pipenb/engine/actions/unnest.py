@@ -11,6 +11,7 @@ from pipenb.engine.actions.common import pop_path, set_path
 from pipenb.engine.base import Event, RunContext
 from pipenb.engine.steps import BatchStep
 from pipenb.lang.expressions import compile_expression
+from pipenb.lang.paths import get_path
 from pipenb.lang.registry import ActionOptions, registry, scalar_shorthand
 from pipenb.lang.types import FieldName
 
@@ -45,14 +46,6 @@ def unnest_action(opts: UnnestOptions, ctx: RunContext) -> BatchStep:
     dst = tuple((opts.to or opts.field).split("."))
     when = compile_expression(opts.when).fn if opts.when else None
 
-    def get(e: Event) -> object:
-        v: object = e
-        for k in src:
-            if not isinstance(v, dict):
-                return None
-            v = v.get(k)
-        return v
-
     def run(events: list[Event], errors: list) -> list[Event]:
         out: list[Event] = []
         for e in events:
@@ -60,7 +53,7 @@ def unnest_action(opts: UnnestOptions, ctx: RunContext) -> BatchStep:
                 if when is not None and not when(e):
                     out.append(e)
                     continue
-                items = get(e)
+                items = get_path(e, src)
                 if type(items) is not list:
                     out.append(e)
                     continue

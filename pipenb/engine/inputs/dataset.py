@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
 from pipenb.engine.base import Batch, Event, Input, RunContext
-from pipenb.engine.inputs.decode import decode_chunk
+from pipenb.engine.codecs.lines import decode_chunk
 from pipenb.errors import PipeRuntimeError
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Size

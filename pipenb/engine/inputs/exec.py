@@ -18,8 +18,8 @@ from typing import Literal
 from pydantic import field_validator, model_validator
 
 from pipenb.engine.base import Batch, Input, RunContext
-from pipenb.engine.inputs.cron import Cron, parse_cron
-from pipenb.engine.inputs.decode import decode_chunk, reject
+from pipenb.engine.codecs.lines import decode_chunk, reject
+from pipenb.engine.schedule import Cron, parse_cron
 from pipenb.errors import PipeRuntimeError
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Duration

@@ -28,7 +28,7 @@ import orjson
 from pydantic import Field
 
 from pipenb.engine.base import Batch, Event, Input, RunContext
-from pipenb.engine.inputs.decode import decode_chunk, reject
+from pipenb.engine.codecs.lines import decode_chunk, reject
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Duration, Regex, Size
 

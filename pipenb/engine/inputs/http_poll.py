@@ -15,9 +15,9 @@ from pydantic import model_validator
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from pipenb.engine.base import Batch, Event, Input, RunContext
-from pipenb.engine.inputs.decode import decode_chunk, reject
+from pipenb.engine.codecs.lines import decode_chunk, reject
+from pipenb.engine.http_errors import FETCH_ERRORS, describe
 from pipenb.engine.netguard import http_client
-from pipenb.engine.outputs.http_post import FETCH_ERRORS, describe
 from pipenb.engine.tlsopts import SendTls, client_context
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Duration, Size

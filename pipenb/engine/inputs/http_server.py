@@ -20,14 +20,16 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import Field, field_validator
+from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler, stream_request_body
 
 from pipenb.engine.base import Batch, Event, Input, RunContext
+from pipenb.engine.codecs.lines import decode_chunk
 from pipenb.engine.diskbuffer import SegmentLog
-from pipenb.engine.inputs.decode import decode_chunk
-from pipenb.engine.inputs.sockets import BATCH_EVENTS, Address, format_peer, split_address
+from pipenb.engine.inputs.sockets import BATCH_EVENTS
+from pipenb.engine.net import Address, format_peer, split_address
 from pipenb.engine.netguard import check_listen_first, check_listener
 from pipenb.engine.tlsopts import ListenTls, server_context
 from pipenb.lang.registry import Options, registry
@@ -199,7 +201,7 @@ class HttpServerInput(Input):
                     self._wakeup.clear()
                     await self._wakeup.wait()
                 taken: list[_Pending] = []
-                events: list[Event] = []
+                events = []
                 nbytes = 0
                 while self._ready and len(events) < BATCH_EVENTS:
                     p = self._ready.popleft()
@@ -306,7 +308,7 @@ def _error_body(code: str, message: str) -> bytes:
 
 @stream_request_body
 class _EventsHandler(RequestHandler):
-    SUPPORTED_METHODS = ("POST", "PUT")  # type: ignore[assignment]
+    SUPPORTED_METHODS = ("POST", "PUT")
 
     def initialize(self, owner: HttpServerInput) -> None:
         self.owner = owner
@@ -337,7 +339,9 @@ class _EventsHandler(RequestHandler):
             self._too_large()
             if int(length) > 2 * o.max_body + MiB:
                 # too big even to read and drop: answer now, then close the connection
-                self.request.connection.set_max_body_size(int(length))
+                conn = self.request.connection
+                if isinstance(conn, HTTP1Connection):  # what tornado's HTTPServer serves
+                    conn.set_max_body_size(int(length))
                 self._answer()
 
     def _too_large(self) -> None:
@@ -370,7 +374,9 @@ class _EventsHandler(RequestHandler):
         self.chunks = []
         peer = None
         if owner.options.metadata:
-            peer = format_peer(getattr(self.request.connection.context, "address", None))
+            conn = self.request.connection
+            context = conn.context if isinstance(conn, HTTP1Connection) else None
+            peer = format_peer(getattr(context, "address", None))
         try:
             events = owner._decode(body, peer)
         except ValueError as exc:
@@ -403,7 +409,7 @@ class _EventsHandler(RequestHandler):
             self.refusal = (503, "buffer_full", "the disk buffer is full; send again later")
             self._answer()
             return
-        from pipenb.engine.outputs.common import ndjson
+        from pipenb.engine.codecs.ndjson import ndjson
 
         data, bad = ndjson(events)
         try:

@@ -4,8 +4,7 @@ Both read into one bounded feed that the input's ``batches`` drains. A TCP conne
 finds the feed full stops being read, so the sender is held back by TCP itself; UDP cannot hold a
 sender back, so datagrams that find the feed full are dropped and counted (``dropped``).
 
-Also home of what the network inputs and outputs share: ``Address`` (``host:port`` options)
-and ``format_peer`` (the ``_peer`` metadata field).
+The ``host:port`` options and the ``_peer`` field come from ``pipenb.engine.net``.
 """
 
 from __future__ import annotations
@@ -20,12 +19,13 @@ import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from pipenb.engine.base import Batch, Event, Input, RunContext
-from pipenb.engine.inputs.decode import decode_chunk, decode_message
+from pipenb.engine.codecs.lines import decode_chunk, decode_message
+from pipenb.engine.net import Address, format_peer, split_address
 from pipenb.engine.tlsopts import ListenTls, server_context
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Size
@@ -34,49 +34,6 @@ log = logging.getLogger("pipenb.engine.sockets")
 
 READ_BYTES = 1 << 16
 BATCH_EVENTS = 10_000  # a batch merges what waits in the feed, up to this many events
-
-
-# ------------------------------------------------------------------------------ addresses
-
-
-def split_address(value: str) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port`` or ``:port`` (every interface) as ``(host, port)``."""
-    host, sep, port = value.strip().rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(
-            f"expected an address as host:port (127.0.0.1:5140, [::1]:5140, :5140), got {value!r}"
-        )
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"write an IPv6 address in brackets, as [{host}]:{port}")
-    return host, int(port)
-
-
-def _check_address(value: str) -> str:
-    split_address(value)
-    return value
-
-
-def _check_remote(value: str) -> str:
-    host, port = split_address(value)
-    if not host or port == 0:
-        raise ValueError(f"expected a host and a port to send to, as host:port, got {value!r}")
-    return value
-
-
-#: a listening address; port 0 picks a free port (the input's ``port`` then says which)
-Address = Annotated[str, AfterValidator(_check_address)]
-#: an address to connect or send to: host and port both required
-RemoteAddress = Annotated[str, AfterValidator(_check_remote)]
-
-
-def format_peer(addr: Any) -> str | None:
-    """``ip:port`` (``[ip]:port`` for IPv6) from a socket address."""
-    if not isinstance(addr, tuple) or len(addr) < 2:
-        return None if addr is None else str(addr)
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 # ------------------------------------------------------------------------------ the feed

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 from pipenb.engine.base import Batch, Input, RunContext
-from pipenb.engine.inputs.decode import decode_chunk
+from pipenb.engine.codecs.lines import decode_chunk
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Size
 

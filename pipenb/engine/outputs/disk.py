@@ -23,10 +23,11 @@ from typing import Any
 
 import orjson
 
-from pipenb.engine.base import Event, Output, RetryableOutputError
+from pipenb.engine.base import Event, Output
+from pipenb.engine.codecs.lines import decode_chunk
+from pipenb.engine.codecs.ndjson import ndjson
 from pipenb.engine.diskbuffer import SegmentLog
-from pipenb.engine.inputs.decode import decode_chunk
-from pipenb.engine.outputs.common import ndjson
+from pipenb.errors import RetryableOutputError
 
 log = logging.getLogger("pipenb.engine.disk_output")
 

@@ -13,7 +13,8 @@ import os
 from typing import Any, BinaryIO, Literal
 
 from pipenb.engine.base import Event, Output, RunContext
-from pipenb.engine.outputs.common import OutputOptions, ndjson
+from pipenb.engine.codecs.ndjson import ndjson
+from pipenb.engine.outputs.common import OutputOptions
 from pipenb.engine.outputs.disk import maybe_disk
 from pipenb.lang.expressions import Namespace
 from pipenb.lang.registry import Options, registry

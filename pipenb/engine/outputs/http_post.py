@@ -15,33 +15,27 @@ import gzip
 import logging
 import ssl
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import Field, field_validator, model_validator
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
-from tornado.httputil import HTTPInputError
-from tornado.iostream import UnsatisfiableReadError
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
-from pipenb.engine.base import Event, Output, RetryableOutputError, RunContext
+from pipenb.engine.base import Event, Output, RunContext
 from pipenb.engine.codecs.http import CONTENT_TYPES
+from pipenb.engine.codecs.ndjson import ndjson
+from pipenb.engine.http_errors import FETCH_ERRORS, describe
 from pipenb.engine.netguard import http_client
-from pipenb.engine.outputs.common import OutputOptions, ndjson
+from pipenb.engine.outputs.common import OutputOptions
 from pipenb.engine.outputs.disk import maybe_disk
 from pipenb.engine.tlsopts import SendTls, client_context
+from pipenb.errors import RetryableOutputError
 from pipenb.lang.registry import registry
 from pipenb.lang.types import Duration, Size
 
 log = logging.getLogger("pipenb.engine.http_post")
 
-MAX_RETRY_AFTER = 30.0
-#: what a request raises when no (usable) answer came: refused, reset, timed out, TLS, garbled
-FETCH_ERRORS = (
-    OSError,
-    HTTPClientError,
-    HTTPInputError,
-    UnsatisfiableReadError,
-)  # the longest Retry-After honoured before handing back to the engine
+MAX_RETRY_AFTER = 30.0  # the longest Retry-After honoured before handing back to the engine
 
 
 class HttpPostOptions(OutputOptions):
@@ -237,7 +231,7 @@ def bulk_failures(resp: HTTPResponse, sent: list[Event], where: str) -> list[tup
         return []
     out = []
     for e, item in zip(sent, doc.get("items") or [], strict=False):
-        result = next(iter(item.values()), {}) if isinstance(item, dict) else {}
+        result: Any = next(iter(item.values()), {}) if isinstance(item, dict) else {}
         if isinstance(result, dict) and result.get("status", 200) >= 300:
             err = result.get("error") or {}
             reason = err.get("reason") if isinstance(err, dict) else str(err)
@@ -281,7 +275,7 @@ def encode(events: list[Event], fmt: str) -> tuple[bytes, list[Event], list[tupl
         pass
     parts: list[bytes] = []
     sent: list[Event] = []
-    rejects: list[tuple[Event, str]] = []
+    rejects = []
     for e in events:
         try:
             parts.append(orjson.dumps(e, default=str))
@@ -293,7 +287,7 @@ def encode(events: list[Event], fmt: str) -> tuple[bytes, list[Event], list[tupl
 
 def retry_after(resp: HTTPResponse) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), if any."""
-    value = (resp.headers or {}).get("Retry-After")
+    value = resp.headers.get("Retry-After") if resp.headers else None
     if not value:
         return None
     value = value.strip()
@@ -304,17 +298,6 @@ def retry_after(resp: HTTPResponse) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def describe(exc: BaseException | None) -> str:
-    """A short reason for a failed request: ``connection refused``, ``timed out``..."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, HTTPClientError) and exc.code == 599:
-        return str(exc.message or "timed out").lower()
-    if exc is None:
-        return "no answer"
-    return str(exc) or type(exc).__name__
 
 
 def _excerpt(resp: HTTPResponse) -> str:

@@ -8,7 +8,8 @@ from typing import Literal
 import orjson
 
 from pipenb.engine.base import Event, Output, RunContext
-from pipenb.engine.outputs.common import OutputOptions, ndjson
+from pipenb.engine.codecs.ndjson import ndjson
+from pipenb.engine.outputs.common import OutputOptions
 from pipenb.lang.registry import registry
 
 

@@ -15,9 +15,10 @@ import ssl
 import orjson
 
 from pipenb.engine.base import Event, Output, RunContext
-from pipenb.engine.inputs.sockets import RemoteAddress, split_address
+from pipenb.engine.codecs.ndjson import ndjson
+from pipenb.engine.net import RemoteAddress, split_address
 from pipenb.engine.netguard import checked_address
-from pipenb.engine.outputs.common import OutputOptions, ndjson
+from pipenb.engine.outputs.common import OutputOptions
 from pipenb.engine.outputs.disk import maybe_disk
 from pipenb.engine.tlsopts import SendTls, client_context
 from pipenb.lang.registry import registry

@@ -1,6 +1,6 @@
 """``syslog`` output: events as syslog messages to a relay or a SIEM, over TCP, UDP or TLS.
 
-It re-encodes what the syslog input decodes (``pipenb.engine.codecs.syslog``), and reuses the
+It re-encodes what the syslog input decodes (``pipenb.engine.codecs.syslog_encode``), and reuses the
 ``tcp`` and ``udp`` outputs' connection handling (reconnects, backoff, datagram limits).
 """
 
@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import model_validator
 
 from pipenb.engine.base import Event, Output, RunContext
-from pipenb.engine.codecs.syslog import encode, frame
-from pipenb.engine.inputs.sockets import RemoteAddress
+from pipenb.engine.codecs.syslog_encode import encode, frame
+from pipenb.engine.net import RemoteAddress
 from pipenb.engine.outputs.common import OutputOptions
 from pipenb.engine.outputs.disk import maybe_disk
 from pipenb.engine.outputs.sockets import TcpOutput, UdpOutput

@@ -17,16 +17,20 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 import tornado.web
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
+from tornado.http1connection import HTTP1Connection
 
 from pipenb.errors import ApiError, AuthError
 from pipenb.server import roles
 from pipenb.server.roles import READ_METHODS, ROLES, Principal, allows, needed_role
+
+if TYPE_CHECKING:
+    from pipenb.server.core import ControlPlane
 
 log = logging.getLogger("pipenb.server.http")
 Auth = Literal["user", "agent", "none"]
@@ -81,7 +85,7 @@ def api(
         elif offload:
 
             @functools.wraps(fn)
-            async def wrapper(self: ApiHandler, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            async def wrapper(self: ApiHandler, *args: Any, **kwargs: Any) -> Any:
                 self.body_arrived()
                 self._deferred = []
                 try:
@@ -94,7 +98,7 @@ def api(
         else:
 
             @functools.wraps(fn)
-            def wrapper(self: ApiHandler, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            def wrapper(self: ApiHandler, *args: Any, **kwargs: Any) -> Any:
                 self.body_arrived()
                 return fn(self, *args, **kwargs)
 
@@ -117,6 +121,9 @@ class ApiHandler(tornado.web.RequestHandler):
 
     #: Who is calling a user operation, once ``authorize_user`` has said (None elsewhere).
     principal: Principal | None = None
+    #: The calling agent, once ``prepare`` has authenticated an ``auth="agent"`` operation.
+    agent_id: str
+    _sent: BaseModel | None = None  # what ``send`` answered: ``audited_object`` names it
     _chunks: list[bytes] | None = None
     #: answers ``send`` while the method runs on a worker thread, written once it is back
     _deferred: list[tuple[BaseModel | None, int | None]] | None = None
@@ -127,7 +134,7 @@ class ApiHandler(tornado.web.RequestHandler):
     drain_refused_bodies = True
 
     @property
-    def cp(self) -> Any:
+    def cp(self) -> ControlPlane:
         return self.settings["pipenb"]
 
     def check_xsrf_cookie(self) -> None:
@@ -157,7 +164,9 @@ class ApiHandler(tornado.web.RequestHandler):
         self._body_limit = int(getattr(self.cp.settings, op.body_limit if op else "max_body"))
         # whatever we answer, the rest of a body is read and dropped (never kept) until the
         # connection closes; tornado's own cap would add a bare 400 after our answer
-        self.request.connection.set_max_body_size(1 << 62)  # type: ignore[union-attr]
+        conn = self.request.connection
+        if isinstance(conn, HTTP1Connection):  # what tornado's (and Jupyter's) HTTPServer serves
+            conn.set_max_body_size(1 << 62)
         length = self.request.headers.get("Content-Length", "").strip()
         try:
             if op is not None:
@@ -282,11 +291,11 @@ class ApiHandler(tornado.web.RequestHandler):
         of what it created."""
         for value in self.path_kwargs.values():
             return str(value)
-        made = getattr(self, "_sent", None)
+        made = self._sent
         for attr in ("id", "pipe", "name", "agent_id", "token_id"):
-            value = getattr(made, attr, None)
-            if isinstance(value, str):
-                return value
+            found = getattr(made, attr, None)
+            if isinstance(found, str):
+                return found
         return None
 
     # ------------------------------------------------------------------ bodies

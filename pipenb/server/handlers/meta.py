@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 
 from pipenb import __version__
+from pipenb.errors import ApiError
 from pipenb.server import models as M
 from pipenb.server.handlers.base import ApiHandler, api
 
@@ -44,7 +45,10 @@ class CaHandler(ApiHandler):
     def get(self) -> None:
         from pipenb.tls import pem_certificates
 
-        with open(self.cp.settings.tls_cert) as fh:
+        cert = self.cp.settings.tls_cert
+        if not cert:  # mounted only with TLS (TLS_ROUTES in pipenb.server.app)
+            raise ApiError(404, "not_found", "this server does not speak TLS: no certificates")
+        with open(cert) as fh:
             blocks = pem_certificates(fh.read())
         self.set_header("Content-Type", "application/x-pem-file")
         self.finish("\n".join(blocks) + "\n")

@@ -10,6 +10,7 @@ class WhoAmIHandler(ApiHandler):
     @api("Who this request's credentials stand for, and their role", response=M.WhoAmI)
     def get(self) -> None:
         p = self.principal
+        assert p is not None  # @api authenticated the request before this runs
         self.send(M.WhoAmI(name=p.name, role=p.role, via=p.via))  # type: ignore[arg-type]
 
 

@@ -2,14 +2,17 @@
 
 from alembic import context
 
-from pipenb.server.tables import Base
+from pipenb.server.db_tables import Base
 
 config = context.config
 connection = config.attributes.get("connection")
 if connection is None:  # `alembic` command line, for developers writing a migration
     from sqlalchemy import create_engine
 
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("alembic: set sqlalchemy.url (in alembic.ini or with -x) to migrate")
+    engine = create_engine(url)
     connection = engine.connect()
 context.configure(
     connection=connection,

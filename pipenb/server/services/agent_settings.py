@@ -17,8 +17,8 @@ from pipenb.agent.remote_settings import SettingError, parse, version
 from pipenb.errors import ApiError
 from pipenb.server import models as M
 from pipenb.server import roles
+from pipenb.server.db_tables import AgentRow, AgentSettingsRow, utcnow
 from pipenb.server.services.pipes import not_found
-from pipenb.server.tables import AgentRow, AgentSettingsRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.db import SessionScope

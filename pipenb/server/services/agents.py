@@ -9,11 +9,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 
 from pipenb.errors import ApiError, AuthError
+from pipenb.server import convert
 from pipenb.server import models as M
-from pipenb.server.expiry import aware, expiry
-from pipenb.server.security import hash_secret, new_api_key, same_secret, split_api_key
-from pipenb.server.services.pipes import not_found
-from pipenb.server.tables import (
+from pipenb.server.db_tables import (
     AgentRow,
     ApiKeyRow,
     AssignmentRow,
@@ -22,6 +20,9 @@ from pipenb.server.tables import (
     RemovedAgentRow,
     utcnow,
 )
+from pipenb.server.expiry import aware, expiry
+from pipenb.server.security import hash_secret, new_api_key, same_secret, split_api_key
+from pipenb.server.services.pipes import not_found
 
 if TYPE_CHECKING:
     from pipenb.server.db import SessionScope
@@ -57,17 +58,8 @@ class AgentService:
             from datetime import datetime, timezone
 
             last_seen = datetime.fromtimestamp(p.last_seen, timezone.utc)
-        return M.Agent(
-            id=row.id,
-            name=row.name,
-            labels=list(row.labels or []),
-            attributes=dict(row.attributes or {}),
-            state=self.state(row.id),  # type: ignore[arg-type]
-            enrolled=row.enrolled,
-            created_at=row.created_at,
-            last_seen=last_seen,
-            pipes=pipes,
-            refused=refused,
+        return convert.agent(
+            row, state=self.state(row.id), last_seen=last_seen, pipes=pipes, refused=refused
         )
 
     def list(self) -> M.AgentList:
@@ -203,18 +195,7 @@ class AgentService:
                 .where(ApiKeyRow.agent_id == agent_id)
                 .order_by(ApiKeyRow.created_at)
             ).all()
-            return M.ApiKeyList(
-                keys=[
-                    M.ApiKey(
-                        key_id=r.id,
-                        agent_id=r.agent_id,
-                        created_at=r.created_at,
-                        revoked_at=r.revoked_at,
-                        expires_at=r.expires_at,
-                    )
-                    for r in rows
-                ]
-            )
+            return M.ApiKeyList(keys=[convert.api_key(r) for r in rows])
 
     def revoke_key(self, agent_id: str, key_id: str) -> None:
         """Revoke a key: the agent's held check-in is answered 401 now, not when it ends."""

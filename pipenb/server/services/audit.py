@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from pipenb.server import models as M
+from pipenb.server.db_tables import AuditRow, utcnow
 from pipenb.server.roles import Principal
-from pipenb.server.tables import AuditRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.db import SessionScope

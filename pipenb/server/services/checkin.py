@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from pipenb.errors import AuthError
 from pipenb.server import models as M
-from pipenb.server.tables import AgentRow, AssignmentRow, DeploymentRow, PipeStatusRow, utcnow
+from pipenb.server.db_tables import AgentRow, AssignmentRow, DeploymentRow, PipeStatusRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.db import SessionScope

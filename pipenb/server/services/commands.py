@@ -7,20 +7,23 @@ deployment), and only the user who asked may read its answer.
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import delete, select
 
 from pipenb.errors import ApiError
+from pipenb.server import convert, roles
 from pipenb.server import models as M
-from pipenb.server import roles
+from pipenb.server.db_tables import AssignmentRow, CommandRow, DeploymentRow, utcnow
 from pipenb.server.expiry import aware
 from pipenb.server.security import new_id
 from pipenb.server.services.pipes import not_found
-from pipenb.server.tables import AssignmentRow, CommandRow, DeploymentRow, utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from pipenb.server.db import SessionScope
     from pipenb.server.live import Live
     from pipenb.server.services.deployments import DeploymentService
@@ -51,25 +54,14 @@ def expiry_list() -> M.CommandExpiryList:
 def expires_at(r: CommandRow) -> datetime:
     pending, kept = EXPIRY.get(r.type, (3600.0, 3600.0))
     if r.acked_at is not None:
-        return aware(r.acked_at) + timedelta(seconds=kept)  # type: ignore[operator]
+        return aware(r.acked_at) + timedelta(seconds=kept)
     if r.type == "preview":
         pending = float((r.args or {}).get("timeout") or 10.0) + PREVIEW_MARGIN
-    return aware(r.created_at) + timedelta(seconds=pending)  # type: ignore[operator]
+    return aware(r.created_at) + timedelta(seconds=pending)
 
 
 def _model(r: CommandRow) -> M.Command:
-    return M.Command(
-        id=r.id,
-        agent_id=r.agent_id,
-        deployment_id=r.deployment_id,
-        type=r.type,  # type: ignore[arg-type]
-        args=dict(r.args or {}),
-        created_at=r.created_at,
-        acked_at=r.acked_at,
-        result=r.result,
-        issuer=r.issuer,
-        expires_at=expires_at(r),
-    )
+    return convert.command(r, expires_at=expires_at(r))
 
 
 class CommandService:
@@ -147,7 +139,7 @@ class CommandService:
     def create_preview(self, agent_id: str, body: M.PreviewCreate) -> M.Preview:
         """Queue a preview of ``body.yaml`` on one agent; refused at once when it is offline
         (nobody would run it) or unknown."""
-        from pipenb.server.tables import AgentRow
+        from pipenb.server.db_tables import AgentRow
 
         self.prune()
         with self.session() as s:
@@ -246,7 +238,8 @@ class CommandService:
             ).all()
             return M.CommandList(commands=[_model(r) for r in rows])
 
-    def pending(self, agent_id: str) -> list[M.AgentCommand]:
+    # ``builtins.list``: inside this class ``list`` is the method above
+    def pending(self, agent_id: str) -> builtins.list[M.AgentCommand]:
         if agent_id not in self.live.pending_commands:
             return []
         with self.session() as s:
@@ -263,12 +256,21 @@ class CommandService:
                 self.live.pending_commands.discard(agent_id)
             return [
                 M.AgentCommand(
-                    id=r.id, type=r.type, deployment_id=r.deployment_id, args=dict(r.args or {})
-                )  # type: ignore[arg-type]
+                    id=r.id,
+                    type=cast("M.CommandType", r.type),  # written only from a CommandType
+                    deployment_id=r.deployment_id,
+                    args=dict(r.args or {}),
+                )
                 for r in rows
             ]
 
-    def ack(self, s, agent_id: str, acks: list[str], captures: list[M.Capture]) -> None:  # type: ignore[no-untyped-def]
+    def ack(
+        self,
+        s: Session,
+        agent_id: str,
+        acks: builtins.list[str],
+        captures: builtins.list[M.Capture],
+    ) -> None:
         """Within the check-in's transaction: mark commands done, keep captured events."""
         results = {c.command_id: c for c in captures}
         for cid in {*acks, *results}:

@@ -20,11 +20,21 @@ from sqlalchemy.exc import IntegrityError
 
 from pipenb.errors import ApiError, PipeSyntaxError
 from pipenb.lang.tablefiles import provided
+from pipenb.lang.templates import builtin_values
 from pipenb.lang.validate import load_pipe
 from pipenb.policy import Access, Policy, accesses
 from pipenb.policy.pipe import check_access
 from pipenb.server import models as M
 from pipenb.server import roles
+from pipenb.server.db_tables import (
+    AgentRow,
+    AssignmentRow,
+    DeploymentRow,
+    PipeRow,
+    PipeStatusRow,
+    PipeVersionRow,
+    utcnow,
+)
 from pipenb.server.placement import (
     ALL,
     Candidate,
@@ -40,17 +50,10 @@ from pipenb.server.secrets import SecretBox, default_key_file, mask_params
 from pipenb.server.security import new_id
 from pipenb.server.services.agents import agent_state
 from pipenb.server.services.pipes import PipeService, invalid_pipe, not_found
-from pipenb.server.tables import (
-    AgentRow,
-    AssignmentRow,
-    DeploymentRow,
-    PipeRow,
-    PipeStatusRow,
-    PipeVersionRow,
-    utcnow,
-)
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from pipenb.server.db import SessionScope
     from pipenb.server.live import Live
     from pipenb.server.settings import ServerSettings
@@ -88,12 +91,7 @@ def checkpoint_stamp() -> int:
 
 
 def builtins_for(agent_id: str, agent_name: str, pipe: str, dep_id: str) -> dict[str, Any]:
-    return {
-        "agent.id": agent_id,
-        "agent.name": agent_name,
-        "pipe.name": pipe,
-        "deployment.id": dep_id,
-    }
+    return builtin_values(agent_id, agent_name, pipe, dep_id)
 
 
 def pipe_hash(version_hash: str, params: Any, builtins: dict[str, Any], checkpoint_seq: int) -> str:
@@ -210,18 +208,13 @@ class DeploymentService:
                     vrow.yaml,
                     f"{pipe} v{vrow.version}",
                     params,
-                    {
-                        "agent.id": "agent",
-                        "agent.name": "agent",
-                        "pipe.name": "p",
-                        "deployment.id": dep_id,
-                    },
+                    builtin_values("agent", "agent", "p", dep_id),
                     require_params=True,
                 )
         except PipeSyntaxError as exc:
             raise invalid_pipe(exc) from None
 
-    def _row(self, s, dep_id: str) -> DeploymentRow:  # type: ignore[no-untyped-def]
+    def _row(self, s: Session, dep_id: str) -> DeploymentRow:
         row = s.get(DeploymentRow, dep_id)
         if row is None:
             raise not_found("deployment", dep_id)
@@ -240,7 +233,7 @@ class DeploymentService:
     def upgrade(self, dep_id: str, body: M.DeploymentUpgrade) -> M.Deployment:
         with self.session() as s:
             row = self._row(s, dep_id)
-            pipe = s.get(PipeRow, row.pipe_id)
+            pipe = _pipe_of(s, row)
             version = None if body.version == "latest" else int(body.version)
             vrow = PipeService.version_row(s, pipe.name, version)
             if body.params is not None:
@@ -304,7 +297,7 @@ class DeploymentService:
                 )
                 if target.counted and load is None:
                     load = dict(
-                        s.execute(  # type: ignore[arg-type]
+                        s.execute(
                             select(AssignmentRow.agent_id, func.count()).group_by(
                                 AssignmentRow.agent_id
                             )
@@ -377,7 +370,7 @@ class DeploymentService:
         removed: set[str] = set()
         again: set[str] = set()
         with self.session() as s:
-            labels = dict(
+            labels: dict[str, list[str] | None] = dict(
                 s.execute(
                     select(AgentRow.id, AgentRow.labels).where(AgentRow.id.in_(agent_ids))
                 ).all()
@@ -405,7 +398,7 @@ class DeploymentService:
             counts: dict[str, int] = {}
             if counted:
                 counts = dict(
-                    s.execute(  # type: ignore[arg-type]
+                    s.execute(
                         select(AssignmentRow.deployment_id, func.count())
                         .where(AssignmentRow.deployment_id.in_(counted))
                         .group_by(AssignmentRow.deployment_id)
@@ -449,9 +442,9 @@ class DeploymentService:
             self.live.notify(*changed)
 
     # ------------------------------------------------------------------ agent policies
-    def check_policies(  # type: ignore[no-untyped-def]
+    def check_policies(
         self,
-        s,
+        s: Session,
         *,
         pairs: list[tuple[str, str]] | None = None,
         dep_ids: list[str] | None = None,
@@ -536,14 +529,14 @@ class DeploymentService:
             elif row is not None and row.state == "refused" and not row.hash:
                 s.delete(row)  # the server's own mark only: an agent's refusal stands
 
-    def _accesses(self, s, dep_id: str) -> tuple[Any, Any, list[Access] | None] | None:  # type: ignore[no-untyped-def]
+    def _accesses(self, s: Session, dep_id: str) -> tuple[Any, Any, list[Access] | None] | None:
         """A deployment's row, pipe, and what its pipe asks of a host, rendered once with
         placeholders for the agent's values (``_for_agent`` puts each agent's in); None for the
         accesses when the pipe does not render that way (then each agent's is rendered)."""
         dep = s.get(DeploymentRow, dep_id)
         if dep is None:
             return None
-        pipe = s.get(PipeRow, dep.pipe_id)
+        pipe = _pipe_of(s, dep)
         vrow = PipeService.version_row(s, pipe.name, dep.version)
         try:
             with provided(vrow.files, lenient=True):
@@ -558,7 +551,7 @@ class DeploymentService:
             return dep, pipe, None
         return dep, pipe, accesses(spec)
 
-    def _handover(self, s, dep_id: str, from_agents: list[str]) -> list[Any]:  # type: ignore[no-untyped-def]
+    def _handover(self, s: Session, dep_id: str, from_agents: list[str]) -> list[Any]:
         """The last checkpoints reported by agents an instance moves away from."""
         out = []
         for aid in from_agents:
@@ -639,7 +632,7 @@ class DeploymentService:
     def get(self, dep_id: str) -> M.Deployment:
         with self.session() as s:
             dep = self._row(s, dep_id)
-            pipe = s.get(PipeRow, dep.pipe_id)
+            pipe = _pipe_of(s, dep)
             vrow = PipeService.version_row(s, pipe.name, dep.version)
             # columns, not ORM rows: a deployment on 10,000 agents is answered with 10,000
             # instances, and whole rows would decode every handed-over checkpoint
@@ -732,6 +725,14 @@ def _for_agent(accs: list[Access], builtins: dict[str, Any]) -> list[Access]:
     return [Access(a.rule, a.what, sub(a.target)) for a in accs]
 
 
+def _pipe_of(s: Session, dep: DeploymentRow) -> PipeRow:
+    """A deployment's pipe: there always is one (a foreign key, and pipes.delete refuses while
+    a deployment uses it)."""
+    pipe = s.get(PipeRow, dep.pipe_id)
+    assert pipe is not None, dep.id
+    return pipe
+
+
 def _free_name(s: Any, name: str) -> str:
     """``name``, or ``name-2``, ``name-3``... whichever no deployment has yet."""
     taken = set(
@@ -753,12 +754,7 @@ def _pipe_labels(yaml_text: str) -> list[str]:
         with provided(None, lenient=True):
             return load_pipe(
                 yaml_text,
-                builtins={
-                    "agent.id": "a",
-                    "agent.name": "a",
-                    "pipe.name": "p",
-                    "deployment.id": "d",
-                },
+                builtins=builtin_values("a", "a", "p", "d"),
             ).labels
     except PipeSyntaxError:
         return []

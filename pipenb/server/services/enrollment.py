@@ -21,6 +21,7 @@ from sqlalchemy import or_, select, update
 
 from pipenb.errors import ApiError, AuthError
 from pipenb.server import models as M
+from pipenb.server.db_tables import AgentRow, EnrollTokenRow, RemovedAgentRow, utcnow
 from pipenb.server.expiry import aware, expiry
 from pipenb.server.ratelimit import BucketsByAddress, TokenBucket
 from pipenb.server.security import (
@@ -32,7 +33,6 @@ from pipenb.server.security import (
     split_enroll_token,
 )
 from pipenb.server.services.pipes import not_found
-from pipenb.server.tables import AgentRow, EnrollTokenRow, RemovedAgentRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.db import SessionScope

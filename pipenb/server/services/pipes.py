@@ -9,21 +9,19 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from pipenb.errors import ApiError, PipeSyntaxError
+from pipenb.lang.templates import builtin_values
 from pipenb.lang.validate import load_pipe
 from pipenb.server import models as M
 from pipenb.server import roles
-from pipenb.server.tables import DeploymentRow, PipeRow, PipeVersionRow, utcnow
+from pipenb.server.db_tables import DeploymentRow, PipeRow, PipeVersionRow, utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from pipenb.server.db import SessionScope
     from pipenb.server.services.deployments import DeploymentService
 
-PLACEHOLDER_BUILTINS = {
-    "agent.id": "agent",
-    "agent.name": "agent",
-    "pipe.name": "pipe",
-    "deployment.id": "deployment",
-}
+PLACEHOLDER_BUILTINS = builtin_values("agent", "agent", "pipe", "deployment")
 
 
 def content_hash(text: str) -> str:
@@ -103,11 +101,11 @@ class PipeService:
                 )
             ).all()
         if follows:  # deployments of "latest" move to the new version
-            self.deployments.touch(follows)
+            self.deployments.touch(list(follows))
         return M.PipePushResult(pipe=spec.name, version=version, created=True)
 
     @staticmethod
-    def _latest(s, pipe_id: int) -> PipeVersionRow | None:  # type: ignore[no-untyped-def]
+    def _latest(s: Session, pipe_id: int) -> PipeVersionRow | None:
         return s.scalar(
             select(PipeVersionRow)
             .where(PipeVersionRow.pipe_id == pipe_id)
@@ -116,14 +114,14 @@ class PipeService:
         )
 
     @staticmethod
-    def _pipe(s, name: str) -> PipeRow:  # type: ignore[no-untyped-def]
+    def _pipe(s: Session, name: str) -> PipeRow:
         pipe = s.scalar(select(PipeRow).where(PipeRow.name == name))
         if pipe is None:
             raise not_found("pipe", name)
         return pipe
 
     @classmethod
-    def version_row(cls, s, name: str, version: int | None) -> PipeVersionRow:  # type: ignore[no-untyped-def]
+    def version_row(cls, s: Session, name: str, version: int | None) -> PipeVersionRow:
         """A pipe's version row (``None``: the newest); for any service, in its own session."""
         pipe = cls._pipe(s, name)
         if version is None:

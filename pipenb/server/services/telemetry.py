@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, insert, select
 
+from pipenb.server import convert
 from pipenb.server import models as M
-from pipenb.server.tables import LogRow, MetricRow, utcnow
+from pipenb.server.db_tables import LogRow, MetricRow, utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from pipenb.server.db import SessionScope
     from pipenb.server.settings import ServerSettings
 
@@ -33,9 +36,9 @@ class TelemetryService:
         self.session = session
         self._last_point: dict[tuple[str, str], float] = {}
 
-    def record(  # type: ignore[no-untyped-def]
+    def record(
         self,
-        s,
+        s: Session,
         agent_id: str,
         reports: list[M.PipeReport],
         logs: list[M.AgentLog],
@@ -97,7 +100,7 @@ class TelemetryService:
 
     def _recent(
         self,
-        table: type,
+        table: type[LogRow] | type[MetricRow],
         dep_id: str | None,
         agent_id: str | None,
         since: datetime | None,
@@ -122,14 +125,7 @@ class TelemetryService:
         limit: int = 1000,
     ) -> M.MetricList:
         rows = self._recent(MetricRow, dep_id, agent_id, since, limit)
-        return M.MetricList(
-            metrics=[
-                M.MetricPoint(
-                    agent_id=r.agent_id, deployment_id=r.deployment_id, time=r.time, data=r.data
-                )
-                for r in rows
-            ]
-        )
+        return M.MetricList(metrics=[convert.metric_point(r) for r in rows])
 
     def logs(
         self,
@@ -139,18 +135,7 @@ class TelemetryService:
         limit: int = 1000,
     ) -> M.LogList:
         rows = self._recent(LogRow, dep_id, agent_id, since, limit)
-        return M.LogList(
-            logs=[
-                M.LogLine(
-                    agent_id=r.agent_id,
-                    deployment_id=r.deployment_id,
-                    time=r.time,
-                    level=r.level,
-                    message=r.message,
-                )
-                for r in rows
-            ]
-        )
+        return M.LogList(logs=[convert.log_line(r) for r in rows])
 
     def expire(self) -> None:
         # a time older than the interval no longer holds a point back: forget it, or every

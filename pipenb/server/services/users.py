@@ -8,17 +8,18 @@ their own, which can expire and be revoked; only a hash of the secret part is st
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
 from pipenb.errors import ApiError
+from pipenb.server import convert
 from pipenb.server import models as M
+from pipenb.server.db_tables import UserRow, UserTokenRow, utcnow
 from pipenb.server.roles import Principal
 from pipenb.server.security import hash_secret, same_secret, same_token
 from pipenb.server.services.pipes import not_found
-from pipenb.server.tables import UserRow, UserTokenRow, utcnow
 
 if TYPE_CHECKING:
     from pipenb.server.db import SessionScope
@@ -42,7 +43,7 @@ def split_user_token(token: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-def _aware(value):  # type: ignore[no-untyped-def]
+def _aware(value: datetime | None) -> datetime | None:
     return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
@@ -91,7 +92,7 @@ class UserService:
                 raise ApiError(409, "conflict", f"user {body.name!r} exists already")
             row = UserRow(name=body.name, role=body.role, created_at=utcnow())
             s.add(row)
-            return M.User(name=row.name, role=body.role, created_at=row.created_at, tokens=0)
+            return convert.user(row, tokens=0)
 
     def list(self) -> M.UserList:
         now = utcnow()
@@ -107,17 +108,7 @@ class UserService:
                 ).all()
             )
             rows = s.scalars(select(UserRow).order_by(UserRow.name)).all()
-            return M.UserList(
-                users=[
-                    M.User(
-                        name=r.name,
-                        role=r.role,  # type: ignore[arg-type]
-                        created_at=r.created_at,
-                        tokens=live.get(r.name, 0),
-                    )
-                    for r in rows
-                ]
-            )
+            return M.UserList(users=[convert.user(r, tokens=live.get(r.name, 0)) for r in rows])
 
     def remove(self, name: str) -> None:
         with self.session() as s:
@@ -153,15 +144,7 @@ class UserService:
                 .where(UserTokenRow.user == name)
                 .order_by(UserTokenRow.created_at)
             ).all()
-            return M.UserTokenList(
-                tokens=[
-                    M.UserToken(
-                        token_id=r.id, user=r.user, created_at=r.created_at,
-                        expires_at=r.expires_at, revoked_at=r.revoked_at,
-                    )
-                    for r in rows
-                ]
-            )  # fmt: skip
+            return M.UserTokenList(tokens=[convert.user_token(r) for r in rows])
 
     def revoke_token(self, name: str, token_id: str) -> None:
         with self.session() as s:

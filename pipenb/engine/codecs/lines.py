@@ -1,0 +1,160 @@
+"""Turn raw bytes from line-oriented inputs into events: ``format: lines``, ``json`` or ``syslog``.
+
+This is on the hot path of every file and socket input, so it works on whole chunks: one decode
+per chunk for lines, and one tight ``orjson.loads`` loop for JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from pipenb.engine.base import Event
+
+_loads = orjson.loads
+_JSONError = orjson.JSONDecodeError
+#: every digit as "0", everything else as " ": a run of 20 digits (an integer past 64 bits has
+#: 20 or more) is then a plain substring search. On a 1 MiB chunk this takes about 1 ms where a
+#: regular expression took 20 ms, which made the JSON path of every file input 1.8x slower.
+_DIGITS_AS_ZERO = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+_TWENTY_DIGITS = b"0" * 20
+
+
+def _has_long_digits(data: bytes) -> bool:
+    """Does ``data`` hold a run of 20 digits (maybe an integer orjson would turn into a float)?"""
+    return _TWENTY_DIGITS in data.translate(_DIGITS_AS_ZERO)
+
+
+def _loads_exact(line: bytes) -> Any:
+    """``orjson.loads``, except that integers past 64 bits keep every digit (the stdlib's
+    parser, for the few lines that hold one; orjson would make them floats)."""
+    if _has_long_digits(line):
+        try:
+            return json.loads(line)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise _JSONError(str(exc), line.decode("utf-8", "replace"), 0) from None
+    return _loads(line)
+
+
+def reject(raw: Any, message: str, stage: str = "input") -> Event:
+    """A dead-letter record for something that never became an event."""
+    if isinstance(raw, (bytes, bytearray)):
+        raw = bytes(raw).decode("utf-8", "replace")
+    return {"_raw": raw, "_error": {"stage": stage, "message": message}}
+
+
+def decode_chunk(
+    chunk: bytes,
+    fmt: str,
+    max_line: int | None = None,
+    on_cut: Callable[[list[int]], None] | None = None,
+    keep_raw: bool = False,
+) -> tuple[list[Event], list[Event]]:
+    """Events and rejects from a chunk of complete lines (no trailing partial line).
+
+    Lines longer than ``max_line`` (bytes for JSON, characters for text) are cut into pieces;
+    ``on_cut`` is then called with the indices of the lines that were cut. ``keep_raw`` keeps
+    each syslog line in ``_raw``.
+    """
+    if not chunk:
+        return [], []
+    if b"\r" in chunk:
+        chunk = chunk.replace(b"\r\n", b"\n")
+    if chunk.endswith(b"\n"):
+        chunk = chunk[:-1]
+    if fmt == "lines":
+        lines = chunk.decode("utf-8", "replace").split("\n")
+        if max_line and len(chunk) > max_line and max(map(len, lines)) > max_line:
+            lines = _cut(lines, max_line, on_cut)
+        return [{"_raw": line} for line in lines], []
+    if fmt == "syslog":
+        from pipenb.engine.codecs.syslog_decode import decode_lines as syslog_lines
+
+        lines = chunk.decode("utf-8", "replace").split("\n")
+        if max_line and len(chunk) > max_line and max(map(len, lines)) > max_line:
+            lines = _cut(lines, max_line, on_cut)
+        return syslog_lines(lines, keep_raw)
+    raw = chunk.split(b"\n")
+    if max_line and len(chunk) > max_line and max(map(len, raw)) > max_line:
+        raw = _cut(raw, max_line, on_cut)
+    n = len(raw)
+    # Fast path: one orjson call parses the chunk as an array ("\n" -> ","), ~25% faster than a
+    # call per line. It is taken only when every line starts with "{" and ends with "}" and the
+    # array has exactly one element per line; then each line is exactly one object. (A line such
+    # as '{"a": 1}, {"b": 2}' makes two elements and fails the count.) Anything else, or any
+    # parse error, goes through the per-line loop, which isolates bad lines as rejects.
+    if _has_long_digits(chunk):  # orjson turns integers past 64 bits into floats
+        return _decode_each(raw)
+    if (
+        raw[0][:1] == b"{"
+        and raw[-1][-1:] == b"}"
+        and chunk.count(b"\n{") == n - 1
+        and chunk.count(b"}\n") == n - 1
+    ):
+        try:
+            events = _loads(b"[" + chunk.replace(b"\n", b",") + b"]")
+        except _JSONError:
+            return _decode_each(raw)
+        if len(events) == n and set(map(type, events)) == {dict}:
+            return events, []
+    return _decode_each(raw)
+
+
+def _cut(lines: list, size: int, on_cut: Callable[[list[int]], None] | None = None) -> list:
+    out = []
+    cut = []
+    for n, line in enumerate(lines):
+        if len(line) <= size:
+            out.append(line)
+        else:
+            cut.append(n)
+            out.extend(line[i : i + size] for i in range(0, len(line), size))
+    if on_cut is not None:
+        on_cut(cut)
+    return out
+
+
+def _decode_each(raw: list[bytes]) -> tuple[list[Event], list[Event]]:
+    events: list[Event] = []
+    rejects: list[Event] = []
+    append = events.append
+    loads = _loads_exact if any(map(_has_long_digits, raw)) else _loads
+    for line in raw:
+        try:
+            ev = loads(line)
+        except _JSONError as exc:
+            if not line.strip():
+                continue
+            rejects.append(reject(line, f"not valid JSON: {exc}"))
+            continue
+        if type(ev) is dict:
+            append(ev)
+        else:
+            rejects.append(reject(line, 'a JSON line must be an object, e.g. {"msg": "..."}'))
+    return events, rejects
+
+
+def decode_message(
+    data: bytes, fmt: str, keep_raw: bool = False
+) -> tuple[list[Event], list[Event]]:
+    """One whole message (an octet-counted frame, a syslog datagram) that may hold newlines."""
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    text = data.decode("utf-8", "replace")
+    if fmt == "lines":
+        return [{"_raw": text}], []
+    if fmt == "syslog":
+        from pipenb.engine.codecs.syslog_decode import decode_lines as syslog_lines
+
+        return syslog_lines([text], keep_raw)
+    return _decode_each([data])
+
+
+def decode_lines(lines: list[str], fmt: str) -> tuple[list[Event], list[Event]]:
+    """Events from already split text lines (echo, exec)."""
+    if fmt == "lines":
+        return [{"_raw": s} for s in lines], []
+    return decode_chunk("\n".join(lines).encode(), fmt)
