@@ -44,7 +44,7 @@ def pct(xs: list[float], p: float) -> float:
 
 def seed(url: str, agents: int) -> None:
     from pipenb.server import models as M
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.control_plane import ControlPlane
     from pipenb.server.settings import ServerSettings
 
     cp = ControlPlane(ServerSettings(db_url=url, secret_key_file=f"/tmp/pnb-dbbench-{os.getpid()}"))

@@ -70,7 +70,7 @@ def bench(n: int, runs: int, db_url: str | None) -> dict[str, Any]:
     from checkin import seed
 
     from pipenb.server import models as M
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.control_plane import ControlPlane
     from pipenb.server.settings import ServerSettings
 
     tmp = tempfile.mkdtemp(prefix="pipenb-place-")

@@ -8,7 +8,7 @@ from typing import Any
 import tornado.web
 from tornado import httputil
 
-from pipenb.server.core import ControlPlane
+from pipenb.server.control_plane import ControlPlane
 from pipenb.server.handlers import (
     agent_api,
     agents,

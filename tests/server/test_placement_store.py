@@ -18,7 +18,7 @@ from sqlalchemy import event
 from test_server_store import pg_server_url, pg_url  # noqa: F401 - fixtures
 
 from pipenb.server import models as M
-from pipenb.server.core import ControlPlane
+from pipenb.server.control_plane import ControlPlane
 from pipenb.server.settings import ServerSettings
 
 PIPE = """\

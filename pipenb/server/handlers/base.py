@@ -30,7 +30,7 @@ from pipenb.server import roles
 from pipenb.server.roles import READ_METHODS, ROLES, Principal, allows, needed_role
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.control_plane import ControlPlane
 
 log = logging.getLogger("pipenb.server.http")
 Auth = Literal["user", "agent", "none"]
