@@ -101,6 +101,7 @@ class ControlPlane:
                 await self._task
             self._task = None
         self.flush_presence(force=True)
+        self.audit.close()
         self.db.shutdown()
         self.engine.dispose()
 

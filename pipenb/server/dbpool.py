@@ -49,9 +49,5 @@ class DbPool:
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         return await loop.run_in_executor(self._executor, call)
 
-    def submit(self, fn: Callable[[], object]) -> None:
-        """Run ``fn`` on a worker thread without waiting for it (it handles its own errors)."""
-        self._executor.submit(contextvars.copy_context().run, fn)
-
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)

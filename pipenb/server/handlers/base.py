@@ -266,18 +266,13 @@ class ApiHandler(tornado.web.RequestHandler):
             status=self.get_status(),
         )
 
-        audit = self.cp.audit
-        audit.begin()  # a read of the trail from now on waits for this record
-
         def write() -> None:
             try:
                 record()
             except Exception:  # the answer is sent; a failed record must not become a 500 storm
                 log.exception("could not record %s %s in the audit trail", method, path)
-            finally:
-                audit.done()
 
-        self.cp.db.submit(write)  # off the event loop, like every write
+        self.cp.audit.later(write)  # off the event loop, in the order the answers went out
 
     def route(self) -> str:
         """The route's OpenAPI path (``/deployments/{dep_id}``) this handler serves."""

@@ -7,7 +7,10 @@ to add it. Objects are named by the route's own arguments (a deployment id, a pi
 
 from __future__ import annotations
 
+import contextvars
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -32,6 +35,25 @@ class AuditService:
         # of the trail first waits for those in flight, so a client sees its own writes
         self._writing = 0
         self._settled = threading.Condition()
+        # one writer thread: the trail keeps the order in which requests were answered
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="pipenb-audit")
+
+    def later(self, write: Callable[[], None]) -> None:
+        """Write a record (``write``, which handles its own errors) soon, after the ones before
+        it; reads of the trail from now on wait for it."""
+        self.begin()
+
+        def run() -> None:
+            try:
+                write()
+            finally:
+                self.done()
+
+        self._writer.submit(contextvars.copy_context().run, run)
+
+    def close(self) -> None:
+        """Write what is still queued (the server is stopping)."""
+        self._writer.shutdown(wait=True)
 
     def begin(self) -> None:
         with self._settled:

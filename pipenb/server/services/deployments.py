@@ -124,6 +124,7 @@ class DeploymentService:
                 "deploy again to update it",
             ) from None
 
+    @_one_at_a_time  # placement within: take turns before the session writes anything
     def _apply(self, body: M.DeploymentCreate) -> tuple[M.Deployment, bool]:
         """Create a deployment, or change the one of the same ``name`` (and say which: True
         for created).
@@ -181,10 +182,15 @@ class DeploymentService:
                         updated_by=who,
                     )
                 )
-        self.reconcile([dep_id])
-        if existing is not None:
-            self.touch([dep_id])  # a new version or new params reach agents that keep it
-        return self.get(dep_id), existing is None
+            # one transaction: the deployment, its instances and the answer, or nothing
+            s.flush()
+            wake = self._place(s, [dep_id])
+            if existing is not None:  # a new version or new params reach agents that keep it
+                wake.update(self._touch(s, [dep_id]))
+            answer = self._get(s, dep_id)
+        if wake:
+            self.live.notify(*wake)
+        return answer, existing is None
 
     def _stored_params(
         self,
@@ -266,81 +272,93 @@ class DeploymentService:
         """Something about these deployments changed (a version, parameters): check them
         against their agents' policies again, and wake the agents that run them."""
         with self.session() as s:
-            self.check_policies(s, dep_ids=dep_ids)
-            agents = s.scalars(
-                select(AssignmentRow.agent_id).where(AssignmentRow.deployment_id.in_(dep_ids))
-            ).all()
+            agents = self._touch(s, dep_ids)
         self.live.notify(*agents)
+
+    def _touch(self, s: Session, dep_ids: list[str]) -> list[str]:
+        """``touch`` within the caller's session; the agents to wake once it is committed."""
+        self.check_policies(s, dep_ids=dep_ids)
+        return list(
+            s.scalars(
+                select(AssignmentRow.agent_id).where(AssignmentRow.deployment_id.in_(dep_ids))
+            )
+        )
 
     # ------------------------------------------------------------------ placement
     @_one_at_a_time
     def reconcile(self, dep_ids: list[str]) -> None:
         """Place these deployments again (placement.place), reading only their candidates:
         the agents they name or that carry their labels (see ``_candidates``)."""
+        with self.session() as s:
+            changed = self._place(s, dep_ids)
+        if changed:
+            self.live.notify(*changed)
+
+    def _place(self, s: Session, dep_ids: list[str]) -> set[str]:
+        """``reconcile`` within the caller's session (it holds ``_placing``); the agents whose
+        instances changed, to wake once the session is committed."""
         changed: set[str] = set()
         placed: list[tuple[str, str]] = []  # new (deployment, agent) pairs: check policies
         offline_after = self.settings.offline_seconds
         is_online = self.live.is_online
-        with self.session() as s:
-            load: dict[str, int] | None = None  # instances per agent, for counted deployments
-            for dep_id in dep_ids:
-                dep = s.get(DeploymentRow, dep_id)
-                if dep is None:
-                    continue
-                target = Target.of(dep)
-                current = dict(
+        load: dict[str, int] | None = None  # instances per agent, for counted deployments
+        for dep_id in dep_ids:
+            dep = s.get(DeploymentRow, dep_id)
+            if dep is None:
+                continue
+            target = Target.of(dep)
+            current = dict(
+                s.execute(
+                    select(AssignmentRow.agent_id, AssignmentRow.id)
+                    .where(AssignmentRow.deployment_id == dep_id)
+                    .order_by(AssignmentRow.id)
+                ).all()
+            )
+            if target.counted and load is None:
+                load = dict(
                     s.execute(
-                        select(AssignmentRow.agent_id, AssignmentRow.id)
-                        .where(AssignmentRow.deployment_id == dep_id)
-                        .order_by(AssignmentRow.id)
+                        select(AssignmentRow.agent_id, func.count()).group_by(
+                            AssignmentRow.agent_id
+                        )
                     ).all()
                 )
-                if target.counted and load is None:
-                    load = dict(
-                        s.execute(
-                            select(AssignmentRow.agent_id, func.count()).group_by(
-                                AssignmentRow.agent_id
-                            )
-                        ).all()
-                    )
-                counts = load or {}
-                candidates = [
-                    Candidate(aid, is_online(aid, offline_after), counts.get(aid, 0))
-                    for aid in _candidates(s, target)
-                ]
-                plan = place(target, list(current), candidates)
-                if not plan:
-                    continue
-                handover = self._handover(s, dep_id, plan.moved_from)
-                if plan.remove:
-                    for chunk in _chunks([current[aid] for aid in plan.remove]):
-                        s.execute(delete(AssignmentRow).where(AssignmentRow.id.in_(chunk)))
-                rows = []
-                now = utcnow()
+            counts = load or {}
+            candidates = [
+                Candidate(aid, is_online(aid, offline_after), counts.get(aid, 0))
+                for aid in _candidates(s, target)
+            ]
+            plan = place(target, list(current), candidates)
+            if not plan:
+                continue
+            handover = self._handover(s, dep_id, plan.moved_from)
+            if plan.remove:
+                for chunk in _chunks([current[aid] for aid in plan.remove]):
+                    s.execute(delete(AssignmentRow).where(AssignmentRow.id.in_(chunk)))
+            rows = []
+            now = utcnow()
+            for aid in plan.add:
+                checkpoint = handover.pop(0) if handover else None
+                rows.append(
+                    {
+                        "deployment_id": dep_id,
+                        "agent_id": aid,
+                        "checkpoint": checkpoint,
+                        "checkpoint_seq": checkpoint_stamp() if checkpoint is not None else 0,
+                        "created_at": now,
+                    }
+                )
+                placed.append((dep_id, aid))
+            if rows:  # one executemany, not one ORM insert per instance
+                s.execute(insert(AssignmentRow.__table__), rows)
+            if load is not None:
+                for aid in plan.remove:
+                    load[aid] = load.get(aid, 1) - 1
                 for aid in plan.add:
-                    checkpoint = handover.pop(0) if handover else None
-                    rows.append(
-                        {
-                            "deployment_id": dep_id,
-                            "agent_id": aid,
-                            "checkpoint": checkpoint,
-                            "checkpoint_seq": checkpoint_stamp() if checkpoint is not None else 0,
-                            "created_at": now,
-                        }
-                    )
-                    placed.append((dep_id, aid))
-                if rows:  # one executemany, not one ORM insert per instance
-                    s.execute(insert(AssignmentRow.__table__), rows)
-                if load is not None:
-                    for aid in plan.remove:
-                        load[aid] = load.get(aid, 1) - 1
-                    for aid in plan.add:
-                        load[aid] = load.get(aid, 0) + 1
-                changed.update(plan.add, plan.remove)
-            if placed:
-                self.check_policies(s, pairs=placed)
-        if changed:
-            self.live.notify(*changed)
+                    load[aid] = load.get(aid, 0) + 1
+            changed.update(plan.add, plan.remove)
+        if placed:
+            self.check_policies(s, pairs=placed)
+        return changed
 
     def reconcile_all(self) -> None:
         """Place every deployment again (each reads only its own candidates); for whoever needs
@@ -631,76 +649,78 @@ class DeploymentService:
 
     def get(self, dep_id: str) -> M.Deployment:
         with self.session() as s:
-            dep = self._row(s, dep_id)
-            pipe = _pipe_of(s, dep)
-            vrow = PipeService.version_row(s, pipe.name, dep.version)
-            # columns, not ORM rows: a deployment on 10,000 agents is answered with 10,000
-            # instances, and whole rows would decode every handed-over checkpoint
-            assignments = s.execute(
-                select(AssignmentRow.agent_id, AssignmentRow.checkpoint_seq, AgentRow.name)
-                .outerjoin(AgentRow, AgentRow.id == AssignmentRow.agent_id)
-                .where(AssignmentRow.deployment_id == dep_id)
-                .order_by(AssignmentRow.agent_id)
-            ).all()
-            reports = {
-                st.agent_id: st
-                for st in s.execute(
-                    select(
-                        PipeStatusRow.agent_id,
-                        PipeStatusRow.state,
-                        PipeStatusRow.error,
-                        PipeStatusRow.hash,
-                        PipeStatusRow.metrics,
-                        PipeStatusRow.checkpoint,
-                        PipeStatusRow.updated_at,
-                    ).where(PipeStatusRow.deployment_id == dep_id)
-                )
-            }
-            statuses = []
-            for a in assignments:
-                st = reports.get(a.agent_id)
-                want_hash = None
-                if dep.running:
-                    builtins = builtins_for(a.agent_id, a.name or a.agent_id, pipe.name, dep.id)
-                    want_hash = pipe_hash(vrow.hash, dep.params, builtins, a.checkpoint_seq)
-                reported = st.state if st is not None else None
-                statuses.append(
-                    M.InstanceStatus(
-                        agent_id=a.agent_id,
-                        agent_state=agent_state(
-                            self.live, self.settings.offline_seconds, a.agent_id
-                        ),  # type: ignore[arg-type]
-                        state=instance_state(dep.running, reported),
-                        error=st.error if st else None,
-                        hash=st.hash if st else None,
-                        in_sync=in_sync(dep.running, reported, st.hash if st else None, want_hash),
-                        metrics=st.metrics if st else None,
-                        checkpoint=st.checkpoint if st else None,
-                        updated_at=st.updated_at if st else None,
-                    )
-                )
-            state = deployment_state(
-                dep.running, dep.instances, [(x.state, x.in_sync) for x in statuses]
+            return self._get(s, dep_id)
+
+    def _get(self, s: Session, dep_id: str) -> M.Deployment:
+        """The deployment and its instances' states, read in the caller's session."""
+        dep = self._row(s, dep_id)
+        pipe = _pipe_of(s, dep)
+        vrow = PipeService.version_row(s, pipe.name, dep.version)
+        # columns, not ORM rows: a deployment on 10,000 agents is answered with 10,000
+        # instances, and whole rows would decode every handed-over checkpoint
+        assignments = s.execute(
+            select(AssignmentRow.agent_id, AssignmentRow.checkpoint_seq, AgentRow.name)
+            .outerjoin(AgentRow, AgentRow.id == AssignmentRow.agent_id)
+            .where(AssignmentRow.deployment_id == dep_id)
+            .order_by(AssignmentRow.agent_id)
+        ).all()
+        reports = {
+            st.agent_id: st
+            for st in s.execute(
+                select(
+                    PipeStatusRow.agent_id,
+                    PipeStatusRow.state,
+                    PipeStatusRow.error,
+                    PipeStatusRow.hash,
+                    PipeStatusRow.metrics,
+                    PipeStatusRow.checkpoint,
+                    PipeStatusRow.updated_at,
+                ).where(PipeStatusRow.deployment_id == dep_id)
             )
-            return M.Deployment(
-                id=dep.id,
-                name=dep.name,
-                pipe=pipe.name,
-                version="latest" if dep.version is None else dep.version,
-                resolved_version=vrow.version,
-                params=mask_params(dep.params),
-                agents=list(dep.target_agents or []),
-                labels=list(dep.target_labels or []),
-                instances="all" if dep.instances == -1 else dep.instances,
-                failover=dep.failover,
-                running=dep.running,
-                state=state,
-                created_at=dep.created_at,
-                updated_at=dep.updated_at,
-                created_by=dep.created_by,
-                updated_by=dep.updated_by,
-                status=statuses,
+        }
+        statuses = []
+        for a in assignments:
+            st = reports.get(a.agent_id)
+            want_hash = None
+            if dep.running:
+                builtins = builtins_for(a.agent_id, a.name or a.agent_id, pipe.name, dep.id)
+                want_hash = pipe_hash(vrow.hash, dep.params, builtins, a.checkpoint_seq)
+            reported = st.state if st is not None else None
+            statuses.append(
+                M.InstanceStatus(
+                    agent_id=a.agent_id,
+                    agent_state=agent_state(self.live, self.settings.offline_seconds, a.agent_id),  # type: ignore[arg-type]
+                    state=instance_state(dep.running, reported),
+                    error=st.error if st else None,
+                    hash=st.hash if st else None,
+                    in_sync=in_sync(dep.running, reported, st.hash if st else None, want_hash),
+                    metrics=st.metrics if st else None,
+                    checkpoint=st.checkpoint if st else None,
+                    updated_at=st.updated_at if st else None,
+                )
             )
+        state = deployment_state(
+            dep.running, dep.instances, [(x.state, x.in_sync) for x in statuses]
+        )
+        return M.Deployment(
+            id=dep.id,
+            name=dep.name,
+            pipe=pipe.name,
+            version="latest" if dep.version is None else dep.version,
+            resolved_version=vrow.version,
+            params=mask_params(dep.params),
+            agents=list(dep.target_agents or []),
+            labels=list(dep.target_labels or []),
+            instances="all" if dep.instances == -1 else dep.instances,
+            failover=dep.failover,
+            running=dep.running,
+            state=state,
+            created_at=dep.created_at,
+            updated_at=dep.updated_at,
+            created_by=dep.created_by,
+            updated_by=dep.updated_by,
+            status=statuses,
+        )
 
 
 #: stand-ins for the builtins that differ per agent, replaced in what a pipe asks for
