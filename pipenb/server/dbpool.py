@@ -27,6 +27,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from pipenb.errors import ApiError
+
 T = TypeVar("T")
 
 #: Python's GIL switch interval for a server process. The worker threads run Python too (the ORM,
@@ -43,11 +45,20 @@ class DbPool:
     def __init__(self, threads: int):
         self.threads = max(1, threads)
         self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="pipenb-db")
+        self._closed = False
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._closed:  # a request still arriving while the server stops
+            raise ApiError(
+                503,
+                "unavailable",
+                "the server is stopping; try again shortly",
+                [{"retry_after": 1}],
+            )
         loop = asyncio.get_running_loop()
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         return await loop.run_in_executor(self._executor, call)
 
     def shutdown(self) -> None:
+        self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=False)
