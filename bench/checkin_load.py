@@ -315,7 +315,7 @@ async def _load(job: LoadJob, stop_flag: Any) -> dict[str, Any]:
 class Server:
     """``pipenb server`` in a subprocess on 127.0.0.1, with a temporary SQLite file."""
 
-    def __init__(self, interval: float, long_poll: float):
+    def __init__(self, interval: float, long_poll: float, connections: int = 1024):
         self.dir = tempfile.mkdtemp(prefix="pipenb-load-")
         self.token = secrets.token_urlsafe(16)
         self.enroll_key = secrets.token_urlsafe(16)
@@ -325,7 +325,7 @@ class Server:
             sys.executable, "-m", "pipenb", "server", "--host", "127.0.0.1", "--port", "0",
             "--db-url", f"sqlite:///{self.db_path}", f"--token={self.token}",
             f"--enroll-key={self.enroll_key}", "--poll-interval", str(interval),
-            "--long-poll", str(long_poll),
+            "--long-poll", str(long_poll), "--max-connections", str(connections),
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIPENB_")}
         self.log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
@@ -649,7 +649,9 @@ async def run(args: argparse.Namespace) -> int:
         if url.endswith(PREFIX):
             url = url[: -len(PREFIX)]
     else:
-        server = Server(args.interval, 30.0)
+        # every simulated agent keeps its connection open (a real agent opens one per
+        # check-in): the server must allow that many
+        server = Server(args.interval, 30.0, max(1024, args.agents + args.long_poll_agents + 100))
         url, token, pid, tag = server.url, server.token, server.pid, ""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80

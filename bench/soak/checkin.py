@@ -821,6 +821,15 @@ def figures(
             }
         )
     gen_cpu = sum(g.cpu_pct(0, dur) for g in gens)
+    # the 10 s after each churn step (a deployment created, stopped or deleted, maybe a version
+    # pushed): where placement work shows in the agents' latency
+    steps = [k * cfg.period for k in range(1, int(dur // cfg.period) + 1) if k * cfg.period < dur]
+    churn_lat: list[float] = []
+    churn_p99: list[float] = []
+    for a in steps:
+        w = rec.window(a, a + cfg.sample_every).ok_latencies()
+        churn_lat.extend(w)
+        churn_p99.append(latency_summary(w)["p99"])
     return {
         "window_s": dur,
         "requests": len(whole.latency),
@@ -829,6 +838,8 @@ def figures(
         "latency_ms": latency_summary(whole.ok_latencies()),
         "latency_steady_ms": latency_summary(steady.ok_latencies()),
         "latency_after_warmup_ms": latency_summary(rec.window(cfg.warmup, dur).ok_latencies()),
+        "latency_after_churn_ms": latency_summary(sorted(churn_lat)),
+        "churn_step_p99_ms": churn_p99,
         "errors": whole.error_counts(),
         "client_exceptions": errors,
         "client_late_sends": sum(1 for x in whole.lag if x > 0.1),
@@ -856,6 +867,7 @@ def figures(
 def summary(r: dict[str, Any]) -> str:
     p = r["params"]
     lat, st, aw = r["latency_ms"], r["latency_steady_ms"], r["latency_after_warmup_ms"]
+    ch = r["latency_after_churn_ms"]
     rss = r["server"]["rss_mb"]
     errs = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"
     exc = ", ".join(f"{k}: {v}" for k, v in r["client_exceptions"].items())
@@ -872,6 +884,9 @@ def summary(r: dict[str, Any]) -> str:
          f"p99 {st['p99']:.1f}  max {st['max']:.1f} ms"],
         ["latency, after warm-up", f"p50 {aw['p50']:.1f}  p90 {aw['p90']:.1f}  "
          f"p99 {aw['p99']:.1f}  max {aw['max']:.1f} ms (from {p['warmup']:g} s on)"],
+        ["latency, 10 s after each churn step", f"p50 {ch['p50']:.1f}  p90 {ch['p90']:.1f}  "
+         f"p99 {ch['p99']:.1f}  max {ch['max']:.1f} ms; p99 per step "
+         + " ".join(f"{x:.0f}" for x in r["churn_step_p99_ms"])],
         ["errors", errs + (f" (client: {exc})" if exc else "")],
         ["server CPU", f"{fmt(r['server']['cpu_pct'])}% of one core; ready but waiting for a "
          f"CPU {fmt(r['server']['runq_pct'])}% of the time"],

@@ -26,7 +26,7 @@ from traitlets import Dict, Enum, default
 
 from pipenb.jupyter_ext.traits import settings_from, traits_for
 from pipenb.server.app import app_settings, handlers
-from pipenb.server.core import ControlPlane
+from pipenb.server.control_plane import ControlPlane
 from pipenb.server.handlers.base import ApiHandler
 from pipenb.server.install import check_wheel
 from pipenb.server.roles import ROLES, Principal

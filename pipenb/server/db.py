@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +16,21 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-#: How long a SQLite statement waits for a lock another process holds. Statements run on the
-#: server's event loop, which waits with them, so this is short: past it the request is answered
-#: 503 with Retry-After (see handlers/base.py) and the agent or client tries again.
+#: How long a SQLite statement waits for a lock another process holds. Statements run on worker
+#: threads (dbpool.py), so a wait holds up only its own request; past it the request is
+#: answered 503 with Retry-After (see handlers/base.py) and the agent or client tries again.
 SQLITE_BUSY_SECONDS = 1.0
 #: PostgreSQL advisory lock that serialises migrations across server processes
 MIGRATE_KEY = 0x706970656E64
+
+#: connections each process keeps open, and how many more it may open at a peak; the thread
+#: pool that runs database work (dbpool.py) has one thread per connection
+POOL_SIZE, POOL_OVERFLOW = 5, 10
+
+
+#: what services get to open a session: one transaction, committed when the block ends
+#: (ControlPlane.session); a public operation opens one and passes it to its helpers
+SessionScope = Callable[[], AbstractContextManager[Session]]
 
 
 def default_db_url(data_dir: str) -> str:
@@ -30,8 +42,15 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             _private_file(path)
+        sizes = (
+            {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+            if path and path != ":memory:"
+            else {}
+        )
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS}
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS},
+            **sizes,
         )
 
         @event.listens_for(engine, "connect")
@@ -43,10 +62,47 @@ def make_engine(url: str) -> Engine:
             cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
             cur.close()
 
+        _one_writer(engine)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=2 * POOL_SIZE, max_overflow=2 * POOL_OVERFLOW
+    )
+
+
+def connections(engine: Engine) -> int:
+    """The most connections the engine's pool hands out at once (its size and overflow)."""
+    pool = engine.pool
+    size = pool.size() if hasattr(pool, "size") else 1
+    return max(1, size + max(0, getattr(pool, "_max_overflow", 0)))
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "ALTER", "DROP")
+
+
+def _one_writer(engine: Engine) -> None:
+    """SQLite lets one transaction write at a time, and a writer that finds the file locked
+    sleeps and polls (up to ``SQLITE_BUSY_SECONDS``, then fails). With database work on several
+    threads, this process's own writers would poll against each other; instead they queue on
+    a lock here, from their first write to their commit or rollback. Readers never wait (WAL),
+    and another process's lock is still met by SQLite's busy timeout."""
+    lock = threading.Lock()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _take(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not conn.info.get("pipenb_writing") and statement.lstrip()[:7].upper().startswith(
+            _WRITES
+        ):
+            lock.acquire()
+            conn.info["pipenb_writing"] = True
+
+    def _release(conn: Any, *args: Any) -> None:
+        if conn.info.pop("pipenb_writing", False):
+            lock.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
 
 
 def _private_file(path: str) -> None:

@@ -58,6 +58,13 @@ class Live:
     #: how much later than ``offline_after`` a time read from the database counts as offline:
     #: the writer rewrites it only every so often, and the reader reads it every second
     remote_slack: float = 0.0
+    #: agent id -> how often its desired set was dropped; database work runs on threads
+    #: (dbpool.py), so a set computed from rows read before a change must not be cached after it
+    generation: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: bumped when keys stop being valid (revoked, agent removed): a key read before must not be
+    #: cached after
+    keys_epoch: int = 0
+    loop: asyncio.AbstractEventLoop | None = None  # the event loop the long polls wait on
 
     def seen(self, agent_id: str, offline_after: float) -> Presence:
         if not self.is_online(agent_id, offline_after):
@@ -114,6 +121,7 @@ class Live:
 
     def key_revoked(self, key_id: str, agent_id: str) -> None:
         """Forget the key, and answer the held check-in (it re-checks its key when woken)."""
+        self.keys_epoch += 1  # a key read before this (on a worker thread) is not cached after
         self.key_cache.pop(key_id, None)
         self.wake(agent_id)
         self.publish("key", [agent_id], key_id)
@@ -122,7 +130,8 @@ class Live:
         """Its keys are refused as the keys of a removed agent from now on."""
         for key_id in key_ids:  # so that its next request hears why it is refused
             self.removed_keys[key_id] = agent_id
-        self.key_cache = {k: v for k, v in self.key_cache.items() if v[1] != agent_id}
+        self.keys_epoch += 1
+        self.key_cache = {k: v for k, v in list(self.key_cache.items()) if v[1] != agent_id}
         self.presence.pop(agent_id, None)
         self.remote_seen.pop(agent_id, None)
         self.notify(agent_id, publish=False)
@@ -170,13 +179,32 @@ class Live:
         """What these agents should run changed: drop their cached answer and wake them, here
         and in the other server processes."""
         for agent_id in agent_ids:
+            self.generation[agent_id] += 1
             self.desired_cache.pop(agent_id, None)
         self.wake(*agent_ids)
         if publish and agent_ids:
             self.publish("notify", agent_ids)
 
+    def cache_desired(self, agent_id: str, generation: int, value: Any) -> None:
+        """Keep a desired set computed from rows read at ``generation``, unless it changed since."""
+        if self.generation[agent_id] == generation:
+            self.desired_cache[agent_id] = value
+
     def wake(self, *agent_ids: str) -> None:
-        """Answer these agents' check-ins held by this process now."""
+        """Answer these agents' held check-ins now (from any thread: futures are set on the
+        event loop)."""
+        loop = self.loop
+        if loop is not None and loop.is_running():
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:  # a worker thread (dbpool.py)
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(self._wake, agent_ids)
+                return
+        self._wake(agent_ids)
+
+    def _wake(self, agent_ids: tuple[str, ...]) -> None:
         for agent_id in agent_ids:
             for fut in self.waiters.get(agent_id, ()):
                 if not fut.done():

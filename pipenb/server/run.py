@@ -14,7 +14,8 @@ import tornado.netutil
 from pipenb.server import lograte
 from pipenb.server.app import PREFIX, make_app
 from pipenb.server.connections import CappedHTTPServer, connection_cap
-from pipenb.server.core import ControlPlane
+from pipenb.server.control_plane import ControlPlane
+from pipenb.server.dbpool import SWITCH_INTERVAL
 from pipenb.server.listen import SniffingHTTPServer, server_context
 from pipenb.server.settings import ServerSettings
 
@@ -54,6 +55,8 @@ async def serve(
     flush_logs = tornado.ioloop.PeriodicCallback(repeats.flush, settings.log_window * 1000)
     flush_logs.start()
     cp = ControlPlane(settings)
+    # this process is the server: the event loop should not wait long for worker threads' GIL
+    sys.setswitchinterval(SWITCH_INTERVAL)
     app = make_app(cp)
     cap = connection_cap(settings.max_connections)
     if cap < settings.max_connections:

@@ -23,7 +23,7 @@ import orjson
 import pipenb
 from pipenb.client import Client
 from pipenb.server import models as M
-from pipenb.server.core import ControlPlane
+from pipenb.server.control_plane import ControlPlane
 from pipenb.server.settings import ServerSettings
 
 from support.files import raw_values

@@ -114,7 +114,7 @@ def test_metrics_need_a_token_from_elsewhere(tmp_path):
     from tornado.netutil import bind_sockets
 
     from pipenb.server.app import make_app
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.control_plane import ControlPlane
     from pipenb.server.settings import ServerSettings
 
     cp = ControlPlane(ServerSettings(db_url=f"sqlite:///{tmp_path}/cp.db", token="tok"))

@@ -124,7 +124,7 @@ def test_secret_comparisons_are_constant_time(tmp_path, monkeypatch):
     from pipenb.engine.inputs.http_server import _bearer_ok
     from pipenb.errors import AuthError
     from pipenb.server import models as M
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.control_plane import ControlPlane
     from pipenb.server.handlers.base import user_token_auth
     from pipenb.server.settings import ServerSettings
 

@@ -179,7 +179,7 @@ def test_a_database_from_before_enrollment_tokens_upgrades_and_its_keys_still_wo
     from alembic import command
 
     from pipenb.server import models as M
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.control_plane import ControlPlane
     from pipenb.server.security import hash_secret, new_api_key, split_api_key
     from pipenb.server.settings import ServerSettings
 

@@ -249,7 +249,7 @@ class RunTestsHandler(ApiHandler):
 
 
 class SchemaHandler(ApiHandler):
-    @api("JSON Schema of pipe documents, generated from the component registry")
+    @api("JSON Schema of pipe documents, generated from the component registry", offload=False)
     def get(self) -> None:
         from pipenb.lang.schema import pipe_schema
 

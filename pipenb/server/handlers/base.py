@@ -30,7 +30,7 @@ from pipenb.server import roles
 from pipenb.server.roles import READ_METHODS, ROLES, Principal, allows, needed_role
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.control_plane import ControlPlane
 
 log = logging.getLogger("pipenb.server.http")
 Auth = Literal["user", "agent", "none"]
@@ -47,6 +47,7 @@ class Operation:
     query: tuple[str, ...]
     body_limit: str = "max_body"  # the ServerSettings field with this operation's body limit
     role: str | None = None  # user operations: None means viewer for reads, editor for writes
+    offload: bool = True  # a plain method runs on a database worker thread (dbpool.py)
 
 
 def api(
@@ -59,10 +60,17 @@ def api(
     query: tuple[str, ...] = (),
     body_limit: str = "max_body",
     role: str | None = None,
+    offload: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Record what an operation accepts and returns, and the role it needs (``role``; see
     server/roles.py). The method it wraps runs once the whole body has arrived (a streamed body
-    is joined, and checked, first)."""
+    is joined, and checked, first).
+
+    A plain (not ``async``) method does database work: it runs on a worker thread of the
+    control plane's pool (dbpool.py), so a slow statement holds up its own request only; what
+    it ``send``s is written back on the event loop. ``offload=False`` keeps a method that
+    touches no database (``/health``, files, schemas) on the event loop.
+    """
     if role is not None and role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
 
@@ -74,6 +82,19 @@ def api(
                 self.body_arrived()
                 return await fn(self, *args, **kwargs)
 
+        elif offload:
+
+            @functools.wraps(fn)
+            async def wrapper(self: ApiHandler, *args: Any, **kwargs: Any) -> Any:
+                self.body_arrived()
+                self._deferred = []
+                try:
+                    await self.cp.db.run(fn, self, *args, **kwargs)
+                finally:
+                    sent, self._deferred = self._deferred, None
+                for model, code in sent:
+                    self.send(model, code)
+
         else:
 
             @functools.wraps(fn)
@@ -81,7 +102,7 @@ def api(
                 self.body_arrived()
                 return fn(self, *args, **kwargs)
 
-        op = Operation(summary, auth, body, response, status, query, body_limit, role)
+        op = Operation(summary, auth, body, response, status, query, body_limit, role, offload)
         wrapper.__pipenb_api__ = op  # type: ignore[attr-defined]
         return wrapper
 
@@ -104,6 +125,8 @@ class ApiHandler(tornado.web.RequestHandler):
     agent_id: str
     _sent: BaseModel | None = None  # what ``send`` answered: ``audited_object`` names it
     _chunks: list[bytes] | None = None
+    #: answers ``send`` while the method runs on a worker thread, written once it is back
+    _deferred: list[tuple[BaseModel | None, int | None]] | None = None
     _received = 0
     _body_limit = 0
     #: read a small body before answering a refusal (False where the host's own checks run at
@@ -231,20 +254,25 @@ class ApiHandler(tornado.web.RequestHandler):
         who = getattr(self, "principal", None)
         if who is None or self.request.method in READ_METHODS:
             return
-        try:
-            self.cp.audit.record(
-                who,
-                address=self.request.remote_ip or "",
-                method=self.request.method,
-                route=self.route(),
-                path=self.request.path,
-                obj=self.audited_object(),
-                status=self.get_status(),
-            )
-        except Exception:  # the answer is sent; a failed record must not become a 500 log storm
-            log.exception(
-                "could not record %s %s in the audit trail", self.request.method, self.request.path
-            )
+        method, path = self.request.method, self.request.path
+        record = functools.partial(
+            self.cp.audit.record,
+            who,
+            address=self.request.remote_ip or "",
+            method=method,
+            route=self.route(),
+            path=path,
+            obj=self.audited_object(),
+            status=self.get_status(),
+        )
+
+        def write() -> None:
+            try:
+                record()
+            except Exception:  # the answer is sent; a failed record must not become a 500 storm
+                log.exception("could not record %s %s in the audit trail", method, path)
+
+        self.cp.audit.later(write)  # off the event loop, in the order the answers went out
 
     def route(self) -> str:
         """The route's OpenAPI path (``/deployments/{dep_id}``) this handler serves."""
@@ -306,6 +334,9 @@ class ApiHandler(tornado.web.RequestHandler):
             ) from None
 
     def send(self, model: BaseModel | None, status: int | None = None) -> None:
+        if self._deferred is not None:  # on a worker thread: written on the event loop
+            self._deferred.append((model, status))
+            return
         self._sent = model
         op = self.operation()
         self.set_status(status or (op.status if op else 200))

@@ -40,7 +40,7 @@ class _InstallHandler(ApiHandler):
 
 class InstallScriptHandler(_InstallHandler):
     @api("The agent install script (holds no secret; run it with the line from install-command)",
-         auth="none")  # fmt: skip
+         auth="none", offload=False)  # fmt: skip
     def get(self) -> None:
         script = render_script(self.wheel())
         self.set_header("Content-Type", "text/x-shellscript; charset=utf-8")
@@ -49,7 +49,7 @@ class InstallScriptHandler(_InstallHandler):
 
 
 class WheelHandler(_InstallHandler):
-    @api("This server's pipenb wheel, for the agent install script", auth="none")
+    @api("This server's pipenb wheel, for the agent install script", auth="none", offload=False)
     def get(self) -> None:
         wheel = self.wheel()
         assert wheel is not None
@@ -67,6 +67,7 @@ class InstallInfoHandler(_InstallHandler):
     @api(
         "What an agent install line needs: the served wheel's SHA-256 and the server's key pin",
         response=M.AgentInstallInfo,
+        offload=False,
     )
     def get(self) -> None:
         wheel = self.wheel(required=False)

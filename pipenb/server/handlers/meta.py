@@ -11,13 +11,13 @@ from pipenb.server.handlers.base import ApiHandler, api
 
 
 class HealthHandler(ApiHandler):
-    @api("Liveness of the server", auth="none", response=M.Health)
+    @api("Liveness of the server", auth="none", response=M.Health, offload=False)
     def get(self) -> None:
         self.send(M.Health(status="ok", version=__version__, jobs=self.cp.coord.leading))
 
 
 class OpenApiHandler(ApiHandler):
-    @api("This OpenAPI document", auth="none")
+    @api("This OpenAPI document", auth="none", offload=False)
     def get(self) -> None:
         from pipenb.server.openapi import openapi_document
 
@@ -37,7 +37,11 @@ class CaHandler(ApiHandler):
     knows whom to trust. Only CERTIFICATE blocks leave (a chain file may also hold the key).
     """
 
-    @api("The certificates of the server's TLS chain (PEM), for CA pinning", auth="none")
+    @api(
+        "The certificates of the server's TLS chain (PEM), for CA pinning",
+        auth="none",
+        offload=False,
+    )
     def get(self) -> None:
         from pipenb.tls import pem_certificates
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pipenb.errors import ApiError
 from pipenb.server.models import MAX_INT32
+
+if TYPE_CHECKING:
+    from pipenb.server.handlers.base import ApiHandler
 
 
 @dataclass(frozen=True)
@@ -64,3 +67,14 @@ QUERY_PARAMS: dict[str, QueryParam] = {
     "user": QueryParam("str", "only this user's"),
     "object": QueryParam("str", "only about this object (a pipe name, a deployment id)"),
 }
+
+
+def limit(handler: ApiHandler) -> int:
+    """The ``limit`` query parameter of a listing (default 1000)."""
+    return int(handler.query("limit", 1000))
+
+
+def since(handler: ApiHandler) -> datetime | None:
+    """The ``since`` query parameter: only what is newer."""
+    value: datetime | None = handler.query("since")
+    return value

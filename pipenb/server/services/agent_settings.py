@@ -21,7 +21,8 @@ from pipenb.server.db_tables import AgentRow, AgentSettingsRow, utcnow
 from pipenb.server.services.pipes import not_found
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.live import Live
 
 
 #: scope of the row that keeps what an agent last said it applied (several server processes)
@@ -38,9 +39,14 @@ class Applied:
 
 
 class AgentSettingsService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
+    def __init__(self, session: SessionScope, live: Live, shared: bool = False):
+        self.session = session
+        self.live = live
+        #: several server processes on one database (coordination.py): what an agent applied
+        #: is kept in the database, since any process may be asked to show it
+        self.shared = shared
         self._cache: dict[str, tuple[dict[str, Any], str]] = {}
+        self._dropped = 0  # bumped when cached settings go stale: see effective()
         self.applied: dict[str, Applied] = {}
 
     # ------------------------------------------------------------------ writing
@@ -60,7 +66,7 @@ class AgentSettingsService:
             except SettingError as exc:
                 raise ApiError(400, "invalid_setting", str(exc)) from None
             checked[key] = value
-        with self.cp.session() as s:
+        with self.session() as s:
             if body.agent and s.get(AgentRow, body.agent) is None:
                 raise not_found("agent", body.agent)
             for scope in scopes:
@@ -83,13 +89,14 @@ class AgentSettingsService:
     def changed(self, publish: bool = True) -> None:
         """Settings changed: merge again, and answer held check-ins with them now (here and,
         unless this is another process's news, in the other processes)."""
+        self._dropped += 1  # a merge read on a worker thread before this is not cached
         self._cache.clear()
-        self.cp.live.wake(*list(self.cp.live.waiters))
+        self.live.wake(*list(self.live.waiters))
         if publish:
-            self.cp.live.publish("settings")
+            self.live.publish("settings")
 
     def list(self) -> M.AgentSettingsScopeList:
-        with self.cp.session() as s:
+        with self.session() as s:
             rows = s.scalars(
                 select(AgentSettingsRow)
                 .where(~AgentSettingsRow.scope.startswith(APPLIED))
@@ -113,7 +120,8 @@ class AgentSettingsService:
         hit = self._cache.get(agent_id)
         if hit is not None:
             return hit
-        with self.cp.session() as s:
+        dropped = self._dropped  # on a worker thread: a change meanwhile must not be cached over
+        with self.session() as s:
             agent = s.get(AgentRow, agent_id)
             labels = sorted(agent.labels or []) if agent is not None else []
             rows = {
@@ -131,14 +139,20 @@ class AgentSettingsService:
             if scope in rows:
                 values.update(rows[scope].values or {})
         out = (values, version(values))
-        self._cache[agent_id] = out
+        if self._dropped == dropped:
+            self._cache[agent_id] = out
         return out
+
+    def cached(self, agent_id: str) -> bool:
+        """Are the agent's settings known without reading the database?"""
+        return agent_id in self._cache
 
     def forget(self, agent_id: str, publish: bool = True) -> None:
         """The agent's labels changed (or it was removed): merge again next time."""
+        self._dropped += 1
         self._cache.pop(agent_id, None)
         if publish:
-            self.cp.live.publish("forget", [agent_id])
+            self.live.publish("forget", [agent_id])
 
     def report(self, agent_id: str, body: M.CheckinRequest) -> None:
         if body.settings is None:
@@ -149,8 +163,8 @@ class AgentSettingsService:
         if self.applied.get(agent_id) == applied:
             return
         self.applied[agent_id] = applied
-        if self.cp.coord.shared:  # whichever process is asked shows it: keep it in the database
-            with self.cp.session() as s:
+        if self.shared:  # whichever process is asked shows it: keep it in the database
+            with self.session() as s:
                 row = s.get(AgentSettingsRow, APPLIED + agent_id)
                 if row is None:
                     row = AgentSettingsRow(scope=APPLIED + agent_id, values={})
@@ -159,15 +173,15 @@ class AgentSettingsService:
                 row.updated_at = utcnow()
 
     def _applied(self, agent_id: str) -> Applied:
-        if self.cp.coord.shared:
-            with self.cp.session() as s:
+        if self.shared:
+            with self.session() as s:
                 row = s.get(AgentSettingsRow, APPLIED + agent_id)
                 if row is not None:
                     return Applied(**(row.values or {}))
         return self.applied.get(agent_id, Applied())
 
     def show(self, agent_id: str) -> M.AgentSettingsView:
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(AgentRow, agent_id) is None:
                 raise not_found("agent", agent_id)
         values, ver = self.effective(agent_id)

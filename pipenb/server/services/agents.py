@@ -15,6 +15,7 @@ from pipenb.server.db_tables import (
     AgentRow,
     ApiKeyRow,
     AssignmentRow,
+    DeploymentRow,
     PipeStatusRow,
     RemovedAgentRow,
     utcnow,
@@ -24,22 +25,34 @@ from pipenb.server.security import hash_secret, new_api_key, same_secret, split_
 from pipenb.server.services.pipes import not_found
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.live import Live
+    from pipenb.server.services.agent_settings import AgentSettingsService
+    from pipenb.server.services.deployments import DeploymentService
+    from pipenb.server.settings import ServerSettings
 
 
 class AgentService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
+    def __init__(
+        self,
+        settings: ServerSettings,
+        session: SessionScope,
+        live: Live,
+        deployments: DeploymentService,
+        agent_settings: AgentSettingsService,
+    ):
+        self.settings = settings
+        self.session = session
+        self.live = live
+        self.deployments = deployments
+        self.agent_settings = agent_settings
 
     # ------------------------------------------------------------------ reading
     def state(self, agent_id: str) -> str:
-        live = self.cp.live
-        if not live.is_online(agent_id, self.cp.settings.offline_seconds):
-            return "offline"
-        return "degraded" if live.is_failing(agent_id) else "online"
+        return agent_state(self.live, self.settings.offline_seconds, agent_id)
 
     def _model(self, row: AgentRow, pipes: int = 0, refused: int = 0) -> M.Agent:
-        seen = self.cp.live.last_seen_of(row.id)  # this process's, or another's if later
+        seen = self.live.last_seen_of(row.id)  # this process's, or another's if later
         last_seen = row.last_seen
         if seen:
             from datetime import datetime, timezone
@@ -50,7 +63,7 @@ class AgentService:
         )
 
     def list(self) -> M.AgentList:
-        with self.cp.session() as s:
+        with self.session() as s:
             counts = dict(
                 s.execute(
                     select(AssignmentRow.agent_id, func.count()).group_by(AssignmentRow.agent_id)
@@ -69,7 +82,7 @@ class AgentService:
             )
 
     def get(self, agent_id: str) -> M.Agent:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(AgentRow, agent_id)
             if row is None:
                 raise not_found("agent", agent_id)
@@ -89,7 +102,7 @@ class AgentService:
     def add(
         self, body: M.AgentCreate, *, enrolled: bool = False, attributes: dict | None = None
     ) -> M.Agent:
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(AgentRow, body.id) is not None:
                 raise ApiError(409, "exists", f"agent {body.id!r} exists already")
             row = AgentRow(
@@ -101,11 +114,11 @@ class AgentService:
                 created_at=utcnow(),
             )
             s.add(row)
-        self.cp.deployments.reconcile_all()
+        self.deployments.place_agents([body.id])
         return self._model(row)
 
     def update(self, agent_id: str, body: M.AgentUpdate) -> M.Agent:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(AgentRow, agent_id)
             if row is None:
                 raise not_found("agent", agent_id)
@@ -113,25 +126,33 @@ class AgentService:
                 row.name = body.name
             if body.labels is not None:
                 row.labels = clean_labels(body.labels)
-        self.cp.agent_settings.forget(agent_id)  # its labels' settings may differ now
-        self.cp.deployments.reconcile_all()
-        self.cp.live.notify(agent_id)
+        self.agent_settings.forget(agent_id)  # its labels' settings may differ now
+        if body.labels is not None:
+            self.deployments.place_agents([agent_id])
+        self.live.notify(agent_id)
         return self.get(agent_id)
 
     def remove(self, agent_id: str) -> None:
         """Remove an agent and its keys. Its held check-in is answered 401 at once (the agent
         stops its pipes and exits), and enrollment never hands its id out again."""
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(AgentRow, agent_id)
             if row is None:
                 raise not_found("agent", agent_id)
             key_ids = s.scalars(select(ApiKeyRow.id).where(ApiKeyRow.agent_id == agent_id)).all()
+            # counted deployments lose an instance with it: they are placed again below
+            held = s.scalars(
+                select(AssignmentRow.deployment_id)
+                .join(DeploymentRow, DeploymentRow.id == AssignmentRow.deployment_id)
+                .where(AssignmentRow.agent_id == agent_id, DeploymentRow.instances != -1)
+            ).all()
             s.query(PipeStatusRow).filter(PipeStatusRow.agent_id == agent_id).delete()
             s.delete(row)
             if s.get(RemovedAgentRow, agent_id) is None:
                 s.add(RemovedAgentRow(id=agent_id, removed_at=utcnow()))
-        self.cp.live.agent_removed(agent_id, list(key_ids))  # here and in the other processes
-        self.cp.deployments.reconcile_all()
+        self.live.agent_removed(agent_id, list(key_ids))  # here and in the other processes
+        if held:
+            self.deployments.reconcile(list(held))
 
     # ------------------------------------------------------------------ keys
     def key_row(self, agent_id: str, expires_at: datetime | None) -> tuple[ApiKeyRow, str]:
@@ -150,7 +171,7 @@ class AgentService:
     def create_key(self, agent_id: str, body: M.ApiKeyCreate | None = None) -> M.ApiKeyCreated:
         body = body or M.ApiKeyCreate()
         expires_at = expiry(body.expires_in, body.expires_at)
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(AgentRow, agent_id) is None:
                 raise not_found("agent", agent_id)
             row, api_key = self.key_row(agent_id, expires_at)
@@ -160,7 +181,7 @@ class AgentService:
         )
 
     def keys(self, agent_id: str) -> M.ApiKeyList:
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(AgentRow, agent_id) is None:
                 raise not_found("agent", agent_id)
             rows = s.scalars(
@@ -172,14 +193,14 @@ class AgentService:
 
     def revoke_key(self, agent_id: str, key_id: str) -> None:
         """Revoke a key: the agent's held check-in is answered 401 now, not when it ends."""
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(ApiKeyRow, key_id)
             if row is None or row.agent_id != agent_id:
                 raise not_found("key", key_id)
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
         # the held check-in (in whichever process) re-checks its key when woken
-        self.cp.live.key_revoked(key_id, agent_id)
+        self.live.key_revoked(key_id, agent_id)
 
     def authenticate(self, api_key: str | None) -> str:
         """The agent id an API key belongs to; AuthError saying whether the key is missing,
@@ -190,10 +211,11 @@ class AgentService:
                 401, "unauthorized", "an agent API key is required (Authorization: Bearer pnb_...)"
             )
         key_id, secret = parts
-        live = self.cp.live
+        live = self.live
         cached = live.key_cache.get(key_id)
         if cached is None:
-            with self.cp.session() as s:
+            epoch = live.keys_epoch
+            with self.session() as s:
                 row = s.get(ApiKeyRow, key_id)
                 if row is None:
                     removed = live.removed_keys.get(key_id)
@@ -210,12 +232,21 @@ class AgentService:
                     raise AuthError(401, "key_revoked", f"API key {key_id} was revoked")
                 expires = aware(row.expires_at)
                 cached = (row.hash, row.agent_id, expires.timestamp() if expires else None)
-            live.key_cache[key_id] = cached
+            if live.keys_epoch == epoch:
+                live.key_cache[key_id] = cached
         if not same_secret(secret, cached[0]):
             raise AuthError(401, "invalid_key", "invalid API key")
         if cached[2] is not None and time.time() >= cached[2]:
             raise AuthError(401, "key_expired", f"API key {key_id} has expired")
         return cached[1]
+
+
+def agent_state(live: Live, offline_after: float, agent_id: str) -> str:
+    """``offline``, ``degraded`` (a pipe failed there) or ``online``: from presence alone (this
+    process's, or what the database says of the others')."""
+    if not live.is_online(agent_id, offline_after):
+        return "offline"
+    return "degraded" if live.is_failing(agent_id) else "online"
 
 
 def clean_labels(labels: list[str]) -> list[str]:

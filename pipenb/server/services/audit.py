@@ -7,6 +7,10 @@ to add it. Objects are named by the route's own arguments (a deployment id, a pi
 
 from __future__ import annotations
 
+import contextvars
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -17,12 +21,48 @@ from pipenb.server.db_tables import AuditRow, utcnow
 from pipenb.server.roles import Principal
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+
+
+#: how long a read of the trail waits for records still being written
+SETTLE_SECONDS = 5.0
 
 
 class AuditService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
+    def __init__(self, session: SessionScope):
+        self.session = session
+        # records are written on worker threads after the answer (handlers/base.py): a read
+        # of the trail first waits for those in flight, so a client sees its own writes
+        self._writing = 0
+        self._settled = threading.Condition()
+        # one writer thread: the trail keeps the order in which requests were answered
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="pipenb-audit")
+
+    def later(self, write: Callable[[], None]) -> None:
+        """Write a record (``write``, which handles its own errors) soon, after the ones before
+        it; reads of the trail from now on wait for it."""
+        self.begin()
+
+        def run() -> None:
+            try:
+                write()
+            finally:
+                self.done()
+
+        self._writer.submit(contextvars.copy_context().run, run)
+
+    def close(self) -> None:
+        """Write what is still queued (the server is stopping)."""
+        self._writer.shutdown(wait=True)
+
+    def begin(self) -> None:
+        with self._settled:
+            self._writing += 1
+
+    def done(self) -> None:
+        with self._settled:
+            self._writing -= 1
+            self._settled.notify_all()
 
     def record(
         self,
@@ -35,7 +75,7 @@ class AuditService:
         obj: str | None,
         status: int,
     ) -> None:
-        with self.cp.session() as s:
+        with self.session() as s:
             s.add(
                 AuditRow(
                     time=utcnow(),
@@ -69,7 +109,9 @@ class AuditService:
             q = q.where(AuditRow.time >= since)
         if until:
             q = q.where(AuditRow.time <= until)
-        with self.cp.session() as s:
+        with self._settled:
+            self._settled.wait_for(lambda: self._writing <= 0, SETTLE_SECONDS)
+        with self.session() as s:
             rows = s.scalars(q.order_by(AuditRow.id.desc()).limit(limit)).all()
             return M.AuditList(
                 entries=[

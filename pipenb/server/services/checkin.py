@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -19,7 +19,14 @@ from pipenb.server import models as M
 from pipenb.server.db_tables import AgentRow, AssignmentRow, DeploymentRow, PipeStatusRow, utcnow
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.dbpool import DbPool
+    from pipenb.server.live import Live
+    from pipenb.server.services.agent_settings import AgentSettingsService
+    from pipenb.server.services.commands import CommandService
+    from pipenb.server.services.deployments import DeploymentService
+    from pipenb.server.services.telemetry import TelemetryService
+    from pipenb.server.settings import ServerSettings
 
 
 #: states of a pipe that should run and does not: its agent is ``degraded``
@@ -27,8 +34,25 @@ NOT_RUNNING = ("failed", "refused")
 
 
 class CheckinService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
+    def __init__(
+        self,
+        settings: ServerSettings,
+        session: SessionScope,
+        live: Live,
+        db: DbPool,
+        deployments: DeploymentService,
+        commands: CommandService,
+        agent_settings: AgentSettingsService,
+        telemetry: TelemetryService,
+    ):
+        self.settings = settings
+        self.session = session
+        self.live = live
+        self.db = db
+        self.deployments = deployments
+        self.commands = commands
+        self.agent_settings = agent_settings
+        self.telemetry = telemetry
 
     async def checkin(
         self,
@@ -46,9 +70,9 @@ class CheckinService:
                 f"this API key belongs to agent {key_agent!r}, not {body.agent_id!r}",
             )
         agent_id = body.agent_id
-        live = self.cp.live
+        live = self.live
         live.wake(agent_id)  # a newer check-in supersedes a held one
-        p = live.seen(agent_id, self.cp.settings.offline_seconds)
+        p = live.seen(agent_id, self.settings.offline_seconds)
         full_report = not body.full and (p.seq < 0 or body.seq != p.seq + 1)
         p.seq = body.seq
         if body.full:
@@ -67,19 +91,20 @@ class CheckinService:
             or body.attributes is not None
             or body.full
         ):
-            gone, labels = self._write(agent_id, body)
+            gone, labels = await self.db.run(self._write, agent_id, body)
         else:
             gone, labels = [], None
         if body.leaving:
-            live.leave(agent_id)  # hand its failover instances over now
-        desired, dhash = self.cp.deployments.desired(agent_id)
-        commands = self.cp.commands.pending(agent_id)
-        settings = self.cp.agent_settings
-        settings.report(agent_id, body)
+            live.leave(agent_id)  # hand its failover instances over now (here or elsewhere)
+        settings = self.agent_settings
+        if settings.shared:  # kept in the database for the other processes: off the event loop
+            await self.db.run(settings.report, agent_id, body)
+        else:
+            settings.report(agent_id, body)
+        desired, dhash, commands, (values, sver) = await self._answer(agent_id)
         # an agent that says nothing of settings is not sent any (nor kept from a long poll)
-        values, sver = settings.effective(agent_id)
         applied = body.settings.version if body.settings is not None else sver
-        hold = min(body.wait, self.cp.settings.long_poll)
+        hold = min(body.wait, self.settings.long_poll)
         idle = not body.leaving and not commands and not full_report and agent_id not in live.gone
         if (
             hold > 0
@@ -89,10 +114,9 @@ class CheckinService:
             and await live.wait(agent_id, hold, closed)
         ):
             if recheck is not None:
-                recheck()  # AuthError: the key was revoked or the agent removed meanwhile
-            desired, dhash = self.cp.deployments.desired(agent_id)
-            commands = self.cp.commands.pending(agent_id)
-            values, sver = settings.effective(agent_id)
+                # AuthError: the key was revoked or the agent removed meanwhile
+                await self.db.run(recheck)
+            desired, dhash, commands, (values, sver) = await self._answer(agent_id)
         return M.CheckinResponse(
             settings=values if applied != sver else None,
             settings_version=sver,
@@ -100,18 +124,34 @@ class CheckinService:
             desired=desired,
             desired_hash=dhash,
             commands=commands,
-            poll_interval=self.cp.settings.poll_interval,
+            poll_interval=self.settings.poll_interval,
             full_report=full_report,
             labels=labels,
             gone=sorted({*gone, *live.gone.pop(agent_id, ())}),
         )
+
+    async def _answer(self, agent_id: str) -> tuple[Any, str, Any, tuple[dict[str, Any], str]]:
+        """The agent's desired set, pending commands and settings: from memory when all three
+        are cached (the common check-in), else read on a worker thread (dbpool.py)."""
+        if (
+            agent_id in self.live.desired_cache
+            and agent_id not in self.live.pending_commands
+            and self.agent_settings.cached(agent_id)
+        ):
+            return self._read_answer(agent_id)
+        return await self.db.run(self._read_answer, agent_id)
+
+    def _read_answer(self, agent_id: str) -> tuple[Any, str, Any, tuple[dict[str, Any], str]]:
+        desired, dhash = self.deployments.desired(agent_id)
+        commands = self.commands.pending(agent_id)
+        return desired, dhash, commands, self.agent_settings.effective(agent_id)
 
     def _write(self, agent_id: str, body: M.CheckinRequest) -> tuple[list[str], list[str] | None]:
         """Store the report; answer the reported deployments that no longer exist (the agent
         cleans up their files) and, for a full report, the agent's labels."""
         gone: list[str] = []
         labels: list[str] | None = None
-        with self.cp.session() as s:
+        with self.session() as s:
             if body.attributes is not None or body.full:
                 agent = s.get(AgentRow, agent_id)
                 if agent is not None:
@@ -127,7 +167,7 @@ class CheckinService:
                     agent.attributes = body.attributes
                     if policy_changed:  # placed instances meet the policy it has now
                         s.flush()
-                        self.cp.deployments.check_policies(s, agent_ids=[agent_id])
+                        self.deployments.check_policies(s, agent_ids=[agent_id])
             now = utcnow()
             # Only deployments placed on this agent are its to report on: status, metrics and
             # logs for any other id are dropped (a rogue key cannot write into deployments it
@@ -167,7 +207,7 @@ class CheckinService:
                 ):
                     if row.deployment_id not in reported:
                         s.delete(row)
-            self.cp.telemetry.record(s, agent_id, body.pipes, body.logs, assigned)
+            self.telemetry.record(s, agent_id, body.pipes, body.logs, assigned)
             if body.acks or body.captures:
-                self.cp.commands.ack(s, agent_id, body.acks, body.captures)
+                self.commands.ack(s, agent_id, body.acks, body.captures)
         return gone, labels

@@ -24,7 +24,10 @@ from pipenb.server.services.pipes import not_found
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.live import Live
+    from pipenb.server.services.deployments import DeploymentService
+    from pipenb.server.settings import ServerSettings
 
 
 #: type -> (seconds an unacknowledged command waits for its agent, seconds a done one is kept)
@@ -62,8 +65,17 @@ def _model(r: CommandRow) -> M.Command:
 
 
 class CommandService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
+    def __init__(
+        self,
+        settings: ServerSettings,
+        session: SessionScope,
+        live: Live,
+        deployments: DeploymentService,
+    ):
+        self.settings = settings
+        self.session = session
+        self.live = live
+        self.deployments = deployments
 
     def create(self, dep_id: str, body: M.CommandCreate) -> M.CommandList:
         if body.type == "preview":
@@ -73,7 +85,7 @@ class CommandService:
                 "type: a preview is not a deployment's command; POST /agents/{id}/previews",
             )
         self.prune()
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(DeploymentRow, dep_id) is None:
                 raise not_found("deployment", dep_id)
             agents = s.scalars(
@@ -107,14 +119,14 @@ class CommandService:
                 rows.append(row)
         if body.type == "reset-checkpoint":
             for agent_id in agents:
-                self.cp.deployments.reset_checkpoint(dep_id, agent_id)
+                self.deployments.reset_checkpoint(dep_id, agent_id)
         # a command rides on the next check-in answer; what the agents run is unchanged (a
         # checkpoint reset already dropped their cached desired set above)
-        self.cp.live.commands_for(*agents)
+        self.live.commands_for(*agents)
         return M.CommandList(commands=[_model(r) for r in rows])
 
     def get(self, command_id: str) -> M.Command:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(CommandRow, command_id)
             if row is None or expires_at(row) <= utcnow():
                 raise not_found("command", command_id)
@@ -129,17 +141,17 @@ class CommandService:
         from pipenb.server.db_tables import AgentRow
 
         self.prune()
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(AgentRow, agent_id) is None:
                 raise not_found("agent", agent_id)
-        if not self.cp.live.is_online(agent_id, self.cp.settings.offline_seconds):
+        if not self.live.is_online(agent_id, self.settings.offline_seconds):
             raise ApiError(
                 409,
                 "agent_offline",
-                f"agent {agent_id} is offline (no check-in for {self.cp.settings.offline_seconds:g}"
+                f"agent {agent_id} is offline (no check-in for {self.settings.offline_seconds:g}"
                 " s): a preview needs the agent running; start it, or preview on another agent",
             )
-        with self.cp.session() as s:
+        with self.session() as s:
             row = CommandRow(
                 id=new_id("cmd-"),
                 agent_id=agent_id,
@@ -156,11 +168,11 @@ class CommandService:
             )
             s.add(row)
             preview = self._preview(row)
-        self.cp.live.commands_for(agent_id)
+        self.live.commands_for(agent_id)
         return preview
 
     def get_preview(self, command_id: str) -> M.Preview:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(CommandRow, command_id)
             if row is None or row.type != "preview":
                 raise not_found("preview", command_id)
@@ -179,7 +191,7 @@ class CommandService:
                 f"agent {row.agent_id} did not answer the preview in time (offline, or its "
                 "input too slow); the preview is dropped"
             )
-        elif not self.cp.live.is_online(row.agent_id, self.cp.settings.offline_seconds):
+        elif not self.live.is_online(row.agent_id, self.settings.offline_seconds):
             state = "failed"
             error = f"agent {row.agent_id} went offline before it answered the preview"
         else:
@@ -198,7 +210,7 @@ class CommandService:
         """Forget commands past their expiry (done or not): a bounded table, and a user's
         preview events gone after their time."""
         now = utcnow()
-        with self.cp.session() as s:
+        with self.session() as s:
             for kind, (pending, kept) in EXPIRY.items():
                 s.execute(
                     delete(CommandRow).where(
@@ -216,7 +228,7 @@ class CommandService:
                 )
 
     def list(self, dep_id: str) -> M.CommandList:
-        with self.cp.session() as s:
+        with self.session() as s:
             rows = s.scalars(
                 select(CommandRow)
                 .where(CommandRow.deployment_id == dep_id)
@@ -226,9 +238,9 @@ class CommandService:
 
     # ``builtins.list``: inside this class ``list`` is the method above
     def pending(self, agent_id: str) -> builtins.list[M.AgentCommand]:
-        if agent_id not in self.cp.live.pending_commands:
+        if agent_id not in self.live.pending_commands:
             return []
-        with self.cp.session() as s:
+        with self.session() as s:
             rows = s.scalars(
                 select(CommandRow)
                 .where(CommandRow.agent_id == agent_id, CommandRow.acked_at.is_(None))
@@ -239,7 +251,7 @@ class CommandService:
             now = utcnow()
             rows = [r for r in rows if expires_at(r) > now]  # not run after its time
             if not rows:
-                self.cp.live.pending_commands.discard(agent_id)
+                self.live.pending_commands.discard(agent_id)
             return [
                 M.AgentCommand(
                     id=r.id,

@@ -8,11 +8,14 @@ they are unless they must move.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from pipenb.errors import ApiError, PipeSyntaxError
@@ -32,14 +35,43 @@ from pipenb.server.db_tables import (
     PipeVersionRow,
     utcnow,
 )
+from pipenb.server.placement import (
+    ALL,
+    Candidate,
+    Target,
+    agent_change,
+    deployment_state,
+    eligible,
+    in_sync,
+    instance_state,
+    place,
+)
 from pipenb.server.secrets import SecretBox, default_key_file, mask_params
 from pipenb.server.security import new_id
-from pipenb.server.services.pipes import invalid_pipe, not_found
+from pipenb.server.services.agents import agent_state
+from pipenb.server.services.pipes import PipeService, invalid_pipe, not_found
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.live import Live
+    from pipenb.server.settings import ServerSettings
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_at_a_time(fn: F) -> F:
+    """Placement reads assignments and then writes them: two at once on worker threads
+    (dbpool.py) could both add the same instance. They take turns within the process."""
+
+    @functools.wraps(fn)
+    def wrapper(self: DeploymentService, *args: Any, **kwargs: Any) -> Any:
+        with self._placing:
+            return fn(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _hash(*parts: Any) -> str:
@@ -68,10 +100,20 @@ def pipe_hash(version_hash: str, params: Any, builtins: dict[str, Any], checkpoi
 
 
 class DeploymentService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
-        settings = cp.settings
+    def __init__(
+        self,
+        settings: ServerSettings,
+        session: SessionScope,
+        live: Live,
+        lock_placement: Callable[[Session], None] = lambda s: None,
+    ):
+        self.settings = settings
+        self.session = session
+        self.live = live
+        #: one placement at a time across server processes (coordination.py; nothing on SQLite)
+        self.lock_placement = lock_placement
         self.secrets = SecretBox(settings.secret_key_file or default_key_file(settings.db_url))
+        self._placing = threading.RLock()
 
     # ------------------------------------------------------------------ create and change
     def create(self, body: M.DeploymentCreate) -> M.Deployment:
@@ -90,6 +132,7 @@ class DeploymentService:
                 "deploy again to update it",
             ) from None
 
+    @_one_at_a_time  # placement within: take turns before the session writes anything
     def _apply(self, body: M.DeploymentCreate) -> tuple[M.Deployment, bool]:
         """Create a deployment, or change the one of the same ``name`` (and say which: True
         for created).
@@ -99,11 +142,11 @@ class DeploymentService:
         """
         version = None if body.version == "latest" else int(body.version)
         instances = -1 if body.instances == "all" else int(body.instances)
-        with self.cp.session() as s:
+        with self.session() as s:
             pipe = s.scalar(select(PipeRow).where(PipeRow.name == body.pipe))
             if pipe is None:
                 raise not_found("pipe", body.pipe)
-            vrow = self.cp.pipes.version_row(s, body.pipe, version)
+            vrow = PipeService.version_row(s, body.pipe, version)
             labels = body.labels
             if labels is None:
                 labels = _pipe_labels(vrow.yaml)
@@ -147,10 +190,15 @@ class DeploymentService:
                         updated_by=who,
                     )
                 )
-        self.reconcile([dep_id])
-        if existing is not None:
-            self.touch([dep_id])  # a new version or new params reach agents that keep it
-        return self.get(dep_id), existing is None
+            # one transaction: the deployment, its instances and the answer, or nothing
+            s.flush()
+            wake = self._place(s, [dep_id])
+            if existing is not None:  # a new version or new params reach agents that keep it
+                wake.update(self._touch(s, [dep_id]))
+            answer = self._get(s, dep_id)
+        if wake:
+            self.live.notify(*wake)
+        return answer, existing is None
 
     def _stored_params(
         self,
@@ -187,7 +235,7 @@ class DeploymentService:
         return row
 
     def set_running(self, dep_id: str, running: bool) -> M.Deployment:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = self._row(s, dep_id)
             row.running = running
             row.updated_at = utcnow()
@@ -197,11 +245,11 @@ class DeploymentService:
         return self.get(dep_id)
 
     def upgrade(self, dep_id: str, body: M.DeploymentUpgrade) -> M.Deployment:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = self._row(s, dep_id)
             pipe = _pipe_of(s, row)
             version = None if body.version == "latest" else int(body.version)
-            vrow = self.cp.pipes.version_row(s, pipe.name, version)
+            vrow = PipeService.version_row(s, pipe.name, version)
             if body.params is not None:
                 params = body.params
             else:
@@ -214,7 +262,7 @@ class DeploymentService:
         return self.get(dep_id)
 
     def delete(self, dep_id: str) -> None:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = self._row(s, dep_id)
             agents = [
                 a.agent_id
@@ -224,103 +272,201 @@ class DeploymentService:
             ]
             s.query(PipeStatusRow).filter(PipeStatusRow.deployment_id == dep_id).delete()
             s.delete(row)
-        # their next check-in answer says so: they clean up its files
-        self.cp.live.tell_gone(agents, dep_id)
+        # their next check-in answer says so: they clean up its files (here or in another process)
+        self.live.tell_gone(agents, dep_id)
 
     def touch(self, dep_ids: list[str]) -> None:
         """Something about these deployments changed (a version, parameters): check them
         against their agents' policies again, and wake the agents that run them."""
-        with self.cp.session() as s:
-            self.check_policies(s, dep_ids=dep_ids)
-            agents = s.scalars(
+        with self.session() as s:
+            agents = self._touch(s, dep_ids)
+        self.live.notify(*agents)
+
+    def _touch(self, s: Session, dep_ids: list[str]) -> list[str]:
+        """``touch`` within the caller's session; the agents to wake once it is committed."""
+        self.check_policies(s, dep_ids=dep_ids)
+        return list(
+            s.scalars(
                 select(AssignmentRow.agent_id).where(AssignmentRow.deployment_id.in_(dep_ids))
-            ).all()
-        self.cp.live.notify(*agents)
+            )
+        )
 
     # ------------------------------------------------------------------ placement
+    @_one_at_a_time
+    def reconcile(self, dep_ids: list[str]) -> None:
+        """Place these deployments again (placement.place), reading only their candidates:
+        the agents they name or that carry their labels (see ``_candidates``)."""
+        with self.session() as s:
+            changed = self._place(s, dep_ids)
+        if changed:
+            self.live.notify(*changed)
+
+    def _place(self, s: Session, dep_ids: list[str]) -> set[str]:
+        """``reconcile`` within the caller's session (it holds ``_placing``); the agents whose
+        instances changed, to wake once the session is committed."""
+        self.lock_placement(s)  # and across processes, until the session commits
+        changed: set[str] = set()
+        placed: list[tuple[str, str]] = []  # new (deployment, agent) pairs: check policies
+        offline_after = self.settings.offline_seconds
+        is_online = self.live.is_online
+        load: dict[str, int] | None = None  # instances per agent, for counted deployments
+        for dep_id in dep_ids:
+            dep = s.get(DeploymentRow, dep_id)
+            if dep is None:
+                continue
+            target = Target.of(dep)
+            current = dict(
+                s.execute(
+                    select(AssignmentRow.agent_id, AssignmentRow.id)
+                    .where(AssignmentRow.deployment_id == dep_id)
+                    .order_by(AssignmentRow.id)
+                ).all()
+            )
+            if target.counted and load is None:
+                load = dict(
+                    s.execute(
+                        select(AssignmentRow.agent_id, func.count()).group_by(
+                            AssignmentRow.agent_id
+                        )
+                    ).all()
+                )
+            counts = load or {}
+            candidates = [
+                Candidate(aid, is_online(aid, offline_after), counts.get(aid, 0))
+                for aid in _candidates(s, target)
+            ]
+            plan = place(target, list(current), candidates)
+            if not plan:
+                continue
+            handover = self._handover(s, dep_id, plan.moved_from)
+            if plan.remove:
+                for chunk in _chunks([current[aid] for aid in plan.remove]):
+                    s.execute(delete(AssignmentRow).where(AssignmentRow.id.in_(chunk)))
+            rows = []
+            now = utcnow()
+            for aid in plan.add:
+                checkpoint = handover.pop(0) if handover else None
+                rows.append(
+                    {
+                        "deployment_id": dep_id,
+                        "agent_id": aid,
+                        "checkpoint": checkpoint,
+                        "checkpoint_seq": checkpoint_stamp() if checkpoint is not None else 0,
+                        "created_at": now,
+                    }
+                )
+                placed.append((dep_id, aid))
+            if rows:  # one executemany, not one ORM insert per instance
+                s.execute(insert(AssignmentRow.__table__), rows)
+            if load is not None:
+                for aid in plan.remove:
+                    load[aid] = load.get(aid, 1) - 1
+                for aid in plan.add:
+                    load[aid] = load.get(aid, 0) + 1
+            changed.update(plan.add, plan.remove)
+        if placed:
+            self.check_policies(s, pairs=placed)
+        return changed
+
     def reconcile_all(self) -> None:
-        with self.cp.session() as s:
+        """Place every deployment again (each reads only its own candidates); for whoever needs
+        to start from nothing known, such as a process that takes over the background jobs."""
+        with self.session() as s:
             ids = s.scalars(select(DeploymentRow.id)).all()
         self.reconcile(list(ids))
 
-    def reconcile(self, dep_ids: list[str]) -> None:
-        changed: set[str] = set()
-        placed: list[tuple[str, str]] = []  # new (deployment, agent) pairs: check policies
-        offline_after = self.cp.settings.offline_seconds
-        with self.cp.session() as s:
-            self.cp.coord.lock_placement(s)  # one placement at a time across processes
-            # only the columns placement reads: whole rows would decode every agent's attributes
-            # and every checkpoint (JSON), most of a deployment change's time at 1,000 agents
-            agents = {a.id: a for a in s.execute(select(AgentRow.id, AgentRow.labels))}
-            load: dict[str, int] = dict(
+    def reconcile_failover(self) -> None:
+        """Agents came online or went silent: only counted deployments with failover depend on
+        who is online (one on every eligible agent, or without failover, does not)."""
+        with self.session() as s:
+            ids = s.scalars(
+                select(DeploymentRow.id).where(
+                    DeploymentRow.failover.is_(True), DeploymentRow.instances != ALL
+                )
+            ).all()
+        if ids:
+            self.reconcile(list(ids))
+
+    @_one_at_a_time
+    def place_agents(self, agent_ids: list[str]) -> None:
+        """Agents joined, or their labels changed: add or remove their instances, reading only
+        these agents and the deployments (placement.agent_change); a counted deployment that
+        lost an instance or has room for one is placed again."""
+        added: list[tuple[str, str]] = []
+        removed: set[str] = set()
+        again: set[str] = set()
+        with self.session() as s:
+            self.lock_placement(s)  # one placement at a time across processes
+            labels: dict[str, list[str] | None] = dict(
                 s.execute(
-                    select(AssignmentRow.agent_id, func.count()).group_by(AssignmentRow.agent_id)
+                    select(AgentRow.id, AgentRow.labels).where(AgentRow.id.in_(agent_ids))
                 ).all()
             )
-            for dep_id in dep_ids:
-                dep = s.get(DeploymentRow, dep_id)
-                if dep is None:
-                    continue
-                current = {
-                    a.agent_id: a
-                    for a in s.scalars(
-                        select(AssignmentRow).where(AssignmentRow.deployment_id == dep_id)
+            deps = s.execute(
+                select(
+                    DeploymentRow.id,
+                    DeploymentRow.target_agents,
+                    DeploymentRow.target_labels,
+                    DeploymentRow.instances,
+                    DeploymentRow.failover,
+                )
+            ).all()
+            if not deps or not labels:
+                return
+            held = {
+                (d, a): i
+                for d, a, i in s.execute(
+                    select(
+                        AssignmentRow.deployment_id, AssignmentRow.agent_id, AssignmentRow.id
+                    ).where(AssignmentRow.agent_id.in_(list(labels)))
+                )
+            }
+            counted = [d.id for d in deps if d.instances != ALL]
+            counts: dict[str, int] = {}
+            if counted:
+                counts = dict(
+                    s.execute(
+                        select(AssignmentRow.deployment_id, func.count())
+                        .where(AssignmentRow.deployment_id.in_(counted))
+                        .group_by(AssignmentRow.deployment_id)
+                    ).all()
+                )
+            rows = []
+            gone = []
+            now = utcnow()
+            for dep in deps:
+                target = Target.of(dep)
+                for aid, agent_labels in labels.items():
+                    holds = (dep.id, aid) in held
+                    change = agent_change(
+                        target, eligible(target, aid, agent_labels), holds, counts.get(dep.id, 0)
                     )
-                }
-                eligible = [a for a in agents.values() if _eligible(dep, a)]
-                online = {a.id for a in eligible if self.cp.live.is_online(a.id, offline_after)}
-                if dep.instances == -1:
-                    want = {a.id for a in eligible}
-                    moved_from: list[str] = []
-                else:
-                    keep = [aid for aid in current if aid in {a.id for a in eligible}]
-                    moved_from = []
-                    if dep.failover:
-                        moved_from = [aid for aid in keep if aid not in online]
-                        keep = [aid for aid in keep if aid in online]
-                    keep = keep[: dep.instances]
-                    candidates = sorted(
-                        (a for a in eligible if a.id not in keep and a.id not in moved_from),
-                        key=lambda a: (a.id not in online, load.get(a.id, 0), a.id),
-                    )
-                    if dep.failover:
-                        candidates = [a for a in candidates if a.id in online]
-                    want = set(keep)
-                    for a in candidates:
-                        if len(want) >= dep.instances:
-                            break
-                        want.add(a.id)
-                    if len(want) < dep.instances and dep.failover:
-                        # not enough online agents: keep the silent ones rather than nothing
-                        for aid in moved_from:
-                            if len(want) < dep.instances:
-                                want.add(aid)
-                        moved_from = [aid for aid in moved_from if aid not in want]
-                handover = self._handover(s, dep_id, moved_from)
-                for aid, assigned in current.items():
-                    if aid not in want:
-                        s.delete(assigned)
-                        load[aid] = load.get(aid, 1) - 1
-                        changed.add(aid)
-                for aid in sorted(want - set(current)):
-                    checkpoint = handover.pop(0) if handover else None
-                    s.add(
-                        AssignmentRow(
-                            deployment_id=dep_id,
-                            agent_id=aid,
-                            checkpoint=checkpoint,
-                            checkpoint_seq=checkpoint_stamp() if checkpoint is not None else 0,
-                            created_at=utcnow(),
+                    if change == "add":
+                        rows.append(
+                            {
+                                "deployment_id": dep.id,
+                                "agent_id": aid,
+                                "checkpoint": None,
+                                "checkpoint_seq": 0,
+                                "created_at": now,
+                            }
                         )
-                    )
-                    load[aid] = load.get(aid, 0) + 1
-                    changed.add(aid)
-                    placed.append((dep_id, aid))
-            if placed:
-                s.flush()
-                self.check_policies(s, pairs=placed)
+                        added.append((dep.id, aid))
+                    elif change == "remove":
+                        gone.append(held[(dep.id, aid)])
+                        removed.add(aid)
+                    elif change == "replace":
+                        again.add(dep.id)
+            if gone:
+                s.execute(delete(AssignmentRow).where(AssignmentRow.id.in_(gone)))
+            if rows:
+                s.execute(insert(AssignmentRow.__table__), rows)
+                self.check_policies(s, pairs=added)
+        if again:
+            self.reconcile(sorted(again))
+        changed = removed | {a for _, a in added}
         if changed:
-            self.cp.live.notify(*changed)
+            self.live.notify(*changed)
 
     # ------------------------------------------------------------------ agent policies
     def check_policies(
@@ -347,25 +493,31 @@ class DeploymentService:
             return
         policies: dict[bytes, Policy | None] = {}  # agents often report the same policy
         agents: dict[str, tuple[str, Policy | None]] = {}
-        for aid, name, attrs in s.execute(
-            select(AgentRow.id, AgentRow.name, AgentRow.attributes).where(
-                AgentRow.id.in_({a for _, a in pairs})
-            )
-        ):
-            report = (attrs or {}).get("policy")
-            key = orjson.dumps(report, option=orjson.OPT_SORT_KEYS)
-            if key not in policies:
-                policies[key] = Policy.from_report(report)
-            agents[aid] = (name or aid, policies[key])
-        rows = {
-            (r.agent_id, r.deployment_id): r
+        # only agents that report a policy (most report none: nothing to check for them)
+        reports_policy = cast(AgentRow.attributes, String).like('%"policy"%')
+        for chunk in _chunks(sorted({a for _, a in pairs})):
+            for aid, name, attrs in s.execute(
+                select(AgentRow.id, AgentRow.name, AgentRow.attributes).where(
+                    AgentRow.id.in_(chunk), reports_policy
+                )
+            ):
+                report = (attrs or {}).get("policy")
+                key = orjson.dumps(report, option=orjson.OPT_SORT_KEYS)
+                if key not in policies:
+                    policies[key] = Policy.from_report(report)
+                agents[aid] = (name or aid, policies[key])
+        if not any(policy is not None for _, policy in agents.values()):
+            return
+        pairs = [(d, a) for d, a in pairs if agents.get(a, (a, None))[1] is not None]
+        rows = {}
+        for chunk in _chunks(sorted({a for _, a in pairs})):
             for r in s.scalars(
                 select(PipeStatusRow).where(
-                    PipeStatusRow.agent_id.in_({a for _, a in pairs}),
+                    PipeStatusRow.agent_id.in_(chunk),
                     PipeStatusRow.deployment_id.in_({d for d, _ in pairs}),
                 )
-            )
-        }
+            ):
+                rows[(r.agent_id, r.deployment_id)] = r
         deps: dict[str, Any] = {}  # deployment id -> (row, pipe, its accesses) or None
         now = utcnow()
         for dep_id, aid in pairs:
@@ -382,7 +534,7 @@ class DeploymentService:
                 try:
                     with provided(None, lenient=True):
                         spec = load_pipe(
-                            self.cp.pipes.version_row(s, pipe.name, dep.version).yaml,
+                            PipeService.version_row(s, pipe.name, dep.version).yaml,
                             "<deployment>",
                             dep.params or {},
                             builtins,
@@ -412,7 +564,7 @@ class DeploymentService:
         if dep is None:
             return None
         pipe = _pipe_of(s, dep)
-        vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
+        vrow = PipeService.version_row(s, pipe.name, dep.version)
         try:
             with provided(vrow.files, lenient=True):
                 spec = load_pipe(
@@ -436,7 +588,7 @@ class DeploymentService:
         return out
 
     def reset_checkpoint(self, dep_id: str, agent_id: str) -> None:
-        with self.cp.session() as s:
+        with self.session() as s:
             a = s.scalar(
                 select(AssignmentRow).where(
                     AssignmentRow.deployment_id == dep_id, AssignmentRow.agent_id == agent_id
@@ -445,13 +597,14 @@ class DeploymentService:
             if a is not None:
                 a.checkpoint = None
                 a.checkpoint_seq = checkpoint_stamp()
-        self.cp.live.notify(agent_id)
+        self.live.notify(agent_id)
 
     # ------------------------------------------------------------------ what an agent runs
     def desired(self, agent_id: str) -> tuple[list[M.DesiredPipe], str]:
-        cached = self.cp.live.desired_cache.get(agent_id)
+        cached = self.live.desired_cache.get(agent_id)
         if cached is not None:
             return cached
+        generation = self.live.generation[agent_id]
         out: list[M.DesiredPipe] = []
         # One query for the whole set: every assignment with its deployment, pipe, the version it
         # runs (a pinned one, or the newest for "latest") and the agent's name. A version push
@@ -462,7 +615,7 @@ class DeploymentService:
             .correlate(DeploymentRow)
             .scalar_subquery()
         )
-        with self.cp.session() as s:
+        with self.session() as s:
             rows = s.execute(
                 select(AssignmentRow, DeploymentRow, PipeRow, PipeVersionRow, AgentRow.name)
                 .join(DeploymentRow, AssignmentRow.deployment_id == DeploymentRow.id)
@@ -494,100 +647,89 @@ class DeploymentService:
                     )
                 )
         result = (out, _hash(*[p.hash for p in out]))
-        self.cp.live.desired_cache[agent_id] = result
+        self.live.cache_desired(agent_id, generation, result)
         return result
 
     # ------------------------------------------------------------------ reading
     def list(self) -> M.DeploymentList:
-        with self.cp.session() as s:
+        with self.session() as s:
             ids = s.scalars(select(DeploymentRow.id).order_by(DeploymentRow.created_at)).all()
         return M.DeploymentList(deployments=[self.get(i) for i in ids])
 
     def get(self, dep_id: str) -> M.Deployment:
-        with self.cp.session() as s:
-            dep = self._row(s, dep_id)
-            pipe = _pipe_of(s, dep)
-            vrow = self.cp.pipes.version_row(s, pipe.name, dep.version)
-            assignments = s.scalars(
-                select(AssignmentRow)
-                .where(AssignmentRow.deployment_id == dep_id)
-                .order_by(AssignmentRow.agent_id)
-            ).all()
-            reports = {
-                st.agent_id: st
-                for st in s.scalars(
-                    select(PipeStatusRow).where(PipeStatusRow.deployment_id == dep_id)
-                )
-            }
-            names = dict(
-                s.execute(
-                    select(AgentRow.id, AgentRow.name).where(
-                        AgentRow.id.in_([a.agent_id for a in assignments])
-                    )
-                ).all()
+        with self.session() as s:
+            return self._get(s, dep_id)
+
+    def _get(self, s: Session, dep_id: str) -> M.Deployment:
+        """The deployment and its instances' states, read in the caller's session."""
+        dep = self._row(s, dep_id)
+        pipe = _pipe_of(s, dep)
+        vrow = PipeService.version_row(s, pipe.name, dep.version)
+        # columns, not ORM rows: a deployment on 10,000 agents is answered with 10,000
+        # instances, and whole rows would decode every handed-over checkpoint
+        assignments = s.execute(
+            select(AssignmentRow.agent_id, AssignmentRow.checkpoint_seq, AgentRow.name)
+            .outerjoin(AgentRow, AgentRow.id == AssignmentRow.agent_id)
+            .where(AssignmentRow.deployment_id == dep_id)
+            .order_by(AssignmentRow.agent_id)
+        ).all()
+        reports = {
+            st.agent_id: st
+            for st in s.execute(
+                select(
+                    PipeStatusRow.agent_id,
+                    PipeStatusRow.state,
+                    PipeStatusRow.error,
+                    PipeStatusRow.hash,
+                    PipeStatusRow.metrics,
+                    PipeStatusRow.checkpoint,
+                    PipeStatusRow.updated_at,
+                ).where(PipeStatusRow.deployment_id == dep_id)
             )
-            statuses = []
-            for a in assignments:
-                st = reports.get(a.agent_id)
-                want_hash = None
-                if dep.running:
-                    builtins = builtins_for(
-                        a.agent_id, names.get(a.agent_id, a.agent_id), pipe.name, dep.id
-                    )
-                    want_hash = pipe_hash(vrow.hash, dep.params, builtins, a.checkpoint_seq)
-                agent_state = self.cp.agents.state(a.agent_id)
-                state = st.state if st is not None else "pending"
-                if not dep.running:
-                    state = (
-                        "stopped" if st is None or st.state in ("stopped", "finished") else st.state
-                    )
-                statuses.append(
-                    M.InstanceStatus(
-                        agent_id=a.agent_id,
-                        agent_state=agent_state,  # type: ignore[arg-type]
-                        state=state,
-                        error=st.error if st else None,
-                        hash=st.hash if st else None,
-                        in_sync=bool(st and st.hash == want_hash)
-                        if dep.running
-                        else st is None or st.state != "running",
-                        metrics=st.metrics if st else None,
-                        checkpoint=st.checkpoint if st else None,
-                        updated_at=st.updated_at if st else None,
-                    )
+        }
+        statuses = []
+        for a in assignments:
+            st = reports.get(a.agent_id)
+            want_hash = None
+            if dep.running:
+                builtins = builtins_for(a.agent_id, a.name or a.agent_id, pipe.name, dep.id)
+                want_hash = pipe_hash(vrow.hash, dep.params, builtins, a.checkpoint_seq)
+            reported = st.state if st is not None else None
+            statuses.append(
+                M.InstanceStatus(
+                    agent_id=a.agent_id,
+                    agent_state=agent_state(self.live, self.settings.offline_seconds, a.agent_id),  # type: ignore[arg-type]
+                    state=instance_state(dep.running, reported),
+                    error=st.error if st else None,
+                    hash=st.hash if st else None,
+                    in_sync=in_sync(dep.running, reported, st.hash if st else None, want_hash),
+                    metrics=st.metrics if st else None,
+                    checkpoint=st.checkpoint if st else None,
+                    updated_at=st.updated_at if st else None,
                 )
-            wanted = len(statuses) if dep.instances == -1 else dep.instances
-            if not dep.running:
-                state = "stopped"
-            elif any(x.state in ("failed", "refused") for x in statuses):
-                state = "degraded"
-            elif (
-                statuses
-                and len(statuses) >= wanted
-                and all(x.state == "running" and x.in_sync for x in statuses)
-            ):
-                state = "running"
-            else:
-                state = "pending"
-            return M.Deployment(
-                id=dep.id,
-                name=dep.name,
-                pipe=pipe.name,
-                version="latest" if dep.version is None else dep.version,
-                resolved_version=vrow.version,
-                params=mask_params(dep.params),
-                agents=list(dep.target_agents or []),
-                labels=list(dep.target_labels or []),
-                instances="all" if dep.instances == -1 else dep.instances,
-                failover=dep.failover,
-                running=dep.running,
-                state=state,
-                created_at=dep.created_at,
-                updated_at=dep.updated_at,
-                created_by=dep.created_by,
-                updated_by=dep.updated_by,
-                status=statuses,
             )
+        state = deployment_state(
+            dep.running, dep.instances, [(x.state, x.in_sync) for x in statuses]
+        )
+        return M.Deployment(
+            id=dep.id,
+            name=dep.name,
+            pipe=pipe.name,
+            version="latest" if dep.version is None else dep.version,
+            resolved_version=vrow.version,
+            params=mask_params(dep.params),
+            agents=list(dep.target_agents or []),
+            labels=list(dep.target_labels or []),
+            instances="all" if dep.instances == -1 else dep.instances,
+            failover=dep.failover,
+            running=dep.running,
+            state=state,
+            created_at=dep.created_at,
+            updated_at=dep.updated_at,
+            created_by=dep.created_by,
+            updated_by=dep.updated_by,
+            status=statuses,
+        )
 
 
 #: stand-ins for the builtins that differ per agent, replaced in what a pipe asks for
@@ -636,14 +778,6 @@ def _free_name(s: Any, name: str) -> str:
     return candidate
 
 
-def _eligible(dep: DeploymentRow, agent: Any) -> bool:
-    """``agent``: anything with ``id`` and ``labels`` (a row of those two columns)."""
-    if dep.target_agents and agent.id not in dep.target_agents:
-        return False
-    labels = set(agent.labels or [])
-    return all(label in labels for label in dep.target_labels or [])
-
-
 def _pipe_labels(yaml_text: str) -> list[str]:
     try:
         with provided(None, lenient=True):
@@ -653,3 +787,35 @@ def _pipe_labels(yaml_text: str) -> list[str]:
             ).labels
     except PipeSyntaxError:
         return []
+
+
+def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:
+    """``items`` in slices small enough for one ``IN (...)`` (SQLite caps bound parameters)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _candidates(s: Any, target: Target) -> list[str]:
+    """The agents a deployment may be placed on, in id order. The database narrows them down
+    (the ids named; labels by their JSON text, ``"web"`` in ``["os:linux", "web"]``) so a
+    deployment for a tenth of the fleet reads a tenth of the agents; ``eligible`` decides."""
+    text = cast(AgentRow.labels, String)  # decoded here, by orjson: 10,000 rows add up
+    q = select(AgentRow.id, text).order_by(AgentRow.id)
+    if target.agents:
+        q = q.where(AgentRow.id.in_(list(target.agents)))
+    for label in target.labels:
+        pattern = _json_like(label)
+        if pattern is not None:
+            q = q.where(text.like(pattern, escape="\\"))
+    return [
+        aid for aid, labels in s.execute(q) if eligible(target, aid, orjson.loads(labels or "[]"))
+    ]
+
+
+def _json_like(label: str) -> str | None:
+    """A LIKE pattern matching JSON text that holds the string ``label``; None for labels whose
+    JSON spelling may differ between drivers (non-ASCII, quotes, backslashes): those are
+    checked in Python only."""
+    if not label.isascii() or any(c in label for c in '"\\') or not label.isprintable():
+        return None
+    quoted = '"' + label.replace("%", "\\%").replace("_", "\\_") + '"'
+    return f"%{quoted}%"

@@ -35,7 +35,10 @@ from pipenb.server.security import (
 from pipenb.server.services.pipes import not_found
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.services.agents import AgentService
+    from pipenb.server.services.deployments import DeploymentService
+    from pipenb.server.settings import ServerSettings
 
 NAME_LIMIT = 100  # characters of an enrolling agent's display name that are kept
 
@@ -65,9 +68,18 @@ def token_state(row: EnrollTokenRow, now: datetime | None = None) -> str:
 
 
 class EnrollmentService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
-        st = cp.settings
+    def __init__(
+        self,
+        settings: ServerSettings,
+        session: SessionScope,
+        agents: AgentService,
+        deployments: DeploymentService,
+    ):
+        self.settings = settings
+        self.session = session
+        self.agents = agents
+        self.deployments = deployments
+        st = settings
         self.successes = TokenBucket(st.enroll_rate, st.enroll_rate)
         self.failures = BucketsByAddress(st.enroll_fail_rate, st.enroll_fail_burst)
 
@@ -92,7 +104,7 @@ class EnrollmentService:
 
         expires_at = expiry(body.expires_in, body.expires_at)
         token_id, token = new_enroll_token()
-        with self.cp.session() as s:
+        with self.session() as s:
             row = EnrollTokenRow(
                 id=token_id,
                 name=clean_name(body.name, 200),
@@ -108,12 +120,12 @@ class EnrollmentService:
             return self._model(row, token=token)
 
     def tokens(self) -> M.EnrollTokenList:
-        with self.cp.session() as s:
+        with self.session() as s:
             rows = s.scalars(select(EnrollTokenRow).order_by(EnrollTokenRow.created_at)).all()
             return M.EnrollTokenList(tokens=[self._model(r) for r in rows])
 
     def token(self, token_id: str) -> M.EnrollToken:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(EnrollTokenRow, token_id)
             if row is None:
                 raise not_found("enrollment token", token_id)
@@ -121,7 +133,7 @@ class EnrollmentService:
 
     def revoke_token(self, token_id: str) -> None:
         """The token admits no one from now on; agents it enrolled keep their own keys."""
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(EnrollTokenRow, token_id)
             if row is None:
                 raise not_found("enrollment token", token_id)
@@ -135,7 +147,7 @@ class EnrollmentService:
                 429,
                 "rate_limited",
                 f"too many failed enrollments from {address}; retry in a few seconds",
-                [{"retry_after": max(1, round(1 / max(self.cp.settings.enroll_fail_rate, 0.01)))}],
+                [{"retry_after": max(1, round(1 / max(self.settings.enroll_fail_rate, 0.01)))}],
             )
         try:
             token_id, labels = self._admit(body.enroll_key)
@@ -146,8 +158,8 @@ class EnrollmentService:
             raise ApiError(
                 429, "rate_limited", "too many enrollments; retry in a second", [{"retry_after": 1}]
             )
-        agents = self.cp.agents
-        with self.cp.session() as s:
+        agents = self.agents
+        with self.session() as s:
             if token_id is not None:
                 # one use, atomically: two agents racing for a token's last use cannot both win
                 spent = s.execute(
@@ -178,7 +190,7 @@ class EnrollmentService:
             s.flush()
             key_row, api_key = agents.key_row(agent_id, None)
             s.add(key_row)
-        self.cp.deployments.reconcile_all()
+        self.deployments.place_agents([agent_id])
         return M.EnrollResult(
             agent_id=agent_id, key_id=key_row.id, api_key=api_key, name=name, labels=labels
         )
@@ -188,7 +200,7 @@ class EnrollmentService:
         parts = split_enroll_token(key)
         if parts is not None:
             token_id, secret = parts
-            with self.cp.session() as s:
+            with self.session() as s:
                 row = s.get(EnrollTokenRow, token_id)
                 if row is None or not same_secret(secret, row.hash):
                     raise AuthError(401, "invalid_token", "invalid enrollment token")
@@ -210,7 +222,7 @@ class EnrollmentService:
                         f"(it enrolled {row.uses} of {row.max_uses} agents)",
                     )
                 return token_id, list(row.labels or [])
-        bootstrap = self.cp.settings.enroll_key
+        bootstrap = self.settings.enroll_key
         if not bootstrap:
             raise AuthError(
                 403,

@@ -18,7 +18,8 @@ from pipenb.server.db_tables import DeploymentRow, PipeRow, PipeVersionRow, utcn
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.services.deployments import DeploymentService
 
 PLACEHOLDER_BUILTINS = builtin_values("agent", "agent", "pipe", "deployment")
 
@@ -41,8 +42,9 @@ def invalid_pipe(exc: PipeSyntaxError) -> ApiError:
 
 
 class PipeService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
+    def __init__(self, session: SessionScope, deployments: DeploymentService):
+        self.session = session
+        self.deployments = deployments
 
     def push(self, body: M.PipePush) -> M.PipePushResult:
         return self.store(body, self.check(body))
@@ -71,7 +73,7 @@ class PipeService:
 
             digest = content_hash(body.yaml + "\0" + _json.dumps(body.files, sort_keys=True))
         _DESCRIBED[digest] = (spec.description, list(spec.labels))
-        with self.cp.session() as s:
+        with self.session() as s:
             pipe = s.scalar(select(PipeRow).where(PipeRow.name == spec.name))
             if pipe is None:
                 pipe = PipeRow(name=spec.name, created_at=utcnow())
@@ -99,7 +101,7 @@ class PipeService:
                 )
             ).all()
         if follows:  # deployments of "latest" move to the new version
-            self.cp.deployments.touch(list(follows))
+            self.deployments.touch(list(follows))
         return M.PipePushResult(pipe=spec.name, version=version, created=True)
 
     @staticmethod
@@ -111,16 +113,19 @@ class PipeService:
             .limit(1)
         )
 
-    def _pipe(self, s: Session, name: str) -> PipeRow:
+    @staticmethod
+    def _pipe(s: Session, name: str) -> PipeRow:
         pipe = s.scalar(select(PipeRow).where(PipeRow.name == name))
         if pipe is None:
             raise not_found("pipe", name)
         return pipe
 
-    def version_row(self, s: Session, name: str, version: int | None) -> PipeVersionRow:
-        pipe = self._pipe(s, name)
+    @classmethod
+    def version_row(cls, s: Session, name: str, version: int | None) -> PipeVersionRow:
+        """A pipe's version row (``None``: the newest); for any service, in its own session."""
+        pipe = cls._pipe(s, name)
         if version is None:
-            row = self._latest(s, pipe.id)
+            row = cls._latest(s, pipe.id)
         else:
             row = s.scalar(
                 select(PipeVersionRow).where(
@@ -132,7 +137,7 @@ class PipeService:
         return row
 
     def list(self) -> M.PipeList:
-        with self.cp.session() as s:
+        with self.session() as s:
             counts = dict(
                 s.execute(
                     select(PipeVersionRow.pipe_id, func.count()).group_by(PipeVersionRow.pipe_id)
@@ -164,12 +169,12 @@ class PipeService:
         return M.PipeList(pipes=out)
 
     def show(self, name: str, version: int | None = None) -> M.PipeVersion:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = self.version_row(s, name, version)
             return _version(name, row, with_yaml=True)
 
     def versions(self, name: str) -> M.PipeVersionList:
-        with self.cp.session() as s:
+        with self.session() as s:
             pipe = self._pipe(s, name)
             rows = s.scalars(
                 select(PipeVersionRow)
@@ -179,7 +184,7 @@ class PipeService:
             return M.PipeVersionList(pipe=name, versions=[_version(name, r) for r in rows])
 
     def diff(self, name: str, v1: int, v2: int) -> M.PipeDiff:
-        with self.cp.session() as s:
+        with self.session() as s:
             a = self.version_row(s, name, v1)
             b = self.version_row(s, name, v2)
             text = "".join(
@@ -193,7 +198,7 @@ class PipeService:
         return M.PipeDiff(pipe=name, from_version=v1, to_version=v2, diff=text)
 
     def delete(self, name: str) -> None:
-        with self.cp.session() as s:
+        with self.session() as s:
             pipe = self._pipe(s, name)
             deps = s.scalars(select(DeploymentRow.id).where(DeploymentRow.pipe_id == pipe.id)).all()
             if deps:

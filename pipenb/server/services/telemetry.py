@@ -23,15 +23,17 @@ from pipenb.server.db_tables import LogRow, MetricRow, utcnow
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.settings import ServerSettings
 
 MAX_LOGS_PER_CHECKIN = 500
 log = logging.getLogger("pipenb.server.telemetry")
 
 
 class TelemetryService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
+    def __init__(self, settings: ServerSettings, session: SessionScope):
+        self.settings = settings
+        self.session = session
         self._last_point: dict[tuple[str, str], float] = {}
 
     def record(
@@ -45,7 +47,7 @@ class TelemetryService:
         """Within the check-in's transaction: keep the metrics points and log lines of the
         deployments in ``assigned`` (and the agent's own lines, with no deployment)."""
         now = time.time()
-        every = self.cp.settings.metrics_interval
+        every = self.settings.metrics_interval
         dropped = 0
         for r in reports:
             if r.metrics is None:
@@ -92,9 +94,9 @@ class TelemetryService:
         skew (else ``arrived``), no earlier than the retention window."""
         if when is None:
             return arrived
-        if when > arrived + timedelta(seconds=self.cp.settings.clock_skew):
+        if when > arrived + timedelta(seconds=self.settings.clock_skew):
             return arrived
-        return max(when, arrived - timedelta(seconds=self.cp.settings.retention))
+        return max(when, arrived - timedelta(seconds=self.settings.retention))
 
     def _recent(
         self,
@@ -112,7 +114,7 @@ class TelemetryService:
             q = q.where(table.agent_id == agent_id)
         if since:
             q = q.where(table.time >= since)
-        with self.cp.session() as s:
+        with self.session() as s:
             return list(reversed(s.scalars(q).all()))
 
     def metrics(
@@ -138,9 +140,9 @@ class TelemetryService:
     def expire(self) -> None:
         # a time older than the interval no longer holds a point back: forget it, or every
         # (agent, deployment) pair ever seen would stay in memory
-        now, every = time.time(), self.cp.settings.metrics_interval
+        now, every = time.time(), self.settings.metrics_interval
         self._last_point = {k: t for k, t in self._last_point.items() if now - t < every}
-        cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.cp.settings.retention)
-        with self.cp.session() as s:
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.settings.retention)
+        with self.session() as s:
             s.execute(delete(MetricRow).where(MetricRow.time < cutoff))
             s.execute(delete(LogRow).where(LogRow.time < cutoff))

@@ -22,7 +22,8 @@ from pipenb.server.security import hash_secret, same_secret, same_token
 from pipenb.server.services.pipes import not_found
 
 if TYPE_CHECKING:
-    from pipenb.server.core import ControlPlane
+    from pipenb.server.db import SessionScope
+    from pipenb.server.settings import ServerSettings
 
 TOKEN_PREFIX = "pnu"
 #: The name of the admin whose token is the server's ``--token``.
@@ -47,8 +48,9 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 class UserService:
-    def __init__(self, cp: ControlPlane):
-        self.cp = cp
+    def __init__(self, settings: ServerSettings, session: SessionScope):
+        self.settings = settings
+        self.session = session
 
     # ------------------------------------------------------------------ who is calling
     def authenticate(self, bearer: str | None) -> Principal | None:
@@ -60,12 +62,12 @@ class UserService:
             return None
         parts = split_user_token(bearer)
         if parts is None:
-            expected = self.cp.settings.token
+            expected = self.settings.token
             if expected and same_token(bearer, expected):
                 return Principal(ADMIN, "admin", "token")
             return None
         token_id, secret = parts
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(UserTokenRow, token_id)
             user = s.get(UserRow, row.user) if row is not None else None
             if row is None or user is None:
@@ -85,7 +87,7 @@ class UserService:
                 "conflict",
                 f"{ADMIN!r} is the server's own admin (its --token); choose another",
             )
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(UserRow, body.name) is not None:
                 raise ApiError(409, "conflict", f"user {body.name!r} exists already")
             row = UserRow(name=body.name, role=body.role, created_at=utcnow())
@@ -94,7 +96,7 @@ class UserService:
 
     def list(self) -> M.UserList:
         now = utcnow()
-        with self.cp.session() as s:
+        with self.session() as s:
             live = dict(
                 s.execute(
                     select(UserTokenRow.user, func.count())
@@ -109,7 +111,7 @@ class UserService:
             return M.UserList(users=[convert.user(r, tokens=live.get(r.name, 0)) for r in rows])
 
     def remove(self, name: str) -> None:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(UserRow, name)
             if row is None:
                 raise not_found("user", name)
@@ -121,7 +123,7 @@ class UserService:
         token_id, token = new_user_token()
         now = utcnow()
         expires = now + timedelta(seconds=body.expires_in) if body.expires_in else None
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(UserRow, name) is None:
                 raise not_found("user", name)
             secret = split_user_token(token)[1]  # type: ignore[index]
@@ -134,7 +136,7 @@ class UserService:
         return M.UserTokenCreated(token_id=token_id, user=name, expires_at=expires, token=token)
 
     def tokens(self, name: str) -> M.UserTokenList:
-        with self.cp.session() as s:
+        with self.session() as s:
             if s.get(UserRow, name) is None:
                 raise not_found("user", name)
             rows = s.scalars(
@@ -145,7 +147,7 @@ class UserService:
             return M.UserTokenList(tokens=[convert.user_token(r) for r in rows])
 
     def revoke_token(self, name: str, token_id: str) -> None:
-        with self.cp.session() as s:
+        with self.session() as s:
             row = s.get(UserTokenRow, token_id)
             if row is None or row.user != name:
                 raise not_found("token", token_id)
