@@ -455,23 +455,20 @@ def test_settings_and_removal_through_one_process_reach_a_check_in_held_by_anoth
 # ------------------------------------------------------------------------------ background jobs
 
 
-def test_sigkill_the_process_running_the_jobs_and_failover_still_happens(
-    fleet: Fleet, agents: Agents, tmp_path: Path
-) -> None:
-    procs = fleet(2)
-    leader = wait_until(lambda: next((p for p in procs if jobs(p)), None), 10, "a leader")
-    (other,) = [p for p in procs if p is not leader]
-    assert not jobs(other)  # exactly one
-    co = client(other)
-    label = unique("ha")
+def one_instance_on_two_agents(
+    co: Client, proc: ServerProcess, agents: Agents, tmp_path: Path, prefix: str
+) -> tuple[dict[str, Any], str, str, str]:
+    """Two agents held by ``proc``, and a deployment of one instance with failover running on
+    one of them: (the agents by id, the deployment's id, the agent running it, the other)."""
+    label = unique(prefix)
     pool = {}
-    for name in ("ha-1", "ha-2"):
-        ag = agents(other.url, name, [label])
+    for name in (f"{prefix}-1", f"{prefix}-2"):
+        ag = agents(proc.url, name, [label])
         pool[ag.wait_enrolled()] = ag
     for aid in pool:
         wait_until(lambda aid=aid: online(co, aid), 20, f"{aid} online")
     src = tmp_path / "in.log"
-    write_lines(src, 0, 50)
+    write_lines(src, 0, 20)
     pipe = unique("single")
     co.push(files_pipe(pipe, src, str(tmp_path / "out-{{agent.id}}.ndjson")))
     dep_id = co.deploy(pipe, labels=[label], instances=1, failover=True)["id"]
@@ -482,6 +479,18 @@ def test_sigkill_the_process_running_the_jobs_and_failover_still_happens(
         lambda: brief(co, dep_id),
     )
     (second,) = [aid for aid in pool if aid != first]
+    return pool, dep_id, first, second
+
+
+def test_sigkill_the_process_running_the_jobs_and_failover_still_happens(
+    fleet: Fleet, agents: Agents, tmp_path: Path
+) -> None:
+    procs = fleet(2)
+    leader = wait_until(lambda: next((p for p in procs if jobs(p)), None), 10, "a leader")
+    (other,) = [p for p in procs if p is not leader]
+    assert not jobs(other)  # exactly one
+    co = client(other)
+    pool, dep_id, first, second = one_instance_on_two_agents(co, other, agents, tmp_path, "ha")
 
     leader.kill()  # SIGKILL: its lock goes with its database connection
     killed = time.monotonic()
@@ -509,25 +518,7 @@ def test_an_agent_leaving_through_one_process_hands_over_through_the_one_running
     leader = wait_until(lambda: next((p for p in procs if jobs(p)), None), 10, "a leader")
     (other,) = [p for p in procs if p is not leader]
     co = client(other)
-    label = unique("bye")
-    pool = {}
-    for name in ("bye-1", "bye-2"):
-        ag = agents(other.url, name, [label])
-        pool[ag.wait_enrolled()] = ag
-    for aid in pool:
-        wait_until(lambda aid=aid: online(co, aid), 20, f"{aid} online")
-    src = tmp_path / "in.log"
-    write_lines(src, 0, 10)
-    pipe = unique("single")
-    co.push(files_pipe(pipe, src, str(tmp_path / "out-{{agent.id}}.ndjson")))
-    dep_id = co.deploy(pipe, labels=[label], instances=1, failover=True)["id"]
-    first = wait_until(
-        lambda: next((aid for aid in pool if running(co, dep_id, aid)), None),
-        20,
-        "one running instance",
-        lambda: brief(co, dep_id),
-    )
-    (second,) = [aid for aid in pool if aid != first]
+    pool, dep_id, first, second = one_instance_on_two_agents(co, other, agents, tmp_path, "bye")
     assert pool[first].terminate() == 0
     left = time.monotonic()
     wait_until(
