@@ -29,7 +29,7 @@ from support.agentproc import AgentProcess, tmp_policy
 from support.nginxproc import NginxProcess, nginx_missing
 from support.processes import clean_env, free_port, terminate
 from support.serverproc import ServerProcess
-from support.waiting import wait_until
+from support.waiting import wait_until, wait_until_up
 
 ENROLL_KEY = "ek-fleet"
 POLL = 1.0  # poll interval: an agent is offline after 3 of them
@@ -758,18 +758,14 @@ class JupyterProcess:
                 env=env,
                 cwd=self.home,
             )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                if requests.get(self.url + "/pipenb/api/v1/health", timeout=2).ok:
-                    return self
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"jupyter not up in time:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)  # poll
+        wait_until_up(
+            self.proc,
+            self.url + "/pipenb/api/v1/health",
+            "jupyter",
+            lambda: self.log.read_text()[-3000:],
+            timeout,
+        )
+        return self
 
     def client(self) -> Client:
         return Client(self.url, self.token, timeout=10)

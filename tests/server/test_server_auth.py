@@ -7,13 +7,14 @@ Users hold the server's token; agents hold their own API key, valid on agent end
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from support.edgekit import add_agent
 from support.serverproc import ServerProcess
+from support.waiting import wait_until
 
 ENROLL_KEY = "ek-secret"
 PIPE = "name: auth-pipe\ninput: {echo: {events: [{n: 1}]}}\noutput: {discard: {}}\n"
@@ -227,12 +228,12 @@ def test_enrollment_is_rate_limited(srv):
     assert statuses[0] == 401
     assert retry_after is not None and int(retry_after) >= 1
     # the limit lifts again: a right key enrolls within a few seconds
-    deadline = time.monotonic() + 5
-    while True:
+
+    def not_limited() -> Any:
         r = srv.request("POST", "/agent/enroll", token=None, json={"enroll_key": ENROLL_KEY})
-        if r.status_code != 429 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # poll
+        return r if r.status_code != 429 else None
+
+    r = wait_until(not_limited, 5, "the enrollment limit to lift", interval=0.05)
     assert r.status_code == 201, r.text
 
 

@@ -91,9 +91,8 @@ class Held:
         self.started_at = time.monotonic()
         self.thread.start()
         # it is held: still unanswered after half a second
-        while time.monotonic() - self.started_at < 0.5:
-            assert self.thread.is_alive(), f"not held: {self.response and self.response.text}"
-            time.sleep(0.02)  # poll
+        self.thread.join(0.5)  # returns early only when the answer came
+        assert self.thread.is_alive(), f"not held: {self.response and self.response.text}"
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,13 +15,13 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from support.processes import clean_env, kill_group, terminate
+from support.waiting import wait_until
 
 
 class AgentProcess:
@@ -192,17 +192,19 @@ class AgentProcess:
 
     def wait_enrolled(self, timeout: float = 20.0) -> str:
         """The agent id, once the agent saved its identity (fails early if the agent died)."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def enrolled() -> str | None:
             ident = self.identity()
             if ident:
-                self.agent_id = ident["agent_id"]
-                return ident["agent_id"]
+                return str(ident["agent_id"])
             if not self.alive():
                 raise AssertionError(f"the agent exited before enrolling:\n{self.log_text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the agent did not enroll in {timeout}s:\n{self.log_text()}")
-            time.sleep(0.02)  # poll
+            return None
+
+        self.agent_id = wait_until(
+            enrolled, timeout, "the agent to enroll", self.log_text, interval=0.02
+        )
+        return self.agent_id
 
     def worker_pids(self) -> list[int]:
         """The agent's live child processes (its workers)."""

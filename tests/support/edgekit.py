@@ -7,7 +7,6 @@ the API's operations enumerated from the route table, the error body every refus
 
 from __future__ import annotations
 
-import contextlib
 import re
 import subprocess
 import time
@@ -22,6 +21,7 @@ from pipenb.server.handlers.base import Operation
 
 from support.processes import clean_env
 from support.serverproc import ServerProcess
+from support.waiting import wait_until, wait_until_up
 
 # ------------------------------------------------------------------------------ answers
 
@@ -178,19 +178,20 @@ class VerboseServer(ServerProcess):
                 self.args(port, verbosity="-vv"), stdout=out, stderr=err, env=clean_env()
             )
         deadline = time.monotonic() + timeout
-        while not self.url:
-            m = re.search(r"listening on (http://[\d.]+:\d+)", self.out.read_text())
-            if m:
-                self.url = m.group(1)
-            elif self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
+
+        def listening() -> str | None:
+            if self.proc.poll() is not None:
                 raise RuntimeError(f"server did not start:\n{self.log.read_text()}")
-            else:
-                time.sleep(0.02)  # poll
-        while True:
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(self.api + "/health", timeout=2).ok:
-                    return self
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not answer /health in time")
-            time.sleep(0.05)  # poll
+            m = re.search(r"listening on (http://[\d.]+:\d+)", self.out.read_text())
+            return m.group(1) if m else None
+
+        try:
+            self.url = wait_until(
+                listening, timeout, "the server's banner", self.log.read_text, error=RuntimeError
+            )
+        except RuntimeError:
+            self.stop()
+            raise
+        left = max(0.0, deadline - time.monotonic())
+        wait_until_up(self.proc, self.api + "/health", "the server", self.log.read_text, left)
+        return self

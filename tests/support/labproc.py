@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import requests
 
 from support import REPO_ROOT
 from support.processes import clean_env, free_port, kill_group
+from support.waiting import wait_until
 
 PREFIX = "/pipenb/api/v1"
 
@@ -53,16 +53,24 @@ class LabProcess:
                 env=env,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while not self._agent_online():
+
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"scripts/run.sh exited:\n{self.log_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(
-                    f"JupyterLab not ready in {timeout}s:\n{self.log_text()[-3000:]}"
-                )
-            time.sleep(0.2)  # poll
+            return self._agent_online()
+
+        try:
+            wait_until(
+                ready,
+                timeout,
+                "JupyterLab and its local agent",
+                lambda: self.log_text()[-3000:],
+                interval=0.2,
+                error=RuntimeError,
+            )
+        except RuntimeError:
+            self.kill()
+            raise
         return self
 
     def lab_settings(self) -> Path:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-import requests
-
 from support.processes import free_port, terminate
+from support.waiting import wait_until_up
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PREFIX = "/pipenb/api/v1"
@@ -95,19 +93,12 @@ http {{
             stdout=log,
             stderr=log,
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited:\n{self.log_text()}")
-            try:
-                if requests.get(self.url + PREFIX + "/health", timeout=2).ok:
-                    return self
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"nginx did not answer in time:\n{self.log_text()}")
-            time.sleep(0.05)  # poll
+        try:
+            wait_until_up(self.proc, self.url + PREFIX + "/health", "nginx", self.log_text, timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def answered_by(self, upstream: str, path: str = "/agent/checkin") -> int:
         """How many requests for ``path`` the process at ``upstream`` (host:port) answered 200

@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from support.processes import clean_env, terminate
+from support.waiting import wait_until_up
 
 PREFIX = "/pipenb/api/v1"
 
@@ -87,16 +88,16 @@ class ServerProcess:
             raise RuntimeError(f"server did not start: {line!r}\n{self.log.read_text()}")
         self.url = m.group(1)
         self.banner = line
-        while time.monotonic() < deadline:
-            try:
-                ok = requests.get(
-                    self.api + "/health", timeout=2, verify=self.verify, cert=self.cert
-                ).ok
-                if ok:
-                    return self
-            except requests.ConnectionError:
-                time.sleep(0.05)  # poll
-        raise RuntimeError("server did not answer /health in time")
+        wait_until_up(
+            self.proc,
+            self.api + "/health",
+            "the server",
+            self.log.read_text,
+            max(0.0, deadline - time.monotonic()),
+            verify=self.verify,
+            cert=self.cert,
+        )
+        return self
 
     def banner_line(self, text: str) -> str:
         """The next line of the server's start-up banner that contains ``text`` (it reads the

@@ -19,7 +19,7 @@ from pipenb.lang.validate import load_pipe
 
 from support.files import read_ndjson
 from support.pipes import actions_pipe, problems_of, run_actions
-from support.waiting import async_wait_until
+from support.waiting import async_wait_until, wait_until
 
 
 def preview(actions: str, events: list[dict]) -> pipenb.PreviewResult:
@@ -122,10 +122,8 @@ def test_dedupe_forgets_a_key_when_its_window_ends_and_repeats_do_not_extend_it(
     started = time.monotonic()
     assert chain.run([{"m": "x"}])[0] == [{"m": "x"}]
     assert chain.run([{"m": "x"}, {"m": "y"}])[0] == [{"m": "y"}]
-    deadline = started + 10
-    while not chain.run([{"m": "x"}])[0]:  # a repeat every 10 ms, each dropped...
-        assert time.monotonic() < deadline, "the window never ended"
-        time.sleep(0.01)  # poll
+    # a repeat every 10 ms, each dropped...
+    wait_until(lambda: chain.run([{"m": "x"}])[0], 10, "the window to end", interval=0.01)
     assert time.monotonic() - started >= 0.2  # ...until the window of the kept one ended
 
 

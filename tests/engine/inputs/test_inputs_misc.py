@@ -15,7 +15,7 @@ import pipenb
 from support.cli import run_cli
 from support.files import read_ndjson
 from support.pipes import problems_of, write_pipe
-from support.waiting import async_wait_until, stop_engine
+from support.waiting import async_wait_until, stop_engine, wait_until
 
 
 def make_pipe(inp: dict, out, *, errors=None, name: str = "misc") -> pipenb.Pipe:
@@ -243,14 +243,16 @@ def test_a_timed_out_command_reports_the_kill_signal(tmp_path, data_dir, monkeyp
 
     def killpg(pgid, sig):
         real_killpg(pgid, sig)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def zombie() -> bool:
             with open(f"/proc/{pgid}/stat") as fh:
-                if fh.read().rsplit(") ", 1)[1].startswith("Z"):
-                    break
-            time.sleep(0.001)  # poll
-        # let the watcher reap once the engine returns to its loop, after _kill_group
-        asyncio.get_running_loop().call_soon(released.set)
+                return fh.read().rsplit(") ", 1)[1].startswith("Z")
+
+        try:  # blocks the event loop on purpose: the child is dead before proc.kill()
+            wait_until(zombie, 10, "the killed child to be a zombie", interval=0.001)
+        finally:
+            # let the watcher reap once the engine returns to its loop, after _kill_group
+            asyncio.get_running_loop().call_soon(released.set)
 
     monkeypatch.setattr(os, "waitpid", waitpid)
     monkeypatch.setattr(os, "killpg", killpg)
