@@ -3,7 +3,7 @@ trustme certificate for listeners and peers (``trustme_certs``).
 
 - ``expired_chain`` / ``chain_files``: certificate files made with the server's own
   ``pipenb.server.certs`` (trustme cannot make expired ones);
-- ``Proxy``: a TCP proxy on 127.0.0.1 between an agent and the server, in threads. As a pure
+- ``Proxy``: a TCP proxy on 127.0.0.1 between an agent and the server, on an asyncio loop. As a pure
   pass-through it relays bytes as they are; as a man in the middle it terminates the client's TLS
   with its own certificate and opens its own TLS connection to the server. Either way it keeps
   every byte the client sent it (``seen``), so a test can assert what never crossed.
@@ -11,6 +11,7 @@ trustme certificate for listeners and peers (``trustme_certs``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import socket
@@ -56,7 +57,13 @@ def chain_files(
 
 class Proxy:
     """A TCP proxy on 127.0.0.1 to ``target``; ``mitm``: (cert file, key file) to terminate
-    TLS with (its own certificate), and TLS again towards the server."""
+    TLS with (its own certificate), and TLS again towards the server.
+
+    It runs an asyncio loop in one thread: OpenSSL does not allow one TLS connection to be used
+    from two threads at once, which is what a reader and a writer thread per direction did (the
+    likely cause of an enrollment through this proxy that hung for 20 s in one CI run); asyncio's
+    TLS drives both directions of a connection from one loop.
+    """
 
     def __init__(self, target: tuple[str, int], mitm: tuple[Path, Path] | None = None):
         self.target = target
@@ -73,85 +80,102 @@ class Proxy:
         self.handshakes_failed = 0
         self._lock = threading.Lock()
         self._sock = socket.create_server(("127.0.0.1", 0))
-        self._closing = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._accepting: asyncio.Task[None] | None = None
+        self._serving: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
         return self._sock.getsockname()[1]
 
     def start(self) -> Proxy:
-        self._spawn(self._accept)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
         return self
 
-    def _spawn(self, fn: object, *args: object) -> None:
-        t = threading.Thread(target=fn, args=args, daemon=True)  # type: ignore[arg-type]
-        t.start()
-        self._threads.append(t)
+    async def _listen(self) -> None:
+        self._sock.setblocking(False)
+        self._accepting = asyncio.get_running_loop().create_task(self._accept())
 
-    def _accept(self) -> None:
-        while not self._closing.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(self._sock)
             with self._lock:
                 self.connections += 1
-            self._spawn(self._serve, conn)
+            task = loop.create_task(self._serve(conn))
+            self._serving.add(task)  # a reference, so the task is not collected mid-way
+            task.add_done_callback(self._serving.discard)
 
-    def _serve(self, conn: socket.socket) -> None:
-        client: socket.socket = conn
-        upstream: socket.socket | None = None
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
         try:
-            conn.settimeout(60)
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=self.server_ctx,
+                ssl_handshake_timeout=30 if self.server_ctx is not None else None,
+            )
+        except (ssl.SSLError, OSError, asyncio.TimeoutError):
+            conn.close()
             if self.server_ctx is not None:
-                try:
-                    client = self.server_ctx.wrap_socket(conn, server_side=True)
-                except (ssl.SSLError, OSError):
-                    with self._lock:
-                        self.handshakes_failed += 1
-                    return
-            upstream = socket.create_connection(self.target, timeout=60)
-            if self.upstream_ctx is not None:
-                upstream = self.upstream_ctx.wrap_socket(upstream)
-            done = threading.Event()
-            self._spawn(self._pump, upstream, client, False, done)
-            self._pump(client, upstream, True, done)
-            done.wait(10)
-        except OSError:
+                with self._lock:
+                    self.handshakes_failed += 1
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        up_writer: asyncio.StreamWriter | None = None
+        try:
+            up_reader, up_writer = await asyncio.open_connection(
+                *self.target, ssl=self.upstream_ctx
+            )
+            await asyncio.gather(
+                self._pump(reader, up_writer, record=True),
+                self._pump(up_reader, writer, record=False),
+            )
+        except (OSError, ssl.SSLError):
             pass
         finally:
-            for s in (client, upstream):
-                if s is not None:
-                    with contextlib.suppress(OSError):
-                        s.close()
+            for w in (writer, up_writer):
+                if w is not None:
+                    w.close()
 
-    def _pump(
-        self, src: socket.socket, dst: socket.socket, record: bool, done: threading.Event
+    async def _pump(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, record: bool
     ) -> None:
         try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
+            while data := await src.read(65536):
                 if record:
                     with self._lock:
                         self.seen += data
-                dst.sendall(data)
-        except OSError:
+                dst.write(data)
+                await dst.drain()
+        except (OSError, ssl.SSLError):
             pass
         finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-            if not record:
-                done.set()
+            with contextlib.suppress(OSError, RuntimeError, ssl.SSLError):
+                if dst.can_write_eof():
+                    dst.write_eof()
+                else:  # TLS has no half-close: end the connection
+                    dst.close()
 
     def saw(self, secret: str) -> bool:
         with self._lock:
             return secret.encode() in self.seen
 
     def close(self) -> None:
-        self._closing.set()
+        async def stop() -> None:
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
         with contextlib.suppress(OSError):
             self._sock.close()
 
