@@ -18,7 +18,7 @@ import orjson
 from pipenb.engine.base import Event, RunContext
 from pipenb.engine.build import compile_chain
 from pipenb.engine.codecs.lines import decode_lines
-from pipenb.engine.steps import Chain, deep_copy
+from pipenb.engine.steps import Chain, StageCounts, deep_copy
 from pipenb.errors import UsageError
 from pipenb.lang.spec import PipeSpec
 
@@ -35,28 +35,18 @@ def to_dataframe(records: list[dict[str, Any]]) -> Any:
 
 
 @dataclass
-class StagePreview:
-    """One stage of a preview: the events it emitted and its counters."""
+class StagePreview(StageCounts):
+    """One stage of a preview: its counters (those a run reports) and the events it emitted."""
 
-    name: str
-    events: list[Event]
-    events_in: int = 0
-    events_out: int = 0
-    dropped: int = 0
-    errors: int = 0
+    events: list[Event] = field(default_factory=list)
 
     @property
     def df(self) -> Any:
         return to_dataframe(self.events)
 
     def counts(self) -> dict[str, Any]:
-        return {
-            "stage": self.name,
-            "in": self.events_in,
-            "out": self.events_out,
-            "dropped": self.dropped,
-            "errors": self.errors,
-        }
+        """The counters without the events, as a run reports a stage."""
+        return self.as_dict()
 
 
 #: Characters of one value the HTML display shows; the DataFrames keep the whole value. A 5 MB
@@ -118,11 +108,11 @@ class PreviewResult:
         stages = [
             StagePreview(
                 str(s.get("stage", "")),
-                list(s.get("events") or []),
                 int(s.get("in") or 0),
                 int(s.get("out") or 0),
                 int(s.get("dropped") or 0),
                 int(s.get("errors") or 0),
+                events=list(s.get("events") or []),
             )
             for s in data.get("stages") or []
         ]
@@ -394,10 +384,10 @@ def preview(
     stages = [
         StagePreview(
             f"input:{spec.input.name}",
-            deep_copy(events),
             len(events) + len(rejects),
             len(events),
             errors=len(rejects),
+            events=deep_copy(events),
         )
     ]
     errors: list[Event] = list(rejects)  # lines the input format could not decode
@@ -414,7 +404,12 @@ def preview(
         c = chain.counts[idx]
         stages.append(
             StagePreview(
-                chain.names[idx], deep_copy(current), before, len(current), c.dropped, c.errors
+                chain.names[idx],
+                before,
+                len(current),
+                c.dropped,
+                c.errors,
+                events=deep_copy(current),
             )
         )
     flushed, failures = chain.flush()
