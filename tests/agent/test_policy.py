@@ -10,7 +10,6 @@ fail whatever the policy; workers never see ``PIPENB_*`` variables; ``--run-as``
 from __future__ import annotations
 
 import html
-import http.server
 import json
 import os
 import secrets
@@ -18,7 +17,6 @@ import site
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ from pipenb.policy.rules import endpoint_allowed, glob_matches, parse_endpoint, 
 
 from support.agentproc import AgentProcess
 from support.cli import cli_env
+from support.httpsink import HttpSink
 from support.processes import free_port
 from support.serverproc import ServerProcess
 from support.waiting import wait_until
@@ -381,39 +380,11 @@ def reported(client: Client, dep_id: str, state: str) -> dict[str, Any] | None:
     return s if s["state"] == state else None
 
 
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records every request body (what a pipe sent out)."""
-
-    def __init__(self) -> None:
-        bodies = self.bodies = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                self.send_response(200)
-                self.end_headers()
-
-            do_GET = do_POST
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    try:
+def receiver() -> Iterator[HttpSink]:
+    """An HTTP server on 127.0.0.1 that records every request (what a pipe sent out)."""
+    with HttpSink() as r:
         yield r
-    finally:
-        r.close()
 
 
 # ------------------------------------------------------------------------------ deploy time
@@ -588,7 +559,7 @@ def test_paths_that_resolve_outside_through_a_symlink_are_refused_at_run_time(
 
 
 def test_names_that_resolve_outside_the_network_policy_are_refused_at_run_time(
-    client: Client, agents: Any, receiver: Receiver
+    client: Client, agents: Any, receiver: HttpSink
 ) -> None:
     """A host name passes at deploy time when only its address can tell (the policy names
     networks); where the socket is opened, ``localhost`` resolves to 127.0.0.1, outside."""
@@ -626,7 +597,7 @@ def test_names_that_resolve_outside_the_network_policy_are_refused_at_run_time(
             lambda d=dep["id"]: instance(client, d),
         )
         assert message in st["error"], (what, st["error"])
-    assert receiver.bodies == []  # nothing reached the receiver
+    assert receiver.requests == []  # nothing reached the receiver
 
 
 # ------------------------------------------------------------------------------ the attacks
@@ -659,7 +630,7 @@ def test_attack_a_pth_file_into_site_packages_fails_whatever_the_policy(
 
 
 def test_attack_reading_shadow_and_the_agents_identity_fails_whatever_the_policy(
-    client: Client, agents: Any, tmp_path: Path, receiver: Receiver
+    client: Client, agents: Any, tmp_path: Path, receiver: HttpSink
 ) -> None:
     """Issue 12: a files -> http-post pipe sent out /etc/shadow and the agent's identity.json
     (its key). With ``read: /**``, directly and through symlinks: nothing is sent."""
@@ -695,7 +666,7 @@ def test_attack_reading_shadow_and_the_agents_identity_fails_whatever_the_policy
     assert dep["status"][0]["state"] != "refused"
     st = wait_until(lambda: reported(client, dep["id"], "refused"), 30, "refused at run time")
     assert "(resolves to /etc/shadow) is inside the host's credentials" in st["error"]
-    assert receiver.bodies == []  # not even the harmless file: the pipe never started reading
+    assert receiver.requests == []  # not even the harmless file: the pipe never started reading
     key = orjson.loads(ident.read_bytes())["api_key"]
     assert key not in json.dumps(client.deployment(dep["id"]))
 

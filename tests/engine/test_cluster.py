@@ -28,6 +28,7 @@ from pipenb.engine.inputs.dataset import read_range
 from pipenb.errors import PipeSyntaxError, UsageError
 
 from support import REPO_ROOT
+from support.httpsink import HttpSink
 from support.waiting import wait_until
 
 distributed = pytest.importorskip("distributed")
@@ -567,35 +568,14 @@ output:
 
 
 def test_http_post_is_sent_from_the_workers(tmp_path: Path, client) -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    got: list[bytes] = []
-    lock = threading.Lock()
-
-    class Sink(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with lock:
-                got.extend(orjson.dumps(e) for e in orjson.loads(body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/in"
-        pipe = _echo(tmp_path, f"  http-post: {{url: {url}, batch: {{size: 500}}}}", n=8000)
+    with HttpSink(lambda request: (204, b"")) as sink:
+        pipe = _echo(tmp_path, f"  http-post: {{url: {sink.url}in, batch: {{size: 500}}}}", n=8000)
         report = run_pipe(pipe.spec, client, data_dir=str(tmp_path / "s"))
-    finally:
-        server.shutdown()
+    got = sink.events()
     assert report.state == "finished", report.error
     assert report.partitions == 3 and report.snapshot()["output"]["events"] == 24000
     assert len(got) == 24000
-    assert Counter(orjson.loads(x)["k"] for x in got) == {"a": 8000, "b": 8000, "x/../y": 8000}
+    assert Counter(e["k"] for e in got) == {"a": 8000, "b": 8000, "x/../y": 8000}
 
 
 def test_field_paths_and_a_merged_csv(tmp_path: Path, client) -> None:

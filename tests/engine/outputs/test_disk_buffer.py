@@ -21,6 +21,7 @@ import requests
 from pipenb.engine.diskbuffer import DiskBufferFull, SegmentLog
 
 from support import REPO_ROOT
+from support.httpsink import HttpSink, Request
 from support.processes import free_port
 from support.waiting import async_wait_until, wait_until
 
@@ -165,43 +166,29 @@ def test_sigkill_three_times_during_100k_http_post_loses_nothing(tmp_path):
 def test_an_output_disk_buffer_holds_events_while_the_sink_is_down(tmp_path, data_dir):
     """The sink answers 503 at first: the input is read to its end and checkpointed anyway
     (the events wait on disk); once the sink is up, every event arrives."""
-    import http.server
-    import threading
-
     import pipenb
 
-    state = {"up": False, "got": []}
+    up = False
 
-    class Sink(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if not state["up"]:
-                self.send_response(503)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            state["got"] += [orjson.loads(x)["seq"] for x in body.splitlines() if x.strip()]
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def answer(request: Request) -> tuple[int, bytes]:
+        return (200, b"") if up else (503, b"")
 
-        def log_message(self, *a):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sink = HttpSink(answer)
     n = 5000
     src = tmp_path / "in.ndjson"
     src.write_bytes(lines(n))
     doc = {
         "name": "held",
         "input": {"files": {"path": str(src), "format": "json"}},
-        "output": {"http-post": {"url": f"http://127.0.0.1:{server.server_address[1]}/",
-                                 "format": "ndjson", "buffer": "disk"}},
+        "output": {"http-post": {"url": sink.url, "format": "ndjson", "buffer": "disk"}},
     }  # fmt: skip
     pipe = pipenb.Pipe.from_yaml(orjson.dumps(doc).decode())
 
+    def got() -> list[int]:
+        return [e["seq"] for e in sink.events()]
+
     async def scenario():
+        nonlocal up
         engine = pipe.engine(data_dir=data_dir)
         task = asyncio.create_task(engine.run())
         try:
@@ -215,16 +202,13 @@ def test_an_output_disk_buffer_holds_events_while_the_sink_is_down(tmp_path, dat
                 checkpointed_to_the_end,
                 what="the input checkpointed at its end while the sink is down",
             )
-            assert state["got"] == []
-            state["up"] = True
-            await async_wait_until(lambda: len(set(state["got"])) == n, what="every event")
+            assert got() == []
+            up = True
+            await async_wait_until(lambda: len(set(got())) == n, what="every event")
         finally:
             engine.stop()
             await task
 
-    try:
+    with sink:
         asyncio.run(asyncio.wait_for(scenario(), 120))
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert sorted(set(state["got"])) == list(range(n))
+    assert sorted(set(got())) == list(range(n))

@@ -1,48 +1,17 @@
 """``http-post`` codecs: the bodies Elasticsearch ``_bulk``, Loki push and OTLP/HTTP JSON
-document, checked field by field against those documented shapes, sent to a recording server."""
+document, checked field by field against those documented shapes, sent to a recording server
+(``support.httpsink``)."""
 
 from __future__ import annotations
 
 import asyncio
-import http.server
-import threading
 
 import orjson
 
 import pipenb
 
 from support.files import read_ndjson
-
-
-class Recorder:
-    """Records (headers, body) of each POST; answers with ``answer(body)`` (status, body)."""
-
-    def __init__(self, answer=lambda body: (200, b"{}")):
-        self.requests: list[tuple[dict, bytes]] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests.append((dict(self.headers), body))
-                status, out = answer(body)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def log_message(self, *a):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
+from support.httpsink import HttpSink
 
 EVENTS = [
     {"timestamp": "2024-05-01T12:00:00Z", "severity": "warning", "app": "web", "message": "a ✓"},
@@ -60,20 +29,17 @@ def send(post: dict, tmp_path, data_dir) -> list[dict]:
 
 
 def test_elasticsearch_bulk_body_and_refused_items(tmp_path, data_dir):
-    def answer(body):  # the second document is refused, as _bulk reports it
+    def answer(request):  # the second document is refused, as _bulk reports it
         items = [{"index": {"_index": "logs", "status": 201}},
                  {"index": {"_index": "logs", "status": 400,
                             "error": {"type": "mapper_parsing_exception",
                                       "reason": "failed to parse field [n]"}}}]  # fmt: skip
         return 200, orjson.dumps({"took": 1, "errors": True, "items": items})
 
-    rx = Recorder(answer)
-    try:
-        dead = send({"url": rx.url + "/_bulk", "codec": "elasticsearch", "index": "logs"},
+    with HttpSink(answer) as rx:
+        dead = send({"url": rx.url + "_bulk", "codec": "elasticsearch", "index": "logs"},
                     tmp_path, data_dir)  # fmt: skip
-    finally:
-        rx.close()
-    ((headers, body),) = rx.requests
+    ((headers, body),) = [(r.headers, r.body) for r in rx.requests]
     assert headers["Content-Type"] == "application/x-ndjson"
     assert body.endswith(b"\n")
     lines = [orjson.loads(x) for x in body.splitlines()]
@@ -88,14 +54,11 @@ def test_elasticsearch_bulk_body_and_refused_items(tmp_path, data_dir):
 
 
 def test_loki_push_body(tmp_path, data_dir):
-    rx = Recorder(lambda body: (204, b""))
-    try:
-        assert send({"url": rx.url + "/loki/api/v1/push", "codec": "loki",
+    with HttpSink(lambda request: (204, b"")) as rx:
+        assert send({"url": rx.url + "loki/api/v1/push", "codec": "loki",
                      "labels": {"job": "relay"}, "label-fields": ["app"]},
                     tmp_path, data_dir) == []  # fmt: skip
-    finally:
-        rx.close()
-    ((headers, body),) = rx.requests
+    ((headers, body),) = [(r.headers, r.body) for r in rx.requests]
     assert headers["Content-Type"] == "application/json"
     streams = {s["stream"]["app"]: s for s in orjson.loads(body)["streams"]}
     assert streams["web"]["stream"] == {"job": "relay", "app": "web"}
@@ -104,13 +67,10 @@ def test_loki_push_body(tmp_path, data_dir):
 
 
 def test_otlp_http_json_logs_body(tmp_path, data_dir):
-    rx = Recorder()
-    try:
-        assert send({"url": rx.url + "/v1/logs", "codec": "otlp", "service": "edge"},
+    with HttpSink(lambda request: (200, b"{}")) as rx:
+        assert send({"url": rx.url + "v1/logs", "codec": "otlp", "service": "edge"},
                     tmp_path, data_dir) == []  # fmt: skip
-    finally:
-        rx.close()
-    ((headers, body),) = rx.requests
+    ((headers, body),) = [(r.headers, r.body) for r in rx.requests]
     assert headers["Content-Type"] == "application/json"
     (res,) = orjson.loads(body)["resourceLogs"]
     assert res["resource"]["attributes"] == [

@@ -1,7 +1,7 @@
 """``http-post`` ``concurrency: N`` (issue 16 item 9): N requests in flight, checkpoints in order.
 
-The receiver is a threaded ``http.server`` that takes its time over every request (a slow
-receiver is what concurrency is for) and counts the requests it is serving at once. Its latency
+The receiver (``support.httpsink``, a thread per connection) takes its time over every request
+(a slow receiver is what concurrency is for) and counts the requests it is serving at once. Its latency
 alternates between long and short, so answers come back out of order: a checkpoint taken on
 whichever answer came first would get ahead of a batch still unanswered, which the SIGKILL test
 catches by comparing every checkpoint it sees with what the receiver had acknowledged.
@@ -10,7 +10,6 @@ catches by comparing every checkpoint it sees with what the receiver had acknowl
 from __future__ import annotations
 
 import asyncio
-import http.server
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ import pipenb
 from pipenb.engine.checkpoints import FileCheckpointStore, checkpoint_path
 
 from support import REPO_ROOT
+from support.httpsink import HttpSink, Request
 from support.waiting import wait_until
 
 
@@ -32,49 +32,37 @@ class SlowReceiver:
     """Answers 200 after ``latency`` seconds (every other request: ``latency / 4``)."""
 
     def __init__(self, latency: float = 0.1, alternate: bool = False):
+        self.latency = latency
+        self.alternate = alternate
         self.acked: set[int] = set()
         self.received = 0
         self.now = 0
         self.most = 0
         self.requests = 0
-        lock = threading.Lock()
-        outer = self
+        self.lock = threading.Lock()
+        self.sink = HttpSink(self.answer)
+        self.port = self.sink.port
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                seqs = [orjson.loads(x)["seq"] for x in body.splitlines() if x.strip()]
-                with lock:
-                    outer.requests += 1
-                    n = outer.requests
-                    outer.now += 1
-                    outer.most = max(outer.most, outer.now)
-                try:
-                    # the receiver's own latency (what it simulates), not test synchronisation
-                    time.sleep(latency / 4 if alternate and n % 2 == 0 else latency)
-                finally:
-                    with lock:
-                        outer.now -= 1
-                with lock:
-                    outer.acked.update(seqs)
-                    outer.received += len(seqs)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, request: Request) -> tuple[int, bytes]:
+        seqs = [e["seq"] for e in request.lines()]
+        with self.lock:
+            self.requests += 1
+            n = self.requests
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            # the receiver's own latency (what it simulates), not test synchronisation
+            time.sleep(self.latency / 4 if self.alternate and n % 2 == 0 else self.latency)
+        finally:
+            with self.lock:
+                self.now -= 1
+        with self.lock:
+            self.acked.update(seqs)
+            self.received += len(seqs)
+        return 200, b""
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.sink.close()
 
 
 def test_requests_overlap_and_every_event_arrives(tmp_path, data_dir):

@@ -2,15 +2,14 @@
 
 The proxy is a small forward proxy on loopback, written here: it serves absolute-form requests
 (``POST http://host/path``) and ``CONNECT`` tunnels, relays the bytes to the receiver, and logs
-each request line and its ``Proxy-Authorization``. The receivers are ``http.server`` threads
-(one over TLS with a trustme certificate). Every test clears the proxy variables the machine
+each request line and its ``Proxy-Authorization``. The receivers are ``support.httpsink``
+servers (one over TLS with a trustme certificate). Every test clears the proxy variables the machine
 may have set.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.server
 import socket
 import socketserver
 import ssl
@@ -24,6 +23,7 @@ import pipenb
 from pipenb.errors import PipeRuntimeError
 
 from support.files import read_ndjson
+from support.httpsink import HttpSink, Request
 
 PROXY_VARS = ["http_proxy", "https_proxy", "no_proxy", "all_proxy"]
 
@@ -100,40 +100,9 @@ def relay(a: socket.socket, b: socket.socket) -> None:
     b.close()
 
 
-class Receiver:
+def receive(request: Request) -> tuple[int, bytes]:
     """Takes POSTed NDJSON, answers GET with two events."""
-
-    def __init__(self, tls: ssl.SSLContext | None = None):
-        self.events: list[dict] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.events += [orjson.loads(x) for x in body.splitlines() if x.strip()]
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_GET(self):
-                body = b'[{"n": 1}, {"n": 2}]'
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return 200, (b'[{"n": 1}, {"n": 2}]' if request.method == "GET" else b"")
 
 
 @pytest.fixture
@@ -153,9 +122,8 @@ def proxy():
 
 @pytest.fixture
 def receiver():
-    r = Receiver()
-    yield r
-    r.close()
+    with HttpSink(receive) as r:
+        yield r
 
 
 def post(url: str, tmp_path, data_dir, **extra) -> None:
@@ -172,7 +140,7 @@ def test_http_post_goes_through_http_proxy(env, proxy, receiver, tmp_path, data_
     env.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
     url = f"http://127.0.0.1:{receiver.port}/ingest?x=1"
     post(url, tmp_path, data_dir)
-    assert [e["seq"] for e in receiver.events] == list(range(5))
+    assert [e["seq"] for e in receiver.events()] == list(range(5))
     assert proxy.seen == [(f"POST {url}", None)]
 
 
@@ -180,7 +148,7 @@ def test_no_proxy_bypasses_the_proxy(env, proxy, receiver, tmp_path, data_dir):
     env.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
     env.setenv("NO_PROXY", "localhost,127.0.0.1")
     post(f"http://127.0.0.1:{receiver.port}/", tmp_path, data_dir)
-    assert [e["seq"] for e in receiver.events] == list(range(5))
+    assert [e["seq"] for e in receiver.events()] == list(range(5))
     assert proxy.seen == []
 
 
@@ -188,7 +156,7 @@ def test_proxy_credentials_are_sent_to_the_proxy_only(env, proxy, receiver, tmp_
     env.setenv("http_proxy", f"http://ann:s%3Acret@127.0.0.1:{proxy.port}")
     post(f"http://127.0.0.1:{receiver.port}/", tmp_path, data_dir)
     assert proxy.seen == [(f"POST http://127.0.0.1:{receiver.port}/", "Basic YW5uOnM6Y3JldA==")]
-    assert len(receiver.events) == 5
+    assert len(receiver.events()) == 5
 
 
 def test_https_is_tunnelled_with_connect_and_verified_end_to_end(env, proxy, tmp_path, data_dir):
@@ -197,14 +165,11 @@ def test_https_is_tunnelled_with_connect_and_verified_end_to_end(env, proxy, tmp
     ca.issue_cert("127.0.0.1").configure_cert(ctx)
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    rx = Receiver(tls=ctx)
-    try:
+    with HttpSink(receive, tls=ctx) as rx:
         env.setenv("HTTPS_PROXY", f"127.0.0.1:{proxy.port}")  # no scheme: http:// meant
         env.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # not used for https:// URLs
-        post(f"https://127.0.0.1:{rx.port}/", tmp_path, data_dir, tls={"ca-file": str(ca_file)})
-    finally:
-        rx.close()
-    assert [e["seq"] for e in rx.events] == list(range(5))
+        post(rx.url, tmp_path, data_dir, tls={"ca-file": str(ca_file)})
+    assert [e["seq"] for e in rx.events()] == list(range(5))
     assert proxy.seen == [(f"CONNECT 127.0.0.1:{rx.port}", None)]
 
 
@@ -256,9 +221,9 @@ def test_under_an_agent_policy_the_receiver_must_be_allowed_too(
         asyncio.run(asyncio.wait_for(engine.run(), 60))
 
     run([f"127.0.0.1:{proxy.port}", f"127.0.0.1:{receiver.port}"])
-    assert proxy.seen == [(f"POST {url}", None)] and len(receiver.events) == 1
+    assert proxy.seen == [(f"POST {url}", None)] and len(receiver.events()) == 1
     with pytest.raises(Exception, match=f"connects to 127.0.0.1:{receiver.port}"):
         run([f"127.0.0.1:{proxy.port}"])
     with pytest.raises(Exception, match=f"127.0.0.1:{proxy.port}"):
         run([f"127.0.0.1:{receiver.port}"])  # the proxy itself is not allowed
-    assert len(proxy.seen) == 1 and len(receiver.events) == 1
+    assert len(proxy.seen) == 1 and len(receiver.events()) == 1
