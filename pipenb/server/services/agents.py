@@ -25,6 +25,8 @@ from pipenb.server.security import hash_secret, new_api_key, same_secret, split_
 from pipenb.server.services.pipes import not_found
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from pipenb.server.db import SessionScope
     from pipenb.server.live import Live
     from pipenb.server.services.agent_settings import AgentSettingsService
@@ -83,26 +85,31 @@ class AgentService:
 
     def get(self, agent_id: str) -> M.Agent:
         with self.session() as s:
-            row = s.get(AgentRow, agent_id)
-            if row is None:
-                raise not_found("agent", agent_id)
-            n = s.scalar(
-                select(func.count())
-                .select_from(AssignmentRow)
-                .where(AssignmentRow.agent_id == agent_id)
-            )
-            refused = s.scalar(
-                select(func.count())
-                .select_from(PipeStatusRow)
-                .where(PipeStatusRow.agent_id == agent_id, PipeStatusRow.state == "refused")
-            )
-            return self._model(row, n or 0, refused or 0)
+            return self._get(s, agent_id)
+
+    def _get(self, s: Session, agent_id: str) -> M.Agent:
+        """The agent with its counts, read in the caller's session."""
+        row = s.get(AgentRow, agent_id)
+        if row is None:
+            raise not_found("agent", agent_id)
+        n = s.scalar(
+            select(func.count())
+            .select_from(AssignmentRow)
+            .where(AssignmentRow.agent_id == agent_id)
+        )
+        refused = s.scalar(
+            select(func.count())
+            .select_from(PipeStatusRow)
+            .where(PipeStatusRow.agent_id == agent_id, PipeStatusRow.state == "refused")
+        )
+        return self._model(row, n or 0, refused or 0)
 
     # ------------------------------------------------------------------ writing
     def add(
         self, body: M.AgentCreate, *, enrolled: bool = False, attributes: dict | None = None
     ) -> M.Agent:
-        with self.session() as s:
+        # one transaction: the agent and its instances
+        with self.deployments.placing() as (s, wake):
             if s.get(AgentRow, body.id) is not None:
                 raise ApiError(409, "exists", f"agent {body.id!r} exists already")
             row = AgentRow(
@@ -114,11 +121,12 @@ class AgentService:
                 created_at=utcnow(),
             )
             s.add(row)
-        self.deployments.place_agents([body.id])
-        return self._model(row)
+            s.flush()
+            wake.update(self.deployments.place_agents_in(s, [body.id]))
+            return self._get(s, body.id)
 
     def update(self, agent_id: str, body: M.AgentUpdate) -> M.Agent:
-        with self.session() as s:
+        with self.deployments.placing() as (s, wake):
             row = s.get(AgentRow, agent_id)
             if row is None:
                 raise not_found("agent", agent_id)
@@ -126,21 +134,22 @@ class AgentService:
                 row.name = body.name
             if body.labels is not None:
                 row.labels = clean_labels(body.labels)
+                s.flush()
+                wake.update(self.deployments.place_agents_in(s, [agent_id]))
+            wake.add(agent_id)
+            answer = self._get(s, agent_id)
         self.agent_settings.forget(agent_id)  # its labels' settings may differ now
-        if body.labels is not None:
-            self.deployments.place_agents([agent_id])
-        self.live.notify(agent_id)
-        return self.get(agent_id)
+        return answer
 
     def remove(self, agent_id: str) -> None:
         """Remove an agent and its keys. Its held check-in is answered 401 at once (the agent
         stops its pipes and exits), and enrollment never hands its id out again."""
-        with self.session() as s:
+        with self.deployments.placing() as (s, wake):
             row = s.get(AgentRow, agent_id)
             if row is None:
                 raise not_found("agent", agent_id)
             key_ids = s.scalars(select(ApiKeyRow.id).where(ApiKeyRow.agent_id == agent_id)).all()
-            # counted deployments lose an instance with it: they are placed again below
+            # counted deployments lose an instance with it: they are placed again
             held = s.scalars(
                 select(AssignmentRow.deployment_id)
                 .join(DeploymentRow, DeploymentRow.id == AssignmentRow.deployment_id)
@@ -150,9 +159,10 @@ class AgentService:
             s.delete(row)
             if s.get(RemovedAgentRow, agent_id) is None:
                 s.add(RemovedAgentRow(id=agent_id, removed_at=utcnow()))
+            if held:
+                s.flush()
+                wake.update(self.deployments.place_in(s, list(held)))
         self.live.agent_removed(agent_id, list(key_ids))  # here and in the other processes
-        if held:
-            self.deployments.reconcile(list(held))
 
     # ------------------------------------------------------------------ keys
     def key_row(self, agent_id: str, expires_at: datetime | None) -> tuple[ApiKeyRow, str]:

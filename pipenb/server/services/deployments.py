@@ -8,11 +8,11 @@ they are unless they must move.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import hashlib
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import String, cast, delete, func, insert, select
@@ -59,21 +59,6 @@ if TYPE_CHECKING:
     from pipenb.server.settings import ServerSettings
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _one_at_a_time(fn: F) -> F:
-    """Placement reads assignments and then writes them: two at once on worker threads
-    (dbpool.py) could both add the same instance. They take turns within the process."""
-
-    @functools.wraps(fn)
-    def wrapper(self: DeploymentService, *args: Any, **kwargs: Any) -> Any:
-        with self._placing:
-            return fn(self, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _hash(*parts: Any) -> str:
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -115,6 +100,23 @@ class DeploymentService:
         self.secrets = SecretBox(settings.secret_key_file or default_key_file(settings.db_url))
         self._placing = threading.RLock()
 
+    @contextlib.contextmanager
+    def placing(self) -> Iterator[tuple[Session, set[str]]]:
+        """``with placing() as (s, wake):`` one session for an operation that changes what
+        placement depends on and places in the same transaction (``place_in``,
+        ``place_agents_in``); the agents added to ``wake`` are woken once it is committed.
+
+        Placement reads assignments and then writes them: two at once on worker threads
+        (dbpool.py) could both add the same instance, so they take turns within the process
+        (and across processes: ``lock_placement`` in the session), before the session writes
+        anything.
+        """
+        wake: set[str] = set()
+        with self._placing, self.session() as s:
+            yield s, wake
+        if wake:
+            self.live.notify(*wake)
+
     # ------------------------------------------------------------------ create and change
     def create(self, body: M.DeploymentCreate) -> M.Deployment:
         """A new deployment; see ``apply`` for one a user can repeat by name."""
@@ -132,7 +134,6 @@ class DeploymentService:
                 "deploy again to update it",
             ) from None
 
-    @_one_at_a_time  # placement within: take turns before the session writes anything
     def _apply(self, body: M.DeploymentCreate) -> tuple[M.Deployment, bool]:
         """Create a deployment, or change the one of the same ``name`` (and say which: True
         for created).
@@ -142,7 +143,7 @@ class DeploymentService:
         """
         version = None if body.version == "latest" else int(body.version)
         instances = -1 if body.instances == "all" else int(body.instances)
-        with self.session() as s:
+        with self.placing() as (s, wake):
             pipe = s.scalar(select(PipeRow).where(PipeRow.name == body.pipe))
             if pipe is None:
                 raise not_found("pipe", body.pipe)
@@ -192,13 +193,10 @@ class DeploymentService:
                 )
             # one transaction: the deployment, its instances and the answer, or nothing
             s.flush()
-            wake = self._place(s, [dep_id])
+            wake.update(self.place_in(s, [dep_id]))
             if existing is not None:  # a new version or new params reach agents that keep it
                 wake.update(self._touch(s, [dep_id]))
-            answer = self._get(s, dep_id)
-        if wake:
-            self.live.notify(*wake)
-        return answer, existing is None
+            return self._get(s, dep_id), existing is None
 
     def _stored_params(
         self,
@@ -235,14 +233,16 @@ class DeploymentService:
         return row
 
     def set_running(self, dep_id: str, running: bool) -> M.Deployment:
-        with self.session() as s:
+        with self.placing() as (s, wake):
             row = self._row(s, dep_id)
             row.running = running
             row.updated_at = utcnow()
             row.updated_by = roles.current_name()
-        self.reconcile([dep_id])
-        self.touch([dep_id])  # running or not reaches agents through their desired sets
-        return self.get(dep_id)
+            s.flush()
+            wake.update(self.place_in(s, [dep_id]))
+            # running or not reaches agents through their desired sets
+            wake.update(self._touch(s, [dep_id]))
+            return self._get(s, dep_id)
 
     def upgrade(self, dep_id: str, body: M.DeploymentUpgrade) -> M.Deployment:
         with self.session() as s:
@@ -258,8 +258,11 @@ class DeploymentService:
             row.version = version
             row.updated_at = utcnow()
             row.updated_by = roles.current_name()
-        self.touch([dep_id])
-        return self.get(dep_id)
+            s.flush()
+            wake = self._touch(s, [dep_id])
+            answer = self._get(s, dep_id)
+        self.live.notify(*wake)
+        return answer
 
     def delete(self, dep_id: str) -> None:
         with self.session() as s:
@@ -292,18 +295,15 @@ class DeploymentService:
         )
 
     # ------------------------------------------------------------------ placement
-    @_one_at_a_time
     def reconcile(self, dep_ids: list[str]) -> None:
         """Place these deployments again (placement.place), reading only their candidates:
         the agents they name or that carry their labels (see ``_candidates``)."""
-        with self.session() as s:
-            changed = self._place(s, dep_ids)
-        if changed:
-            self.live.notify(*changed)
+        with self.placing() as (s, wake):
+            wake.update(self.place_in(s, dep_ids))
 
-    def _place(self, s: Session, dep_ids: list[str]) -> set[str]:
-        """``reconcile`` within the caller's session (it holds ``_placing``); the agents whose
-        instances changed, to wake once the session is committed."""
+    def place_in(self, s: Session, dep_ids: list[str]) -> set[str]:
+        """``reconcile`` within a session from ``placing``; the agents whose instances
+        changed, to wake once the session is committed."""
         self.lock_placement(s)  # and across processes, until the session commits
         changed: set[str] = set()
         placed: list[tuple[str, str]] = []  # new (deployment, agent) pairs: check policies
@@ -387,86 +387,82 @@ class DeploymentService:
         if ids:
             self.reconcile(list(ids))
 
-    @_one_at_a_time
-    def place_agents(self, agent_ids: list[str]) -> None:
-        """Agents joined, or their labels changed: add or remove their instances, reading only
-        these agents and the deployments (placement.agent_change); a counted deployment that
-        lost an instance or has room for one is placed again."""
+    def place_agents_in(self, s: Session, agent_ids: list[str]) -> set[str]:
+        """Agents joined, or their labels changed: add or remove their instances, reading only these agents and the
+        deployments (placement.agent_change), within a session from ``placing``; a counted
+        deployment that lost an instance or has room for one is placed again. The agents to
+        wake once the session is committed."""
         added: list[tuple[str, str]] = []
         removed: set[str] = set()
         again: set[str] = set()
-        with self.session() as s:
-            self.lock_placement(s)  # one placement at a time across processes
-            labels: dict[str, list[str] | None] = dict(
+        self.lock_placement(s)  # one placement at a time across processes
+        labels: dict[str, list[str] | None] = dict(
+            s.execute(select(AgentRow.id, AgentRow.labels).where(AgentRow.id.in_(agent_ids))).all()
+        )
+        deps = s.execute(
+            select(
+                DeploymentRow.id,
+                DeploymentRow.target_agents,
+                DeploymentRow.target_labels,
+                DeploymentRow.instances,
+                DeploymentRow.failover,
+            )
+        ).all()
+        if not deps or not labels:
+            return set()
+        held = {
+            (d, a): i
+            for d, a, i in s.execute(
+                select(AssignmentRow.deployment_id, AssignmentRow.agent_id, AssignmentRow.id).where(
+                    AssignmentRow.agent_id.in_(list(labels))
+                )
+            )
+        }
+        counted = [d.id for d in deps if d.instances != ALL]
+        counts: dict[str, int] = {}
+        if counted:
+            counts = dict(
                 s.execute(
-                    select(AgentRow.id, AgentRow.labels).where(AgentRow.id.in_(agent_ids))
+                    select(AssignmentRow.deployment_id, func.count())
+                    .where(AssignmentRow.deployment_id.in_(counted))
+                    .group_by(AssignmentRow.deployment_id)
                 ).all()
             )
-            deps = s.execute(
-                select(
-                    DeploymentRow.id,
-                    DeploymentRow.target_agents,
-                    DeploymentRow.target_labels,
-                    DeploymentRow.instances,
-                    DeploymentRow.failover,
+        rows = []
+        gone = []
+        now = utcnow()
+        for dep in deps:
+            target = Target.of(dep)
+            for aid, agent_labels in labels.items():
+                holds = (dep.id, aid) in held
+                change = agent_change(
+                    target, eligible(target, aid, agent_labels), holds, counts.get(dep.id, 0)
                 )
-            ).all()
-            if not deps or not labels:
-                return
-            held = {
-                (d, a): i
-                for d, a, i in s.execute(
-                    select(
-                        AssignmentRow.deployment_id, AssignmentRow.agent_id, AssignmentRow.id
-                    ).where(AssignmentRow.agent_id.in_(list(labels)))
-                )
-            }
-            counted = [d.id for d in deps if d.instances != ALL]
-            counts: dict[str, int] = {}
-            if counted:
-                counts = dict(
-                    s.execute(
-                        select(AssignmentRow.deployment_id, func.count())
-                        .where(AssignmentRow.deployment_id.in_(counted))
-                        .group_by(AssignmentRow.deployment_id)
-                    ).all()
-                )
-            rows = []
-            gone = []
-            now = utcnow()
-            for dep in deps:
-                target = Target.of(dep)
-                for aid, agent_labels in labels.items():
-                    holds = (dep.id, aid) in held
-                    change = agent_change(
-                        target, eligible(target, aid, agent_labels), holds, counts.get(dep.id, 0)
+                if change == "add":
+                    rows.append(
+                        {
+                            "deployment_id": dep.id,
+                            "agent_id": aid,
+                            "checkpoint": None,
+                            "checkpoint_seq": 0,
+                            "created_at": now,
+                        }
                     )
-                    if change == "add":
-                        rows.append(
-                            {
-                                "deployment_id": dep.id,
-                                "agent_id": aid,
-                                "checkpoint": None,
-                                "checkpoint_seq": 0,
-                                "created_at": now,
-                            }
-                        )
-                        added.append((dep.id, aid))
-                    elif change == "remove":
-                        gone.append(held[(dep.id, aid)])
-                        removed.add(aid)
-                    elif change == "replace":
-                        again.add(dep.id)
-            if gone:
-                s.execute(delete(AssignmentRow).where(AssignmentRow.id.in_(gone)))
-            if rows:
-                s.execute(insert(AssignmentRow.__table__), rows)
-                self.check_policies(s, pairs=added)
-        if again:
-            self.reconcile(sorted(again))
+                    added.append((dep.id, aid))
+                elif change == "remove":
+                    gone.append(held[(dep.id, aid)])
+                    removed.add(aid)
+                elif change == "replace":
+                    again.add(dep.id)
+        if gone:
+            s.execute(delete(AssignmentRow).where(AssignmentRow.id.in_(gone)))
+        if rows:
+            s.execute(insert(AssignmentRow.__table__), rows)
+            self.check_policies(s, pairs=added)
         changed = removed | {a for _, a in added}
-        if changed:
-            self.live.notify(*changed)
+        if again:
+            changed |= self.place_in(s, sorted(again))
+        return changed
 
     # ------------------------------------------------------------------ agent policies
     def check_policies(

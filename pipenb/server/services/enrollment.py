@@ -159,7 +159,8 @@ class EnrollmentService:
                 429, "rate_limited", "too many enrollments; retry in a second", [{"retry_after": 1}]
             )
         agents = self.agents
-        with self.session() as s:
+        # one transaction: the token's use, the agent, its key and its instances
+        with self.deployments.placing() as (s, wake):
             if token_id is not None:
                 # one use, atomically: two agents racing for a token's last use cannot both win
                 spent = s.execute(
@@ -190,7 +191,8 @@ class EnrollmentService:
             s.flush()
             key_row, api_key = agents.key_row(agent_id, None)
             s.add(key_row)
-        self.deployments.place_agents([agent_id])
+            s.flush()
+            wake.update(self.deployments.place_agents_in(s, [agent_id]))
         return M.EnrollResult(
             agent_id=agent_id, key_id=key_row.id, api_key=api_key, name=name, labels=labels
         )
