@@ -32,7 +32,7 @@ def _has_long_digits(data: bytes) -> bool:
 
     Both of those contain 19 digits in a row, which ordinary data hardly ever has: one search
     for that run answers most chunks, and only a chunk that has one is searched for the two
-    exact shapes (W1's 1M lines: 0.16 s against 0.22 s for both searches on every chunk)."""
+    exact shapes (W1's 1M lines in 64 KiB pieces: 0.14 s against 0.17 s searching for both)."""
     shape = data.translate(_DIGITS_AS_ZERO)
     return _NINETEEN_DIGITS in shape and (
         _TWENTY_DIGITS in shape or _MINUS_NINETEEN_DIGITS in shape
