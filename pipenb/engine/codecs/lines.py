@@ -21,15 +21,22 @@ _JSONError = orjson.JSONDecodeError
 #: regular expression took 20 ms, which made the JSON path of every file input 1.8x slower.
 #: digits become "0", the minus sign stays, everything else becomes a space
 _DIGITS_AS_ZERO = bytes(48 if 48 <= i <= 57 else 45 if i == 45 else 32 for i in range(256))
+_NINETEEN_DIGITS = b"0" * 19
 _TWENTY_DIGITS = b"0" * 20
 _MINUS_NINETEEN_DIGITS = b"-" + b"0" * 19
 
 
 def _has_long_digits(data: bytes) -> bool:
     """Might ``data`` hold an integer orjson would turn into a float? orjson keeps integers from
-    -2**63 to 2**64-1 exact: past that there are 20 digits, or a minus sign and 19."""
+    -2**63 to 2**64-1 exact: past that there are 20 digits, or a minus sign and 19.
+
+    Both of those contain 19 digits in a row, which ordinary data hardly ever has: one search
+    for that run answers most chunks, and only a chunk that has one is searched for the two
+    exact shapes (W1's 1M lines in 64 KiB pieces: 0.14 s against 0.17 s searching for both)."""
     shape = data.translate(_DIGITS_AS_ZERO)
-    return _TWENTY_DIGITS in shape or _MINUS_NINETEEN_DIGITS in shape
+    return _NINETEEN_DIGITS in shape and (
+        _TWENTY_DIGITS in shape or _MINUS_NINETEEN_DIGITS in shape
+    )
 
 
 def _loads_exact(line: bytes) -> Any:
