@@ -403,8 +403,9 @@ def test_run_stops_cleanly_on_sigterm_and_saves_its_checkpoint(tmp_path):
     )
     try:
         # tailing for ever; the output batch is neither full nor old enough to be written.
-        # Signal only once the engine runs (before its handler is set, SIGTERM just kills).
-        wait_until(lambda: _started(proc), 30, "the engine to start")
+        # Signal only once the engine has read the file (before its handler is set, SIGTERM
+        # just kills).
+        wait_until(lambda: _read_to_the_end(proc, log), 30, "the engine to read the file")
         assert not out.exists()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -420,13 +421,27 @@ def test_run_stops_cleanly_on_sigterm_and_saves_its_checkpoint(tmp_path):
     assert snap["output"]["events"] == 100
 
 
-def _started(proc: subprocess.Popen) -> bool:
-    """True once the engine runs: its input file is among the process's open descriptors (the
-    input opens it and reads it in one step, after the signal handlers are set)."""
+def _read_to_the_end(proc: subprocess.Popen, path: Path) -> bool:
+    """True once the engine has read ``path`` to its end: the file is among the process's open
+    descriptors, at an offset equal to its size (``/proc/PID/fdinfo``). Opening alone is not
+    enough: the input yields a first, empty batch between opening and reading, and a SIGTERM
+    there stops the run with nothing read, which is right but not what this test is about."""
+    size = path.stat().st_size
     try:
         fds = list(Path(f"/proc/{proc.pid}/fd").iterdir())
     except OSError:
         return False
+    for fd in fds:
+        try:
+            if fd.resolve() != path.resolve():
+                continue
+            info = Path(f"/proc/{proc.pid}/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue
+        pos = next((int(x.split()[1]) for x in info.splitlines() if x.startswith("pos:")), -1)
+        if pos == size:
+            return True
+    return False
     for fd in fds:
         try:
             if fd.resolve().name == "in.log":
