@@ -103,7 +103,8 @@ class _StateCollector:
         g = GaugeMetricFamily(
             "pipenb_held_checkins", "Agent check-ins this process holds in a long poll"
         )
-        g.add_metric([], sum(len(w) for w in cp.live.waiters.values()))
+        # read on a worker thread while the event loop changes it: list() copies it at once
+        g.add_metric([], sum(len(w) for w in list(cp.live.waiters.values())))
         yield g
         g = GaugeMetricFamily(
             "pipenb_background_jobs",
@@ -129,12 +130,12 @@ class MetricsHandler(tornado.web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """Scrapers send no cookies."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         cp = self.settings["pipenb"]
         if not _loopback(self.request.remote_ip):
             header = self.request.headers.get("Authorization", "")
             token = header[7:].strip() if header[:7].lower() == "bearer " else None
-            if cp.users.authenticate(token) is None:
+            if await cp.db.run(cp.users.authenticate, token) is None:
                 self.set_status(401)
                 self.set_header("WWW-Authenticate", 'Bearer realm="pipenb"')
                 self.set_header("Content-Type", "application/json")
@@ -147,5 +148,8 @@ class MetricsHandler(tornado.web.RequestHandler):
                 )
                 return
         metrics: ServerMetrics = self.settings["pipenb_metrics"]
+        # the gauges read every agent from the database: on a worker thread (dbpool.py), not
+        # on the event loop the check-ins are answered on
+        text = await cp.db.run(generate_latest, metrics.registry)
         self.set_header("Content-Type", CONTENT_TYPE)
-        self.finish(generate_latest(metrics.registry))
+        self.finish(text)

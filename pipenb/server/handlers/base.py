@@ -151,7 +151,7 @@ class ApiHandler(tornado.web.RequestHandler):
         fn = getattr(self, self.request.method.lower(), None)
         return getattr(fn, "__pipenb_api__", None)
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         """On the headers alone: credentials first, then the announced body size.
 
         A refusal is answered at once, and the connection closed, when a body of any size may
@@ -173,7 +173,7 @@ class ApiHandler(tornado.web.RequestHandler):
                 if op.auth == "user":
                     self.authorize_user()
                 elif op.auth == "agent":
-                    self.agent_id = self.cp.agents.authenticate(self.bearer())
+                    self.agent_id = await self._authenticate_agent()
             if length and not length.isdigit():
                 raise ApiError(
                     400, "bad_request", f"Content-Length is not a number: {length[:40]!r}"
@@ -186,6 +186,14 @@ class ApiHandler(tornado.web.RequestHandler):
             if exc.status == 413 or not small or not self.drain_refused_bodies:
                 raise
             self._refusal, self._chunks = exc, None  # answered once the body is in
+
+    async def _authenticate_agent(self) -> str:
+        """The calling agent: from the key cache when the key is in it (every check-in but an
+        agent's first with this process), else read and checked on a worker thread, so that
+        10,000 agents meeting a new process do not queue on its event loop."""
+        key, agents = self.bearer(), self.cp.agents
+        agent_id = agents.cached_agent(key)
+        return agent_id if agent_id is not None else await self.cp.db.run(agents.authenticate, key)
 
     def _too_large(self) -> ApiError:
         return ApiError(413, "too_large", f"request body over {self._body_limit} bytes")
@@ -398,5 +406,5 @@ def database_busy(exc: BaseException | None) -> bool:
 class NotFoundHandler(ApiHandler):
     """Unknown paths under the API prefix answer JSON 404, not tornado's HTML."""
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         raise ApiError(404, "not_found", f"no API route {self.request.method} {self.request.path}")
