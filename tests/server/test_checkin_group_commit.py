@@ -91,13 +91,15 @@ def test_first_check_ins_arriving_together_are_written_in_one_group_and_all_kept
     cp: ControlPlane,
 ) -> None:
     ids, dep_id, pipe_hash = fleet(cp, N)
-    answers = asyncio.run(
-        check_in_together(cp, [first_report(a, dep_id, pipe_hash) for a in ids])
-    )
+    answers = asyncio.run(check_in_together(cp, [first_report(a, dep_id, pipe_hash) for a in ids]))
     assert all(isinstance(a, M.CheckinResponse) for a in answers), answers
     assert [a.labels for a in answers] == [["web"]] * N  # each answer is its own agent's
     # all N were waiting when the writer started: one transaction for all of them
     assert (cp.checkin.writes.groups, cp.checkin.writes.items) == (1, N)
+    # and their answers (desired sets, settings: not cached yet) were read together too
+    assert [[d.deployment_id for d in a.desired] for a in answers] == [[dep_id]] * N
+    assert [a.desired[0].builtins["agent.id"] for a in answers] == ids  # each its own
+    assert (cp.checkin.answers.groups, cp.checkin.answers.items) == (1, N)
     attributes, states = stored(cp, ids, dep_id)
     assert attributes == {a: {"host": f"host-of-{a}"} for a in ids}
     assert states == dict.fromkeys(ids, "running")
@@ -120,14 +122,14 @@ def test_one_agent_reporting_twice_in_one_group_keeps_its_later_report(cp: Contr
     assert states == {ids[0]: "failed", ids[1]: "running"}
 
 
-def hold_write_lock(cp: ControlPlane, url: str, tmp_path: Path) -> Any:
+def hold_write_lock(url: str, table: str) -> Any:
     """Another connection takes the write lock on the store; returns a function that lets go.
 
-    SQLite: ``BEGIN IMMEDIATE`` on the file, past the server's busy timeout. PostgreSQL: a
-    table lock the group's first write waits on; that waiting connection is then cut (as when
+    SQLite: ``BEGIN IMMEDIATE`` on the file, past the server's busy timeout. PostgreSQL: a lock
+    on ``table`` that the group's write waits on; that waiting connection is then cut (as when
     the database restarts), so the group's transaction fails."""
     if url.startswith("sqlite"):
-        con = sqlite3.connect(tmp_path / "store.db", isolation_level=None, timeout=30)
+        con = sqlite3.connect(url.split("///", 1)[1], isolation_level=None, timeout=30)
         con.execute("BEGIN IMMEDIATE")
 
         def release_sqlite() -> None:
@@ -139,7 +141,7 @@ def hold_write_lock(cp: ControlPlane, url: str, tmp_path: Path) -> Any:
 
     admin = psycopg.connect(url, autocommit=True)
     holder = psycopg.connect(url)
-    holder.execute("LOCK TABLE pipe_status IN EXCLUSIVE MODE")
+    holder.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
     stop = threading.Event()
 
     def cut_waiters() -> None:  # the server's connections waiting for the lock are cut
@@ -168,7 +170,7 @@ def test_a_failed_group_fails_every_check_in_in_it_and_stores_none(
 ) -> None:
     ids, dep_id, pipe_hash = fleet(cp, N)
     bodies = [first_report(a, dep_id, pipe_hash) for a in ids]
-    release = hold_write_lock(cp, cp.settings.db_url, tmp_path)
+    release = hold_write_lock(cp.settings.db_url, "pipe_status")
     try:
         answers = asyncio.run(check_in_together(cp, bodies))
     finally:
@@ -176,7 +178,7 @@ def test_a_failed_group_fails_every_check_in_in_it_and_stores_none(
     # every check-in hears that its report was not stored (answered 503 through HTTP)
     assert all(isinstance(a, DBAPIError) for a in answers), answers
     attributes, states = stored(cp, ids, dep_id)
-    assert attributes == dict.fromkeys(ids, {})
+    assert attributes == {a: {} for a in ids}
     assert set(states.values()) == {"pending"}
     # the agents send their reports again, and now they are kept
     for b in bodies:
@@ -211,11 +213,20 @@ def test_a_report_that_fails_on_its_own_fails_only_its_check_in(cp: ControlPlane
     assert states == {ids[0]: "running", ids[1]: "pending", ids[2]: "running"}
 
 
-def test_concurrent_first_check_ins_through_the_server_are_all_stored(tmp_path: Path) -> None:
-    """Through a real server process on SQLite: N agents' first check-ins at once, each
-    answered 200 and each report readable afterwards; with the file locked past the busy
-    timeout, each is answered 503 with Retry-After, and sent again, stored."""
-    with ServerProcess(tmp_path, poll_interval=1.0) as srv:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server_db(request: Any, tmp_path: Path) -> str | None:
+    """None: the server's own SQLite file; else a fresh PostgreSQL database."""
+    return None if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def test_check_ins_through_the_server_are_refused_while_the_store_fails_then_all_stored(
+    tmp_path: Path, server_db: str | None
+) -> None:
+    """Through a real server process: N agents' first check-ins at once while their group's
+    write fails (the file locked past the busy timeout; the PostgreSQL connection cut) are each
+    answered 503 with Retry-After, nothing stored; sent again, each is answered 200 and its
+    report is readable afterwards."""
+    with ServerProcess(tmp_path, db_url=server_db, poll_interval=1.0) as srv:
         ids = [f"s{i:03d}" for i in range(N)]
         keys = {}
         for agent_id in ids:
@@ -234,14 +245,12 @@ def test_concurrent_first_check_ins_through_the_server_are_all_stored(tmp_path: 
                 "POST", "/agent/checkin", json=body, token=keys[agent_id], timeout=60
             )
 
-        lock = sqlite3.connect(tmp_path / "server.db", isolation_level=None, timeout=30)
-        lock.execute("BEGIN IMMEDIATE")
+        release = hold_write_lock(server_db or f"sqlite:///{tmp_path / 'server.db'}", "agents")
         try:
             with ThreadPoolExecutor(N) as pool:
                 refused = list(pool.map(lambda a: checkin(a, 0), ids))
         finally:
-            lock.execute("COMMIT")
-            lock.close()
+            release()
         assert {r.status_code for r in refused} == {503}, [r.text for r in refused]
         assert all(r.headers.get("Retry-After") for r in refused)
         assert {r.json()["error"]["code"] for r in refused} == {"unavailable"}

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 import tornado.web
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from tornado.http1connection import HTTP1Connection
 
 from pipenb.errors import ApiError, AuthError
@@ -372,6 +372,10 @@ class ApiHandler(tornado.web.RequestHandler):
             status, code, details = 503, "unavailable", [{"retry_after": 1}]
             message = "the database is locked by another process; try again shortly"
             self.set_header("Retry-After", "1")
+        elif database_lost(exc):
+            status, code, details = 503, "unavailable", [{"retry_after": 1}]
+            message = "the connection to the database was lost; try again shortly"
+            self.set_header("Retry-After", "1")
         else:
             status, code, message, details = status_code, "internal", "internal server error", []
         self.set_status(status, reason="Payload Too Large" if status == 413 else None)  # RFC 9110
@@ -381,7 +385,7 @@ class ApiHandler(tornado.web.RequestHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError):
             return  # an answer, not a fault
-        if database_busy(value):
+        if database_busy(value) or database_lost(value):
             log.warning("%s %s: 503, %s", self.request.method, self.request.path, value.orig)
             return
         super().log_exception(typ, value, tb)
@@ -408,3 +412,10 @@ class NotFoundHandler(ApiHandler):
 
     async def prepare(self) -> None:
         raise ApiError(404, "not_found", f"no API route {self.request.method} {self.request.path}")
+
+
+def database_lost(exc: BaseException | None) -> bool:
+    """The connection a statement ran on was cut (the database restarted, or an administrator
+    ended it): nothing of that transaction was kept, and the pool opens a new connection for
+    the next request. Answered 503 with Retry-After, so an agent sends its report again."""
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

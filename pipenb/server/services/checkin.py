@@ -57,6 +57,9 @@ class CheckinService:
         self.agent_settings = agent_settings
         self.telemetry = telemetry
         self.writes = GroupCommit(db, session, self._write, self._prepare)
+        self.answers = GroupCommit(
+            db, session, lambda _s, agent_id: self._read_answer(agent_id), self._prepare_answers
+        )
 
     async def checkin(
         self,
@@ -102,7 +105,8 @@ class CheckinService:
         if body.leaving:
             live.leave(agent_id)  # hand its failover instances over now (here or elsewhere)
         settings = self.agent_settings
-        if settings.shared:  # kept in the database for the other processes: off the event loop
+        if settings.shared and body.settings is not None:
+            # kept in the database for the other processes: off the event loop
             await self.db.run(settings.report, agent_id, body)
         else:
             settings.report(agent_id, body)
@@ -137,14 +141,24 @@ class CheckinService:
 
     async def _answer(self, agent_id: str) -> tuple[Any, str, Any, tuple[dict[str, Any], str]]:
         """The agent's desired set, pending commands and settings: from memory when all three
-        are cached (the common check-in), else read on a worker thread (dbpool.py)."""
+        are cached (the common check-in), else read on a worker thread (dbpool.py), together
+        with the other agents' answers waiting to be read (a fleet starting at once: each
+        agent's first check-in misses the caches)."""
         if (
             agent_id in self.live.desired_cache
             and agent_id not in self.live.pending_commands
             and self.agent_settings.cached(agent_id)
         ):
             return self._read_answer(agent_id)
-        return await self.db.run(self._read_answer, agent_id)
+        return await self.answers.write(agent_id)
+
+    def _prepare_answers(self, s: Session, agent_ids: list[str]) -> None:
+        """Read the desired sets and settings of a group of agents in a few statements; each
+        answer then comes from the caches (``_read_answer``)."""
+        self.deployments.desired_many(s, [a for a in agent_ids if a not in self.live.desired_cache])
+        self.agent_settings.effective_many(
+            s, [a for a in agent_ids if not self.agent_settings.cached(a)]
+        )
 
     def _read_answer(self, agent_id: str) -> tuple[Any, str, Any, tuple[dict[str, Any], str]]:
         desired, dhash = self.deployments.desired(agent_id)
