@@ -16,7 +16,7 @@ from typing import Any
 
 import tornado.web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
 from pipenb.server.handlers.base import error_body
@@ -106,6 +106,18 @@ class _StateCollector:
         # read on a worker thread while the event loop changes it: list() copies it at once
         g.add_metric([], sum(len(w) for w in list(cp.live.waiters.values())))
         yield g
+        writes = cp.checkin.writes  # per process: check-in reports written in groups
+        c = CounterMetricFamily(
+            "pipenb_checkin_report_writes", "Check-in reports this process wrote to the database"
+        )
+        c.add_metric([], writes.items)
+        yield c
+        c = CounterMetricFamily(
+            "pipenb_checkin_write_groups",
+            "Transactions those reports were written in (reports arriving together share one)",
+        )
+        c.add_metric([], writes.groups)
+        yield c
         g = GaugeMetricFamily(
             "pipenb_background_jobs",
             "1 when this process runs the fleet's background jobs (one process does)",
