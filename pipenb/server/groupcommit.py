@@ -64,12 +64,16 @@ class GroupCommit(Generic[T, R]):
         write_one: Callable[[Session, T], R],
         prepare: Callable[[Session, list[T]], None] | None = None,
         max_batch: int = MAX_BATCH,
+        order: Callable[[T], Any] | None = None,
     ):
         self.db = db
         self.session = session
         self.write_one = write_one
         self.prepare = prepare
         self.max_batch = max(1, max_batch)
+        #: the order items are written in (their results are handed back to each caller): rows
+        #: locked in one order by every writer cannot deadlock on PostgreSQL
+        self.order = order
         self._queue: list[_Waiting[T, R]] = []
         self._writer: asyncio.Task[None] | None = None
         #: groups written and items in them, since the start (for /metrics and the tests)
@@ -110,7 +114,12 @@ class GroupCommit(Generic[T, R]):
         with self.session() as s:
             if self.prepare is not None:
                 self.prepare(s, items)
-            out = [self.write_one(s, item) for item in items]
+            idx = list(range(len(items)))
+            if self.order is not None:
+                order = self.order
+                idx.sort(key=lambda i: order(items[i]))
+            results = {i: self.write_one(s, items[i]) for i in idx}
+            out = [results[i] for i in range(len(items))]
         self.groups += 1
         self.items += len(items)
         return out

@@ -56,7 +56,10 @@ class CheckinService:
         self.commands = commands
         self.agent_settings = agent_settings
         self.telemetry = telemetry
-        self.writes = GroupCommit(db, session, self._write, self._prepare)
+        # in agent id order, as the presence flush writes agents (jobs.py): no deadlock
+        self.writes = GroupCommit(
+            db, session, self._write, self._prepare, order=lambda item: item[0]
+        )
         self.answers = GroupCommit(
             db, session, lambda _s, agent_id: self._read_answer(agent_id), self._prepare_answers
         )
