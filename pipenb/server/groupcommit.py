@@ -2,9 +2,10 @@
 
 Each check-in that brings something to store (a full report, pipe states, acks, logs) used to
 be its own transaction on a worker thread (dbpool.py). When a fleet starts at once, every agent
-sends its first full report within seconds, and the server spent its time opening, committing
-(on PostgreSQL, a WAL flush each) and handing over threads rather than writing: with 10,000
-agents on one process the reports queued for over two minutes (bench/README.md).
+sends its first full report within seconds: with 10,000 agents on one process the reports
+queued for over two minutes, and on two processes on PostgreSQL a profile showed the database
+threads checking out a connection (a ping each), reading and committing per report
+(bench/README.md).
 
 Here check-ins put their writes in a per-process queue, and one writer at a time takes what is
 waiting (up to ``max_batch``) and writes it in one transaction. Nothing waits for a timer: an
@@ -15,6 +16,9 @@ every check-in in it fails with that error (a locked SQLite file answers 503 wit
 and the agent sends its report again), except that a group failing on one report's data (an
 error other than the database's own trouble) is written again one report per transaction, so
 one bad report fails only its own check-in.
+
+The same machinery reads the answers of agents met for the first time (their desired sets and
+settings are not cached yet) in groups: ``services/checkin.py``.
 """
 
 from __future__ import annotations
@@ -49,8 +53,8 @@ class _Waiting(Generic[T, R]):
 
 
 class GroupCommit(Generic[T, R]):
-    """``await writer.write(item)``: ``write_all(session, items)`` for it and whatever else is
-    waiting, in one transaction; returns the item's result once committed.
+    """``await writer.write(item)``: ``write_one(session, item)`` for it and for whatever else
+    is waiting, in one transaction; returns the item's result once committed.
 
     ``prepare(session, items)`` runs first in the same transaction (read what the whole group
     needs in a few statements); ``write_one(session, item)`` writes one item. Both run on a
