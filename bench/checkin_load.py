@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import contextlib
 import itertools
 import multiprocessing as mp
 import os
@@ -46,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -219,8 +221,7 @@ class AgentState:
 # ---------------------------------------------------------------------------- load process
 @dataclass
 class LoadJob:
-    host: str
-    port: int
+    targets: list[tuple[str, int]]  # (host, port) of each server process; agent i uses i % len
     agents: list[tuple[int, str, str]]  # (index, id, key)
     n_total: int
     interval: float
@@ -254,7 +255,8 @@ async def _load(job: LoadJob, stop_flag: Any) -> dict[str, Any]:
     async def agent(index: int, agent_id: str, key: str) -> None:
         nonlocal connects
         st = AgentState(agent_id, key)
-        conn = HttpConn(job.host, job.port, key)
+        host, port = job.targets[index % len(job.targets)]
+        conn = HttpConn(host, port, key)
         due = job.t0 + job.interval * index / job.n_total
         # metrics reports spread over the minute, independently of the check-in phase
         metrics_due = job.t0 + METRICS_EVERY * ((index * 7919) % job.n_total) / job.n_total
@@ -313,17 +315,28 @@ async def _load(job: LoadJob, stop_flag: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- server process
 class Server:
-    """``pipenb server`` in a subprocess on 127.0.0.1, with a temporary SQLite file."""
+    """``pipenb server`` in a subprocess on 127.0.0.1, on a temporary SQLite file or the
+    database ``db_url`` names (several processes share one PostgreSQL database)."""
 
-    def __init__(self, interval: float, long_poll: float, connections: int = 1024):
-        self.dir = tempfile.mkdtemp(prefix="pipenb-load-")
-        self.token = secrets.token_urlsafe(16)
-        self.enroll_key = secrets.token_urlsafe(16)
-        self.log_path = os.path.join(self.dir, "server.log")
+    def __init__(
+        self,
+        interval: float,
+        long_poll: float,
+        connections: int = 1024,
+        db_url: str | None = None,
+        workdir: str | None = None,
+        token: str | None = None,
+        enroll_key: str | None = None,
+        name: str = "server",
+    ):
+        self.dir = workdir or tempfile.mkdtemp(prefix="pipenb-load-")
+        self.token = token or secrets.token_urlsafe(16)
+        self.enroll_key = enroll_key or secrets.token_urlsafe(16)
+        self.log_path = os.path.join(self.dir, f"{name}.log")
         self.db_path = os.path.join(self.dir, "server.db")
         args = [
             sys.executable, "-m", "pipenb", "server", "--host", "127.0.0.1", "--port", "0",
-            "--db-url", f"sqlite:///{self.db_path}", f"--token={self.token}",
+            "--db-url", db_url or f"sqlite:///{self.db_path}", f"--token={self.token}",
             f"--enroll-key={self.enroll_key}", "--poll-interval", str(interval),
             "--long-poll", str(long_poll), "--max-connections", str(connections),
         ]  # fmt: skip
@@ -529,11 +542,17 @@ async def setup(
 
 
 async def deploy_test(
-    host: str, port: int, token: str, lp_agents: list[tuple[str, str]], pipe: str, rounds: int
+    targets: list[tuple[str, int]],
+    token: str,
+    lp_agents: list[tuple[str, str]],
+    pipe: str,
+    rounds: int,
 ) -> dict[str, Any]:
-    """K agents hold long polls; deploy to them by label; time until each held check-in answers."""
+    """K agents hold long polls, spread over the server processes; deploy to them by label
+    through the first; time until each held check-in answers."""
+    host, port = targets[0]
     states = [AgentState(a, key) for a, key in lp_agents]
-    conns = [HttpConn(host, port, key) for _, key in lp_agents]
+    conns = [HttpConn(*targets[i % len(targets)], key) for i, (_, key) in enumerate(lp_agents)]
     # per agent: (send time, answer time, deployment ids newly assigned by that answer)
     arrivals: list[list[tuple[float, float, set[str]]]] = [[] for _ in states]
     inflight: list[tuple[float, str | None] | None] = [None] * len(states)
@@ -581,7 +600,14 @@ async def deploy_test(
     results = []
     try:
         for r in range(rounds):
-            await asyncio.wait_for(all_held(), 60)
+            try:
+                await asyncio.wait_for(all_held(), 60)
+            except asyncio.TimeoutError:  # an overloaded server: say so, keep the figures
+                held_now = sum(
+                    f is not None and f[1] == st.desired_hash for f, st in zip(inflight, states)
+                )
+                errors[f"round {r + 1}: {held_now}/{len(states)} held after 60 s, not run"] = 1
+                break
             await asyncio.sleep(0.5)
             t_send = time.monotonic()
             dep = await call(user, "POST", "/deployments", {"pipe": pipe, "labels": ["bench-lp"]})
@@ -624,74 +650,150 @@ async def deploy_test(
     return {"rounds": results, "errors": errors, "deployments": [x["deployment"] for x in results]}
 
 
-async def sampler(pid: int | None, series: list[tuple[float, ...]], t0: float) -> None:
-    """Every SAMPLE_EVERY seconds from t0: (monotonic, CPU s, RSS MB, run-queue wait s)."""
-    if pid is None:
+async def sampler(pids: list[int], series: list[tuple[Any, ...]], t0: float) -> None:
+    """Every SAMPLE_EVERY seconds from t0: (monotonic, CPU s, RSS MB, run-queue wait s, RSS MB
+    of each process), CPU, RSS and wait summed over the server processes."""
+    if not pids:
         return
     k = 0
     while True:
         wait = t0 + k * SAMPLE_EVERY - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        s = proc_sample(pid)
+        s = procs_sample(pids)
         if s is None:
             return
         series.append((time.monotonic(), *s))
         k += 1
 
 
-async def run(args: argparse.Namespace) -> int:
-    server: Server | None = None
-    if args.server:
-        # ids carry a random tag so that runs do not collide; removed at the end
-        url, token, pid = args.server.rstrip("/"), args.token, args.server_pid
-        tag = secrets.token_hex(2) + "-"
-        if url.endswith(PREFIX):
-            url = url[: -len(PREFIX)]
-    else:
-        # every simulated agent keeps its connection open (a real agent opens one per
-        # check-in): the server must allow that many
-        server = Server(args.interval, 30.0, max(1024, args.agents + args.long_poll_agents + 100))
-        url, token, pid, tag = server.url, server.token, server.pid, ""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    rc = 0
+def procs_sample(pids: list[int]) -> tuple[float, float, float, tuple[float, ...]] | None:
+    """``proc_sample`` summed over the server processes, with each one's RSS; None if one is
+    gone."""
+    samples = [proc_sample(pid) for pid in pids]
+    if not pids or any(x is None for x in samples):
+        return None
+    ok = [x for x in samples if x is not None]
+    return (
+        sum(x[0] for x in ok),
+        sum(x[1] for x in ok),
+        sum(x[2] for x in ok),
+        tuple(x[1] for x in ok),
+    )
+
+
+@contextlib.contextmanager
+def fresh_postgres(server_url: str, keep: bool) -> Iterator[str]:
+    """A new database with a random name on ``server_url``'s PostgreSQL, dropped afterwards
+    (unless ``keep``): every run starts from an empty fleet, as with its own SQLite file."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(server_url).set(drivername="postgresql")
+    name = f"pipenb_bench_{secrets.token_hex(4)}"
+    conninfo = admin.render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        rc = await _run(args, host, port, token, pid, tag, server)
+        yield admin.set(database=name).render_as_string(hide_password=False)
     finally:
-        if server is not None:
-            server.stop()
-            log = server.log_text()
-            bad = [x for x in log.splitlines() if x.startswith(("ERROR", "Traceback", "CRITICAL"))]
-            print(f"\nserver log: {len(log.splitlines())} lines, {len(bad)} ERROR/Traceback lines")
-            for line in bad[:10]:
-                print("  " + line[:200])
-            if args.keep:
-                print(f"kept {server.dir}")
-            else:
-                server.cleanup()
+        if keep:
+            print(f"kept database {name}")
+        else:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def run(args: argparse.Namespace) -> int:
+    servers: list[Server] = []
+    with contextlib.ExitStack() as stack:
+        if args.server:
+            # ids carry a random tag so that runs do not collide; removed at the end
+            urls = [u.rstrip("/") for u in args.server.split(",")]
+            urls = [u[: -len(PREFIX)] if u.endswith(PREFIX) else u for u in urls]
+            token, tag = args.token, secrets.token_hex(2) + "-"
+            pids = [int(x) for x in args.server_pid.split(",")] if args.server_pid else []
+        else:
+            db_url = args.db_url
+            if db_url and db_url.startswith("postgresql"):
+                db_url = stack.enter_context(fresh_postgres(db_url, args.keep))
+            # every simulated agent keeps its connection open (a real agent opens one per
+            # check-in): each server must allow that many
+            conns = max(1024, args.agents + args.long_poll_agents + 100)
+            first = Server(args.interval, 30.0, conns, db_url)
+            servers.append(first)
+            try:
+                for i in range(1, args.processes):
+                    servers.append(
+                        Server(
+                            args.interval,
+                            30.0,
+                            conns,
+                            db_url,
+                            first.dir,
+                            first.token,
+                            first.enroll_key,
+                            name=f"server{i + 1}",
+                        )
+                    )
+            except BaseException:
+                for srv in servers:
+                    srv.stop()
+                first.cleanup()
+                raise
+            urls = [srv.url for srv in servers]
+            token, tag = first.token, ""
+            pids = [srv.pid for srv in servers]
+        targets = []
+        for url in urls:
+            parts = urlsplit(url)
+            targets.append((parts.hostname or "127.0.0.1", parts.port or 80))
+        rc = 0
+        try:
+            rc = await _run(args, targets, token, pids, tag, bool(servers))
+        finally:
+            for srv in servers:
+                srv.stop()
+            for srv in servers:
+                log = srv.log_text()
+                bad = [
+                    x for x in log.splitlines() if x.startswith(("ERROR", "Traceback", "CRITICAL"))
+                ]
+                print(
+                    f"\n{os.path.basename(srv.log_path)}: {len(log.splitlines())} lines, "
+                    f"{len(bad)} ERROR/Traceback lines"
+                )
+                for line in bad[:10]:
+                    print("  " + line[:200])
+            if servers:
+                if args.keep:
+                    print(f"kept {servers[0].dir}")
+                else:
+                    servers[0].cleanup()
     return rc
 
 
 async def _run(
     args: argparse.Namespace,
-    host: str,
-    port: int,
+    targets: list[tuple[str, int]],
     token: str,
-    pid: int | None,
+    pids: list[int],
     tag: str,
-    server: Server | None,
+    own: bool,
 ) -> int:
     n, interval = args.agents, args.interval
+    host, port = targets[0]  # the user API (setup, deployments) goes to the first server
+    where = ", ".join(f"http://{h}:{p}" for h, p in targets)
     print(
         f"pipenb check-in load: {n} agents every {interval:g} s for {args.duration:g} s "
         f"({n / interval:.0f} req/s expected), {args.procs} client process(es), "
         f"{args.long_poll_agents} long-poll agents x {args.deploy_rounds} deploys; "
-        f"server http://{host}:{port} pid {pid or '?'}; {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"{len(targets)} server process(es) {where} pid {','.join(map(str, pids)) or '?'}"
+        f"{' on ' + db_kind(args.db_url) if own else ''}; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} ({loadavg()})"
     )
     load_start = os.getloadavg()[0]
-    before = proc_sample(pid) if pid else None
+    before = procs_sample(pids)
     load_agents, lp_agents, info = await setup(
         lambda: HttpConn(host, port, token),
         n,
@@ -699,7 +801,7 @@ async def _run(
         tag,
         max(1, round(1 / args.pipe_share)),
     )
-    after_setup = proc_sample(pid) if pid else None
+    after_setup = procs_sample(pids)
     print(
         f"setup: {n + len(lp_agents)} agents with keys in {info['agents_s']:.1f} s "
         f"({(n + len(lp_agents)) / info['agents_s']:.0f} agents/s), 2 pipes, the echo pipe deployed "
@@ -713,12 +815,12 @@ async def _run(
     t0 = time.monotonic() + 2.0  # time for the client processes to start
     procs = []
     for p in range(args.procs):
-        job = LoadJob(host, port, load_agents[p :: args.procs], n, interval, t0)
+        job = LoadJob(targets, load_agents[p :: args.procs], n, interval, t0)
         proc = ctx.Process(target=load_process, args=(job, stop, out), daemon=True)
         proc.start()
         procs.append(proc)
-    series: list[tuple[float, ...]] = []
-    sample_task = asyncio.create_task(sampler(pid, series, t0))
+    series: list[tuple[Any, ...]] = []
+    sample_task = asyncio.create_task(sampler(pids, series, t0))
     t_end = t0 + args.duration
     deploy = bool(args.long_poll_agents and args.deploy_rounds)
     await asyncio.sleep(max(0.0, t_end - time.monotonic()))
@@ -728,14 +830,14 @@ async def _run(
     t_dep0 = time.monotonic()
     dep = None
     if deploy:
-        dep = await deploy_test(host, port, token, lp_agents, info["lp_pipe"], args.deploy_rounds)
+        dep = await deploy_test(targets, token, lp_agents, info["lp_pipe"], args.deploy_rounds)
     t_dep1 = time.monotonic()
     stop.set()
     results = [out.get(timeout=120) for _ in procs]
     for proc in procs:
         proc.join(30)
     sample_task.cancel()
-    end = proc_sample(pid) if pid else None
+    end = procs_sample(pids)
 
     # ---- merge
     rec = Records([], [], [], [])
@@ -862,7 +964,8 @@ async def _run(
     bar = "=" * 78
     print(
         f"\n{bar}\nSUMMARY  {n} agents every {interval:g} s, {args.duration:g} s "
-        f"(server {'own subprocess, SQLite' if server else 'external'})"
+        f"({len(targets)} server process(es), "
+        f"{'own, ' + db_kind(args.db_url) if own else 'external'})"
     )
     print(f"  rate        {whole['rps']:.1f} req/s achieved, {expected:.1f} expected")
     print(
@@ -904,7 +1007,15 @@ async def _run(
     )
     print(bar)
 
-    if server is None and not args.keep:
+    if len(pids) > 1 and series:
+        print(
+            "  server RSS  per process, MB: "
+            + "; ".join(
+                f"{i + 1}: {series[0][4][i]:.1f} -> {end[3][i] if end else float('nan'):.1f}"
+                for i in range(len(pids))
+            )
+        )
+    if not own and not args.keep:
         await cleanup_remote(host, port, token, load_agents, lp_agents, info, dep)
     return 0
 
@@ -925,14 +1036,42 @@ async def cleanup_remote(
     conn.close()
 
 
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return f.read().strip()
+
+
+def db_kind(db_url: str | None) -> str:
+    return "PostgreSQL" if db_url and db_url.startswith("postgresql") else "SQLite"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--agents", type=int, default=1000, help="simulated agents (default 1000)")
     ap.add_argument("--interval", type=float, default=5.0, help="check-in interval s (default 5)")
     ap.add_argument("--duration", type=float, default=60.0, help="load window s (default 60)")
-    ap.add_argument("--server", help="use this running server (http://HOST:PORT) instead")
+    ap.add_argument(
+        "--server",
+        help="use these running servers (http://HOST:PORT, comma-separated: agents are spread "
+        "over them) instead",
+    )
     ap.add_argument("--token", help="the user token of --server")
-    ap.add_argument("--server-pid", type=int, help="pid of --server, for CPU and RSS figures")
+    ap.add_argument(
+        "--server-pid", help="pid(s) of --server, comma-separated, for CPU and RSS figures"
+    )
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes to start on one database, agents spread over them (default 1; "
+        "more than one needs --db-url postgresql://...)",
+    )
+    ap.add_argument(
+        "--db-url",
+        help="the servers' database: a postgresql:// URL names the PostgreSQL server, on which "
+        "the run creates a fresh database and drops it afterwards (default: a temporary SQLite "
+        "file)",
+    )
     ap.add_argument("--procs", type=int, default=1, help="client processes (default 1)")
     ap.add_argument("--long-poll-agents", type=int, default=20, help="K (default 20)")
     ap.add_argument("--deploy-rounds", type=int, default=5, help="deploys timed (default 5)")
@@ -946,6 +1085,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.server and not args.token:
         ap.error("--server needs --token")
+    if args.processes > 1 and not (args.db_url or "").startswith("postgresql"):
+        ap.error(
+            "--processes 2 or more needs --db-url postgresql://...: one SQLite file serves one process"
+        )
     return asyncio.run(run(args))
 
 

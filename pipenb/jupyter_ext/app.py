@@ -116,7 +116,7 @@ class _JupyterBridge:
                 # no known user: pipenb's own check answers (401, or 403 for an agent key)
                 if exc.status_code != 403 or getattr(self, "_jupyter_current_user", None):
                     raise
-        ApiHandler.prepare(self)  # type: ignore[arg-type]
+        await ApiHandler.prepare(self)  # type: ignore[arg-type]
 
 
 def _mark(method: Callable[..., Any], user: bool) -> Callable[..., Any]:

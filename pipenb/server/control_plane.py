@@ -45,6 +45,7 @@ class ControlPlane:
         migrate(self.engine)
         self.sessions = session_factory(self.engine)
         self.db = DbPool(connections(self.engine))  # database work off the event loop
+        self.coord.db = self.db
         # each service gets what it works with, nothing more (no service sees this object)
         live, session = self.live, self.session
         self.deployments = DeploymentService(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Engine, select, text
 
@@ -33,6 +33,9 @@ from pipenb.server.db_tables import AgentRow, CommandRow, PipeStatusRow
 from pipenb.server.leader import make_leader
 from pipenb.server.live import Live
 from pipenb.server_settings import ServerSettings
+
+if TYPE_CHECKING:
+    from pipenb.server.dbpool import DbPool
 
 log = logging.getLogger("pipenb.server.coordination")
 
@@ -73,6 +76,9 @@ class Coordination:
             live.remote_slack = REMOTE_SLACK
         self.agent_settings: SettingsCache = _NoSettings()
         self._refreshed: float | None = None  # wall time of the last presence refresh
+        #: the database threads (dbpool.py), set once they exist: the presence refresh reads
+        #: a row per agent seen lately (10,000 every second at 10,000 agents), off the event loop
+        self.db: DbPool | None = None
 
     # ------------------------------------------------------------------ life
     async def start(self) -> None:
@@ -87,7 +93,10 @@ class Coordination:
         """Every second: read the others' presence, and lead if we can. True: this process
         runs the background jobs now."""
         if self.shared:
-            self.refresh()
+            if self.db is not None:
+                await self.db.run(self.refresh)
+            else:
+                self.refresh()
         return await self.leader.tick()
 
     @property

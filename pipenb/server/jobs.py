@@ -87,6 +87,9 @@ class PresenceFlush(Job):
                 p.dirty = False
         if not rows:
             return
+        # rows locked in id order, as a group of check-in writes locks them (groupcommit.py):
+        # two transactions taking the same rows in different orders can deadlock on PostgreSQL
+        rows.sort(key=lambda r: str(r["aid"]))
         stmt = (
             update(AgentRow.__table__)
             .where(AgentRow.__table__.c.id == bindparam("aid"))

@@ -16,7 +16,7 @@ from typing import Any
 
 import tornado.web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
 from pipenb.server.handlers.base import error_body
@@ -103,8 +103,21 @@ class _StateCollector:
         g = GaugeMetricFamily(
             "pipenb_held_checkins", "Agent check-ins this process holds in a long poll"
         )
-        g.add_metric([], sum(len(w) for w in cp.live.waiters.values()))
+        # read on a worker thread while the event loop changes it: list() copies it at once
+        g.add_metric([], sum(len(w) for w in list(cp.live.waiters.values())))
         yield g
+        writes = cp.checkin.writes  # per process: check-in reports written in groups
+        c = CounterMetricFamily(
+            "pipenb_checkin_report_writes", "Check-in reports this process wrote to the database"
+        )
+        c.add_metric([], writes.items)
+        yield c
+        c = CounterMetricFamily(
+            "pipenb_checkin_write_groups",
+            "Transactions those reports were written in (reports arriving together share one)",
+        )
+        c.add_metric([], writes.groups)
+        yield c
         g = GaugeMetricFamily(
             "pipenb_background_jobs",
             "1 when this process runs the fleet's background jobs (one process does)",
@@ -129,12 +142,12 @@ class MetricsHandler(tornado.web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """Scrapers send no cookies."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         cp = self.settings["pipenb"]
         if not _loopback(self.request.remote_ip):
             header = self.request.headers.get("Authorization", "")
             token = header[7:].strip() if header[:7].lower() == "bearer " else None
-            if cp.users.authenticate(token) is None:
+            if await cp.db.run(cp.users.authenticate, token) is None:
                 self.set_status(401)
                 self.set_header("WWW-Authenticate", 'Bearer realm="pipenb"')
                 self.set_header("Content-Type", "application/json")
@@ -147,5 +160,8 @@ class MetricsHandler(tornado.web.RequestHandler):
                 )
                 return
         metrics: ServerMetrics = self.settings["pipenb_metrics"]
+        # the gauges read every agent from the database: on a worker thread (dbpool.py), not
+        # on the event loop the check-ins are answered on
+        text = await cp.db.run(generate_latest, metrics.registry)
         self.set_header("Content-Type", CONTENT_TYPE)
-        self.finish(generate_latest(metrics.registry))
+        self.finish(text)

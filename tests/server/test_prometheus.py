@@ -71,6 +71,9 @@ def test_metrics_parse_and_count_the_fleet(fleet):
         if k[0] == "pipenb_http_request_duration_seconds_count" and ("handler", "CheckinHandler") in k[1]
     ]  # fmt: skip
     assert checkin_latency
+    # the agent's first check-in brought a full report: written, in a group of its own or more
+    reports = got[("pipenb_checkin_report_writes_total", ())]
+    assert 1 <= got[("pipenb_checkin_write_groups_total", ())] <= reports
 
 
 @pytest.mark.skipif(PROMETHEUS is None, reason="Debian's prometheus is not installed")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 import tornado.web
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from tornado.http1connection import HTTP1Connection
 
 from pipenb.errors import ApiError, AuthError
@@ -151,7 +151,7 @@ class ApiHandler(tornado.web.RequestHandler):
         fn = getattr(self, self.request.method.lower(), None)
         return getattr(fn, "__pipenb_api__", None)
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         """On the headers alone: credentials first, then the announced body size.
 
         A refusal is answered at once, and the connection closed, when a body of any size may
@@ -173,7 +173,7 @@ class ApiHandler(tornado.web.RequestHandler):
                 if op.auth == "user":
                     self.authorize_user()
                 elif op.auth == "agent":
-                    self.agent_id = self.cp.agents.authenticate(self.bearer())
+                    self.agent_id = await self._authenticate_agent()
             if length and not length.isdigit():
                 raise ApiError(
                     400, "bad_request", f"Content-Length is not a number: {length[:40]!r}"
@@ -186,6 +186,14 @@ class ApiHandler(tornado.web.RequestHandler):
             if exc.status == 413 or not small or not self.drain_refused_bodies:
                 raise
             self._refusal, self._chunks = exc, None  # answered once the body is in
+
+    async def _authenticate_agent(self) -> str:
+        """The calling agent: from the key cache when the key is in it (every check-in but an
+        agent's first with this process), else read and checked on a worker thread, so that
+        10,000 agents meeting a new process do not queue on its event loop."""
+        key, agents = self.bearer(), self.cp.agents
+        agent_id = agents.cached_agent(key)
+        return agent_id if agent_id is not None else await self.cp.db.run(agents.authenticate, key)
 
     def _too_large(self) -> ApiError:
         return ApiError(413, "too_large", f"request body over {self._body_limit} bytes")
@@ -364,6 +372,10 @@ class ApiHandler(tornado.web.RequestHandler):
             status, code, details = 503, "unavailable", [{"retry_after": 1}]
             message = "the database is locked by another process; try again shortly"
             self.set_header("Retry-After", "1")
+        elif database_lost(exc):
+            status, code, details = 503, "unavailable", [{"retry_after": 1}]
+            message = "the connection to the database was lost; try again shortly"
+            self.set_header("Retry-After", "1")
         else:
             status, code, message, details = status_code, "internal", "internal server error", []
         self.set_status(status, reason="Payload Too Large" if status == 413 else None)  # RFC 9110
@@ -373,7 +385,7 @@ class ApiHandler(tornado.web.RequestHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError):
             return  # an answer, not a fault
-        if database_busy(value):
+        if database_busy(value) or database_lost(value):
             log.warning("%s %s: 503, %s", self.request.method, self.request.path, value.orig)
             return
         super().log_exception(typ, value, tb)
@@ -398,5 +410,12 @@ def database_busy(exc: BaseException | None) -> bool:
 class NotFoundHandler(ApiHandler):
     """Unknown paths under the API prefix answer JSON 404, not tornado's HTML."""
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         raise ApiError(404, "not_found", f"no API route {self.request.method} {self.request.path}")
+
+
+def database_lost(exc: BaseException | None) -> bool:
+    """The connection a statement ran on was cut (the database restarted, or an administrator
+    ended it): nothing of that transaction was kept, and the pool opens a new connection for
+    the next request. Answered 503 with Retry-After, so an agent sends its report again."""
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

@@ -8,6 +8,7 @@ merged settings are cached per agent: a check-in costs no database read for them
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ from pipenb.server.db_tables import AgentRow, AgentSettingsRow, utcnow
 from pipenb.server.services.pipes import not_found
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from pipenb.server.db import SessionScope
     from pipenb.server.live import Live
 
@@ -120,27 +123,36 @@ class AgentSettingsService:
         hit = self._cache.get(agent_id)
         if hit is not None:
             return hit
-        dropped = self._dropped  # on a worker thread: a change meanwhile must not be cached over
         with self.session() as s:
-            agent = s.get(AgentRow, agent_id)
-            labels = sorted(agent.labels or []) if agent is not None else []
-            rows = {
-                r.scope: r
-                for r in s.scalars(
-                    select(AgentSettingsRow).where(
-                        AgentSettingsRow.scope.in_(
-                            [f"label:{x}" for x in labels] + [f"agent:{agent_id}"]
-                        )
-                    )
-                )
-            }
-        values: dict[str, Any] = {}
-        for scope in [f"label:{x}" for x in labels] + [f"agent:{agent_id}"]:
-            if scope in rows:
-                values.update(rows[scope].values or {})
-        out = (values, version(values))
-        if self._dropped == dropped:
-            self._cache[agent_id] = out
+            return self.effective_many(s, [agent_id])[agent_id]
+
+    def effective_many(
+        self, s: Session, agent_ids: Collection[str]
+    ) -> dict[str, tuple[dict[str, Any], str]]:
+        """``effective`` for several agents in two queries (agents met for the first time
+        arrive together when a fleet starts)."""
+        dropped = self._dropped  # on a worker thread: a change meanwhile must not be cached over
+        out = {a: self._cache[a] for a in agent_ids if a in self._cache}
+        need = sorted({a for a in agent_ids if a not in out})
+        labels: dict[str, Sequence[str]] = dict.fromkeys(need, ())
+        for chunk in _chunks(need):
+            for agent_id, agent_labels in s.execute(
+                select(AgentRow.id, AgentRow.labels).where(AgentRow.id.in_(chunk))
+            ):
+                labels[agent_id] = sorted(agent_labels or [])
+        scopes = {f"label:{x}" for ls in labels.values() for x in ls} | {f"agent:{a}" for a in need}
+        rows: dict[str, AgentSettingsRow] = {}
+        for chunk in _chunks(sorted(scopes)):
+            for r in s.scalars(select(AgentSettingsRow).where(AgentSettingsRow.scope.in_(chunk))):
+                rows[r.scope] = r
+        for agent_id in need:
+            values: dict[str, Any] = {}
+            for scope in [f"label:{x}" for x in labels[agent_id]] + [f"agent:{agent_id}"]:
+                if scope in rows:
+                    values.update(rows[scope].values or {})
+            out[agent_id] = (values, version(values))
+            if self._dropped == dropped:
+                self._cache[agent_id] = out[agent_id]
         return out
 
     def cached(self, agent_id: str) -> bool:
@@ -194,3 +206,8 @@ class AgentSettingsService:
             refused=applied.refused,
             bounds=applied.bounds,
         )
+
+
+def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
+    """``items`` in slices small enough for one ``IN (...)`` (SQLite caps bound parameters)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -212,6 +212,14 @@ class AgentService:
         # the held check-in (in whichever process) re-checks its key when woken
         self.live.key_revoked(key_id, agent_id)
 
+    def cached_agent(self, api_key: str | None) -> str | None:
+        """``authenticate`` from memory alone: the agent id, an AuthError, or None when the key
+        is not in the cache (then ``authenticate`` reads it, on a worker thread)."""
+        parts = split_api_key(api_key or "")
+        if parts is None or parts[0] not in self.live.key_cache:
+            return None
+        return self.authenticate(api_key)
+
     def authenticate(self, api_key: str | None) -> str:
         """The agent id an API key belongs to; AuthError saying whether the key is missing,
         invalid, revoked, expired, or its agent was removed (an agent acts on the difference)."""

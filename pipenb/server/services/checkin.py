@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from pipenb.errors import AuthError
 from pipenb.server import models as M
 from pipenb.server.db_tables import AgentRow, AssignmentRow, DeploymentRow, PipeStatusRow, utcnow
+from pipenb.server.groupcommit import GroupCommit
 
 if TYPE_CHECKING:
     from pipenb.server.db import SessionScope
@@ -53,6 +56,13 @@ class CheckinService:
         self.commands = commands
         self.agent_settings = agent_settings
         self.telemetry = telemetry
+        # in agent id order, as the presence flush writes agents (jobs.py): no deadlock
+        self.writes = GroupCommit(
+            db, session, self._write, self._prepare, order=lambda item: item[0]
+        )
+        self.answers = GroupCommit(
+            db, session, lambda _s, agent_id: self._read_answer(agent_id), self._prepare_answers
+        )
 
     async def checkin(
         self,
@@ -91,13 +101,15 @@ class CheckinService:
             or body.attributes is not None
             or body.full
         ):
-            gone, labels = await self.db.run(self._write, agent_id, body)
+            # committed with the other check-ins' reports waiting now (groupcommit.py)
+            gone, labels = await self.writes.write((agent_id, body))
         else:
             gone, labels = [], None
         if body.leaving:
             live.leave(agent_id)  # hand its failover instances over now (here or elsewhere)
         settings = self.agent_settings
-        if settings.shared:  # kept in the database for the other processes: off the event loop
+        if settings.shared and body.settings is not None:
+            # kept in the database for the other processes: off the event loop
             await self.db.run(settings.report, agent_id, body)
         else:
             settings.report(agent_id, body)
@@ -132,82 +144,128 @@ class CheckinService:
 
     async def _answer(self, agent_id: str) -> tuple[Any, str, Any, tuple[dict[str, Any], str]]:
         """The agent's desired set, pending commands and settings: from memory when all three
-        are cached (the common check-in), else read on a worker thread (dbpool.py)."""
+        are cached (the common check-in), else read on a worker thread (dbpool.py), together
+        with the other agents' answers waiting to be read (a fleet starting at once: each
+        agent's first check-in misses the caches)."""
         if (
             agent_id in self.live.desired_cache
             and agent_id not in self.live.pending_commands
             and self.agent_settings.cached(agent_id)
         ):
             return self._read_answer(agent_id)
-        return await self.db.run(self._read_answer, agent_id)
+        return await self.answers.write(agent_id)
+
+    def _prepare_answers(self, s: Session, agent_ids: list[str]) -> None:
+        """Read the desired sets and settings of a group of agents in a few statements; each
+        answer then comes from the caches (``_read_answer``)."""
+        self.deployments.desired_many(s, [a for a in agent_ids if a not in self.live.desired_cache])
+        self.agent_settings.effective_many(
+            s, [a for a in agent_ids if not self.agent_settings.cached(a)]
+        )
 
     def _read_answer(self, agent_id: str) -> tuple[Any, str, Any, tuple[dict[str, Any], str]]:
         desired, dhash = self.deployments.desired(agent_id)
         commands = self.commands.pending(agent_id)
         return desired, dhash, commands, self.agent_settings.effective(agent_id)
 
-    def _write(self, agent_id: str, body: M.CheckinRequest) -> tuple[list[str], list[str] | None]:
+    def _prepare(self, s: Session, items: list[tuple[str, M.CheckinRequest]]) -> None:
+        """Read what a group of reports needs in a few statements (the agents, their
+        assignments and pipe states) rather than a few per report: ``_write`` finds it in
+        ``s.info``. The rows are kept there too, so the session's identity map (weak
+        references) keeps them for the writes."""
+        ids = sorted({agent_id for agent_id, _ in items})
+        with_rows = sorted({a for a, body in items if body.attributes is not None or body.full})
+        with_status = sorted({a for a, body in items if body.pipes or body.full})
+        agents = (
+            {r.id: r for r in s.scalars(select(AgentRow).where(AgentRow.id.in_(with_rows)))}
+            if with_rows
+            else {}
+        )
+        assigned: dict[str, set[str]] = {a: set() for a in ids}
+        for agent_id, dep_id in s.execute(
+            select(AssignmentRow.agent_id, AssignmentRow.deployment_id).where(
+                AssignmentRow.agent_id.in_(ids)
+            )
+        ):
+            assigned[agent_id].add(dep_id)
+        status: dict[str, dict[str, PipeStatusRow]] = {a: {} for a in with_status}
+        if with_status:
+            for row in s.scalars(
+                select(PipeStatusRow).where(PipeStatusRow.agent_id.in_(with_status))
+            ):
+                status[row.agent_id][row.deployment_id] = row
+        s.info[_PREFETCH] = _Prefetch(agents, assigned, status)
+
+    def _write(
+        self, s: Session, item: tuple[str, M.CheckinRequest]
+    ) -> tuple[list[str], list[str] | None]:
         """Store the report; answer the reported deployments that no longer exist (the agent
         cleans up their files) and, for a full report, the agent's labels."""
+        agent_id, body = item
+        pre: _Prefetch = s.info[_PREFETCH]
         gone: list[str] = []
         labels: list[str] | None = None
-        with self.session() as s:
-            if body.attributes is not None or body.full:
-                agent = s.get(AgentRow, agent_id)
-                if agent is not None:
-                    labels = list(agent.labels or [])
-                if (
-                    agent is not None
-                    and body.attributes is not None
-                    and agent.attributes != body.attributes
-                ):
-                    policy_changed = (agent.attributes or {}).get("policy") != (
-                        body.attributes.get("policy")
-                    )
-                    agent.attributes = body.attributes
-                    if policy_changed:  # placed instances meet the policy it has now
-                        s.flush()
-                        self.deployments.check_policies(s, agent_ids=[agent_id])
-            now = utcnow()
-            # Only deployments placed on this agent are its to report on: status, metrics and
-            # logs for any other id are dropped (a rogue key cannot write into deployments it
-            # does not run). One indexed query, then set lookups, however long the report.
-            assigned = set(
-                s.scalars(
-                    select(AssignmentRow.deployment_id).where(AssignmentRow.agent_id == agent_id)
+        if body.attributes is not None or body.full:
+            agent = pre.agents.get(agent_id)
+            if agent is not None:
+                labels = list(agent.labels or [])
+            if (
+                agent is not None
+                and body.attributes is not None
+                and agent.attributes != body.attributes
+            ):
+                policy_changed = (agent.attributes or {}).get("policy") != (
+                    body.attributes.get("policy")
                 )
-            )
-            reported = set()
-            for r in body.pipes:
-                if r.deployment_id not in assigned:
-                    # e.g. the final report of a pipe whose deployment was deleted or moved:
-                    # a row kept for it would never be removed. A deleted one is answered as
-                    # gone, so the agent cleans up its files.
-                    if s.get(DeploymentRow, r.deployment_id) is None:
-                        gone.append(r.deployment_id)
-                    continue
-                reported.add(r.deployment_id)
-                row = s.get(PipeStatusRow, (agent_id, r.deployment_id))
-                if row is None:
-                    row = PipeStatusRow(
-                        agent_id=agent_id, deployment_id=r.deployment_id, state=r.state
-                    )
-                    s.add(row)
-                row.hash = r.hash
-                row.state = r.state
-                row.error = r.error
-                if r.metrics is not None:
-                    row.metrics = r.metrics
-                if r.checkpoint is not None:
-                    row.checkpoint = r.checkpoint
-                row.updated_at = now
-            if body.full:  # what the agent no longer runs is no longer its status
-                for row in s.scalars(
-                    select(PipeStatusRow).where(PipeStatusRow.agent_id == agent_id)
-                ):
-                    if row.deployment_id not in reported:
-                        s.delete(row)
-            self.telemetry.record(s, agent_id, body.pipes, body.logs, assigned)
-            if body.acks or body.captures:
-                self.commands.ack(s, agent_id, body.acks, body.captures)
+                agent.attributes = body.attributes
+                if policy_changed:  # placed instances meet the policy it has now
+                    s.flush()
+                    self.deployments.check_policies(s, agent_ids=[agent_id])
+        now = utcnow()
+        # Only deployments placed on this agent are its to report on: status, metrics and
+        # logs for any other id are dropped (a rogue key cannot write into deployments it
+        # does not run). Read for the whole group at once, then set lookups.
+        assigned = pre.assigned.get(agent_id, set())
+        status = pre.status.get(agent_id, {})
+        reported = set()
+        for r in body.pipes:
+            if r.deployment_id not in assigned:
+                # e.g. the final report of a pipe whose deployment was deleted or moved:
+                # a row kept for it would never be removed. A deleted one is answered as
+                # gone, so the agent cleans up its files.
+                if s.get(DeploymentRow, r.deployment_id) is None:
+                    gone.append(r.deployment_id)
+                continue
+            reported.add(r.deployment_id)
+            row = status.get(r.deployment_id)
+            if row is None:
+                row = PipeStatusRow(agent_id=agent_id, deployment_id=r.deployment_id, state=r.state)
+                s.add(row)
+                status[r.deployment_id] = row  # the same agent may report twice in a group
+            row.hash = r.hash
+            row.state = r.state
+            row.error = r.error
+            if r.metrics is not None:
+                row.metrics = r.metrics
+            if r.checkpoint is not None:
+                row.checkpoint = r.checkpoint
+            row.updated_at = now
+        if body.full:  # what the agent no longer runs is no longer its status
+            for dep_id in [d for d in status if d not in reported]:
+                s.delete(status.pop(dep_id))
+        self.telemetry.record(s, agent_id, body.pipes, body.logs, assigned)
+        if body.acks or body.captures:
+            self.commands.ack(s, agent_id, body.acks, body.captures)
         return gone, labels
+
+
+_PREFETCH = "pipenb_checkin_prefetch"
+
+
+@dataclass
+class _Prefetch:
+    """What a group of reports reads at once (``CheckinService._prepare``)."""
+
+    agents: dict[str, AgentRow]
+    assigned: dict[str, set[str]]
+    status: dict[str, dict[str, PipeStatusRow]]  # agent -> deployment -> its pipe's state

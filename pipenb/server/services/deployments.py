@@ -600,8 +600,16 @@ class DeploymentService:
         cached = self.live.desired_cache.get(agent_id)
         if cached is not None:
             return cached
-        generation = self.live.generation[agent_id]
-        out: list[M.DesiredPipe] = []
+        with self.session() as s:
+            return self.desired_many(s, [agent_id])[agent_id]
+
+    def desired_many(
+        self, s: Session, agent_ids: list[str]
+    ) -> dict[str, tuple[list[M.DesiredPipe], str]]:
+        """The desired sets of several agents in one query (agents met for the first time
+        arrive together when a fleet starts), each cached as ``desired`` caches one."""
+        generations = {a: self.live.generation[a] for a in agent_ids}
+        out: dict[str, list[M.DesiredPipe]] = {a: [] for a in agent_ids}
         # One query for the whole set: every assignment with its deployment, pipe, the version it
         # runs (a pinned one, or the newest for "latest") and the agent's name. A version push
         # re-computes this for every agent at once, so its cost is the check-in's tail latency.
@@ -611,7 +619,7 @@ class DeploymentService:
             .correlate(DeploymentRow)
             .scalar_subquery()
         )
-        with self.session() as s:
+        for chunk in _chunks(sorted(set(agent_ids))):
             rows = s.execute(
                 select(AssignmentRow, DeploymentRow, PipeRow, PipeVersionRow, AgentRow.name)
                 .join(DeploymentRow, AssignmentRow.deployment_id == DeploymentRow.id)
@@ -622,13 +630,14 @@ class DeploymentService:
                     & (PipeVersionRow.version == func.coalesce(DeploymentRow.version, newest)),
                 )
                 .outerjoin(AgentRow, AgentRow.id == AssignmentRow.agent_id)
-                .where(AssignmentRow.agent_id == agent_id, DeploymentRow.running.is_(True))
-                .order_by(DeploymentRow.id)
+                .where(AssignmentRow.agent_id.in_(chunk), DeploymentRow.running.is_(True))
+                .order_by(AssignmentRow.agent_id, DeploymentRow.id)
             ).all()
             for a, dep, pipe, vrow, agent_name in rows:
+                agent_id = a.agent_id
                 builtins = builtins_for(agent_id, agent_name or agent_id, pipe.name, dep.id)
                 h = pipe_hash(vrow.hash, dep.params, builtins, a.checkpoint_seq)
-                out.append(
+                out[agent_id].append(
                     M.DesiredPipe(
                         deployment_id=dep.id,
                         pipe=pipe.name,
@@ -642,9 +651,12 @@ class DeploymentService:
                         files=dict(vrow.files or {}),
                     )
                 )
-        result = (out, _hash(*[p.hash for p in out]))
-        self.live.cache_desired(agent_id, generation, result)
-        return result
+        results = {}
+        for agent_id, pipes in out.items():
+            result = (pipes, _hash(*[p.hash for p in pipes]))
+            self.live.cache_desired(agent_id, generations[agent_id], result)
+            results[agent_id] = result
+        return results
 
     # ------------------------------------------------------------------ reading
     def list(self) -> M.DeploymentList:
