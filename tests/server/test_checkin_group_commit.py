@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import DBAPIError
-from test_server_store import pg_server_url, pg_url  # noqa: F401 - fixtures
 
 from pipenb.server import models as M
 from pipenb.server.control_plane import ControlPlane
@@ -38,13 +37,9 @@ output:
 N = 40  # agents checking in at once
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def cp(request: Any, tmp_path: Path) -> Iterator[ControlPlane]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    plane = ControlPlane(ServerSettings(db_url=url, secret_key_file=str(tmp_path / "key")))
+@pytest.fixture
+def cp(db_url: str, tmp_path: Path) -> Iterator[ControlPlane]:
+    plane = ControlPlane(ServerSettings(db_url=db_url, secret_key_file=str(tmp_path / "key")))
     plane.pipes.push(M.PipePush(yaml=PIPE))
     try:
         yield plane

@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 
 from pipenb.client import Client
 
-from support import REPO_ROOT, postgres
+from support import REPO_ROOT
 from support.agentproc import AgentProcess, tmp_policy
 from support.nginxproc import NginxProcess, nginx_missing
 from support.processes import clean_env, free_port, terminate
@@ -37,17 +37,6 @@ BATCH = 20  # output batch of the test pipes: "duplicates up to one batch"
 
 
 # ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database with a random name, dropped after the test."""
-    server = postgres.pg_server_url()
-    if not server:
-        pytest.skip(postgres.PG_SKIP)
-    pytest.importorskip("psycopg")
-    with postgres.fresh_database(server, "pipenb_mp_") as url:
-        yield url
 
 
 @pytest.fixture

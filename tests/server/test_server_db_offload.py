@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_server_store import pg_server_url, pg_url  # noqa: F401 - fixtures
 
 from support.serverproc import ServerProcess
 from support.waiting import wait_until

@@ -8,8 +8,6 @@ it afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,33 +19,9 @@ from sqlalchemy import Engine, inspect, text
 from pipenb.server.db import alembic_config, make_engine, migrate
 from pipenb.server.db_tables import Base
 
-from support import postgres
 from support.serverproc import ServerProcess
 
 # ------------------------------------------------------------------------------ databases
-
-
-@pytest.fixture(scope="module")
-def pg_server_url() -> str:
-    url = postgres.pg_server_url()
-    if not url:
-        pytest.skip(postgres.PG_SKIP)
-    return url
-
-
-@pytest.fixture
-def pg_url(pg_server_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database with a random name, dropped after the test."""
-    pytest.importorskip("psycopg")
-    with postgres.fresh_database(pg_server_url) as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 # ------------------------------------------------------------------------------ schema
