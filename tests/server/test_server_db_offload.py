@@ -136,3 +136,60 @@ def test_a_waiting_write_delays_only_its_own_request(
             20,
             "a write after the lock",
         )
+
+
+def test_a_user_token_waiting_for_its_row_delays_only_its_own_request(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL only: another process locks ``user_tokens`` against reads (``ACCESS
+    EXCLUSIVE``; SQLite's readers are never blocked by a writer), so checking a user token
+    waits. Meanwhile ``/health`` and an agent's check-ins are answered; once the lock is gone
+    the user's request is too. Before, the token's row was read on the event loop, and every
+    request waited with it."""
+    import psycopg
+
+    with ServerProcess(tmp_path, db_url=pg_url, poll_interval=1.0) as srv:
+        srv.request("POST", "/agents", json={"id": "other"}).raise_for_status()
+        key = srv.request("POST", "/agents/other/keys").json()["api_key"]
+        srv.request("POST", "/users", json={"name": "ana", "role": "viewer"}).raise_for_status()
+        r = srv.request("POST", "/users/ana/tokens", json={})
+        assert r.status_code == 201, r.text
+        token = r.json()["token"]
+        assert srv.request("GET", "/pipes", token=token).status_code == 200
+        con = psycopg.connect(pg_url)
+        con.execute("LOCK TABLE user_tokens IN ACCESS EXCLUSIVE MODE")
+        released = False
+        user: dict[str, Any] = {}
+
+        def as_ana() -> None:
+            r = srv.request("GET", "/pipes", token=token, timeout=60)
+            user.update(status=r.status_code, done=time.monotonic())
+
+        try:
+            asker = threading.Thread(target=as_ana, daemon=True)
+            sent = time.monotonic()
+            asker.start()
+            answered: list[tuple[str, int]] = []
+            seq = 0
+            while "done" not in user and len(answered) < 2 * ROUNDS:
+                seq += 1
+                body = {"agent_id": "other", "seq": seq, "wait": 0, "full": seq == 1}
+                for what, call in (
+                    ("health", lambda: srv.request("GET", "/health", timeout=30)),
+                    ("checkin", lambda b=body: srv.request(
+                        "POST", "/agent/checkin", json=b, token=key, timeout=30)),
+                ):  # fmt: skip
+                    answered.append((what, call().status_code))
+            waiting = "done" not in user  # the user's request still waits for the lock
+            con.commit()  # the lock is gone
+            released = True
+            asker.join(60)
+        finally:
+            if not released:
+                con.commit()
+            con.close()
+        assert waiting, (
+            f"the user's request did not wait for the lock ({time.monotonic() - sent:.1f} s)"
+        )
+        assert answered == [("health", 200), ("checkin", 200)] * ROUNDS, answered
+        assert user.get("status") == 200, user

@@ -171,7 +171,7 @@ class ApiHandler(tornado.web.RequestHandler):
         try:
             if op is not None:
                 if op.auth == "user":
-                    self.authorize_user()
+                    await self.authorize_user()
                 elif op.auth == "agent":
                     self.agent_id = await self._authenticate_agent()
             if length and not length.isdigit():
@@ -229,11 +229,16 @@ class ApiHandler(tornado.web.RequestHandler):
             except orjson.JSONDecodeError as exc:
                 raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
-    def authorize_user(self) -> None:
+    async def authorize_user(self) -> None:
         """User endpoints: who is calling (a token here, Jupyter's auth inside Jupyter), then
         whether their role allows the operation (see server/roles.py)."""
         authorize = self.settings.get("pipenb_authorize_user", user_token_auth)
-        principal = authorize(self)
+        if authorize is user_token_auth:
+            # a user token's row is read from the database: on a database thread, so that a
+            # slow or locked database delays this request only, not the event loop
+            principal = await self.cp.db.run(self.cp.users.authenticate, self.bearer())
+        else:
+            principal = authorize(self)
         bearer = self.bearer()
         if principal is None and bearer and bearer.startswith("pnb_"):
             raise AuthError(403, "forbidden", "agent keys are for agent endpoints only")
