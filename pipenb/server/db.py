@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +31,14 @@ POOL_SIZE, POOL_OVERFLOW = 5, 10
 #: what services get to open a session: one transaction, committed when the block ends
 #: (ControlPlane.session); a public operation opens one and passes it to its helpers
 SessionScope = Callable[[], AbstractContextManager[Session]]
+
+
+T = TypeVar("T")
+
+
+def in_chunks(items: list[T], size: int = 500) -> list[list[T]]:
+    """``items`` in slices small enough for one ``IN (...)`` (SQLite caps bound parameters)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def default_db_url(data_dir: str) -> str:

@@ -211,7 +211,7 @@ def load(port: int, keys: dict[str, str], phase: Any, stop: Any, out: Any) -> No
                 took = time.perf_counter() - started
                 seen.append((phase.value if status == 200 else -status, took))
                 seq += 1
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # the load's pace (ten check-ins a second), not a wait
         finally:
             conn.close()
 

@@ -18,6 +18,7 @@ from pipenb.agent.remote_settings import SettingError, parse, version
 from pipenb.errors import ApiError
 from pipenb.server import models as M
 from pipenb.server import roles
+from pipenb.server.db import in_chunks
 from pipenb.server.db_tables import AgentRow, AgentSettingsRow, utcnow
 from pipenb.server.services.pipes import not_found
 
@@ -135,14 +136,14 @@ class AgentSettingsService:
         out = {a: self._cache[a] for a in agent_ids if a in self._cache}
         need = sorted({a for a in agent_ids if a not in out})
         labels: dict[str, Sequence[str]] = dict.fromkeys(need, ())
-        for chunk in _chunks(need):
+        for chunk in in_chunks(need):
             for agent_id, agent_labels in s.execute(
                 select(AgentRow.id, AgentRow.labels).where(AgentRow.id.in_(chunk))
             ):
                 labels[agent_id] = sorted(agent_labels or [])
         scopes = {f"label:{x}" for ls in labels.values() for x in ls} | {f"agent:{a}" for a in need}
         rows: dict[str, AgentSettingsRow] = {}
-        for chunk in _chunks(sorted(scopes)):
+        for chunk in in_chunks(sorted(scopes)):
             for r in s.scalars(select(AgentSettingsRow).where(AgentSettingsRow.scope.in_(chunk))):
                 rows[r.scope] = r
         for agent_id in need:
@@ -206,8 +207,3 @@ class AgentSettingsService:
             refused=applied.refused,
             bounds=applied.bounds,
         )
-
-
-def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
-    """``items`` in slices small enough for one ``IN (...)`` (SQLite caps bound parameters)."""
-    return [items[i : i + size] for i in range(0, len(items), size)]

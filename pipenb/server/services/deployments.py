@@ -26,6 +26,7 @@ from pipenb.policy import Access, Policy, accesses
 from pipenb.policy.pipe import check_access
 from pipenb.server import models as M
 from pipenb.server import roles
+from pipenb.server.db import in_chunks
 from pipenb.server.db_tables import (
     AgentRow,
     AssignmentRow,
@@ -340,7 +341,7 @@ class DeploymentService:
                 continue
             handover = self._handover(s, dep_id, plan.moved_from)
             if plan.remove:
-                for chunk in _chunks([current[aid] for aid in plan.remove]):
+                for chunk in in_chunks([current[aid] for aid in plan.remove]):
                     s.execute(delete(AssignmentRow).where(AssignmentRow.id.in_(chunk)))
             rows = []
             now = utcnow()
@@ -491,7 +492,7 @@ class DeploymentService:
         agents: dict[str, tuple[str, Policy | None]] = {}
         # only agents that report a policy (most report none: nothing to check for them)
         reports_policy = cast(AgentRow.attributes, String).like('%"policy"%')
-        for chunk in _chunks(sorted({a for _, a in pairs})):
+        for chunk in in_chunks(sorted({a for _, a in pairs})):
             for aid, name, attrs in s.execute(
                 select(AgentRow.id, AgentRow.name, AgentRow.attributes).where(
                     AgentRow.id.in_(chunk), reports_policy
@@ -506,7 +507,7 @@ class DeploymentService:
             return
         pairs = [(d, a) for d, a in pairs if agents.get(a, (a, None))[1] is not None]
         rows = {}
-        for chunk in _chunks(sorted({a for _, a in pairs})):
+        for chunk in in_chunks(sorted({a for _, a in pairs})):
             for r in s.scalars(
                 select(PipeStatusRow).where(
                     PipeStatusRow.agent_id.in_(chunk),
@@ -619,7 +620,7 @@ class DeploymentService:
             .correlate(DeploymentRow)
             .scalar_subquery()
         )
-        for chunk in _chunks(sorted(set(agent_ids))):
+        for chunk in in_chunks(sorted(set(agent_ids))):
             rows = s.execute(
                 select(AssignmentRow, DeploymentRow, PipeRow, PipeVersionRow, AgentRow.name)
                 .join(DeploymentRow, AssignmentRow.deployment_id == DeploymentRow.id)
@@ -795,11 +796,6 @@ def _pipe_labels(yaml_text: str) -> list[str]:
             ).labels
     except PipeSyntaxError:
         return []
-
-
-def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:
-    """``items`` in slices small enough for one ``IN (...)`` (SQLite caps bound parameters)."""
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _candidates(s: Any, target: Target) -> list[str]:
