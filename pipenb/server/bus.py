@@ -23,6 +23,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -68,34 +69,31 @@ class PgBus(LocalBus):
         self.engine = engine  # sends go through the SQLAlchemy pool
         self._pending: list[bytes] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: sends while serving (one thread, so messages leave in the order they were queued)
+        self._sender: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.received = 0  # messages from other processes (for tests and metrics)
+        self.sent = 0  # messages sent to them, after dropping repeats (ditto)
 
     # ------------------------------------------------------------------ sending
     def publish(self, kind: str, ids: Iterable[str] = (), extra: Any = None) -> None:
-        """Queue a message; it leaves at the end of this turn of the event loop, together with
-        the others queued meanwhile, in one transaction (a deploy to 1,000 agents is a few
-        NOTIFYs, not 1,000). Safe to call from any thread."""
+        """Queue a message; it leaves from the bus's own sending thread in one statement with
+        whatever else is queued by then (a deploy to 1,000 agents is a few NOTIFYs, not 1,000;
+        10,000 agents meeting a process, each asking for a placement, are a few). Sending never
+        runs on the event loop: it is a database round trip, and a slow or locked database
+        would stall every check-in behind it. Safe to call from any thread."""
         payloads = list(_encode(self.origin, kind, list(ids), extra))
         with self._lock:
             first = not self._pending
             self._pending.extend(payloads)
+            sender = self._sender
         if not first:
-            return
-        loop = self._loop
-        if loop is None or loop.is_closed():
+            return  # a send is already due and will take this one too
+        if sender is None:
             self.flush()  # not serving (a script, a test): send now
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            loop.call_soon(self.flush)
         else:
-            loop.call_soon_threadsafe(self.flush)
+            sender.submit(self.flush)
 
     def flush(self) -> None:
         with self._lock:
@@ -104,29 +102,36 @@ class PgBus(LocalBus):
             return
         from sqlalchemy import text
 
+        # the same message twice in one batch says nothing more (PostgreSQL would deliver one
+        # of them anyway); the order of the others is kept
+        unique = [p.decode() for p in dict.fromkeys(batch)]
         try:
             with self.engine.begin() as conn:
-                for payload in batch:
-                    conn.execute(
-                        text("SELECT pg_notify(:channel, :payload)"),
-                        {"channel": CHANNEL, "payload": payload.decode()},
-                    )
+                conn.execute(
+                    text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) p"),
+                    {"channel": CHANNEL, "payloads": unique},
+                )
+            self.sent += len(unique)
         except Exception:  # the database is away: the receivers resync when they reconnect
             log.exception("could not send %d message(s) to the other server processes", len(batch))
 
     # ------------------------------------------------------------------ receiving
     async def start(self, handler: Handler, on_resync: Callable[[], None]) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._listen(handler, on_resync))
+        with self._lock:
+            self._sender = ThreadPoolExecutor(1, thread_name_prefix="pipenb-bus-send")
+        self._task = asyncio.get_running_loop().create_task(self._listen(handler, on_resync))
 
     async def stop(self) -> None:
-        self.flush()
+        with self._lock:
+            sender, self._sender = self._sender, None
+        if sender is not None:
+            await asyncio.get_running_loop().run_in_executor(None, sender.shutdown)
+        self.flush()  # anything queued after the sender stopped taking work
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._loop = None
 
     async def _listen(self, handler: Handler, on_resync: Callable[[], None]) -> None:
         import psycopg
