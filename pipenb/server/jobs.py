@@ -24,7 +24,7 @@ from sqlalchemy import Engine, bindparam, update
 
 from pipenb.server.db_tables import AgentRow
 from pipenb.server.dbpool import DbPool
-from pipenb.server.live import Live
+from pipenb.server.live import Live, snapshot
 
 log = logging.getLogger("pipenb.server")
 
@@ -78,7 +78,7 @@ class PresenceFlush(Job):
                 if p.open_polls > 0:
                     p.last_seen, p.dirty = now, True
         rows = []
-        for agent_id, p in list(self.live.presence.items()):  # a worker thread: copy first
+        for agent_id, p in snapshot(self.live.presence).items():  # on a worker thread
             if p.dirty and (p.last_seen - p.stored >= stale or force):
                 rows.append(
                     {"aid": agent_id, "seen": datetime.fromtimestamp(p.last_seen, timezone.utc)}
