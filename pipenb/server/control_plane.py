@@ -16,6 +16,7 @@ from pipenb.server.coordination import Coordination
 from pipenb.server.db import connections, make_engine, migrate, session_factory
 from pipenb.server.db_tables import AgentRow, CommandRow
 from pipenb.server.dbpool import DbPool
+from pipenb.server.groupcommit import READ_GROUPS, GroupCommit
 from pipenb.server.jobs import Failover, Job, PresenceFlush, TelemetryExpiry, run_jobs
 from pipenb.server.live import Live
 from pipenb.server.settings import ServerSettings
@@ -55,6 +56,10 @@ class ControlPlane:
         self.agent_settings = AgentSettingsService(session, live, shared=self.coord.shared)
         self.coord.agent_settings = self.agent_settings  # other processes' changes drop its cache
         self.agents = AgentService(settings, session, live, self.deployments, self.agent_settings)
+        #: the keys of agents met for the first time, read in groups (a fleet meeting a process)
+        self.key_checks = GroupCommit(
+            self.db, session, self.agents.check_key, self.agents.read_keys, parallel=READ_GROUPS
+        )
         self.enrollment = EnrollmentService(settings, session, self.agents, self.deployments)
         self.commands = CommandService(settings, session, live, self.deployments)
         self.telemetry = TelemetryService(settings, session)

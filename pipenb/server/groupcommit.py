@@ -45,6 +45,10 @@ log = logging.getLogger("pipenb.server.groupcommit")
 #: small enough that one transaction holds SQLite's write lock for a fraction of a second
 MAX_BATCH = 200
 
+#: groups of reads in flight at once (answers, keys): a group that waits on the database does
+#: not hold up the next, and most of the pool's threads stay free for everything else
+READ_GROUPS = 4
+
 
 @dataclass
 class _Waiting(Generic[T, R]):
@@ -69,6 +73,7 @@ class GroupCommit(Generic[T, R]):
         prepare: Callable[[Session, list[T]], None] | None = None,
         max_batch: int = MAX_BATCH,
         order: Callable[[T], Any] | None = None,
+        parallel: int = 1,
     ):
         self.db = db
         self.session = session
@@ -78,8 +83,11 @@ class GroupCommit(Generic[T, R]):
         #: the order items are written in (their results are handed back to each caller): rows
         #: locked in one order by every writer cannot deadlock on PostgreSQL
         self.order = order
+        #: groups in flight at once: 1 for writes (one writer, as SQLite has anyway); reads can
+        #: run side by side, so that a slow group does not hold up the ones behind it
+        self.parallel = max(1, parallel)
         self._queue: list[_Waiting[T, R]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._drains: set[asyncio.Task[None]] = set()
         #: groups written and items in them, since the start (for /metrics and the tests)
         self.groups = 0
         self.items = 0
@@ -88,8 +96,11 @@ class GroupCommit(Generic[T, R]):
         loop = asyncio.get_running_loop()
         waiting = _Waiting[T, R](item, loop.create_future())
         self._queue.append(waiting)
-        if self._writer is None or self._writer.done():
-            self._writer = loop.create_task(self._drain())
+        # a drain that found the queue empty is done at once (no await between the two), so
+        # one still running will take this item, or there is room for one more
+        self._drains = {t for t in self._drains if not t.done()}
+        if len(self._drains) < self.parallel:
+            self._drains.add(loop.create_task(self._drain()))
         return await waiting.done
 
     async def _drain(self) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 
 from pipenb.server import models as M
@@ -91,13 +92,48 @@ def test_first_check_ins_arriving_together_are_written_in_one_group_and_all_kept
     assert [a.labels for a in answers] == [["web"]] * N  # each answer is its own agent's
     # all N were waiting when the writer started: one transaction for all of them
     assert (cp.checkin.writes.groups, cp.checkin.writes.items) == (1, N)
-    # and their answers (desired sets, settings: not cached yet) were read together too
+    # and their answers (desired sets, settings: not cached yet) were read in that same
+    # transaction, not in a group of their own
     assert [[d.deployment_id for d in a.desired] for a in answers] == [[dep_id]] * N
     assert [a.desired[0].builtins["agent.id"] for a in answers] == ids  # each its own
-    assert (cp.checkin.answers.groups, cp.checkin.answers.items) == (1, N)
+    assert (cp.checkin.answers.groups, cp.checkin.answers.items) == (0, 0)
     attributes, states = stored(cp, ids, dep_id)
     assert attributes == {a: {"host": f"host-of-{a}"} for a in ids}
     assert states == dict.fromkeys(ids, "running")
+
+
+def test_the_keys_of_agents_met_together_are_read_in_one_statement_each_answered_alone(
+    cp: ControlPlane,
+) -> None:
+    """A fleet meeting a process: every first check-in misses the key cache. The keys waiting
+    are read in one statement; a wrong or revoked key is refused on its own."""
+    ids, _, _ = fleet(cp, N)
+    keys = [cp.agents.create_key(a).api_key for a in ids]
+    revoked = cp.agents.create_key(ids[0])
+    cp.agents.revoke_key(ids[0], revoked.key_id)
+    wrong = keys[1][:-4] + ("aaaa" if not keys[1].endswith("aaaa") else "bbbb")
+    reads: list[str] = []
+
+    @event.listens_for(cp.engine, "before_cursor_execute")
+    def _seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "api_keys" in statement:
+            reads.append(statement)
+
+    async def check_all() -> list[Any]:
+        return await asyncio.gather(
+            *(cp.key_checks.write(k) for k in [*keys, wrong, revoked.api_key])
+        )
+
+    results = asyncio.run(check_all())
+    assert results[:N] == ids  # each key its own agent
+    assert [(r.status, r.code) for r in results[N:]] == [
+        (401, "invalid_key"),
+        (401, "key_revoked"),
+    ]
+    assert (cp.key_checks.groups, cp.key_checks.items) == (1, N + 2)
+    assert len(reads) == 1, reads
+    # and they are cached now: the next check-in of each reads nothing
+    assert [cp.agents.cached_agent(k) for k in keys] == ids
 
 
 def test_one_agent_reporting_twice_in_one_group_keeps_its_later_report(cp: ControlPlane) -> None:

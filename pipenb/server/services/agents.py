@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
     from pipenb.server.services.agent_settings import AgentSettingsService
     from pipenb.server.services.deployments import DeploymentService
     from pipenb.server.settings import ServerSettings
+
+#: ``Session.info`` key: ``Live.keys_epoch`` when a group's keys were read (``read_keys``)
+_KEYS_EPOCH = "pipenb_keys_epoch"
 
 
 class AgentService:
@@ -220,9 +225,38 @@ class AgentService:
             return None
         return self.authenticate(api_key)
 
-    def authenticate(self, api_key: str | None) -> str:
+    def read_keys(self, s: Session, api_keys: Sequence[str | None]) -> None:
+        """Read the rows of a group of keys not cached yet in one statement (a fleet meeting a
+        process: every agent's first check-in misses the cache). ``check_key`` then finds each
+        in the session, without a statement of its own."""
+        ids = sorted(
+            {
+                p[0]
+                for k in api_keys
+                if (p := split_api_key(k or "")) and p[0] not in self.live.key_cache
+            }
+        )
+        if ids:
+            # a key revoked after this read must not be cached from it (see authenticate)
+            s.info[_KEYS_EPOCH] = self.live.keys_epoch
+            # kept in the session: its identity map holds rows only while someone else does
+            s.info["pipenb_key_rows"] = list(
+                s.scalars(select(ApiKeyRow).where(ApiKeyRow.id.in_(ids)))
+            )
+
+    def check_key(self, s: Session, api_key: str | None) -> str | AuthError:
+        """``authenticate`` in a group's session (``read_keys``): a refused key is this key's
+        answer, not the group's failure."""
+        try:
+            return self.authenticate(api_key, s)
+        except AuthError as exc:
+            return exc
+
+    def authenticate(self, api_key: str | None, session: Session | None = None) -> str:
         """The agent id an API key belongs to; AuthError saying whether the key is missing,
-        invalid, revoked, expired, or its agent was removed (an agent acts on the difference)."""
+        invalid, revoked, expired, or its agent was removed (an agent acts on the difference).
+        ``session``: read the key there (a group's, see ``read_keys``) rather than in one of
+        its own."""
         parts = split_api_key(api_key or "")
         if parts is None:
             raise AuthError(
@@ -232,8 +266,12 @@ class AgentService:
         live = self.live
         cached = live.key_cache.get(key_id)
         if cached is None:
-            epoch = live.keys_epoch
-            with self.session() as s:
+            epoch = (
+                live.keys_epoch
+                if session is None
+                else session.info.get(_KEYS_EPOCH, live.keys_epoch)
+            )
+            with nullcontext(session) if session is not None else self.session() as s:
                 row = s.get(ApiKeyRow, key_id)
                 if row is None:
                     removed = live.removed_keys.get(key_id)

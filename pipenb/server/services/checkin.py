@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from pipenb.errors import AuthError
 from pipenb.server import models as M
 from pipenb.server.db_tables import AgentRow, AssignmentRow, DeploymentRow, PipeStatusRow, utcnow
-from pipenb.server.groupcommit import GroupCommit
+from pipenb.server.groupcommit import READ_GROUPS, GroupCommit
 
 if TYPE_CHECKING:
     from pipenb.server.db import SessionScope
@@ -61,7 +61,11 @@ class CheckinService:
             db, session, self._write, self._prepare, order=lambda item: item[0]
         )
         self.answers = GroupCommit(
-            db, session, lambda _s, agent_id: self._read_answer(agent_id), self._prepare_answers
+            db,
+            session,
+            lambda _s, agent_id: self._read_answer(agent_id),
+            self._prepare_answers,
+            parallel=READ_GROUPS,
         )
 
     async def checkin(
@@ -147,13 +151,12 @@ class CheckinService:
         are cached (the common check-in), else read on a worker thread (dbpool.py), together
         with the other agents' answers waiting to be read (a fleet starting at once: each
         agent's first check-in misses the caches)."""
-        if (
-            agent_id in self.live.desired_cache
-            and agent_id not in self.live.pending_commands
-            and self.agent_settings.cached(agent_id)
-        ):
+        if self._answer_cached(agent_id) and agent_id not in self.live.pending_commands:
             return self._read_answer(agent_id)
         return await self.answers.write(agent_id)
+
+    def _answer_cached(self, agent_id: str) -> bool:
+        return agent_id in self.live.desired_cache and self.agent_settings.cached(agent_id)
 
     def _prepare_answers(self, s: Session, agent_ids: list[str]) -> None:
         """Read the desired sets and settings of a group of agents in a few statements; each
@@ -195,6 +198,14 @@ class CheckinService:
             ):
                 status[row.agent_id][row.deployment_id] = row
         s.info[_PREFETCH] = _Prefetch(agents, assigned, status)
+        # The answers these check-ins will need and that are not cached (an agent's first
+        # check-in with this process): read in this transaction rather than in one more group
+        # after it. No report changes an answer: the desired set comes from the assignments,
+        # deployments and pipe versions, the settings from labels and settings rows (a policy
+        # that refuses an instance marks its state, not its assignment).
+        unanswered = [a for a in ids if not self._answer_cached(a)]
+        if unanswered:
+            self._prepare_answers(s, unanswered)
 
     def _write(
         self, s: Session, item: tuple[str, M.CheckinRequest]
@@ -214,9 +225,7 @@ class CheckinService:
                 and body.attributes is not None
                 and agent.attributes != body.attributes
             ):
-                policy_changed = (agent.attributes or {}).get("policy") != (
-                    body.attributes.get("policy")
-                )
+                policy_changed = _policy(agent) != body.attributes.get("policy")
                 agent.attributes = body.attributes
                 if policy_changed:  # placed instances meet the policy it has now
                     s.flush()
@@ -260,6 +269,11 @@ class CheckinService:
 
 
 _PREFETCH = "pipenb_checkin_prefetch"
+
+
+def _policy(agent: AgentRow | None) -> Any:
+    """The policy an agent last reported (in its attributes), as stored."""
+    return ((agent.attributes if agent is not None else None) or {}).get("policy")
 
 
 @dataclass
