@@ -996,9 +996,11 @@ async def _run(
             f"  deploy      {len(all_dep)} deliveries over {len(dep['rounds'])} rounds: "  # type: ignore[index]
             f"p50 {ms(pct(all_dep, 50))} ms, max {ms(dmax)} ms"
         )
+    target = args.target_ms / 1000
     print(
-        f"  target      p99 < 100 ms: {'met' if p99 < 0.1 else 'NOT met'} "
-        f"({ms(p99)} ms steady-state p99)"
+        f"  target      p99 < {args.target_ms:g} ms: steady state "
+        f"{'met' if p99 < target else 'NOT met'} ({ms(p99)} ms), whole window with the first "
+        f"check-ins {'met' if whole['p99'] < target else 'NOT met'} ({ms(whole['p99'])} ms)"
         + (
             f"; deploy < 1 s: {'met' if dmax < 1.0 else 'NOT met'} ({ms(dmax)} ms max)"
             if all_dep
@@ -1077,6 +1079,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deploy-rounds", type=int, default=5, help="deploys timed (default 5)")
     ap.add_argument(
         "--pipe-share", type=float, default=0.05, help="share of agents given the pipe (0.05)"
+    )
+    ap.add_argument(
+        "--target-ms",
+        type=float,
+        default=100.0,
+        help="the p99 the summary judges against (100: SPEC's 1,000 agents on one process; "
+        "issue 17 asks 250 for 10,000 agents at 30 s on two processes)",
     )
     ap.add_argument("--dump", help="write every load request (t, latency, status) to this CSV")
     ap.add_argument(
