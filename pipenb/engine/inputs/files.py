@@ -358,11 +358,12 @@ class FilesInput(Input):
             f.fp, f.fp_len = _fingerprint(f.fh, o.fingerprint_bytes)
             if f.pending is not None:  # the event gathered before the truncation, on its own
                 return self._ml_flush(f)  # type: ignore[return-value]
-        chunk = f.fh.read(o.read_bytes)
-        if not chunk:
+        data = f.fh.read(o.read_bytes)
+        if not data:
             return False
         f.last_data = time.monotonic()
-        data = f.partial + chunk if f.partial else chunk
+        if f.partial:  # one copy (the read is dropped here, not held beside it)
+            data = f.partial + data
         cut = _csv_record_end(data) if o.format == "csv" else data.rfind(b"\n")
         if cut < 0:
             if len(data) <= o.max_line_bytes:
@@ -381,6 +382,7 @@ class FilesInput(Input):
         else:
             complete, f.partial = data[: cut + 1], data[cut + 1 :]
             consumed = len(complete)
+        del data  # a read's bytes, not held while the batch is made (peak RSS)
         return self._batch(f, complete, consumed)
 
     def _batch(self, f: _File, complete: bytes, consumed: int) -> Batch:
