@@ -474,7 +474,8 @@ class Engine:
         events, rejects = list(batch.events), list(batch.rejects)
         cut: list[int] = []
         if batch.raw is not None:
-            events, rejects = decode_chunk(batch.raw, proc.fmt, proc.max_line, cut.extend)
+            raw = bytes(batch.raw)  # (a tap is watching: the input's buffer, copied once)
+            events, rejects = decode_chunk(raw, proc.fmt, proc.max_line, cut.extend)
         n_in = len(events)
         out, failures = self._run_chain(events)  # counts its stages itself
         data, unwritable = ndjson(out) if out else (b"", [])
