@@ -14,6 +14,7 @@ import os
 import sys
 
 from pipenb import __version__
+from pipenb.cli.startup import collector_paused
 
 #: Each command group's module (under ``pipenb.cli``) and the commands its ``register`` adds, in
 #: the order ``pipenb --help`` lists them. The names are here so that the group of a command can
@@ -73,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     if argv is None:
         argv = sys.argv[1:]
-    parser = build_parser(_command(argv))
-    args = parser.parse_args(argv)
+    with collector_paused():  # the command's group is imported here (pipenb.cli.startup)
+        parser = build_parser(_command(argv))
+        args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"

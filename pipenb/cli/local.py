@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from pipenb.cli.options import Subparsers, option
+from pipenb.cli.startup import collector_paused
 from pipenb.engine.checkpoints import checkpoint_path, default_data_dir
 from pipenb.errors import PipenbError, PipeSyntaxError, UsageError
 from pipenb.params import parse_params
@@ -124,7 +125,6 @@ def _load(path: str, params: dict[str, Any], *, require: bool = False) -> Any:
     from pipenb.pipe import Pipe
 
     text = decode_text(data, path)
-
     return Pipe(load_pipe(text, path, params, require_params=require))
 
 
@@ -273,30 +273,35 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        pipe = _load(args.file, parse_params(args.param), require=True)
-    except PipeSyntaxError as exc:
-        _problems(exc)
-        return 1
-    except UsageError as exc:
-        return _usage(exc)
-    data_dir = args.data_dir or default_data_dir()
-    if getattr(args, "cluster", None):
+    # the start-up (pydantic, the engine, the option models, the compiled pipe) with the cyclic
+    # collector paused, then frozen as the engine's run would: see pipenb.cli.startup
+    with collector_paused(freeze=True):
+        try:
+            pipe = _load(args.file, parse_params(args.param), require=True)
+        except PipeSyntaxError as exc:
+            _problems(exc)
+            return 1
+        except UsageError as exc:
+            return _usage(exc)
+        data_dir = args.data_dir or default_data_dir()
+        cluster = getattr(args, "cluster", None)
+        if not cluster:
+            if getattr(args, "resume", False) or getattr(args, "partition_size", None):
+                return _usage(UsageError("--resume and --partition-size go with --cluster"))
+            ckpt = checkpoint_path(data_dir, pipe.name)
+            if args.reset and os.path.exists(ckpt):
+                os.unlink(ckpt)
+            elif os.path.exists(ckpt) and not args.quiet:
+                _err(f"pipenb: resuming {pipe.name} from checkpoint {ckpt} (--reset to start over)")
+            try:
+                engine = pipe.engine(data_dir=data_dir, workers=args.workers)
+            except PipenbError as exc:
+                _err(f"pipenb: {exc}")
+                return 1
+    if cluster:
         from pipenb.cluster.cli import cmd_run_cluster
 
         return cmd_run_cluster(args, pipe, data_dir)
-    if getattr(args, "resume", False) or getattr(args, "partition_size", None):
-        return _usage(UsageError("--resume and --partition-size go with --cluster"))
-    ckpt = checkpoint_path(data_dir, pipe.name)
-    if args.reset and os.path.exists(ckpt):
-        os.unlink(ckpt)
-    elif os.path.exists(ckpt) and not args.quiet:
-        _err(f"pipenb: resuming {pipe.name} from checkpoint {ckpt} (--reset to start over)")
-    try:
-        engine = pipe.engine(data_dir=data_dir, workers=args.workers)
-    except PipenbError as exc:
-        _err(f"pipenb: {exc}")
-        return 1
     progress = sys.stderr.isatty() and not args.quiet and not args.json
     try:
         asyncio.run(_run(engine, progress))

@@ -25,7 +25,7 @@ class Batch:
     rejects: list[Event] = field(default_factory=list)  # undecodable input, already dead-lettered
     #: the fast path (``pipenb.engine.chunks``): the complete lines as read, not yet decoded
     #: (``events`` is then empty), and what to call with the indices of over-long lines cut
-    raw: _Bytes | None = None
+    raw: _Bytes | bytearray | None = None
     on_cut: Any = None
     path: str | None = None  # the file ``raw`` came from: undecodable lines name it (``_path``)
 

@@ -5,6 +5,7 @@ timing: it fails when an import brings one of them back."""
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipenb.cli import GROUPS, build_parser
+from pipenb.cli.startup import collector_paused
 
 from support.cli import cli_env
 
@@ -44,10 +46,10 @@ output:
 
 #: runs ``pipenb run`` the way ``python -m pipenb run`` does, then reports what was imported
 PROBE = """\
-import json, sys
+import gc, json, sys
 from pipenb.cli import main
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+print(json.dumps({"code": code, "modules": sorted(sys.modules), "gc": gc.isenabled()}))
 """
 
 
@@ -90,3 +92,30 @@ def test_run_imports_neither_other_command_groups_nor_their_settings(tmp_path: P
     modules = report["modules"]
     brought_back = [m for m in modules if m.startswith(NOT_ON_RUN)]
     assert brought_back == [], f"pipenb run imports {brought_back}: keep them off its start-up"
+    assert report["gc"] is True  # paused for the start-up only, never left off for the run
+
+
+def test_the_collector_is_paused_inside_the_block_and_back_as_it_was_after() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a failed start-up")
+    assert gc.isenabled()  # back on, even after an error
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()
+
+
+def test_a_paused_block_with_freeze_leaves_what_it_made_out_of_the_collections() -> None:
+    before = gc.get_freeze_count()
+    try:
+        with collector_paused(freeze=True):
+            made = [{"n": i} for i in range(1000)]
+        assert gc.get_freeze_count() >= before + len(made)
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()  # the test process's objects back in the collector's care

@@ -192,6 +192,49 @@ def test_the_fast_path_is_taken_for_the_benchmark_shapes(tmp_path: Path):
     assert _counts(outs["two"]["counts"]) == _counts(outs["batches"]["counts"])
 
 
+AWKWARD = (
+    b"\xef\xbb\xbf" + b'{"a": 1}\r\n'  # a byte order mark, a CRLF line
+    + b'{"long": "' + b"x" * 300 + b'"}\n'  # past max-line-bytes: cut into pieces
+    + b'{"big": 123456789012345678901234567890}\n'
+    + b'{"bad": "\xff"}\n'  # invalid UTF-8
+    + b"\n"
+    + b'{"n": 2}\n' * 40
+    + b'{"last": true}'  # no newline at the end
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["json", "lines"])
+@pytest.mark.parametrize("read", [16, 64, 1 << 20])
+def test_the_fast_paths_read_buffer_reads_awkward_files_as_the_batch_path_does(
+    tmp_path: Path, fmt: str, read: int
+):
+    """The fast path reads into one buffer, cut at its last newline in place
+    (``FilesInput._take``); the batch path joins bytes. Partial lines across reads, an
+    over-long line, CRLF, a BOM, bad UTF-8 and a last line without a newline: the same."""
+    src = tmp_path / "in.ndjson"
+    src.write_bytes(AWKWARD)
+    files = {"path": "IN", "follow": False, "format": fmt, "read-bytes": read}
+    doc = {
+        "name": "awkward",
+        "input": {"files": {**files, "max-line-bytes": 128}},
+        "actions": [{"add": {"seen": True}}],
+        "output": {"file": {"path": "OUT/out.ndjson"}},
+        "errors": {"file": {"path": "OUT/errors.ndjson"}},
+    }
+    outs = {}
+    for label, opts in (("batches", {"fast": False}), ("fast", {}), ("two", {"workers": 2})):
+        d = tmp_path / label
+        d.mkdir()
+        outs[label] = run(doc, src, d, **opts)
+    base = outs["batches"]
+    assert outs["fast"]["fast"] and not base["fast"]
+    assert base["out"].count(b"\n") >= 43  # what came through, for both to agree on
+    for label in ("fast", "two"):
+        assert outs[label]["out"] == base["out"], label
+        assert outs[label]["errors"] == base["errors"], label
+        assert _counts(outs[label]["counts"]) == _counts(base["counts"]), label
+
+
 # ------------------------------------------------------------------------------ processes
 
 

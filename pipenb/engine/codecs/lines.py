@@ -21,6 +21,7 @@ _JSONError = orjson.JSONDecodeError
 #: regular expression took 20 ms, which made the JSON path of every file input 1.8x slower.
 #: digits become "0", the minus sign stays, everything else becomes a space
 _DIGITS_AS_ZERO = bytes(48 if 48 <= i <= 57 else 45 if i == 45 else 32 for i in range(256))
+_FOUR_DIGITS = b"0" * 4
 _NINETEEN_DIGITS = b"0" * 19
 _TWENTY_DIGITS = b"0" * 20
 _MINUS_NINETEEN_DIGITS = b"-" + b"0" * 19
@@ -30,9 +31,15 @@ def _has_long_digits(data: bytes) -> bool:
     """Might ``data`` hold an integer orjson would turn into a float? orjson keeps integers from
     -2**63 to 2**64-1 exact: past that there are 20 digits, or a minus sign and 19.
 
-    Both of those contain 19 digits in a row, which ordinary data hardly ever has: one search
-    for that run answers most chunks, and only a chunk that has one is searched for the two
-    exact shapes (W1's 1M lines in 64 KiB pieces: 0.14 s against 0.17 s searching for both)."""
+    Both of those contain 19 digits in a row, which ordinary data hardly ever has. Every 4th
+    byte is looked at first: in a run of 19 digits the first byte taken lies within its first
+    4 and the fourth 12 bytes further, still inside it, so without 4 digits in a row among the
+    bytes taken there is no such run (a quarter of the bytes translated; W1's 64 KiB pieces
+    15.7 -> 9.7 ms per 100,000 lines, none of them passing on). Only data that passes is
+    translated whole and searched for that run, and only data that has it for the two exact
+    shapes (one search instead of two: 0.17 -> 0.14 s over W1's 1M lines)."""
+    if _FOUR_DIGITS not in data[::4].translate(_DIGITS_AS_ZERO):
+        return False
     shape = data.translate(_DIGITS_AS_ZERO)
     return _NINETEEN_DIGITS in shape and (
         _TWENTY_DIGITS in shape or _MINUS_NINETEEN_DIGITS in shape

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import re
 from pathlib import Path
 
 import pytest
 import requests
 
-from pipenb.engine.codecs.lines import decode_chunk
+from pipenb.engine.codecs.lines import _has_long_digits, decode_chunk
 
 from support.engines import pipe_doc, running
 from support.waiting import async_wait_until
@@ -347,3 +349,21 @@ def test_invalid_utf8_replace_on_tcp_and_udp(tmp_path, data_dir, kind):
     asyncio.run(asyncio.wait_for(scenario(), 60))
     got = sorted((json.loads(x) for x in out.read_text().splitlines()), key=lambda e: e["n"])
     assert [e["n"] for e in got] == [1, 2, 3] and got[1]["s"] == "caf\ufffd \ufffd"
+
+
+def test_the_long_digits_check_answers_as_a_search_for_the_two_shapes_does():
+    """``_has_long_digits`` looks at every 4th byte before the whole: it must still find 20
+    digits, or a minus and 19, wherever they start, and nothing shorter."""
+    shapes = re.compile(rb"[0-9]{20}|-[0-9]{19}")
+    for n in (18, 19, 20, 21):
+        for sign in (b"", b"-"):
+            for at in range(9):
+                for after in (b"", b",", b"1"):
+                    data = b'{"a": "x", "v": '[: at + 1] + sign + b"9" * n + after
+                    assert _has_long_digits(data) == bool(shapes.search(data)), data
+    rnd = random.Random(18)
+    alphabet = b'0123456789-, :."e'
+    for _ in range(20_000):
+        data = bytes(rnd.choice(alphabet) if rnd.random() < 0.2 else rnd.randint(48, 57)
+                     for _ in range(rnd.randint(0, 80)))  # fmt: skip
+        assert _has_long_digits(data) == bool(shapes.search(data)), data
