@@ -17,8 +17,11 @@ and the agent sends its report again), except that a group failing on one report
 error other than the database's own trouble) is written again one report per transaction, so
 one bad report fails only its own check-in.
 
-The same machinery reads the answers of agents met for the first time (their desired sets and
-settings are not cached yet) in groups: ``services/checkin.py``.
+The same machinery reads in groups, several groups at once (``parallel``): the API keys of
+agents met for the first time (``ControlPlane.key_checks``), and the answers (desired sets,
+settings) that a change took out of the caches when the agents it woke ask again
+(``services/checkin.py``; the answers of agents met for the first time are read in their reports'
+own transaction).
 """
 
 from __future__ import annotations

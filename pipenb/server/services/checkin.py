@@ -148,9 +148,9 @@ class CheckinService:
 
     async def _answer(self, agent_id: str) -> tuple[Any, str, Any, tuple[dict[str, Any], str]]:
         """The agent's desired set, pending commands and settings: from memory when all three
-        are cached (the common check-in), else read on a worker thread (dbpool.py), together
-        with the other agents' answers waiting to be read (a fleet starting at once: each
-        agent's first check-in misses the caches)."""
+        are cached (the common check-in, and a first check-in whose report group read them:
+        ``_prepare``), else read on a worker thread (dbpool.py), together with the other
+        agents' answers waiting to be read (a deploy wakes its agents at once)."""
         if self._answer_cached(agent_id) and agent_id not in self.live.pending_commands:
             return self._read_answer(agent_id)
         return await self.answers.write(agent_id)
