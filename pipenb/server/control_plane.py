@@ -40,13 +40,12 @@ class ControlPlane:
         self.settings = settings
         self.engine = make_engine(settings.db_url)
         self.live = Live()
+        self.db = DbPool(connections(self.engine))  # database work off the event loop
         # several processes on one database; on SQLite it refuses a second process on the same
         # file (DatabaseInUse), so it comes before migrating
-        self.coord = Coordination(settings, self.engine, self.live)
+        self.coord = Coordination(settings, self.engine, self.live, self.db)
         migrate(self.engine)
         self.sessions = session_factory(self.engine)
-        self.db = DbPool(connections(self.engine))  # database work off the event loop
-        self.coord.db = self.db
         # each service gets what it works with, nothing more (no service sees this object)
         live, session = self.live, self.session
         self.deployments = DeploymentService(

@@ -65,8 +65,11 @@ class Coordination:
     """Made before migrating (it refuses a second process on a SQLite file); ``agent_settings``
     is set once that service exists."""
 
-    def __init__(self, settings: ServerSettings, engine: Engine, live: Live):
+    def __init__(self, settings: ServerSettings, engine: Engine, live: Live, db: DbPool):
         self.settings, self.engine, self.live = settings, engine, live
+        #: the database threads (dbpool.py): the presence refresh reads a row per agent seen
+        #: lately (10,000 every second at 10,000 agents), off the event loop
+        self.db = db
         url = settings.db_url
         self.leader = make_leader(url)  # SQLite: refuses a second process on the file
         self.bus = make_bus(url, engine)
@@ -76,9 +79,6 @@ class Coordination:
             live.remote_slack = REMOTE_SLACK
         self.agent_settings: SettingsCache = _NoSettings()
         self._refreshed: float | None = None  # wall time of the last presence refresh
-        #: the database threads (dbpool.py), set once they exist: the presence refresh reads
-        #: a row per agent seen lately (10,000 every second at 10,000 agents), off the event loop
-        self.db: DbPool | None = None
 
     # ------------------------------------------------------------------ life
     async def start(self) -> None:
@@ -93,10 +93,7 @@ class Coordination:
         """Every second: read the others' presence, and lead if we can. True: this process
         runs the background jobs now."""
         if self.shared:
-            if self.db is not None:
-                await self.db.run(self.refresh)
-            else:
-                self.refresh()
+            await self.db.run(self.refresh)
         return await self.leader.tick()
 
     @property

@@ -5,7 +5,9 @@ message (10,000 agents meeting a process, each asking for a placement) leaves on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event
@@ -28,40 +30,42 @@ def _notify_threads(engine: Any) -> list[int]:
     return threads
 
 
-async def _pair(pg_url: str) -> tuple[PgBus, PgBus, list[tuple[str, list[str], Any]]]:
-    """A sending bus and a listening one (two processes' worth), connected."""
+@contextlib.asynccontextmanager
+async def _pair(pg_url: str) -> AsyncIterator[tuple[PgBus, list[tuple[str, list[str], Any]]]]:
+    """A sending bus and a listening one (two processes' worth), connected; the sender and what
+    the listener heard. Both are stopped (stopping twice is harmless) and their pools closed."""
     heard: list[tuple[str, list[str], Any]] = []
     sender = PgBus(conninfo(pg_url), make_engine(pg_url))
     listener = PgBus(conninfo(pg_url), make_engine(pg_url))
-    await sender.start(lambda *msg: None, lambda: None)
-    await listener.start(lambda k, ids, x: heard.append((k, ids, x)), lambda: None)
-    for bus in (sender, listener):
-        await asyncio.wait_for(bus.connected.wait(), 10)
-    return sender, listener, heard
+    try:
+        await sender.start(lambda *msg: None, lambda: None)
+        await listener.start(lambda k, ids, x: heard.append((k, ids, x)), lambda: None)
+        for bus in (sender, listener):
+            await asyncio.wait_for(bus.connected.wait(), 10)
+        yield sender, heard
+    finally:
+        for bus in (sender, listener):
+            await bus.stop()
+            bus.engine.dispose()
 
 
 def test_a_message_published_on_the_event_loop_is_sent_from_another_thread(pg_url: str) -> None:
     async def main() -> None:
-        sender, listener, heard = await _pair(pg_url)
-        threads = _notify_threads(sender.engine)
-        try:
+        async with _pair(pg_url) as (sender, heard):
+            threads = _notify_threads(sender.engine)
             sender.publish("notify", ["a1", "a2"])
             await async_wait_until(lambda: heard, 10, "the other process heard the message")
             assert heard == [("notify", ["a1", "a2"], None)]
             assert threads and threading.get_ident() not in threads, (
                 "the NOTIFY ran on the event loop's thread"
             )
-        finally:
-            await sender.stop()
-            await listener.stop()
 
     asyncio.run(main())
 
 
 def test_a_burst_of_the_same_message_leaves_once_and_in_order(pg_url: str) -> None:
     async def main() -> None:
-        sender, listener, heard = await _pair(pg_url)
-        try:
+        async with _pair(pg_url) as (sender, heard):
             # while the sending thread is busy, the burst queues up behind it
             busy = threading.Event()
             assert sender._sender is not None
@@ -74,9 +78,6 @@ def test_a_burst_of_the_same_message_leaves_once_and_in_order(pg_url: str) -> No
             await async_wait_until(lambda: len(heard) >= 2, 10, "both messages heard")
             assert heard == [("place", [], None), ("notify", ["a1"], None)]
             assert sender.sent == 2
-        finally:
-            await sender.stop()
-            await listener.stop()
 
     asyncio.run(main())
 
@@ -85,13 +86,10 @@ def test_a_message_published_after_stop_is_still_sent(pg_url: str) -> None:
     """A script or a shutting-down process publishes with no sending thread: sent at once."""
 
     async def main() -> None:
-        sender, listener, heard = await _pair(pg_url)
-        try:
+        async with _pair(pg_url) as (sender, heard):
             await sender.stop()
             sender.publish("settings")
             await async_wait_until(lambda: heard, 10, "the message after stop heard")
             assert heard == [("settings", [], None)]
-        finally:
-            await listener.stop()
 
     asyncio.run(main())

@@ -242,7 +242,7 @@ class ApiHandler(tornado.web.RequestHandler):
         if authorize is user_token_auth:
             # a user token's row is read from the database: on a database thread, so that a
             # slow or locked database delays this request only, not the event loop
-            principal = await self.cp.db.run(self.cp.users.authenticate, self.bearer())
+            principal = await self.cp.db.run(user_token_auth, self)
         else:
             principal = authorize(self)
         bearer = self.bearer()

@@ -389,10 +389,10 @@ class DeploymentService:
             self.reconcile(list(ids))
 
     def place_agents_in(self, s: Session, agent_ids: list[str]) -> set[str]:
-        """Agents joined, or their labels changed: add or remove their instances, reading only these agents and the
-        deployments (placement.agent_change), within a session from ``placing``; a counted
-        deployment that lost an instance or has room for one is placed again. The agents to
-        wake once the session is committed."""
+        """Agents joined, or their labels changed: add or remove their instances, reading only
+        these agents and the deployments (placement.agent_change), within a session from
+        ``placing``; a counted deployment that lost an instance or has room for one is placed
+        again. The agents to wake once the session is committed."""
         added: list[tuple[str, str]] = []
         removed: set[str] = set()
         again: set[str] = set()
