@@ -101,6 +101,17 @@ def run(doc: dict, src: Path, out_dir: Path, **engine: Any) -> dict[str, Any]:
     }
 
 
+def three_ways(doc: dict, src: Path, tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """``run`` on the batch path (``batches``), the fast path (``fast``) and two workers
+    (``two``), each in a directory of its own."""
+    outs = {}
+    for label, opts in (("batches", {"fast": False}), ("fast", {}), ("two", {"workers": 2})):
+        d = tmp_path / label
+        d.mkdir()
+        outs[label] = run(doc, src, d, **opts)
+    return outs
+
+
 def _errors(path: Path) -> list[Any]:
     """Dead letters, their messages normalised: the event is what must agree."""
     if not path.exists():
@@ -122,21 +133,13 @@ def test_batch_path_fast_path_and_workers_agree(case, tmp_path_factory):
     work = tmp_path_factory.mktemp("par")
     src = work / "in.ndjson"
     src.write_text("".join(line + "\n" for line in lines), encoding="utf-8", errors="surrogatepass")
-    results = {}
-    for label, opts in (
-        ("batches", {"fast": False}),
-        ("fast", {}),
-        ("workers", {"workers": 2}),
-    ):
-        d = work / label
-        d.mkdir()
-        results[label] = run(doc, src, d, **opts)
+    results = three_ways(doc, src, work)
     if volatile(results["batches"]["spec"]):
         return
     base = results["batches"]
     assert not base["fast"]
     clocked = any("aggregate" in a for a in doc["actions"])  # windows stamped from the clock
-    for label in ("fast", "workers"):
+    for label in ("fast", "two"):
         r = results[label]
         if clocked:
             assert unclocked(_events(r["out"])) == unclocked(_events(base["out"])), label
@@ -146,7 +149,7 @@ def test_batch_path_fast_path_and_workers_agree(case, tmp_path_factory):
             assert r["errors"] == base["errors"], label
         assert _counts(r["counts"]) == _counts(base["counts"]), label
     if results["fast"]["fast"]:  # per-event actions only: the run really split, or says why
-        w = results["workers"]
+        w = results["two"]
         assert w["workers"] == 2 or "sample without key" in w["why"], w["why"]
 
 
@@ -181,13 +184,9 @@ def test_the_fast_path_is_taken_for_the_benchmark_shapes(tmp_path: Path):
         "output": {"file": {"path": "OUT/out.ndjson"}},
         "errors": {"file": {"path": "OUT/errors.ndjson"}},
     }
-    outs = {}
-    for label, opts in (("batches", {"fast": False}), ("one", {}), ("two", {"workers": 2})):
-        d = tmp_path / label
-        d.mkdir()
-        outs[label] = run(doc, src, d, **opts)
-    assert outs["one"]["fast"] and outs["two"]["workers"] == 2
-    assert outs["one"]["out"] == outs["batches"]["out"] == outs["two"]["out"]
+    outs = three_ways(doc, src, tmp_path)
+    assert outs["fast"]["fast"] and outs["two"]["workers"] == 2
+    assert outs["fast"]["out"] == outs["batches"]["out"] == outs["two"]["out"]
     assert outs["two"]["out"].count(b"\n") == 1000
     assert _counts(outs["two"]["counts"]) == _counts(outs["batches"]["counts"])
 
@@ -221,11 +220,7 @@ def test_the_fast_paths_read_buffer_reads_awkward_files_as_the_batch_path_does(
         "output": {"file": {"path": "OUT/out.ndjson"}},
         "errors": {"file": {"path": "OUT/errors.ndjson"}},
     }
-    outs = {}
-    for label, opts in (("batches", {"fast": False}), ("fast", {}), ("two", {"workers": 2})):
-        d = tmp_path / label
-        d.mkdir()
-        outs[label] = run(doc, src, d, **opts)
+    outs = three_ways(doc, src, tmp_path)
     base = outs["batches"]
     assert outs["fast"]["fast"] and not base["fast"]
     assert base["out"].count(b"\n") >= 43  # what came through, for both to agree on
