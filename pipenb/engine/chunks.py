@@ -249,8 +249,15 @@ def _raw_first(step: EventStep) -> EventStep | None:
         built = [*rest[:u], "    e = {'_raw': _line}", "    e.update(_d)"]
     new_body = ["if _m is not None:", *hit[:at_d], *built, *rest[u + 1 :]]
     new_body += ["else:", "    e = {'_raw': _line}", *miss]
+    # A line holding none of the strings the pushed filter needs is dropped unsearched: had the
+    # pattern matched, the filter would drop it; had it missed, the filter would drop the bare
+    # line (it has none of the captured fields). Counted where the filter counts its drops.
+    skip = []
+    if step.needs_one_of:
+        test = " and ".join(f"{s!r} not in _line" for s in step.needs_one_of)
+        skip = [f"@+1 if {test}:\n@+1     DROP+1"]
     return EventStep(
-        code=["_v = _line", code[2], "\n".join(new_body)],
+        code=[*skip, "_v = _line", code[2], "\n".join(new_body)],
         ns=step.ns,
         stateful=step.stateful,
     )

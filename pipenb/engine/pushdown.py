@@ -10,6 +10,7 @@ filter reading the whole event or using ``exists``, ``when:``, ``target``), noth
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -19,7 +20,7 @@ from typing import Any
 from pipenb.engine.actions.extract import ExtractOptions, extract_code
 from pipenb.engine.actions.filter import FilterOptions
 from pipenb.engine.steps import EventStep
-from pipenb.lang.expressions import Namespace, field_paths, to_source
+from pipenb.lang.expressions import Namespace, field_path_of, field_paths, parse, to_source
 
 
 def always_set_groups(pattern: str) -> set[str]:
@@ -52,6 +53,104 @@ def always_set_groups(pattern: str) -> set[str]:
     walk(parsed, False)
     groups = re.compile(pattern).groupindex
     return {n for n, i in groups.items() if i not in optional}
+
+
+def needed_strings(expr: str, groups: AbstractSet[str]) -> tuple[str, ...]:
+    """Strings one of which the text a pattern searched must contain for ``expr`` to be true,
+    when the fields in ``groups`` hold what the pattern captured; () when none are known.
+
+    Why: a capture is a piece of the text it came from, so if ``level == "ERROR"`` must hold,
+    a line without ``ERROR`` in it cannot be kept, and the pattern need not run on it (a
+    substring search costs a fraction of a match; most lines of an extract-then-filter pipe are
+    dropped). Strings are given only for an expression that cannot fail on any event: made of
+    ``==``, ``!=``, ``in``/``not in`` a literal list, ``and``, ``or``, ``not``, field paths and
+    constants (a failure must stay a failure, never become a drop). Each string comes from a
+    test of a field in ``groups`` against a string: ``f == "s"`` needs ``s``, ``f in ["a",
+    "b"]`` needs ``a`` or ``b``, ``x and y`` what either needs, ``x or y`` what both need,
+    together. A field that is absent makes every such test false, so on an event the pattern
+    missed (none of the groups set) the expression is false too."""
+    try:
+        tree = parse(expr)
+    except ValueError:
+        return ()
+    if not _cannot_fail(tree):
+        return ()
+    found = _needs(tree, groups)
+    if not found or "" in found:
+        return ()
+    return tuple(sorted(found))
+
+
+def _string_literals(node: ast.AST) -> frozenset[str] | None:
+    """The strings of a literal string or list, tuple or set of strings; else None."""
+    if isinstance(node, ast.Constant):
+        return frozenset([node.value]) if isinstance(node.value, str) else None
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)) and node.elts:
+        out: set[str] = set()
+        for el in node.elts:
+            if not (isinstance(el, ast.Constant) and isinstance(el.value, str)):
+                return None
+            out.add(el.value)
+        return frozenset(out)
+    return None
+
+
+def _constant_list(node: ast.AST) -> bool:
+    """A literal list, tuple or set of constants (the engine tests membership in a frozenset:
+    a string or null is never refused by one)."""
+    return isinstance(node, (ast.List, ast.Tuple, ast.Set)) and all(
+        isinstance(el, (ast.Constant, ast.Name)) for el in node.elts
+    )
+
+
+def _plain(node: ast.AST) -> bool:
+    """A field path or a constant: evaluating it cannot fail."""
+    if isinstance(node, ast.Constant) or field_path_of(node) is not None:
+        return True
+    return isinstance(node, ast.Name)  # (true, false, null; any other name is a field)
+
+
+def _cannot_fail(node: ast.AST) -> bool:
+    """Made only of what cannot raise on any event (``in`` only with a literal list of
+    hashable constants: the engine tests membership in a frozenset)."""
+    if isinstance(node, ast.BoolOp):
+        return all(_cannot_fail(v) for v in node.values)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return _cannot_fail(node.operand)
+    if isinstance(node, ast.Compare) and len(node.ops) == 1:
+        left, right = node.left, node.comparators[0]
+        if isinstance(node.ops[0], (ast.Eq, ast.NotEq)):
+            return _plain(left) and _plain(right)
+        if isinstance(node.ops[0], (ast.In, ast.NotIn)):  # (``in "text"`` can fail: no)
+            return _plain(left) and _constant_list(right)
+        return False
+    return _plain(node)
+
+
+def _needs(node: ast.AST, groups: AbstractSet[str]) -> frozenset[str] | None:
+    """What ``node`` needs (see ``needed_strings``), or None."""
+    if isinstance(node, ast.BoolOp):
+        parts = [_needs(v, groups) for v in node.values]
+        if isinstance(node.op, ast.And):
+            return next((p for p in parts if p), None)
+        if all(parts):
+            return frozenset().union(*parts)  # type: ignore[arg-type]
+        return None
+    if not (isinstance(node, ast.Compare) and len(node.ops) == 1):
+        return None
+    op, left, right = node.ops[0], node.left, node.comparators[0]
+    if isinstance(op, ast.Eq):
+        if isinstance(left, ast.Constant):
+            left, right = right, left
+        strings = _string_literals(right) if isinstance(right, ast.Constant) else None
+    elif isinstance(op, ast.In):
+        strings = _string_literals(right) if not isinstance(right, ast.Constant) else None
+    else:
+        return None
+    path = field_path_of(left)
+    if strings is None or path is None or len(path) != 1 or path[0] not in groups:
+        return None
+    return strings
 
 
 def fuse_extract_filter(
@@ -95,4 +194,9 @@ def fuse_extract_filter(
     pushed = [f"@+1 if {test.format(on_match)}:", "@+1     DROP+1"]
     missed = [f"@+1 if {test.format(on_event)}:", "@+1     DROP+1"] if ex.on_miss == "keep" else []
     code = extract_code(ex, ns, before_build=pushed, after_miss=missed, after_build=after_build)
-    return EventStep(code=code, ns=ns), EventStep(code=[], ns=Namespace())
+    # a missed event goes on as it was: only where it then fails the filter too (it is the bare
+    # line, ``chunks._raw_first``) may a line be dropped unsearched; kept for that decision
+    needs = needed_strings(flt.expr, groups - {"_raw"}) if keep_when_true else ()
+    if ex.on_miss != "keep":  # a miss is dropped by the extract or fails: a count of its own
+        needs = ()
+    return EventStep(code=code, ns=ns, needs_one_of=needs), EventStep(code=[], ns=Namespace())

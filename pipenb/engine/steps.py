@@ -32,6 +32,10 @@ class EventStep:
     #: why this step's result depends on the events before it (``sample`` without a key
     #: counts events): such a step cannot run split across worker processes
     stateful: str = ""
+    #: an extract carrying a pushed-down filter: strings one of which the searched text must
+    #: contain for the filter to keep the event (``pipenb.engine.pushdown.needed_strings``);
+    #: a text with none of them is dropped without running the pattern where that is exact
+    needs_one_of: tuple[str, ...] = ()
 
 
 @dataclass

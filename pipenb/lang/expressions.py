@@ -492,6 +492,12 @@ def field_paths(text: str) -> set[tuple]:
     return seen
 
 
+def field_path_of(node: ast.AST) -> tuple | None:
+    """The field path a node of a parsed expression names (``level``, ``a.b``,
+    ``event["x"]``) as a tuple of keys; None when it is not a field path."""
+    return _Compiler(Namespace()).field_path(node)
+
+
 def compile_expression(text: str, ns: Namespace | None = None) -> Expression:
     ns = ns or Namespace()
     src = to_source(text, ns)

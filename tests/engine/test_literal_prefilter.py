@@ -1,0 +1,177 @@
+"""Lines dropped before the pattern runs: never a different event, count or failure.
+
+An ``extract`` of the raw line followed by a ``filter`` that needs a captured field to equal a
+string cannot keep a line that does not contain that string, so the fast path drops such lines
+without running the pattern (``pushdown.needed_strings``, ``chunks._raw_first``). Properties:
+
+- ``needed_strings`` says what an expression needs, and nothing when it could fail or when a
+  line without the strings could still be kept;
+- on generated lines (levels that are and are not the string, the string elsewhere in the line,
+  lines the pattern misses, blanks, non-ASCII), the fast path's processor writes the bytes the
+  plain chain (nothing fused, nothing pushed down) writes, fails as many events at the same
+  stages with the same messages and counts every stage the same, for every ``on-miss``; and the
+  skip is in its code exactly when the expression needs strings and a miss is kept;
+- a whole run (batch path, fast path, two workers) writes the same output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from engine.test_parallel_engine import three_ways
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipenb.engine.base import RunContext
+from pipenb.engine.build import build, compile_chain
+from pipenb.engine.chunks import chunk_plan
+from pipenb.engine.codecs.lines import decode_chunk
+from pipenb.engine.codecs.ndjson import ndjson
+from pipenb.engine.pushdown import needed_strings
+from pipenb.lang.validate import load_pipe
+
+from support.fuzzing import fuzz_settings
+
+GROUPS = {"ts", "level", "host", "msg", "rest"}
+
+
+@pytest.mark.parametrize(
+    ("expr", "needs"),
+    [
+        ('level == "ERROR"', ("ERROR",)),
+        ('"ERROR" == level', ("ERROR",)),
+        ('event.level == "ERROR"', ("ERROR",)),
+        ('level in ["WARN", "ERROR"]', ("ERROR", "WARN")),
+        ('level == "ERROR" and host != "db-1"', ("ERROR",)),
+        ('host != "db-1" and level == "ERROR"', ("ERROR",)),
+        ('level == "ERROR" and status in [500, 503]', ("ERROR",)),
+        ('level == "ERROR" or host == "db-1"', ("ERROR", "db-1")),
+        ('not (level == "INFO") and level == "WARN"', ("WARN",)),
+        # a line without the strings could be kept: nothing
+        ('level == "ERROR" or host != "db-1"', ()),
+        ('not (level == "ERROR")', ()),
+        ('level != "INFO"', ()),
+        ('other == "x"', ()),  # not a captured field: the line's text says nothing of it
+        ('_raw == "x"', ()),  # the whole line is not a capture (`_raw` is the field searched)
+        ('level.sub == "x"', ()),
+        ('level == ""', ()),  # every line contains it
+        ('level in ["ERROR", 5]', ()),
+        ('level == "ERROR" and level == level', ("ERROR",)),
+        # could fail on some event: a failure must stay a failure, so nothing
+        ('len(msg) > 2 and level == "ERROR"', ()),
+        ('level == "ERROR" and int(rest) > 2', ()),
+        ('level in "ERROR"', ()),  # a substring test, and one that fails on null
+        ('level == "ERROR" and rest > "a"', ()),
+        ('matches(level, "E") and level == "ERROR"', ()),
+    ],
+)
+def test_needed_strings(expr: str, needs: tuple[str, ...]) -> None:
+    assert needed_strings(expr, GROUPS) == needs
+
+
+PATTERN = r'^(?P<ts>\S+) (?P<level>\S+) (?P<host>\S+) "(?P<msg>[^"]*)" (?P<rest>.*)$'
+FILTERS = [
+    'level == "ERROR"',
+    'level in ["WARN", "ERROR"]',
+    'level == "ERROR" and host != "db-1"',
+    'level == "ERROR" or host == "db-1"',
+    'level == "é" or msg == "ERROR"',
+    'level == "ERROR" or _raw == "x y"',  # no strings: reads the line itself on a miss
+    'level == "ERROR" or host != "db-1"',  # no strings: keeps lines without them
+    'not (level == "ERROR")',
+    'level == "ERROR" and len(msg) > 3',  # could fail: no strings
+    'int(host) > 0 and level == "ERROR"',  # fails on most lines, before the level is read
+]
+WORDS = ["ERROR", "ERRORS", "error", "WARN", "INFO", "é", "db-1", "web-2", "x", ""]
+
+
+@st.composite
+def text_lines(draw: st.DrawFn) -> list[str]:
+    word = st.sampled_from(WORDS)
+    matching = st.builds(
+        lambda ts, lvl, host, msg, rest: f'{ts} {lvl} {host} "{msg}" {rest}',
+        st.sampled_from(["t1", "2026-12-05T10:00:00Z", "ERROR"]),
+        word.filter(bool),
+        word.filter(bool),
+        st.lists(word, max_size=3).map(" ".join),
+        st.lists(word, max_size=2).map(" ".join),
+    )
+    other = st.one_of(
+        st.lists(word, max_size=4).map(" ".join),  # missed by the pattern: no quotes
+        st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20),
+        st.just("x y"),
+    )
+    return draw(st.lists(st.one_of(matching, matching, other), min_size=1, max_size=40))
+
+
+def pipe_text(flt: str, on_miss: str, remove: bool, path: str = "IN", out: str = "OUT") -> str:
+    return yaml.safe_dump(
+        {
+            "name": "prefilter",
+            "input": {"files": {"path": path, "follow": False}},
+            "actions": [
+                {"extract": {"pattern": PATTERN, "remove": remove, "on-miss": on_miss}},
+                {"filter": flt},
+            ],
+            "output": {"file": {"path": out}},
+        },
+        allow_unicode=True,
+    )
+
+
+@pytest.mark.parametrize("on_miss", ["keep", "drop", "error"])
+@pytest.mark.parametrize("flt", FILTERS)
+@fuzz_settings(max_examples=30)
+@given(lines=text_lines(), remove=st.booleans())
+def test_the_fast_path_agrees_with_the_plain_chain(lines, remove, flt, on_miss):
+    spec = load_pipe(pipe_text(flt, on_miss, remove))
+    proc, why = chunk_plan(spec, build(spec, RunContext()))
+    assert proc is not None, why
+    skips = "not in _line" in proc.source
+    assert skips == (on_miss == "keep" and bool(needed_strings(flt, GROUPS)))
+
+    chunk = ("\n".join(lines) + "\n").encode()
+    res = proc(chunk)
+
+    plain = compile_chain(spec, RunContext(), fuse=False)
+    events, rejects = decode_chunk(chunk, "lines")
+    assert not rejects
+    out, failures = plain.run(events)
+    assert res.data == ndjson(out)[0]
+    assert res.events_in == len(events)
+    assert res.events_out == len(out)
+    assert res.drops == [c.dropped for c in plain.counts]
+    # the stages and messages, in any order (the plain chain runs stage after stage, the fused
+    # loop event after event); not the events: a pushed-down filter that fails records the event
+    # as it was before the extract, with or without this skip (unpushed, it holds the captures)
+    assert sorted((stage, msg) for _, stage, msg in res.failures) == sorted(
+        (f.stage, str(f.error)) for f in failures
+    )
+
+
+def test_the_skip_is_what_w2s_shape_gets_and_a_whole_run_agrees(tmp_path: Path) -> None:
+    lines = [
+        't1 ERROR web-2 "disk full" a=1',
+        't2 INFO web-2 "ERROR in the message" a=2',  # has the string, is dropped after the match
+        't3 ERRORS web-2 "x" a=3',
+        't4 WARN db-1 "slow" a=4',
+        "no quotes here ERROR",  # missed, has the string: the filter drops the bare line
+        "no quotes here",
+        't5 ERROR db-1 "é" a=5',
+    ] * 50
+    src = tmp_path / "in.log"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    doc = yaml.safe_load(pipe_text('level == "ERROR"', "keep", True, str(src), "OUT/out.ndjson"))
+    doc["errors"] = {"file": {"path": "OUT/errors.ndjson"}}
+    spec = load_pipe(yaml.safe_dump(doc))
+    proc, _ = chunk_plan(spec, build(spec, RunContext()))
+    assert proc is not None
+    assert "if 'ERROR' not in _line:" in proc.source
+    runs = three_ways(doc, src, tmp_path)
+    assert runs["fast"]["fast"] and runs["two"]["workers"] == 2
+    assert runs["batches"]["out"].count(b"\n") == 100
+    for label in ("fast", "two"):
+        assert runs[label]["out"] == runs["batches"]["out"]
+        assert runs[label]["counts"][1] == runs["batches"]["counts"][1]  # the stages' counts
