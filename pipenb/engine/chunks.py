@@ -64,6 +64,13 @@ class ChunkProcessor:
         self._run = _generate(steps, fmt, orjson.loads)
         # the stdlib's parser keeps integers past 64 bits exact; used for the rare chunk with one
         self._run_exact = _generate(steps, fmt, _loads_exact) if fmt == "json" else self._run
+        #: a first extract whose pushed filter needs one of these strings (``_raw_first``): only
+        #: the lines holding one go through the loop, the rest are counted as the filter's drops
+        self._needs: tuple[str, ...] = ()
+        if fmt == "lines" and steps and _raw_first(steps[0]) is not None:
+            needs = steps[0].needs_one_of
+            if needs and not any("\n" in s for s in needs):
+                self._needs = needs
 
     @property
     def source(self) -> str:
@@ -101,11 +108,19 @@ class ChunkProcessor:
             else:
                 piece = bytes(chunk)  # the whole chunk, not copied (bytes of bytes is itself)
             lines: list[Any]
+            skipped = 0
             if self.fmt == "lines":
-                lines = piece.decode("utf-8", "replace").split("\n")
+                text = piece.decode("utf-8", "replace")
+                if self._needs and not (self.max_line and len(piece) > self.max_line):
+                    lines = holding(text, self._needs)
+                    skipped = text.count("\n") + 1 - len(lines)
+                    drops[1] += skipped  # (the stage after the extract: its pushed filter)
+                else:
+                    lines = text.split("\n")
+                del text
             else:
                 lines = piece.split(b"\n")
-            n_raw = len(lines)
+            n_raw = len(lines) + skipped
             if (
                 self.max_line
                 and len(piece) > self.max_line
@@ -115,7 +130,7 @@ class ChunkProcessor:
                 lines = _cut(lines, self.max_line, piece_cut.extend)
                 cut += [raw_before + i for i in piece_cut]  # indices in the chunk's lines
             raw_before += n_raw
-            n_lines += len(lines)
+            n_lines += len(lines) + skipped
             exact = self.fmt == "json" and _has_long_digits(piece)
             run = self._run_exact if exact else self._run
             # joined per piece: each line orjson encodes holds a ~4 KiB buffer until it is
@@ -144,6 +159,41 @@ class ChunkProcessor:
             unwritable,
             cut,
         )
+
+
+def holding(text: str, needles: tuple[str, ...]) -> list[str]:
+    """The lines of ``text`` (split at ``\\n``) that contain one of ``needles`` (none of which
+    holds a newline), in order. Each needle is searched for in the whole text and the line
+    around a hit is cut out, so a line without one costs no Python step at all; a hit's line
+    is taken once however many needles it holds (how ripgrep finds lines by a literal)."""
+    out: list[str] = []
+    nl = "\n"
+    find, rfind = text.find, text.rfind
+    if len(needles) == 1:
+        needle = needles[0]
+        i = find(needle)
+        while i >= 0:
+            end = find(nl, i)
+            if end < 0:
+                out.append(text[rfind(nl, 0, i) + 1 :])
+                break
+            out.append(text[rfind(nl, 0, i) + 1 : end])
+            i = find(needle, end + 1)
+        return out
+    nxt = {n: find(n) for n in needles}
+    while True:
+        hits = [i for i in nxt.values() if i >= 0]
+        if not hits:
+            return out
+        i = min(hits)
+        end = find(nl, i)
+        if end < 0:
+            out.append(text[rfind(nl, 0, i) + 1 :])
+            return out
+        out.append(text[rfind(nl, 0, i) + 1 : end])
+        for n, at in nxt.items():
+            if 0 <= at <= end:
+                nxt[n] = find(n, end + 1)
 
 
 def _generate(steps: list[EventStep], fmt: str, loads: Any) -> Any:

@@ -11,6 +11,7 @@ without running the pattern (``pushdown.needed_strings``, ``chunks._raw_first``)
   plain chain (nothing fused, nothing pushed down) writes, fails as many events at the same
   stages with the same messages and counts every stage the same, for every ``on-miss``; and the
   skip is in its code exactly when the expression needs strings and a miss is kept;
+- ``holding`` picks exactly the lines a split and a test of each line would pick;
 - a whole run (batch path, fast path, two workers) writes the same output.
 """
 
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 
 from pipenb.engine.base import RunContext
 from pipenb.engine.build import build, compile_chain
-from pipenb.engine.chunks import chunk_plan
+from pipenb.engine.chunks import PIECE, chunk_plan, holding
 from pipenb.engine.codecs.lines import decode_chunk
 from pipenb.engine.codecs.ndjson import ndjson
 from pipenb.engine.pushdown import needed_strings
@@ -149,6 +150,38 @@ def test_the_fast_path_agrees_with_the_plain_chain(lines, remove, flt, on_miss):
     assert sorted((stage, msg) for _, stage, msg in res.failures) == sorted(
         (f.stage, str(f.error)) for f in failures
     )
+
+
+@fuzz_settings(max_examples=300)
+@given(
+    text=st.text(st.sampled_from("ab\nE"), max_size=60),
+    needles=st.lists(st.sampled_from(["E", "ab", "bE", "aa", "Eb", "b"]), min_size=1, max_size=3),
+)
+def test_holding_picks_the_lines_a_split_would(text: str, needles: list[str]) -> None:
+    wanted = [line for line in text.split("\n") if any(n in line for n in needles)]
+    assert holding(text, tuple(dict.fromkeys(needles))) == wanted
+
+
+@pytest.mark.parametrize("flt", ['level == "ERROR"', 'level in ["WARN", "ERROR"]'])
+def test_chunks_of_many_pieces_agree_with_the_plain_chain(flt: str) -> None:
+    lines = [
+        f't{i} {("ERROR", "INFO", "WARN", "ERRORS")[i % 4]} h{i % 7} "{("ERROR", "ok")[i % 3 > 0]}" r'
+        if i % 5
+        else f"no match {i}"
+        for i in range(12_000)
+    ]
+    chunk = ("\n".join(lines)).encode()  # no newline at the end: a last partial line
+    assert len(chunk) > 3 * PIECE
+    spec = load_pipe(pipe_text(flt, "keep", True))
+    proc, _ = chunk_plan(spec, build(spec, RunContext()))
+    assert proc is not None
+    res = proc(chunk)
+    plain = compile_chain(spec, RunContext(), fuse=False)
+    events, _ = decode_chunk(chunk, "lines")
+    out, failures = plain.run(events)
+    assert res.data == ndjson(out)[0] and not failures and not res.failures
+    assert (res.events_in, res.events_out) == (len(events), len(out)) == (12_000, len(out))
+    assert res.drops == [c.dropped for c in plain.counts]
 
 
 def test_the_skip_is_what_w2s_shape_gets_and_a_whole_run_agrees(tmp_path: Path) -> None:
