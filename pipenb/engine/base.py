@@ -28,6 +28,28 @@ class Batch:
     raw: _Bytes | bytearray | None = None
     on_cut: Any = None
     path: str | None = None  # the file ``raw`` came from: undecodable lines name it (``_path``)
+    #: where in its file ``raw`` lies, when it is exactly the file's bytes there: worker
+    #: processes then read it themselves instead of being sent it (``chunks.read_span``)
+    span: FileSpan | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpan:
+    """Bytes of an open file, named so another process can read them: through
+    ``/proc/<pid>/fd/<fd>`` (the same file, even renamed), checked to be the same file
+    (``key``: device and inode) holding the same bytes (``length``, ``head``, ``tail``)."""
+
+    pid: int
+    fd: int
+    key: str  # "dev:ino"
+    offset: int
+    length: int
+    head: _Bytes  # the first and last bytes (up to SPAN_PROBE of each), to check with
+    tail: _Bytes
+
+
+#: bytes at each end of a span compared after reading it again
+SPAN_PROBE = 64
 
 
 @dataclass

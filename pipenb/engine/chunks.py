@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from pipenb.engine.base import Event
+from pipenb.engine.base import Event, FileSpan
 from pipenb.engine.codecs.lines import _cut, _has_long_digits, _loads_exact, json_reject, reject
 from pipenb.engine.codecs.ndjson import encode_one
 from pipenb.engine.steps import (
@@ -149,9 +149,14 @@ class ChunkProcessor:
             elif line.strip():
                 rejects.append(json_reject(line, exc))
         failures = [(e, local, str(x) or type(x).__name__) for e, x, local in errs]
+        n_bad = len(bad)
+        # the exceptions' tracebacks hold this frame, which holds them: freed now, not by a
+        # collection some time later (with the chunk, or a worker's buffer exported to a view)
+        bad.clear()
+        errs.clear()
         return ChunkResult(
             b"".join(out) if len(out) > 1 else out[0],
-            n_lines - len(bad),
+            n_lines - n_bad,
             n_out,
             drops,
             failures,
@@ -436,3 +441,59 @@ def work(chunk: bytes | bytearray) -> ChunkResult:
     """A worker's job: one chunk in, its output bytes and counters out."""
     assert _PROCESSOR is not None
     return _PROCESSOR(chunk)
+
+
+def work_span(span: FileSpan) -> ChunkResult | None:
+    """A worker's job when the chunk is named by where it lies in its file: read there, then
+    as ``work``. None when the bytes there are not the chunk any more (the file was truncated
+    or replaced meanwhile): the pipe's own process then runs the bytes it read."""
+    global _BUFFER
+    assert _PROCESSOR is not None
+    data = read_span(span, _BUFFER)
+    if data is None:
+        return None
+    _BUFFER = data
+    return _PROCESSOR(data)
+
+
+#: a worker's read buffer, kept from chunk to chunk (chunks are about ``read-bytes`` each): a
+#: fresh 1 MiB each time is 256 pages the kernel maps anew
+_BUFFER = bytearray()
+
+
+def read_span(span: FileSpan, buf: bytearray) -> bytearray | None:
+    """The bytes ``span`` names, read into ``buf`` (resized to them; a new buffer when ``buf``
+    cannot be), or None when the file behind the descriptor is another one, is shorter, or
+    holds other bytes at either end.
+
+    Why read again rather than be sent the bytes: sending a chunk to a worker costs a pickle,
+    a pipe write and read, and an unpickle, most of it in the pipe's own process, which then
+    becomes what limits the workers; reading from the page cache is one copy. The file is
+    opened through ``/proc`` anew for each chunk and closed at once: a rotated-away file is
+    never held open by a worker."""
+    try:
+        fd = os.open(f"/proc/{span.pid}/fd/{span.fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if f"{st.st_dev}:{st.st_ino}" != span.key:
+            return None
+        n = span.length
+        try:
+            if len(buf) > n:
+                del buf[n:]
+            elif len(buf) < n:
+                buf.extend(bytes(n - len(buf)))
+        except BufferError:  # a view of it is still alive somewhere
+            buf = bytearray(n)
+        if os.preadv(fd, [buf], span.offset) != n:
+            return None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    probe = len(span.head)
+    if buf[:probe] != span.head or buf[n - len(span.tail) :] != span.tail:
+        return None
+    return buf

@@ -147,6 +147,10 @@ class Engine:
         #: the fast path (``pipenb.engine.chunks``): (processor, worker pool or None), and the
         #: output bytes, their event count and the input position waiting to be written
         self._fast: tuple[Any, Any] | None = None
+        #: chunks the workers read from the file themselves, and those they found changed
+        #: there (run in this process instead, from the bytes it read)
+        self.spans_read = 0
+        self.spans_reread = 0
         self._out_data: list[bytes] = []
         self._out_events = 0
         self._out_pos: Any = _NO_POS
@@ -380,6 +384,7 @@ class Engine:
                 initargs=(proc,),
             )
         self.parts.input.raw_chunks = True  # type: ignore[attr-defined]
+        self.parts.input.spans = pool is not None  # type: ignore[attr-defined]
         self._fast = (proc, pool)
         # read ahead only what the workers can take: each chunk read is 1 MiB held (one
         # process reads and runs in turn: one chunk at a time is enough)
@@ -392,7 +397,7 @@ class Engine:
         ``size`` events wait, or the oldest waited ``timeout``), each write followed by its
         checkpoint, so a crash replays at most what was in flight or waiting. Up to two chunks
         per worker are in flight."""
-        from pipenb.engine.chunks import work
+        from pipenb.engine.chunks import work, work_span
 
         loop = asyncio.get_running_loop()
         inflight: collections.deque[tuple[Any, Any, Batch]] = collections.deque()
@@ -433,7 +438,11 @@ class Engine:
                 self._room.release()
                 batch: Batch = item
                 if pool is not None and batch.raw is not None and not self._captures:
-                    inflight.append((loop.run_in_executor(pool, work, batch.raw), None, batch))
+                    if batch.span is not None:  # only where it lies crosses to the worker
+                        fut = loop.run_in_executor(pool, work_span, batch.span)
+                    else:
+                        fut = loop.run_in_executor(pool, work, batch.raw)
+                    inflight.append((fut, None, batch))
                 else:
                     inflight.append((None, self._process_here(proc, batch), batch))
                     batch.raw = None  # processed: its bytes are not held while the next is read
@@ -493,6 +502,12 @@ class Engine:
                 res = await fut
             except BrokenProcessPool as exc:
                 raise PipeRuntimeError(f"a worker process of the pipe died: {exc}") from exc
+            if res is None:  # the file changed under the span: run the bytes read here
+                self.spans_reread += 1
+                assert self._fast is not None
+                res = self._process_here(self._fast[0], batch)
+            elif batch.span is not None:
+                self.spans_read += 1
         m = self.metrics
         m.input_bytes += batch.bytes
         m.input_events += res.events_in

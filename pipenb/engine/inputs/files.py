@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Literal
 import orjson
 from pydantic import Field, model_validator
 
-from pipenb.engine.base import Batch, Event, Input, RunContext
+from pipenb.engine.base import SPAN_PROBE, Batch, Event, FileSpan, Input, RunContext
 from pipenb.engine.codecs.lines import decode_chunk, reject
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Duration, Regex, Size
@@ -179,6 +179,9 @@ class FilesInput(Input):
         self._seen: set[str] = set()  # keys of every file opened (and of those warned about)
         #: set by the engine on its fast path: batches carry the lines' bytes, not events
         self.raw_chunks = False
+        #: set by the engine when worker processes run the chunks: batches also say where in
+        #: the file their bytes lie, so the workers read them themselves (``Batch.span``)
+        self.spans = False
         self._logged_long = -1e9
         ml = options.multiline
         self._ml_start = re.compile(ml.start).search if ml is not None else None
@@ -372,7 +375,7 @@ class FilesInput(Input):
             complete, f.partial = data[: cut + 2], bytes(data[cut + 2 :])
             consumed = cut + 1
             first_cut = not f.cutting
-            batch = self._batch(f, complete, consumed)
+            batch = self._batch(f, complete, consumed, as_read=False)  # (a newline added)
             f.cutting = True  # the rest of the line follows: count it once
             if first_cut:
                 self._count_long(1, f.path)
@@ -417,7 +420,10 @@ class FilesInput(Input):
         del buf[keep + n :]
         return buf
 
-    def _batch(self, f: _File, complete: bytes | bytearray, consumed: int) -> Batch:
+    def _batch(
+        self, f: _File, complete: bytes | bytearray, consumed: int, as_read: bool = True
+    ) -> Batch:
+        """``complete``: lines from ``f.offset`` on; ``as_read``: exactly the file's bytes."""
         tail, f.cutting = f.cutting, False  # the first line ends a line counted already
         start = f.offset
         if start == 0 and complete.startswith(_BOM):  # a byte order mark is not data
@@ -428,8 +434,21 @@ class FilesInput(Input):
             self._count_long(len(lines) - (1 if tail and lines and lines[0] == 0 else 0), f.path)
 
         if self.raw_chunks:  # decoded where the actions run (maybe another process)
+            span = None
+            if self.spans and as_read and complete and not f.virtual:
+                span = FileSpan(
+                    os.getpid(),
+                    f.fh.fileno(),
+                    f.key,
+                    start,
+                    len(complete),
+                    bytes(complete[:SPAN_PROBE]),
+                    bytes(complete[-SPAN_PROBE:]),
+                )
             f.offset += consumed  # (never with multiline or csv: chunk_plan)
-            return Batch([], self.position(), consumed, raw=complete, on_cut=cut, path=f.path)
+            return Batch(
+                [], self.position(), consumed, raw=complete, on_cut=cut, path=f.path, span=span
+            )
         complete = bytes(complete)  # bytes already (the buffer of _take is the fast path's)
         if self._ml_start is not None:
             return self._ml_batch(f, complete, consumed)

@@ -1,0 +1,103 @@
+"""Worker processes read their chunks from the file themselves (``chunks.read_span``).
+
+Only where a chunk lies crosses to a worker; the worker opens the pipe's own descriptor
+through ``/proc`` and reads there. It must never run other bytes than the ones the pipe's
+process read: a file truncated, rewritten or replaced meanwhile is refused, and the pipe's
+process then runs the bytes it holds, with the same output.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from engine.test_parallel_engine import three_ways
+
+from pipenb.engine import chunks
+from pipenb.engine.base import SPAN_PROBE, FileSpan
+
+DATA = b"".join(b'{"n": %d, "pad": "%s"}\n' % (i, b"x" * (i % 50)) for i in range(400))
+
+
+def span_of(fh, offset: int, data: bytes) -> FileSpan:
+    st = os.fstat(fh.fileno())
+    return FileSpan(
+        os.getpid(),
+        fh.fileno(),
+        f"{st.st_dev}:{st.st_ino}",
+        offset,
+        len(data),
+        data[:SPAN_PROBE],
+        data[-SPAN_PROBE:],
+    )
+
+
+def test_a_span_reads_the_bytes_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "in.ndjson"
+    path.write_bytes(DATA)
+    with open(path, "rb") as fh:
+        buf = bytearray(b"left over from a longer chunk" * 1000)
+        for offset, length in ((0, 100), (57, 3000), (len(DATA) - 10, 10)):
+            want = DATA[offset : offset + length]
+            got = chunks.read_span(span_of(fh, offset, want), buf)
+            assert bytes(got) == want
+        os.rename(path, tmp_path / "rotated")  # renamed: the same open file, still read
+        assert chunks.read_span(span_of(fh, 0, DATA[:100]), buf) == DATA[:100]
+
+
+def test_a_span_whose_bytes_changed_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "in.ndjson"
+    path.write_bytes(DATA)
+    with open(path, "rb") as fh:
+        chunk = DATA[1000:5000]
+        span = span_of(fh, 1000, chunk)
+        with open(path, "r+b") as w:  # rewritten in place at the chunk's end
+            w.seek(4990)
+            w.write(b"Z")
+        assert chunks.read_span(span, bytearray()) is None
+        with open(path, "r+b") as w:  # at its start
+            w.seek(4990)
+            w.write(DATA[4990:4991])
+            w.seek(1000)
+            w.write(b"Z")
+        assert chunks.read_span(span, bytearray()) is None
+        os.truncate(path, 3000)  # truncated: shorter than the span
+        assert chunks.read_span(span, bytearray()) is None
+
+
+def test_a_span_of_another_file_or_descriptor_is_refused(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(DATA)
+    b.write_bytes(DATA)
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        span = span_of(fa, 0, DATA[:500])
+        moved = FileSpan(
+            span.pid, fb.fileno(), span.key, span.offset, span.length, span.head, span.tail
+        )
+        assert chunks.read_span(moved, bytearray()) is None  # same bytes, another inode
+        gone = FileSpan(span.pid, 10_000, span.key, span.offset, span.length, span.head, span.tail)
+        assert chunks.read_span(gone, bytearray()) is None  # no such descriptor
+
+
+def test_when_a_worker_finds_the_file_changed_the_pipes_process_runs_the_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault put in on purpose (a change between two reads is a race no test can time): the
+    workers, forked with it, find every span changed; the output is still one worker's."""
+    src = tmp_path / "in.ndjson"
+    src.write_bytes(DATA)
+    doc = {
+        "name": "reread",
+        "input": {"files": {"path": "IN", "follow": False, "format": "json", "read-bytes": 1024}},
+        "actions": [{"add": {"seen": True}}],
+        "output": {"file": {"path": "OUT/out.ndjson"}},
+        "errors": {"file": {"path": "OUT/errors.ndjson"}},
+    }
+    monkeypatch.setattr(chunks, "read_span", lambda span, buf: None)
+    outs = three_ways(doc, src, tmp_path)
+    two = outs["two"]
+    assert two["workers"] == 2
+    assert two["spans"][0] == 0 and two["spans"][1] > 10
+    assert two["out"] == outs["fast"]["out"] == outs["batches"]["out"]
+    assert two["out"].count(b"\n") == 400
