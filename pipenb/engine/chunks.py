@@ -443,13 +443,18 @@ def work(chunk: bytes | bytearray) -> ChunkResult:
     return _PROCESSOR(chunk)
 
 
-def work_span(span: FileSpan) -> ChunkResult | None:
+def work_span(span: FileSpan) -> ChunkResult | bool | None:
     """A worker's job when the chunk is named by where it lies in its file: read there, then
     as ``work``. None when the bytes there are not the chunk any more (the file was truncated
-    or replaced meanwhile): the pipe's own process then runs the bytes it read."""
+    or replaced meanwhile), False when this process cannot open the pipe's descriptors at all
+    (no ``/proc``): the pipe's own process then runs the bytes it read (and after False sends
+    the bytes of the chunks that follow)."""
     global _BUFFER
     assert _PROCESSOR is not None
-    data = read_span(span, _BUFFER)
+    try:
+        data = read_span(span, _BUFFER)
+    except OSError:
+        return False
     if data is None:
         return None
     _BUFFER = data
@@ -464,17 +469,20 @@ _BUFFER = bytearray()
 def read_span(span: FileSpan, buf: bytearray) -> bytearray | None:
     """The bytes ``span`` names, read into ``buf`` (resized to them; a new buffer when ``buf``
     cannot be), or None when the file behind the descriptor is another one, is shorter, or
-    holds other bytes at either end.
+    holds other bytes at either end (or the descriptor is closed by now). OSError when
+    ``/proc/<pid>/fd`` cannot be read at all.
 
     Why read again rather than be sent the bytes: sending a chunk to a worker costs a pickle,
     a pipe write and read, and an unpickle, most of it in the pipe's own process, which then
     becomes what limits the workers; reading from the page cache is one copy. The file is
     opened through ``/proc`` anew for each chunk and closed at once: a rotated-away file is
     never held open by a worker."""
+    fds = f"/proc/{span.pid}/fd"
     try:
-        fd = os.open(f"/proc/{span.pid}/fd/{span.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(f"{fds}/{span.fd}", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return None
+        os.listdir(fds)  # (raises when there is no such place: no /proc, or not allowed)
+        return None  # that descriptor is closed: the file was done with meanwhile
     try:
         st = os.fstat(fd)
         if f"{st.st_dev}:{st.st_ino}" != span.key:

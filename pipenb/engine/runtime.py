@@ -147,10 +147,10 @@ class Engine:
         #: the fast path (``pipenb.engine.chunks``): (processor, worker pool or None), and the
         #: output bytes, their event count and the input position waiting to be written
         self._fast: tuple[Any, Any] | None = None
-        #: chunks the workers read from the file themselves, and those they found changed
-        #: there (run in this process instead, from the bytes it read)
-        self.spans_read = 0
-        self.spans_reread = 0
+        #: chunks of a parallel run: ``read`` by the workers from the file themselves,
+        #: ``changed`` there (run in this process instead, from the bytes it read), ``sent`` to
+        #: the workers as bytes (not a plain file, or the workers cannot open the pipe's files)
+        self.worker_chunks = {"read": 0, "changed": 0, "sent": 0}
         self._out_data: list[bytes] = []
         self._out_events = 0
         self._out_pos: Any = _NO_POS
@@ -442,6 +442,7 @@ class Engine:
                         fut = loop.run_in_executor(pool, work_span, batch.span)
                     else:
                         fut = loop.run_in_executor(pool, work, batch.raw)
+                        self.worker_chunks["sent"] += 1
                     inflight.append((fut, None, batch))
                 else:
                     inflight.append((None, self._process_here(proc, batch), batch))
@@ -502,12 +503,14 @@ class Engine:
                 res = await fut
             except BrokenProcessPool as exc:
                 raise PipeRuntimeError(f"a worker process of the pipe died: {exc}") from exc
-            if res is None:  # the file changed under the span: run the bytes read here
-                self.spans_reread += 1
+            if res is None or res is False:  # the bytes read here, run here
+                self.worker_chunks["changed"] += 1
+                if res is False:  # the workers cannot open the pipe's files: send the bytes
+                    self.parts.input.spans = False  # type: ignore[attr-defined]
                 assert self._fast is not None
                 res = self._process_here(self._fast[0], batch)
             elif batch.span is not None:
-                self.spans_read += 1
+                self.worker_chunks["read"] += 1
         m = self.metrics
         m.input_bytes += batch.bytes
         m.input_events += res.events_in

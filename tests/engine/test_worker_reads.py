@@ -9,6 +9,7 @@ process then runs the bytes it holds, with the same output.
 from __future__ import annotations
 
 import os
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -77,27 +78,48 @@ def test_a_span_of_another_file_or_descriptor_is_refused(tmp_path: Path) -> None
         )
         assert chunks.read_span(moved, bytearray()) is None  # same bytes, another inode
         gone = FileSpan(span.pid, 10_000, span.key, span.offset, span.length, span.head, span.tail)
-        assert chunks.read_span(gone, bytearray()) is None  # no such descriptor
+        assert chunks.read_span(gone, bytearray()) is None  # closed by now
+        no_pid = FileSpan(1 << 30, fa.fileno(), *astuple(span)[2:])
+        with pytest.raises(OSError):  # nothing to read descriptors from at all
+            chunks.read_span(no_pid, bytearray())
 
 
-def test_when_a_worker_finds_the_file_changed_the_pipes_process_runs_the_chunk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+DOC = {
+    "name": "reread",
+    "input": {"files": {"path": "IN", "follow": False, "format": "json", "read-bytes": 1024}},
+    "actions": [{"add": {"seen": True}}],
+    "output": {"file": {"path": "OUT/out.ndjson"}},
+    "errors": {"file": {"path": "OUT/errors.ndjson"}},
+}
+
+
+def _changed(span: FileSpan, buf: bytearray) -> None:
+    return None
+
+
+def _no_proc(span: FileSpan, buf: bytearray) -> None:
+    raise PermissionError(13, "not allowed", f"/proc/{span.pid}/fd")
+
+
+@pytest.mark.parametrize("fault", [_changed, _no_proc], ids=["changed", "no-proc"])
+def test_chunks_the_workers_cannot_read_are_run_by_the_pipes_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault
 ) -> None:
-    """A fault put in on purpose (a change between two reads is a race no test can time): the
-    workers, forked with it, find every span changed; the output is still one worker's."""
+    """Faults put in on purpose (a change between two reads is a race no test can time; this
+    machine has /proc): the workers, forked with the fault, find every span changed, or
+    cannot open the pipe's descriptors at all. The output is still one worker's; after the
+    second fault the chunks are sent as bytes."""
     src = tmp_path / "in.ndjson"
     src.write_bytes(DATA)
-    doc = {
-        "name": "reread",
-        "input": {"files": {"path": "IN", "follow": False, "format": "json", "read-bytes": 1024}},
-        "actions": [{"add": {"seen": True}}],
-        "output": {"file": {"path": "OUT/out.ndjson"}},
-        "errors": {"file": {"path": "OUT/errors.ndjson"}},
-    }
-    monkeypatch.setattr(chunks, "read_span", lambda span, buf: None)
-    outs = three_ways(doc, src, tmp_path)
+    monkeypatch.setattr(chunks, "read_span", fault)
+    outs = three_ways(DOC, src, tmp_path)
     two = outs["two"]
     assert two["workers"] == 2
-    assert two["spans"][0] == 0 and two["spans"][1] > 10
     assert two["out"] == outs["fast"]["out"] == outs["batches"]["out"]
     assert two["out"].count(b"\n") == 400
+    n = two["chunks"]
+    assert n["read"] == 0
+    if fault is _changed:
+        assert n["changed"] > 10 and n["sent"] == 0
+    else:  # only what was in flight or read ahead (2 + 2 per worker) when the first came back
+        assert 1 <= n["changed"] <= 8 and n["sent"] > 10
