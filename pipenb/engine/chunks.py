@@ -25,6 +25,7 @@ import orjson
 from pipenb.engine.base import Event, FileSpan
 from pipenb.engine.codecs.lines import _cut, _has_long_digits, _loads_exact, json_reject, reject
 from pipenb.engine.codecs.ndjson import encode_one
+from pipenb.engine.pushdown import BARE_SKIP
 from pipenb.engine.steps import (
     BatchStep,
     EventStep,
@@ -282,7 +283,7 @@ def _raw_first(step: EventStep) -> EventStep | None:
     with the captures is then just the captures (``remove: true``). Most lines of a typical
     extract-then-filter pipe are dropped, and each saved a dict. None when the step's code is not
     exactly the shape this expects (then the event is built first, as everywhere else)."""
-    code = step.code
+    code = [c for c in step.code if not c.startswith(BARE_SKIP)]  # (its own skip is below)
     if step.when or len(code) != 4 or code[0] != _RAW_GET or code[1] != _RAW_STR:
         return None
     body = code[3].split("\n")

@@ -193,10 +193,30 @@ def fuse_extract_filter(
     test = "not ({})" if keep_when_true else "{}"
     pushed = [f"@+1 if {test.format(on_match)}:", "@+1     DROP+1"]
     missed = [f"@+1 if {test.format(on_event)}:", "@+1     DROP+1"] if ex.on_miss == "keep" else []
-    code = extract_code(ex, ns, before_build=pushed, after_miss=missed, after_build=after_build)
-    # a missed event goes on as it was: only where it then fails the filter too (it is the bare
-    # line, ``chunks._raw_first``) may a line be dropped unsearched; kept for that decision
-    needs = needed_strings(flt.expr, groups - {"_raw"}) if keep_when_true else ()
-    if ex.on_miss != "keep":  # a miss is dropped by the extract or fails: a count of its own
-        needs = ()
+    # A missed event goes on as it was, so a text without the strings the filter needs may be
+    # dropped unsearched only where the missed event fails the filter too: an event holding
+    # nothing but the field searched, a string (a line as read), and none of the captured fields.
+    # (``on-miss`` drop or error: a miss is counted by the extract, or fails: not the same.)
+    needs: tuple[str, ...] = ()
+    before_search: list[str] = []
+    field = ex.field
+    if keep_when_true and ex.on_miss == "keep" and "." not in field:
+        needs = needed_strings(flt.expr, groups - {field})
+    if needs:
+        test = " and ".join(f"{s!r} not in _v" for s in needs)
+        # (a string as read: the filter cannot fail on the bare event then; on a list it could)
+        before_search = [f"{BARE_SKIP}isinstance(_v, _str) and {test}:\n@+1     DROP+1"]
+    code = extract_code(
+        ex,
+        ns,
+        before_search=before_search,
+        before_build=pushed,
+        after_miss=missed,
+        after_build=after_build,
+    )
     return EventStep(code=code, ns=ns, needs_one_of=needs), EventStep(code=[], ns=Namespace())
+
+
+#: how the statement that drops a bare event unsearched begins (``chunks._raw_first``, which
+#: knows every event is bare, puts a test of its own in its place)
+BARE_SKIP = "@+1 if len(e) == 1 and "

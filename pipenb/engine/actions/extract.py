@@ -79,12 +79,15 @@ def extract_code(
     opts: ExtractOptions,
     ns: Namespace,
     *,
+    before_search: Sequence[str] = (),
     before_build: Sequence[str] = (),
     after_miss: Sequence[str] = (),
     after_build: Sequence[str] = (),
 ) -> list[str]:
-    """Statements of an extract; ``before_build`` runs on a match before the event changes,
-    ``after_build`` after the captures ``_d`` were merged (grok's type conversions)."""
+    """Statements of an extract; ``before_search`` runs once ``_v`` holds the field's value
+    (before a value that is not a string is made one), ``before_build`` on a match before the
+    event changes, ``after_build`` after the captures ``_d`` were merged (grok's type
+    conversions)."""
     ns.values["isinstance"] = isinstance
     ns.values["_str"] = str
     ns.values.setdefault("_EventError", EventError)
@@ -97,6 +100,7 @@ def extract_code(
         search = f"_first_match({ns.const(tuple(rxs), 'rxs')}, _v)"
     code = [
         f"_v = {get_src(opts.field)}",
+        *before_search,
         "if _v is not None and not isinstance(_v, _str):\n    _v = _str(_v)",
         f"_m = {search} if _v is not None else None",
     ]
