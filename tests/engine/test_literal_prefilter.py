@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -127,8 +128,18 @@ def pipe_text(flt: str, on_miss: str, remove: bool, path: str = "IN", out: str =
     )
 
 
-@pytest.mark.parametrize("on_miss", ["keep", "drop", "error"])
-@pytest.mark.parametrize("flt", FILTERS)
+def every_filter(test: Any) -> Any:
+    """Run ``test`` for every filter of FILTERS with every ``on-miss``."""
+    on_miss = pytest.mark.parametrize("on_miss", ["keep", "drop", "error"])
+    return on_miss(pytest.mark.parametrize("flt", FILTERS)(test))
+
+
+def skipping(flt: str, on_miss: str) -> bool:
+    """Whether a pipe of this filter may skip the pattern at all."""
+    return on_miss == "keep" and bool(needed_strings(flt, GROUPS))
+
+
+@every_filter
 @fuzz_settings(max_examples=30)
 @given(lines=text_lines(), remove=st.booleans())
 def test_the_fast_path_agrees_with_the_plain_chain(lines, remove, flt, on_miss):
@@ -137,7 +148,7 @@ def test_the_fast_path_agrees_with_the_plain_chain(lines, remove, flt, on_miss):
     assert proc is not None, why
     skips = "not in _line" in proc.source
     # (a filter reading the line itself is pushed down reading the event: not the lazy shape)
-    assert skips == (on_miss == "keep" and bool(needed_strings(flt, GROUPS)) and "_raw" not in flt)
+    assert skips == (skipping(flt, on_miss) and "_raw" not in flt)
 
     chunk = ("\n".join(lines) + "\n").encode()
     res = proc(chunk)
@@ -189,8 +200,7 @@ def mixed_events(draw: st.DrawFn) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("on_miss", ["keep", "drop", "error"])
-@pytest.mark.parametrize("flt", FILTERS)
+@every_filter
 @fuzz_settings(max_examples=30)
 @given(events=mixed_events(), remove=st.booleans())
 def test_the_batch_path_skips_only_bare_lines(events, remove, flt, on_miss):
@@ -198,7 +208,7 @@ def test_the_batch_path_skips_only_bare_lines(events, remove, flt, on_miss):
     fused = compile_chain(spec, RunContext())
     skips = "len(e) == 1" in fused.segments[0][1].source
     pushed = not (remove and "_raw" in flt)  # (the field removed is read by the filter: no)
-    assert skips == (on_miss == "keep" and bool(needed_strings(flt, GROUPS)) and pushed)
+    assert skips == (skipping(flt, on_miss) and pushed)
     assert_same_run(fused, compile_chain(spec, RunContext(), fuse=False), events)
 
 
