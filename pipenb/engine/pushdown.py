@@ -191,7 +191,18 @@ def fuse_extract_filter(
     on_match = to_source(flt.expr, ns, fields=from_match)
     on_event = to_source(flt.expr, ns)
     test = "not ({})" if keep_when_true else "{}"
-    pushed = [f"@+1 if {test.format(on_match)}:", "@+1     DROP+1"]
+    # A filter that fails on the match (``int(x)`` of a word) runs again once the event is
+    # built, and fails there: the dead letter then holds the event the filter was given, with
+    # the captures, as unpushed (``_drop`` None: not decided on the match).
+    pushed = [
+        "@+1 try:",
+        f"@+1     _drop = {test.format(on_match)}",
+        "@+1 except Exception:",
+        "@+1     _drop = None",
+        "@+1 if _drop:",
+        "@+1     DROP+1",
+    ]
+    undecided = [f"@+1 if _drop is None and {test.format(on_event)}:", "@+1     DROP+1"]
     missed = [f"@+1 if {test.format(on_event)}:", "@+1     DROP+1"] if ex.on_miss == "keep" else []
     # A missed event goes on as it was, so a text without the strings the filter needs may be
     # dropped unsearched only where the missed event fails the filter too: an event holding
@@ -212,7 +223,7 @@ def fuse_extract_filter(
         before_search=before_search,
         before_build=pushed,
         after_miss=missed,
-        after_build=after_build,
+        after_build=[*after_build, *undecided],
     )
     return EventStep(code=code, ns=ns, needs_one_of=needs), EventStep(code=[], ns=Namespace())
 

@@ -8,7 +8,7 @@ without running the pattern (``pushdown.needed_strings``, ``chunks._raw_first``)
   line without the strings could still be kept;
 - on generated lines (levels that are and are not the string, the string elsewhere in the line,
   lines the pattern misses, blanks, non-ASCII), the fast path's processor writes the bytes the
-  plain chain (nothing fused, nothing pushed down) writes, fails as many events at the same
+  plain chain (nothing fused, nothing pushed down) writes, fails the same events at the same
   stages with the same messages and counts every stage the same, for every ``on-miss``; and the
   skip is in its code exactly when the expression needs strings and a miss is kept;
 - the batch path (fused, pushed down, skipping only events that hold nothing but a string
@@ -24,6 +24,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from engine.test_parallel_engine import three_ways
@@ -163,22 +164,26 @@ def test_the_fast_path_agrees_with_the_plain_chain(lines, remove, flt, on_miss):
     assert res.events_in == len(events)
     assert res.events_out == len(out)
     assert res.drops == [c.dropped for c in plain.counts]
-    # the stages and messages, in any order (the plain chain runs stage after stage, the fused
-    # loop event after event); not the events: a pushed-down filter that fails records the event
-    # as it was before the extract, with or without this skip (unpushed, it holds the captures)
-    assert sorted((stage, msg) for _, stage, msg in res.failures) == sorted(
-        (f.stage, str(f.error)) for f in failures
+    # in any order: the plain chain runs stage after stage, the fused loop event after event
+    assert failed(res.failures) == failed((f.event, f.stage, str(f.error)) for f in failures)
+
+
+def failed(failures: Any) -> list[tuple[int, str, bytes]]:
+    """(stage, message, event) of each failure, sorted: comparable whatever the order."""
+    return sorted(
+        (stage, msg, orjson.dumps(e, option=orjson.OPT_SORT_KEYS)) for e, stage, msg in failures
     )
 
 
 def assert_same_run(fused, plain, events: list[dict]) -> None:
-    """The same events out, the same counts per stage, the same failures (stage, message)."""
+    """The same events out, the same counts per stage, the same failures (stage, message and
+    the event the failing stage was given)."""
     out_f, fail_f = fused.run(copy.deepcopy(events))
     out_p, fail_p = plain.run(copy.deepcopy(events))
     assert out_f == out_p
     assert [c.as_dict() for c in fused.counts] == [c.as_dict() for c in plain.counts]
-    assert sorted((f.stage, str(f.error)) for f in fail_f) == sorted(
-        (f.stage, str(f.error)) for f in fail_p
+    assert failed((f.event, f.stage, str(f.error)) for f in fail_f) == failed(
+        (f.event, f.stage, str(f.error)) for f in fail_p
     )
 
 
