@@ -107,7 +107,7 @@ def _pushed(a: ComponentSpec, flt: ComponentSpec) -> tuple[Step, Step] | None:
     )
     if not is_grok:
         return None
-    from pipenb.engine.actions.grok import after_match, extract_of
+    from pipenb.engine.actions.grok import after_match, extract_of, match_checks
     from pipenb.lang.expressions import Namespace
 
     ex, grok = extract_of(a.options)
@@ -119,6 +119,7 @@ def _pushed(a: ComponentSpec, flt: ComponentSpec) -> tuple[Step, Step] | None:
         keep_when_true=keep,
         changed=changed,
         after_build=after,
+        checks=match_checks(grok, ns),
         ns=ns,
     )
 

@@ -160,12 +160,15 @@ def fuse_extract_filter(
     *,
     changed: AbstractSet[str] = frozenset(),
     after_build: Sequence[str] = (),
+    checks: Sequence[str] = (),
     ns: Namespace | None = None,
 ) -> tuple[EventStep, EventStep] | None:
     """Two steps (the extract carrying the pushed filter, and an empty filter stage) or None.
 
     ``changed`` names groups whose field differs from the captured text once the event is built
     (grok's ``:int`` conversions and folded duplicates): a filter reading them is not pushed.
+    ``checks``: statements on the match that raise where ``after_build`` might (grok's
+    conversions, ``grok.match_checks``); the filter is not decided on a match they raise on.
     ``after_build`` and ``ns`` carry the code (and its constants) that makes those changes."""
     if ex.when or flt.when or ex.target or ex.fields is not None or len(ex.patterns) != 1:
         return None
@@ -193,9 +196,12 @@ def fuse_extract_filter(
     test = "not ({})" if keep_when_true else "{}"
     # A filter that fails on the match (``int(x)`` of a word) runs again once the event is
     # built, and fails there: the dead letter then holds the event the filter was given, with
-    # the captures, as unpushed (``_drop`` None: not decided on the match).
+    # the captures, as unpushed (``_drop`` None: not decided on the match). So does one on a
+    # match the build would fail on (``checks``): the build fails first, as unpushed, instead
+    # of the filter dropping the event.
     pushed = [
         "@+1 try:",
+        *[f"@+1     {sub}" for stmt in checks for sub in stmt.split("\n")],
         f"@+1     _drop = {test.format(on_match)}",
         "@+1 except Exception:",
         "@+1     _drop = None",
@@ -211,7 +217,8 @@ def fuse_extract_filter(
     needs: tuple[str, ...] = ()
     before_search: list[str] = []
     field = ex.field
-    if keep_when_true and ex.on_miss == "keep" and "." not in field:
+    # (not with ``checks``: a line the build would fail on must reach the build)
+    if keep_when_true and ex.on_miss == "keep" and "." not in field and not checks:
         needs = needed_strings(flt.expr, groups - {field})
     if needs:
         test = " and ".join(f"{s!r} not in _v" for s in needs)

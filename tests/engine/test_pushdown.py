@@ -88,3 +88,50 @@ def test_always_set_groups() -> None:
     assert always_set_groups(r"(?P<a>x)(?P<b>y)?(?:(?P<c>z)|w)(?P<d>\d+)") == {"a", "d"}
     assert always_set_groups(r"(?P<a>x)(?:(?P<b>y))*") == {"a"}
     assert always_set_groups(r"(?P<a>x)(?:(?P<b>y))+") == {"a", "b"}
+
+
+GROK_LINES = ["INFO abc", "x 5", "x abc", "INFO 7", "x 7.5", "x", "", "ERROR 12", "x -3"]
+GROK_CASES = [
+    ("%{WORD:level} %{WORD:n:int}", 'level == "x"'),  # a word does not convert: failures
+    ("%{WORD:level} %{NUMBER:n:int}", 'level == "x"'),
+    ("%{WORD:level} %{NOTSPACE:n:float}", 'level in ["x", "ERROR"]'),
+    ("%{WORD:level} %{WORD:n:int}", "n > 3"),  # reads a converted field: not pushed
+]
+
+
+@pytest.mark.parametrize(("pattern", "flt"), GROK_CASES)
+def test_a_pushed_filter_never_hides_a_failed_conversion(pattern: str, flt: str) -> None:
+    """grok converts typed fields after the match; a filter pushed before that must not drop
+    an event the conversion fails (unpushed, grok fails it first). On the batch path and on
+    the fast path of a ``lines`` input: the events, the failures (with their events) and the
+    counts of the plain chain."""
+    from pipenb.engine.build import build
+    from pipenb.engine.chunks import chunk_plan
+    from pipenb.engine.codecs.lines import decode_chunk
+    from pipenb.engine.codecs.ndjson import ndjson
+
+    spec = load_pipe(
+        f"name: t\ninput: {{files: {{path: IN, follow: false}}}}\nactions:\n"
+        f"  - grok: {{field: _raw, pattern: '{pattern}'}}\n  - filter: '{flt}'\n"
+        "output: {file: {path: OUT}}\n"
+    )
+    chunk = ("\n".join(GROK_LINES) + "\n").encode()
+    events, _ = decode_chunk(chunk, "lines")
+    plain = compile_chain(spec, RunContext(), fuse=False)
+    out_p, fail_p = plain.run([dict(e) for e in events])
+    failures = [(f.event, f.stage, str(f.error)) for f in fail_p]
+    counts = [c.as_dict() for c in plain.counts]
+    assert out_p  # something is kept, for both to agree on
+
+    fused = compile_chain(spec, RunContext())
+    out_f, fail_f = fused.run([dict(e) for e in events])
+    assert out_f == out_p
+    assert [(f.event, f.stage, str(f.error)) for f in fail_f] == failures
+    assert [c.as_dict() for c in fused.counts] == counts
+
+    proc, why = chunk_plan(spec, build(spec, RunContext()))
+    assert proc is not None, why
+    res = proc(chunk)
+    assert res.data == ndjson(out_p)[0]
+    assert sorted(map(repr, res.failures)) == sorted(map(repr, failures))
+    assert res.drops == [c["dropped"] for c in counts]

@@ -7,6 +7,7 @@ and then runs as an ``extract`` does: the same fused code, the same predicate pu
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -102,6 +103,23 @@ def after_match(grok: list[GrokPattern], ns: Namespace) -> tuple[list[str], set[
             code.append(f"_x = e.get({fld!r})\nif _x is not None:\n    e[{fld!r}] = {fns[typ]}(_x)")
             changed.add(fld)
     return code, changed
+
+
+def match_checks(grok: list[GrokPattern], ns: Namespace) -> list[str]:
+    """Statements converting, on the match ``_m``, every capture a typed field may take its
+    value from: they raise wherever ``after_match``'s conversions might (a filter pushed down
+    before them must not drop an event they fail; ``pushdown.fuse_extract_filter``). Some
+    captures are folded away before the conversion, so they may raise where it would not:
+    the pushed filter is then just not decided on the match."""
+    code: list[str] = []
+    fns = {"int": ns.const(to_int, "to_int"), "float": ns.const(to_float, "to_float")}
+    for g in grok:
+        groups = re.compile(g.regex).groupindex
+        for fld, typ in g.converts.items():
+            for name in (fld, *(a for a, f in g.aliases.items() if f == fld)):
+                if name in groups:
+                    code.append(f"if _m[{name!r}] is not None:\n    {fns[typ]}(_m[{name!r}])")
+    return code
 
 
 def grok_code(ex: ExtractOptions, grok: list[GrokPattern], ns: Namespace) -> list[str]:
