@@ -201,8 +201,9 @@ def fuse_extract_filter(
     # of the filter dropping the event.
     pushed = [
         "@+1 try:",
-        *[f"@+1     {sub}" for stmt in checks for sub in stmt.split("\n")],
         f"@+1     _drop = {test.format(on_match)}",
+        *(["@+1     if _drop:"] if checks else []),  # (a kept event is built and checked anyway)
+        *[f"@+1         {sub}" for stmt in checks for sub in stmt.split("\n")],
         "@+1 except Exception:",
         "@+1     _drop = None",
         "@+1 if _drop:",

@@ -118,7 +118,7 @@ def match_checks(grok: list[GrokPattern], ns: Namespace) -> list[str]:
         for fld, typ in g.converts.items():
             for name in (fld, *(a for a, f in g.aliases.items() if f == fld)):
                 if name in groups:
-                    code.append(f"if _m[{name!r}] is not None:\n    {fns[typ]}(_m[{name!r}])")
+                    code.append(f"_c = _m[{name!r}]\nif _c is not None:\n    {fns[typ]}(_c)")
     return code
 
 
