@@ -7,6 +7,7 @@ output confirmed every event of the batch, which is what makes delivery at-least
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,14 @@ class FileSpan:
     length: int
     head: _Bytes  # the first and last bytes (up to SPAN_PROBE of each), to check with
     tail: _Bytes
+
+    @classmethod
+    def of(cls, fd: int, key: str, offset: int, data: _Bytes | bytearray) -> FileSpan:
+        """The span of ``data``, read from this process's descriptor ``fd`` at ``offset``."""
+        return cls(
+            os.getpid(), fd, key, offset, len(data), bytes(data[:SPAN_PROBE]),
+            bytes(data[-SPAN_PROBE:]),
+        )  # fmt: skip
 
 
 #: bytes at each end of a span compared after reading it again

@@ -25,7 +25,7 @@ import orjson
 from pipenb.engine.base import Event, FileSpan
 from pipenb.engine.codecs.lines import _cut, _has_long_digits, _loads_exact, json_reject, reject
 from pipenb.engine.codecs.ndjson import encode_one
-from pipenb.engine.pushdown import BARE_SKIP
+from pipenb.engine.pushdown import BARE_SKIP, none_of
 from pipenb.engine.steps import (
     BatchStep,
     EventStep,
@@ -310,8 +310,7 @@ def _raw_first(step: EventStep) -> EventStep | None:
     # line (it has none of the captured fields). Counted where the filter counts its drops.
     skip = []
     if step.needs_one_of:
-        test = " and ".join(f"{s!r} not in _line" for s in step.needs_one_of)
-        skip = [f"@+1 if {test}:\n@+1     DROP+1"]
+        skip = [f"@+1 if {none_of(step.needs_one_of, '_line')}:\n@+1     DROP+1"]
     return EventStep(
         code=[*skip, "_v = _line", code[2], "\n".join(new_body)],
         ns=step.ns,

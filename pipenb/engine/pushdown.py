@@ -222,9 +222,9 @@ def fuse_extract_filter(
     if keep_when_true and ex.on_miss == "keep" and "." not in field and not checks:
         needs = needed_strings(flt.expr, groups - {field})
     if needs:
-        test = " and ".join(f"{s!r} not in _v" for s in needs)
         # (a string as read: the filter cannot fail on the bare event then; on a list it could)
-        before_search = [f"{BARE_SKIP}isinstance(_v, _str) and {test}:\n@+1     DROP+1"]
+        absent = none_of(needs, "_v")
+        before_search = [f"{BARE_SKIP}isinstance(_v, _str) and {absent}:\n@+1     DROP+1"]
     code = extract_code(
         ex,
         ns,
@@ -234,6 +234,11 @@ def fuse_extract_filter(
         after_build=[*after_build, *undecided],
     )
     return EventStep(code=code, ns=ns, needs_one_of=needs), EventStep(code=[], ns=Namespace())
+
+
+def none_of(needs: Sequence[str], var: str) -> str:
+    """Python source: the string ``var`` holds none of ``needs``."""
+    return " and ".join(f"{s!r} not in {var}" for s in needs)
 
 
 #: how the statement that drops a bare event unsearched begins (``chunks._raw_first``, which

@@ -9,29 +9,21 @@ process then runs the bytes it holds, with the same output.
 from __future__ import annotations
 
 import os
-from dataclasses import astuple
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from engine.test_parallel_engine import three_ways
 
 from pipenb.engine import chunks
-from pipenb.engine.base import SPAN_PROBE, FileSpan
+from pipenb.engine.base import FileSpan
 
 DATA = b"".join(b'{"n": %d, "pad": "%s"}\n' % (i, b"x" * (i % 50)) for i in range(400))
 
 
 def span_of(fh, offset: int, data: bytes) -> FileSpan:
     st = os.fstat(fh.fileno())
-    return FileSpan(
-        os.getpid(),
-        fh.fileno(),
-        f"{st.st_dev}:{st.st_ino}",
-        offset,
-        len(data),
-        data[:SPAN_PROBE],
-        data[-SPAN_PROBE:],
-    )
+    return FileSpan.of(fh.fileno(), f"{st.st_dev}:{st.st_ino}", offset, data)
 
 
 def test_a_span_reads_the_bytes_it_names(tmp_path: Path) -> None:
@@ -73,13 +65,11 @@ def test_a_span_of_another_file_or_descriptor_is_refused(tmp_path: Path) -> None
     b.write_bytes(DATA)
     with open(a, "rb") as fa, open(b, "rb") as fb:
         span = span_of(fa, 0, DATA[:500])
-        moved = FileSpan(
-            span.pid, fb.fileno(), span.key, span.offset, span.length, span.head, span.tail
-        )
+        moved = replace(span, fd=fb.fileno())
         assert chunks.read_span(moved, bytearray()) is None  # same bytes, another inode
-        gone = FileSpan(span.pid, 10_000, span.key, span.offset, span.length, span.head, span.tail)
+        gone = replace(span, fd=10_000)
         assert chunks.read_span(gone, bytearray()) is None  # closed by now
-        no_pid = FileSpan(1 << 30, fa.fileno(), *astuple(span)[2:])
+        no_pid = replace(span, pid=1 << 30)
         with pytest.raises(OSError):  # nothing to read descriptors from at all
             chunks.read_span(no_pid, bytearray())
 

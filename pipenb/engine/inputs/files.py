@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Literal
 import orjson
 from pydantic import Field, model_validator
 
-from pipenb.engine.base import SPAN_PROBE, Batch, Event, FileSpan, Input, RunContext
+from pipenb.engine.base import Batch, Event, FileSpan, Input, RunContext
 from pipenb.engine.codecs.lines import decode_chunk, reject
 from pipenb.lang.registry import Options, registry
 from pipenb.lang.types import Duration, Regex, Size
@@ -436,15 +436,7 @@ class FilesInput(Input):
         if self.raw_chunks:  # decoded where the actions run (maybe another process)
             span = None
             if self.spans and as_read and complete and not f.virtual:
-                span = FileSpan(
-                    os.getpid(),
-                    f.fh.fileno(),
-                    f.key,
-                    start,
-                    len(complete),
-                    bytes(complete[:SPAN_PROBE]),
-                    bytes(complete[-SPAN_PROBE:]),
-                )
+                span = FileSpan.of(f.fh.fileno(), f.key, start, complete)
             f.offset += consumed  # (never with multiline or csv: chunk_plan)
             return Batch(
                 [], self.position(), consumed, raw=complete, on_cut=cut, path=f.path, span=span
