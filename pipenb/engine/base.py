@@ -132,5 +132,16 @@ class Output:
         """
         raise NotImplementedError  # pragma: no cover
 
+    def lines_refusal(self) -> str:
+        """Why this output cannot take NDJSON lines encoded elsewhere (``write_ndjson``, the
+        engine's fast path, where worker processes encode); empty when it can. An output that
+        shapes what it sends from the events themselves says so here."""
+        return "it writes events, not NDJSON lines"
+
+    async def write_ndjson(self, data: bytes) -> list[tuple[Event, str]]:
+        """Write whole NDJSON lines, exactly as ``write`` would have encoded its events; return
+        the events (decoded again) that can never be written, with why. Retries as ``write``."""
+        raise NotImplementedError  # pragma: no cover
+
     async def close(self) -> None:
         """Flush and release. Called once, after the last write."""

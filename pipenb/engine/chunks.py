@@ -323,7 +323,6 @@ def chunk_plan(spec: Any, parts: Any) -> tuple[ChunkProcessor | None, str]:
     """The fast path's processor for this pipe, or None and why it runs event batch by batch."""
     from pipenb.engine.build import optimize
     from pipenb.engine.inputs.files import FilesInput
-    from pipenb.engine.outputs.file import FileOutput
 
     inp, out = parts.input, parts.output
     if not isinstance(inp, FilesInput):
@@ -339,8 +338,9 @@ def chunk_plan(spec: Any, parts: Any) -> tuple[ChunkProcessor | None, str]:
         return None, f"files: invalid-utf8: {o.invalid_utf8}"
     if parts.routes:
         return None, "outputs: (several outputs)"
-    if type(out) is not FileOutput or out.options.format != "ndjson" or out.path_fn is not None:
-        return None, "the output is not a file of NDJSON at one path (no ${field}, no buffer: disk)"
+    refusal = out.lines_refusal()
+    if refusal:
+        return None, f"the output {spec.output.name}: {refusal}"
     steps: list[Step] = optimize(spec, parts.steps or [])
     for i, s in enumerate(steps):
         if isinstance(s, BatchStep):

@@ -465,10 +465,11 @@ class Engine:
             t0 = time.perf_counter()
             out = self.parts.output
             blob = b"".join(data) if len(data) > 1 else data[0]
-            await self._retry(out.write_ndjson, "write", blob)  # type: ignore[attr-defined]
+            rejects = await self._retry(out.write_ndjson, "write", blob)
             m.output.write_seconds += time.perf_counter() - t0
             m.output.batches += 1
-            m.output.events += n
+            m.output.events += n - len(rejects)
+            self._refused(rejects)
         await self._write_dead()
         if pos is not _NO_POS:
             self._save(pos)
@@ -538,12 +539,7 @@ class Engine:
         if res.data:  # written by _flush_chunks, with what waits before it
             self._out_data.append(res.data)
             self._out_events += res.events_out
-        if res.unwritable:
-            m.output.errors += len(res.unwritable)
-            for ev, why in res.unwritable:
-                rec = dict(ev)
-                rec["_error"] = {"stage": "output", "message": why}
-                self._dead.append(rec)
+        self._refused(res.unwritable)
         if batch.position is not None:
             self._out_pos = batch.position
 
@@ -643,12 +639,17 @@ class Engine:
                 counts.batches += 1
                 counts.events += len(part) - len(rejects)
                 counts.errors += len(rejects)
-            if rejects:
-                m.output.errors += len(rejects)
-                for ev, why in rejects:
-                    rec = dict(ev)
-                    rec["_error"] = {"stage": f"output{label}", "message": why}
-                    self._dead.append(rec)
+            self._refused(rejects, label)
+
+    def _refused(self, rejects: list[tuple[Event, str]], label: str = "") -> None:
+        """Events an output can never write: counted, and to ``errors:`` with why."""
+        if not rejects:
+            return
+        self.metrics.output.errors += len(rejects)
+        for ev, why in rejects:
+            rec = dict(ev)
+            rec["_error"] = {"stage": f"output{label}", "message": why}
+            self._dead.append(rec)
 
     def _route(self, events: list[Event], final: bool) -> list[tuple[Any, list[Event]]]:
         """Each output's share of ``events`` after its own actions (``route: all|first``)."""

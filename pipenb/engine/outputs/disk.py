@@ -65,15 +65,23 @@ class DiskBufferedOutput(Output):
         self._drainer = asyncio.create_task(self._drain())
 
     async def write(self, events: list[Event]) -> list[tuple[Event, str]]:
+        data, rejects = ndjson(events)
+        await self.write_ndjson(data)
+        return rejects
+
+    def lines_refusal(self) -> str:
+        return ""  # the log holds NDJSON lines, whatever the output behind it sends
+
+    async def write_ndjson(self, data: bytes) -> list[tuple[Event, str]]:
+        """Append the lines to the log (``write`` encodes its events to them first)."""
         if self.log is None:
             await self.open()
         assert self.log is not None
-        data, rejects = ndjson(events)
         while self.log.full():  # the sink is far behind: hold the input back
             self._room.clear()
             await self._room.wait()
         await self.log.append(data)
-        return rejects
+        return []
 
     async def _drain(self) -> None:
         assert self.log is not None

@@ -183,9 +183,17 @@ class FileOutput(Output):
                 rejects += [(e, f"cannot write to {path!r}: {exc.strerror}") for e in evs]
         return rejects
 
-    async def write_ndjson(self, data: bytes) -> None:
+    def lines_refusal(self) -> str:
+        if self.options.format != "ndjson":
+            return f"format: {self.options.format}"
+        if self.path_fn is not None:
+            return "the path is made from each event's fields"
+        return ""
+
+    async def write_ndjson(self, data: bytes) -> list[tuple[Event, str]]:
         """Append NDJSON lines encoded elsewhere (the engine's fast path), in one write."""
         self._sink(self.options.path).write(data)
+        return []
 
     def _write_to(self, sink: _Sink, events: list[Event]) -> list[tuple[Event, str]]:
         if not events:

@@ -169,8 +169,64 @@ class HttpPostOutput(Output):
             self._ssl_context = client_context(self.options.tls, "http-post")
         return self._ssl_context
 
+    def lines_refusal(self) -> str:
+        if self.options.codec is not None:
+            return f"codec: {self.options.codec} shapes the body from the events"
+        if self.concurrency > 1:
+            return f"concurrency: {self.concurrency} keeps batches of events in flight"
+        return ""
+
+    async def write_ndjson(self, data: bytes) -> list[tuple[Event, str]]:
+        """Lines encoded elsewhere (the engine's fast path), sent as ``write`` sends events:
+        at most ``batch.size`` lines and ``max-bytes`` per request, in the output's format."""
+        if self._client is None:
+            await self.open()
+        lines = data.split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        o = self.options
+        size = o.batch.size
+        rejects = []
+        for i in range(0, len(lines), size):
+            part = lines[i : i + size] if len(lines) > size else lines
+            for group in [part] if o.max_bytes is None else split_lines(part, o.max_bytes):
+                rejects += await self._send_lines(group)
+        return rejects
+
+    async def _send_lines(self, lines: list[bytes]) -> list[tuple[Event, str]]:
+        """As ``_send``, for encoded lines: the events of a refused request are decoded again."""
+        if self.options.format == "json":
+            body = b"[" + b",".join(lines) + b"]"
+        else:
+            body = b"\n".join(lines) + b"\n"
+        ok, why = await self._post(body, len(lines))
+        if ok is not None:
+            return []
+        if why is None:
+            half = len(lines) // 2
+            return await self._send_lines(lines[:half]) + await self._send_lines(lines[half:])
+        return [(orjson.loads(x), why) for x in lines]
+
     async def _send(self, sent: list[Event], body: bytes) -> list[tuple[Event, str]]:
         """One request; its events that end in ``errors:``. A 413 splits it in halves."""
+        resp, why = await self._post(body, len(sent))
+        if resp is not None:
+            if self.options.codec == "elasticsearch":
+                return bulk_failures(resp, sent, f"{self.options.method} {self.options.url}")
+            return []
+        if why is None:
+            half = len(sent) // 2
+            out = []
+            for part in (sent[:half], sent[half:]):
+                pbody, psent, bad = self.encode(part)
+                out += bad + await self._send(psent, pbody)
+            return out
+        return [(e, why) for e in sent]
+
+    async def _post(self, body: bytes, n: int) -> tuple[HTTPResponse | None, str | None]:
+        """One request of ``n`` events: (the answer, None) when it was taken (2xx); (None,
+        None) for a 413 to split in halves (``n`` > 1); (None, why) when the events can never
+        be sent. Trouble that may pass raises ``RetryableOutputError``."""
         assert self._client is not None
         o = self.options
         if o.gzip:
@@ -194,36 +250,29 @@ class HttpPostOutput(Output):
                 f"{where}: the receiver's certificate is not trusted ({exc.verify_message}); "
                 "give its CA as tls: {ca-file: ...}"
             )
-            log.warning("http-post: %s; %d event(s) sent to errors", why, len(sent))
-            return [(e, why) for e in sent]
+            log.warning("http-post: %s; %d event(s) sent to errors", why, n)
+            return None, why
         except FETCH_ERRORS as exc:  # no answer: refused, reset, timed out, a garbled answer
             raise RetryableOutputError(f"{where}: {describe(exc)}") from exc
         code = resp.code
         if 200 <= code < 300:
-            if o.codec == "elasticsearch":
-                return bulk_failures(resp, sent, where)
-            return []
+            return resp, None
         if code == 599:
             if isinstance(resp.error, ssl.SSLCertVerificationError):
                 why = f"{where}: the receiver's certificate is not trusted; give its CA as tls: {{ca-file: ...}}"
-                return [(e, why) for e in sent]
+                return None, why
             raise RetryableOutputError(f"{where}: {describe(resp.error)}")
         if code in (408, 429) or code >= 500:
             wait = retry_after(resp)
             if wait:
                 await asyncio.sleep(min(wait, MAX_RETRY_AFTER))
             raise RetryableOutputError(f"{where}: HTTP {code} {resp.reason}{_excerpt(resp)}")
-        if code == 413 and len(sent) > 1:
+        if code == 413 and n > 1:
             self.splits += 1
-            half = len(sent) // 2
-            out = []
-            for part in (sent[:half], sent[half:]):
-                pbody, psent, bad = self.encode(part)
-                out += bad + await self._send(psent, pbody)
-            return out
+            return None, None
         why = f"{where}: HTTP {code} {resp.reason}{_excerpt(resp)}"
-        log.warning("http-post: %s; %d event(s) sent to errors", why, len(sent))
-        return [(e, why) for e in sent]
+        log.warning("http-post: %s; %d event(s) sent to errors", why, n)
+        return None, why
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -265,6 +314,23 @@ def split_by_bytes(events: list[Event], limit: int) -> list[list[Event]]:
             groups.append(group)
             group, size = [], 2
         group.append(e)
+        size += n
+    if group:
+        groups.append(group)
+    return groups
+
+
+def split_lines(lines: list[bytes], limit: int) -> list[list[bytes]]:
+    """``split_by_bytes`` for encoded lines: the same sizes, so the same requests."""
+    groups: list[list[bytes]] = []
+    group: list[bytes] = []
+    size = 2
+    for line in lines:
+        n = len(line) + 1
+        if group and size + n > limit:
+            groups.append(group)
+            group, size = [], 2
+        group.append(line)
         size += n
     if group:
         groups.append(group)

@@ -122,10 +122,23 @@ class TcpOutput(Output):
         w, r = self._writer, self._reader
         return w is None or r is None or w.is_closing() or r.at_eof()
 
+    def lines_refusal(self) -> str:
+        if type(self).encode is not TcpOutput.encode:  # (syslog frames each event)
+            return "it frames each event itself"
+        return ""
+
     async def write(self, events: list[Event]) -> list[tuple[Event, str]]:
         data, rejects = self.encode(events)
-        if not data:
-            return rejects
+        if data:
+            await self._send(data)
+        return rejects
+
+    async def write_ndjson(self, data: bytes) -> list[tuple[Event, str]]:
+        """Lines encoded elsewhere (the engine's fast path): what ``write`` sends."""
+        await self._send(data)
+        return []
+
+    async def _send(self, data: bytes) -> None:
         if self._broken():  # the receiver closed (or never was): connect again
             await self._connect()
         assert self._writer is not None
@@ -137,7 +150,6 @@ class TcpOutput(Output):
             raise ConnectionError(
                 f"{self.kind} {self.options.address}: {exc or 'receiver too slow'}"
             ) from exc
-        return rejects
 
     async def close(self) -> None:
         writer = self._writer
