@@ -28,6 +28,7 @@ import pytest
 from pipenb.client import Client
 
 from support.agentproc import AgentProcess, end_all, tmp_policy
+from support.httpsink import HttpSink
 from support.processes import pid_alive
 from support.serverproc import ServerProcess
 from support.waiting import wait_until
@@ -414,6 +415,40 @@ def test_a_crashed_worker_is_restarted_and_resumes(
     assert duplicates(values) <= BATCH and torn <= 1
     assert "restarting pipe" in a.log_text()
     wait_until(lambda: running_everywhere(client, dep_id, [aid]), 20, "running again")
+
+
+def test_an_agents_pipe_splits_over_worker_processes_and_posts_in_order(
+    srv: ServerProcess, client: Client, agents: AgentFactory, tmp_path: Path
+) -> None:
+    """``--max-pipe-workers 2`` and ``workers: 2`` on a ``files`` -> ``http-post`` pipe: the
+    agent's worker forks two processes for the chunks, and the receiver gets every line once,
+    in the file's order."""
+    label = unique("par")
+    a = agents(srv, "parallel", [label], extra=("--max-pipe-workers", "2"))
+    a.wait_enrolled()
+    n = 20_000
+    src = tmp_path / "in.ndjson"
+    src.write_bytes(b"".join(b'{"seq": %d}\n' % i for i in range(n)))
+    pipe = unique("post")
+    with HttpSink() as rx:
+        client.push(
+            f"name: {pipe}\nworkers: 2\ninput:\n"
+            f'  files: {{path: "{src}", format: json, read-bytes: 16384, poll-interval: 50ms}}\n'
+            f'output:\n  http-post: {{url: "{rx.url}", batch: {{size: 500, timeout: 50ms}}}}\n'
+        )
+        dep_id = client.deploy(pipe, labels=[label])["id"]
+        wait_until(
+            lambda: len(rx.events()) >= n, 30, "every line posted", lambda: brief(client, dep_id)
+        )
+        (worker,) = a.worker_pids()
+        forked = [
+            p
+            for task in Path(f"/proc/{worker}/task").iterdir()
+            for p in (task / "children").read_text().split()
+        ]
+        seqs = [e["seq"] for e in rx.events()]
+    assert len(forked) == 2, forked
+    assert seqs == list(range(n))
 
 
 def test_restart_and_reset_checkpoint_commands(
