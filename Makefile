@@ -83,6 +83,7 @@ test: $(STAMP) lint build-lab check-lab
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'  # the peers: bytewax, polars
 	$(BIN)/python bench/engine_bench.py
+	$(BIN)/python bench/http_bench.py
 	$(BIN)/python bench/checkin_load.py
 	$(BIN)/python bench/agent_memory.py
 	$(BIN)/python bench/cluster_bench.py
