@@ -82,10 +82,26 @@ class Input:
 
     #: True when ``batches`` ends by itself (a file read once, an echo without interval)
     finite: bool = False
+    #: set by the engine on its fast path: batches carry the lines' bytes (``Batch.raw``), not
+    #: events; only for an input whose ``chunk_refusal`` is empty
+    raw_chunks: bool = False
+    #: set by the engine when worker processes run the chunks: batches may then also say where
+    #: in a file their bytes lie, for the workers to read them themselves (``Batch.span``)
+    spans: bool = False
 
     def __init__(self, options: Any, ctx: RunContext):
         self.options = options
         self.ctx = ctx
+
+    def chunk_refusal(self) -> str:
+        """Why this input cannot hand the engine's fast path its bytes as chunks of whole lines
+        (``raw_chunks``), decoded there as ``chunk_format`` says; empty when it can."""
+        return "it makes its events itself"
+
+    def chunk_format(self) -> tuple[str, int]:
+        """How the fast path decodes this input's chunks: ``lines`` or ``json``, and the longest
+        line before it is cut (0: never), exactly as the input's own batches would."""
+        raise NotImplementedError  # pragma: no cover
 
     def restore(self, position: Any) -> None:
         """Resume from a checkpoint written by an earlier run. Inputs without one ignore it."""

@@ -322,20 +322,11 @@ def _raw_first(step: EventStep) -> EventStep | None:
 def chunk_plan(spec: Any, parts: Any) -> tuple[ChunkProcessor | None, str]:
     """The fast path's processor for this pipe, or None and why it runs event batch by batch."""
     from pipenb.engine.build import optimize
-    from pipenb.engine.inputs.files import FilesInput
 
     inp, out = parts.input, parts.output
-    if not isinstance(inp, FilesInput):
-        return None, f"the input is {spec.input.name}, not files"
-    o = inp.options
-    if o.multiline is not None:
-        return None, "files: multiline gathers lines across reads"
-    if o.metadata:
-        return None, "files: metadata: true"
-    if o.format not in ("lines", "json"):
-        return None, f"files: format: {o.format}"
-    if o.invalid_utf8 != "error":
-        return None, f"files: invalid-utf8: {o.invalid_utf8}"
+    refusal = inp.chunk_refusal()
+    if refusal:
+        return None, f"the input {spec.input.name}: {refusal}"
     if parts.routes:
         return None, "outputs: (several outputs)"
     refusal = out.lines_refusal()
@@ -347,7 +338,8 @@ def chunk_plan(spec: Any, parts: Any) -> tuple[ChunkProcessor | None, str]:
             label = spec.actions[i].label if i < len(spec.actions) else str(i)
             return None, f"action {label} works on whole batches"
     event_steps: list[EventStep] = steps  # type: ignore[assignment]
-    return ChunkProcessor(event_steps, o.format, o.max_line_bytes), ""
+    fmt, max_line = inp.chunk_format()
+    return ChunkProcessor(event_steps, fmt, max_line), ""
 
 
 #: actions that must see every event in one process, and why

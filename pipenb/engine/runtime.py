@@ -383,8 +383,8 @@ class Engine:
                 initializer=init_worker,
                 initargs=(proc,),
             )
-        self.parts.input.raw_chunks = True  # type: ignore[attr-defined]
-        self.parts.input.spans = pool is not None  # type: ignore[attr-defined]
+        self.parts.input.raw_chunks = True
+        self.parts.input.spans = pool is not None
         self._fast = (proc, pool)
         # read ahead only what the workers can take: each chunk read is 1 MiB held (one
         # process reads and runs in turn: one chunk at a time is enough)
@@ -507,7 +507,7 @@ class Engine:
             if res is None or res is False:  # the bytes read here, run here
                 self.worker_chunks["changed"] += 1
                 if res is False:  # the workers cannot open the pipe's files: send the bytes
-                    self.parts.input.spans = False  # type: ignore[attr-defined]
+                    self.parts.input.spans = False
                 assert self._fast is not None
                 res = self._process_here(self._fast[0], batch)
             elif batch.span is not None:

@@ -177,17 +177,27 @@ class FilesInput(Input):
         self.long_lines = 0  # lines cut because they were longer than max-line-bytes
         self.rotated_unread = 0  # rotated files seen gone before a byte of them was read
         self._seen: set[str] = set()  # keys of every file opened (and of those warned about)
-        #: set by the engine on its fast path: batches carry the lines' bytes, not events
-        self.raw_chunks = False
-        #: set by the engine when worker processes run the chunks: batches also say where in
-        #: the file their bytes lie, so the workers read them themselves (``Batch.span``)
-        self.spans = False
         self._logged_long = -1e9
         ml = options.multiline
         self._ml_start = re.compile(ml.start).search if ml is not None else None
 
     def stats(self) -> dict[str, Any]:
         return {"long_lines": self.long_lines, "rotated_unread": self.rotated_unread}
+
+    def chunk_refusal(self) -> str:
+        o = self.options
+        if o.multiline is not None:
+            return "multiline gathers lines across reads"
+        if o.metadata:
+            return "metadata: true"
+        if o.format not in ("lines", "json"):
+            return f"format: {o.format}"
+        if o.invalid_utf8 != "error":
+            return f"invalid-utf8: {o.invalid_utf8}"
+        return ""
+
+    def chunk_format(self) -> tuple[str, int]:
+        return self.options.format, self.options.max_line_bytes
 
     def _count_long(self, n: int, path: str) -> None:
         if n <= 0:

@@ -20,6 +20,16 @@ class PrintOptions(OutputOptions):
 
 
 class PrintOutput(Output):
+    def lines_refusal(self) -> str:
+        return "" if self.options.format == "ndjson" else f"format: {self.options.format}"
+
+    async def write_ndjson(self, data: bytes) -> list[tuple[Event, str]]:
+        """Lines encoded elsewhere (the engine's fast path): what ``write`` prints."""
+        out = sys.stdout.buffer
+        out.write(data)
+        out.flush()
+        return []
+
     async def write(self, events: list[Event]) -> list[tuple[Event, str]]:
         if self.options.format == "ndjson":
             data, rejects = ndjson(events)

@@ -367,3 +367,12 @@ def test_the_long_digits_check_answers_as_a_search_for_the_two_shapes_does():
         data = bytes(rnd.choice(alphabet) if rnd.random() < 0.2 else rnd.randint(48, 57)
                      for _ in range(rnd.randint(0, 80)))  # fmt: skip
         assert _has_long_digits(data) == bool(shapes.search(data)), data
+
+
+def test_lines_that_make_objects_only_together_are_each_a_dead_letter():
+    """Parsed as one array ("\\n" -> ","), these three lines gave three objects, as many as
+    lines, though none is an object alone: the first two nest into one, the third splits."""
+    chunk = b'{"a": [{"d": 1}\n{"e": 2}]}\n{"x": 1}, {"y": 2}\n{"ok": true}\n'
+    events, rejects = decode_chunk(chunk, "json")
+    assert events == [{"ok": True}]
+    assert [r["_raw"] for r in rejects] == ['{"a": [{"d": 1}', '{"e": 2}]}', '{"x": 1}, {"y": 2}']
