@@ -12,13 +12,17 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pipenb.engine.codecs.lines import _has_long_digits, decode_chunk
+from pipenb.engine.codecs.lines import _decode_each, _has_long_digits, decode_chunk
 
 from support.engines import pipe_doc, running
+from support.fuzzing import fuzz_settings
 from support.waiting import async_wait_until
 
 BIG = 123456789012345678901234567890
+FUZZ = fuzz_settings(max_examples=2000)
 
 
 def test_integers_past_64_bits_keep_their_digits():
@@ -369,10 +373,50 @@ def test_the_long_digits_check_answers_as_a_search_for_the_two_shapes_does():
         assert _has_long_digits(data) == bool(shapes.search(data)), data
 
 
-def test_lines_that_make_objects_only_together_are_each_a_dead_letter():
-    """Parsed as one array ("\\n" -> ","), these three lines gave three objects, as many as
-    lines, though none is an object alone: the first two nest into one, the third splits."""
-    chunk = b'{"a": [{"d": 1}\n{"e": 2}]}\n{"x": 1}, {"y": 2}\n{"ok": true}\n'
+#: runs of lines that start and end as an object, most of them no object alone: an array or
+#: an object opened by one line and closed by the next, two objects on one line, those bytes
+#: in a string, a good line
+UNITS = [
+    ['{"a": [{"d": 1}', '{"e": 2}]}'],
+    ['{"a": [[{"b": 1}', '{"c": 2}]]}'],
+    ['{"a": [{"b": 1}', '{"c": 2}', '{"d": 3}]}'],
+    ['{"a": {"b": 1}', '{"c": 2}}'],
+    ['{"x": 1}, {"y": 2}'],
+    ['{"x": 1},{"y": 2}'],
+    ['{"x": 1}\t,\r{"y": 2}'],
+    ['{"k": "}, {"}'],
+    ['{"s": "]"}'],
+    ['{"ok": 1}'],
+]
+#: pieces of JSON that nest, close and separate, for lines of any other shape
+PIECES = ["{", "}", "[", "]", ",", ", ", '"k": ', "1", '"s"', '"}, {"', '{"a": 1}', " ", "\t", "\r"]
+UNIT = st.one_of(
+    st.sampled_from(UNITS),
+    st.lists(st.sampled_from(PIECES), max_size=8).map(lambda p: ["{" + "".join(p) + "}"]),
+)
+
+
+@FUZZ
+@given(st.lists(UNIT, min_size=1, max_size=5))
+def test_a_chunk_decodes_as_its_lines_do_one_by_one(units):
+    """The chunk's one-array parse must give exactly what parsing each line alone gives."""
+    raw = [line.encode() for unit in units for line in unit]
+    assert decode_chunk(b"\n".join(raw) + b"\n", "json") == _decode_each(raw)
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b'{"a": [{"d": 1}\n{"e": 2}]}\n{"x": 1}, {"y": 2}\n{"ok": true}\n',
+        b'{"a": [{"d": 1}\n{"e": 2}]}\n{"x": 1},\t{"y": 2}\n{"ok": true}\n',
+        b'{"a": [{"d": 1}\n{"e": 2}]}\n{"x": 1}\r,{"y": 2}\n{"ok": true}\n',
+    ],
+)
+def test_lines_that_make_objects_only_together_are_each_a_dead_letter(chunk):
+    """Parsed as one array ("\\n" -> ","), the first gave three objects, as many as lines,
+    though no line but the last is an object alone: the first two nest into one, the third
+    splits. Each bad line is a dead letter of its own."""
+    lines = chunk.split(b"\n")[:-1]
     events, rejects = decode_chunk(chunk, "json")
     assert events == [{"ok": True}]
-    assert [r["_raw"] for r in rejects] == ['{"a": [{"d": 1}', '{"e": 2}]}', '{"x": 1}, {"y": 2}']
+    assert [r["_raw"].encode() for r in rejects] == lines[:-1]
