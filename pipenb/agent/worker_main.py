@@ -61,6 +61,30 @@ class _ToAgent(logging.Handler):
 
 
 _agent_gone = False
+#: the agent's two pipes, moved off standard input and output (``_own_channels``)
+_from_agent: Any = None
+_to_agent: Any = None
+
+
+def _own_channels() -> None:
+    """Keep the agent's pipes to this worker away from the pipe it runs.
+
+    They arrive as standard input and output, which a pipe can also reach: a ``stdin`` input
+    reads fd 0, a ``print`` output writes fd 1. Left there, a pipe would read the agent's
+    commands and could write lines the agent takes for this worker's own (a status with any
+    state, error or checkpoint, a preview's events). So they move to descriptors of their own
+    (not inherited by what the pipe starts), standard input becomes ``/dev/null`` (a ``stdin``
+    input ends at once) and standard output the worker's log (what ``print`` prints is kept
+    there, where an operator can read it)."""
+    global _from_agent, _to_agent
+    _from_agent = os.fdopen(os.dup(0), "rb", buffering=0)
+    _to_agent = os.fdopen(os.dup(1), "wb")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - fds 0 and 1 stay open
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
 
 
 def _say(msg: dict[str, Any]) -> None:
@@ -69,8 +93,8 @@ def _say(msg: dict[str, Any]) -> None:
     if _agent_gone:
         return
     try:
-        sys.stdout.buffer.write(orjson.dumps(msg, default=str) + b"\n")
-        sys.stdout.buffer.flush()
+        _to_agent.write(orjson.dumps(msg, default=str) + b"\n")
+        _to_agent.flush()
     except (BrokenPipeError, ConnectionResetError, ValueError, OSError):
         _agent_gone = True
 
@@ -265,7 +289,7 @@ async def _main() -> int:
     # swallow the start of a command sent right after the job
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), _from_agent)
     first = await reader.readline()
     if not first:
         return 2
@@ -309,6 +333,7 @@ def _write_table_files(data_dir: str, dep_id: str, files: dict[str, str]) -> str
 
 
 def main() -> int:
+    _own_channels()
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     root = logging.getLogger("pipenb")
     local = logging.StreamHandler(sys.stderr)  # the worker's log file in the agent's data dir

@@ -198,6 +198,32 @@ def test_a_worker_refuses_a_capability_it_is_not_granted(tmp_path: Path, workers
     assert msg["state"] == "failed" and "exec" in msg["error"]
 
 
+def test_what_a_pipe_prints_or_reads_is_not_the_agents_channel(
+    tmp_path: Path, workers: Any
+) -> None:
+    """A pipe's ``print`` output goes to the worker's log, not to the agent: events shaped
+    like a worker's status (any state, error, checkpoint) are never taken for one (the code
+    before took every one). A ``stdin`` input reads nothing of the agent's: it ends at once."""
+    forged = {"type": "status", "state": "failed", "error": "forged", "checkpoint": {"x": 1}}
+    yaml = (
+        "name: printer\ninput:\n"
+        f"  echo: {{events: [{orjson.dumps(forged).decode()}], count: 5}}\n"
+        "output: {print: {}}\n"
+    )
+    w = workers(job(tmp_path, yaml))
+    assert w.wait(20) == 0
+    w._thread.join(5)
+    assert all(m.get("error") != "forged" for m in w.messages), w.messages
+    assert w.states()[-1] == "finished"
+    assert w.stderr().count('"error":"forged"') == 5  # printed: into the log
+
+    yaml = "name: reader\ninput: {stdin: {}}\noutput: {print: {}}\n"
+    r = workers(job(tmp_path, yaml))
+    assert r.wait(20) == 0
+    r._thread.join(5)
+    assert r.states()[-1] == "finished"
+
+
 def test_a_stop_sent_with_the_job_ends_the_worker(tmp_path: Path, workers: Any) -> None:
     src, out = tmp_path / "in.log", tmp_path / "out.ndjson"
     src.write_text("a\nb\n")
