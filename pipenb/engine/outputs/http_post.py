@@ -15,7 +15,8 @@ import gzip
 import logging
 import ssl
 import time
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import Field, field_validator, model_validator
@@ -34,6 +35,8 @@ from pipenb.lang.registry import registry
 from pipenb.lang.types import Duration, Size
 
 log = logging.getLogger("pipenb.engine.http_post")
+
+T = TypeVar("T")
 
 MAX_RETRY_AFTER = 30.0  # the longest Retry-After honoured before handing back to the engine
 
@@ -302,35 +305,32 @@ def bulk_failures(resp: HTTPResponse, sent: list[Event], where: str) -> list[tup
 
 def split_by_bytes(events: list[Event], limit: int) -> list[list[Event]]:
     """Consecutive groups whose encoded size stays within ``limit`` (an event alone may not)."""
-    groups: list[list[Event]] = []
-    group: list[Event] = []
-    size = 2
-    for e in events:
-        try:
-            n = len(orjson.dumps(e, default=str)) + 1
-        except TypeError:
-            n = 1  # encode() will reject it
-        if group and size + n > limit:
-            groups.append(group)
-            group, size = [], 2
-        group.append(e)
-        size += n
-    if group:
-        groups.append(group)
-    return groups
+    return _by_size(events, map(_encoded_size, events), limit)
 
 
 def split_lines(lines: list[bytes], limit: int) -> list[list[bytes]]:
-    """``split_by_bytes`` for encoded lines: the same sizes, so the same requests."""
-    groups: list[list[bytes]] = []
-    group: list[bytes] = []
+    """``split_by_bytes`` for lines encoded already: the same sizes, so the same requests."""
+    return _by_size(lines, (len(line) + 1 for line in lines), limit)
+
+
+def _encoded_size(e: Event) -> int:
+    try:
+        return len(orjson.dumps(e, default=str)) + 1
+    except TypeError:
+        return 1  # encode() will reject it
+
+
+def _by_size(items: list[T], sizes: Iterable[int], limit: int) -> list[list[T]]:
+    """Consecutive groups of ``items`` whose ``sizes`` (and 2, an array's brackets) add up to
+    ``limit`` at most; an item larger than that alone is a group of its own."""
+    groups: list[list[T]] = []
+    group: list[T] = []
     size = 2
-    for line in lines:
-        n = len(line) + 1
+    for item, n in zip(items, sizes):
         if group and size + n > limit:
             groups.append(group)
             group, size = [], 2
-        group.append(line)
+        group.append(item)
         size += n
     if group:
         groups.append(group)
