@@ -119,7 +119,10 @@ class DiskBufferedOutput(Output):
         os.replace(tmp, self._mark)
 
     def backlog(self) -> int:
-        return 0 if self.log is None else self.log.end - self.log.read_at
+        """Bytes in the log the output has not taken yet, those being sent included: a close
+        waits for the send in flight (counted from what was read, a close cancelled that send
+        and its events waited on disk for the next start, unsaid)."""
+        return 0 if self.log is None else self.log.end - self.log.committed_at
 
     async def close(self) -> None:
         drainer, self._drainer = self._drainer, None

@@ -212,3 +212,32 @@ def test_an_output_disk_buffer_holds_events_while_the_sink_is_down(tmp_path, dat
     with sink:
         asyncio.run(asyncio.wait_for(scenario(), 120))
     assert sorted(set(got())) == list(range(n))
+
+
+def test_a_finite_run_ends_after_the_send_in_flight(tmp_path, data_dir):
+    """A pipe that ends (here a file read once) waits, when it closes, for the drain to send
+    what is in the buffer, the request in flight included: every event arrives in this run.
+    (The wait counted what the drain had read, not what the output took, so the close cut the
+    last request short, and its events waited on disk for a next start without a word.)"""
+    import time
+
+    import pipenb
+
+    def slow(request: Request) -> tuple[int, bytes]:
+        time.sleep(0.3)  # a receiver's latency: the request is in flight when the input ends
+        return 200, b""
+
+    n = 200
+    src = tmp_path / "in.ndjson"
+    src.write_bytes(lines(n))
+    doc = {
+        "name": "drained",
+        "input": {"files": {"path": str(src), "format": "json", "follow": False}},
+        "output": {"http-post": {"url": "URL", "format": "ndjson", "buffer": "disk"}},
+    }
+    with HttpSink(slow) as sink:
+        doc["output"]["http-post"]["url"] = sink.url
+        pipe = pipenb.Pipe.from_yaml(orjson.dumps(doc).decode())
+        snap = pipe.run(data_dir=data_dir)
+        assert snap["state"] == "finished"
+        assert sorted(e["seq"] for e in sink.events()) == list(range(n))
