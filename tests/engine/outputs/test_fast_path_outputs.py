@@ -1,4 +1,5 @@
-"""Outputs that take the lines the engine's fast path encodes: ``http-post``, ``tcp``, ``buffer: disk``.
+"""Outputs that take the lines the engine's fast path encodes: ``http-post``, ``tcp``, ``udp``,
+``buffer: disk``.
 
 The fast path (and with it ``workers:``) hands the output NDJSON lines its loop encoded, maybe in
 another process (``write_ndjson``), instead of events. These tests run one ``files`` pipe on the
@@ -6,7 +7,8 @@ batch path (``fast=False``), on the fast path and with two workers against real 
 (``support.httpsink``, a TCP server) and compare what arrived: for ``http-post`` request by
 request, the same bodies in the same order (``batch.size`` lines a request, ``max-bytes``,
 ``format: json`` arrays, ``gzip``), the same halves after a 413, the same events in ``errors:``
-when the receiver refuses them, and the same counts; for ``tcp`` the same bytes. An output that
+when the receiver refuses them, and the same counts; for ``tcp`` the same bytes; for ``udp``
+the same datagrams and the same event refused as too long for one. An output that
 shapes what it sends from the events (a ``codec``, ``concurrency`` above 1, syslog's framing)
 keeps the batch path and says why.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import gzip
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +264,33 @@ def test_syslog_frames_events_and_keeps_the_batch_path(tmp_path):
         wait_until(lambda: len(rx.lines) >= 75, what="the syslog lines")
     finally:
         rx.close()
+
+
+def test_udp_sends_the_same_datagrams_and_refuses_the_same_events(tmp_path):
+    """A datagram a line, as a datagram an event; a line too long for one is the same dead
+    letter as its event."""
+    src = tmp_path / "in.ndjson"
+    raw = lines(300)
+    raw.insert(40, orjson.dumps({"seq": 9999, "level": "WARN", "msg": "x" * 70_000}))
+    src.write_bytes(b"\n".join(raw) + b"\n")
+    doc = copy.deepcopy(PIPE)
+    doc["output"] = {"udp": {"address": "ADDRESS"}}
+    got = {}
+    for label, opts in (("batches", {"fast": False}), ("fast", {}), ("two", {"workers": 2})):
+        d = tmp_path / label
+        d.mkdir()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+            rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            rx.bind(("127.0.0.1", 0))
+            rx.settimeout(10)
+            res = run(doc, src, d, f"127.0.0.1:{rx.getsockname()[1]}", **opts)
+            assert res["fast"] == (label != "batches")
+            res["datagrams"] = [rx.recv(1 << 17) for _ in range(res["output"]["events"])]
+        got[label] = res
+    base = got["batches"]
+    assert len(base["datagrams"]) == 225 and base["output"]["errors"] == 1
+    for label in ("fast", "two"):
+        for key in ("datagrams", "errors", "output", "dropped"):
+            assert got[label][key] == base[key], (label, key)
+    (big,) = [d for d in base["errors"] if d["_error"]["stage"] == "output"]
+    assert big["seq"] == 9999 and "more than a UDP datagram carries" in big["_error"]["message"]
