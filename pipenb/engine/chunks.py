@@ -4,17 +4,18 @@ Why: a pipe from ``files`` to a ``file`` of NDJSON spends most of its time outsi
 decoding a batch of lines into a list of dicts, holding thousands of them, encoding the list, and
 freeing it. The hand-written loop it is measured against keeps one event alive at a time, which
 stays in the CPU cache. Here the same thing is generated: for each line, decode, run the fused
-actions, encode, append the bytes; the output is one ``b"".join``. Only bytes go in and out, so
+actions, encode, append the bytes to the output. Only bytes go in and out, so
 the same function runs in worker processes (``workers:``), and the engine writes the results in
 input order and saves the checkpoint after each write.
 
 What takes this path is decided by ``chunk_plan``; everything else runs as before, event batch by
 event batch. The results are the same either way, event for event and count for count
-(``tests/test_parallel_engine.py`` compares them).
+(``tests/engine/test_parallel_engine.py`` compares them).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -119,32 +120,42 @@ class ChunkProcessor:
                 else:
                     lines = text.split("\n")
                 del text
+            elif not (self.max_line and len(piece) > self.max_line):
+                # read a line at a time, each with its "\n" (JSON whitespace: the same event),
+                # as the hand-written loop reads its file: a list of the piece's lines, made at
+                # once and freed at the end, took W1 2-4% more time (bench/README.md)
+                lines = io.BytesIO(piece)
             else:
                 lines = piece.split(b"\n")
-            n_raw = len(lines) + skipped
-            if (
-                self.max_line
-                and len(piece) > self.max_line
-                and max(map(len, lines)) > self.max_line
-            ):
-                piece_cut: list[int] = []
-                lines = _cut(lines, self.max_line, piece_cut.extend)
-                cut += [raw_before + i for i in piece_cut]  # indices in the chunk's lines
-            raw_before += n_raw
-            n_lines += len(lines) + skipped
+            if type(lines) is list:  # (else counted as the loop reads them, below)
+                n_raw = len(lines) + skipped
+                if (
+                    self.max_line
+                    and len(piece) > self.max_line
+                    and max(map(len, lines)) > self.max_line
+                ):
+                    piece_cut: list[int] = []
+                    lines = _cut(lines, self.max_line, piece_cut.extend)
+                    cut += [raw_before + i for i in piece_cut]  # indices in the chunk's lines
+                raw_before += n_raw
+                n_lines += len(lines) + skipped
             exact = self.fmt == "json" and _has_long_digits(piece)
             run = self._run_exact if exact else self._run
-            # joined per piece: each line orjson encodes holds a ~4 KiB buffer until it is
-            # freed, so a chunk's lines held to the end took ~8 MiB of peak RSS for W1
-            encoded = run(lines, drops, errs, bad, unwritable)
-            n_out += len(encoded)
-            out.append(b"".join(encoded))
-            del encoded
+            encoded, written, read = run(lines, drops, errs, bad, unwritable)
+            if type(lines) is not list:  # a blank last line is not read: nothing, as all are
+                raw_before += read + (not piece or piece.endswith(b"\n"))
+                n_lines += read
+            n_out += written
+            out.append(encoded)
+            del encoded, lines
             if end >= size:
                 break
             pos = end + 1
         rejects = []
         for line, exc in bad:
+            if line[-1:] == b"\n":  # read with its end: the message is of the line itself
+                line = line[:-1]
+                exc = _parse_error(line, exc)
             if exc is None:
                 rejects.append(reject(line, 'a JSON line must be an object, e.g. {"msg": "..."}'))
             elif line.strip():
@@ -156,7 +167,7 @@ class ChunkProcessor:
         bad.clear()
         errs.clear()
         return ChunkResult(
-            b"".join(out) if len(out) > 1 else out[0],
+            b"".join(out),
             n_lines - n_bad,
             n_out,
             drops,
@@ -165,6 +176,19 @@ class ChunkProcessor:
             unwritable,
             cut,
         )
+
+
+def _parse_error(line: bytes, exc: Exception | None) -> Exception | None:
+    """The error of ``line`` parsed alone, without the newline it was read with: orjson's and
+    the stdlib's messages give positions, and a dead letter's must not depend on how the line
+    was read (``exc`` None: it parsed, to something not an object, which it stays)."""
+    if exc is None:
+        return None
+    try:
+        _loads_exact(line)  # (the parser the loop took: orjson unless the line has long digits)
+    except orjson.JSONDecodeError as again:
+        return again
+    return exc  # pragma: no cover - a line that parses without its newline parses with it
 
 
 def holding(text: str, needles: tuple[str, ...]) -> list[str]:
@@ -203,7 +227,9 @@ def holding(text: str, needles: tuple[str, ...]) -> list[str]:
 
 
 def _generate(steps: list[EventStep], fmt: str, loads: Any) -> Any:
-    """``_run(lines, drops, errs, bad, unwritable) -> [bytes]``: decode, act, encode per line."""
+    """``_run(lines, drops, errs, bad, unwritable) -> (output, written, read)``: decode, act,
+    encode per line; the output lines, how many, and how many lines were read (JSON: ``lines``
+    may be a file-like object read line by line, whose count is not known before)."""
     ns = fused_namespace(steps)
     ns.update(
         _loads=loads,
@@ -214,6 +240,7 @@ def _generate(steps: list[EventStep], fmt: str, loads: Any) -> Any:
         type=type,
         dict=dict,
         bytes=bytes,
+        bytearray=bytearray,
         TypeError=TypeError,
     )
     lazy = fmt == "lines" and bool(steps) and _raw_first(steps[0]) is not None
@@ -223,13 +250,17 @@ def _generate(steps: list[EventStep], fmt: str, loads: Any) -> Any:
     hot = "_loads=_loads, _dumps=_dumps, _NL=_NL, type=type, dict=dict, _JSONError=_JSONError"
     lines = [
         f"def _run(_lines, _drops, _errs, _bad, _unw, {hot}):",
-        "    _out = []",
-        "    _ap = _out.append",
+        # appended to, not a list joined: each line's bytes are freed at once (each held a
+        # ~4 KiB buffer of orjson's while a list kept it: W1's chunks took ~8 MiB of peak RSS)
+        "    _out = bytearray()",
+        "    _n = 0",
+        "    _k = 0",
         *[f"    _d{i} = 0" for i in range(len(steps))],
         "    for _line in _lines:",
     ]
     if fmt == "json":
         lines += [
+            "        _k += 1",
             "        try:",
             "            e = _loads(_line)",
             "        except _JSONError as _x:",
@@ -256,15 +287,16 @@ def _generate(steps: list[EventStep], fmt: str, loads: Any) -> Any:
         "            _errs.append((e, _x, _stage_of(_x)))",
         "            continue",
         "        try:",
-        "            _ap(_dumps(e, option=_NL))",
+        "            _out += _dumps(e, option=_NL)",
         "        except TypeError:",
         "            _b = _encode_one(e)",
-        "            if type(_b) is bytes:",
-        "                _ap(_b)",
-        "            else:",
+        "            if type(_b) is not bytes:",
         "                _unw.append((e, _b))",
+        "                continue",
+        "            _out += _b",
+        "        _n += 1",
         *[f"    _drops[{i}] += _d{i}" for i in range(len(steps))],
-        "    return _out",
+        "    return _out, _n, _k",
     ]
     ns["_stage_of"] = stage_finder(first, line_stage)
     return compile_run("\n".join(lines), ns)

@@ -53,12 +53,21 @@ def ndjson_line(event: dict) -> str:
     return json.dumps(event, ensure_ascii=False)
 
 
+#: JSON lines cut short: their parse errors give a position at the line's end, which a newline
+#: read with the line moves (the fast path reads each piece a line at a time, "\n" included)
+CUT_SHORT = [
+    '{"level": "ERROR", "n":',
+    '{"msg": "no end',
+    '{"big": 123456789012345678901234',  # the stdlib's parser, exact for long integers
+]
+
+
 @st.composite
 def file_pipes(draw: st.DrawFn) -> tuple[dict, list[str]]:
     """A fuzzer pipe reading generated lines from a file, writing NDJSON to one file."""
     events = draw(event_streams)
     lines = [ndjson_line(e) for e in events]
-    for raw in draw(st.lists(st.sampled_from(RAW_LINES), max_size=3)):
+    for raw in draw(st.lists(st.sampled_from(RAW_LINES + CUT_SHORT), max_size=3)):
         lines.insert(draw(st.integers(0, len(lines))), raw)  # invalid JSON, arrays, blanks
     read = draw(st.sampled_from([64, 256, 1 << 20]))  # small reads: many chunks
     doc = {
@@ -152,6 +161,30 @@ def test_batch_path_fast_path_and_workers_agree(case, tmp_path_factory):
     if results["fast"]["fast"]:  # per-event actions only: the run really split, or says why
         w = results["two"]
         assert w["workers"] == 2 or "sample without key" in w["why"], w["why"]
+
+
+def test_lines_cut_short_are_the_same_dead_letters_every_way(tmp_path: Path):
+    """A dead letter's message is the line's own parse error, however the line was read."""
+    lines = [*CUT_SHORT, '{"level": "ERROR"}', "", *CUT_SHORT]  # (the last one ends the file)
+    src = tmp_path / "in.ndjson"
+    src.write_text("\n".join(lines), encoding="utf-8")
+    doc = {
+        "name": "cut-short",
+        "input": {"files": {"path": "IN", "follow": False, "format": "json"}},
+        "actions": [{"add": {"seen": True}}],
+        "output": {"file": {"path": "OUT/out.ndjson"}},
+        "errors": {"file": {"path": "OUT/errors.ndjson"}},
+    }
+    results = three_ways(doc, src, tmp_path)
+    base = results["batches"]
+    messages = [e["_error"]["message"] for e in base["errors"]]
+    assert len(messages) == 2 * len(CUT_SHORT), messages
+    assert "line 1 column 24 (char 23)" in messages[0], messages[0]
+    for label in ("fast", "two"):
+        assert results[label]["fast"], label
+        assert results[label]["out"] == base["out"] == b'{"level":"ERROR","seen":true}\n'
+        assert results[label]["errors"] == base["errors"], label
+        assert _counts(results[label]["counts"]) == _counts(base["counts"]), label
 
 
 def _events(data: bytes) -> list[Any]:
