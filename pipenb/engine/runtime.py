@@ -279,6 +279,7 @@ class Engine:
             if self.parts.errors is not None:
                 with contextlib.suppress(Exception):
                     await self.parts.errors.close()
+            self.checkpoints.close()  # (a file store keeps its file open while the run saves)
         return self.metrics
 
     async def _run_events(self) -> None:
