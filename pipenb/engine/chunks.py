@@ -109,7 +109,7 @@ class ChunkProcessor:
                 piece = bytes(chunk[pos:end])  # (bytes already: the same object)
             else:
                 piece = bytes(chunk)  # the whole chunk, not copied (bytes of bytes is itself)
-            lines: list[Any]
+            lines: list[Any] | io.BytesIO
             skipped = 0
             if self.fmt == "lines":
                 text = piece.decode("utf-8", "replace")
