@@ -53,14 +53,15 @@ class FileCheckpointStore(CheckpointStore):
     """A JSON file: ``{"version": 1, "position": ...}``, padded with spaces (JSON whitespace).
 
     Why in place: the fast path saves after every chunk it writes, and a rename over the old
-    file cost the pipe's process 0.1-0.6 ms each time on ext4 (which starts writing the new
-    file back at such a rename), about 3% of W1's time on one core (bench/README.md). So the
+    file cost the pipe's process 0.2-0.6 ms each time in a run here (ext4), 4-6% of W1's time
+    on one core (bench/README.md, 2026-12-06). So the
     first save of a run makes the file by a rename, padded to some room, and keeps it open;
     each later save that fits rewrites it with one ``pwrite`` of that room at offset 0. A write
     within one page is copied into the page cache whole or not at all (a fatal signal is only
     acted on between pages), so a process killed during it leaves the old checkpoint or the
     new, as the rename did. A position that does not fit, or a file removed or replaced
-    meanwhile, takes a rename again. Neither way syncs to disk: after a power loss the file
+    meanwhile, takes a rename again, and a path no longer writable (a read-only mount) fails
+    the save as the rename would have. Neither way syncs to disk: after a power loss the file
     holds what the kernel had written back."""
 
     #: the longest checkpoint rewritten in place: one page, at offset 0
@@ -102,12 +103,17 @@ class FileCheckpointStore(CheckpointStore):
         return os.pwrite(fd, data.ljust(room), 0) == room  # (one page: never short)
 
     def _still_ours(self) -> bool:
-        """The path still names the file this store keeps open (not removed or replaced)."""
+        """The path still names the file this store keeps open (not removed or replaced), and a
+        new open of it for writing would be allowed: a data dir made read-only meanwhile (a
+        read-only mount, ``chattr +i``) stops the saves as it stopped the renames, rather than
+        being written through the descriptor opened before."""
         try:
             st = os.stat(self.path)
         except OSError:
             return False
-        return (st.st_dev, st.st_ino) == self._ident
+        return (st.st_dev, st.st_ino) == self._ident and os.access(
+            self.path, os.W_OK, effective_ids=os.access in os.supports_effective_ids
+        )
 
     def _replace(self, data: bytes) -> None:
         """A new file renamed over the old one; kept open when later saves may rewrite it."""

@@ -4,6 +4,8 @@
   padded with spaces), and what is read back is the last position saved;
 - a position that outgrows that room, one longer than a page, and a file removed or replaced
   meanwhile each take a rename again, and are read back whole;
+- a data dir made read-only (a read-only mount, ``chattr +i``) stops the saves until it is
+  writable again, as it stopped the renames;
 - a process killed while it saves, again and again, leaves a checkpoint that is one it saved
   (whole, with the padding, or renamed in whole);
 - the engine lets go of the file when its run ends.
@@ -26,6 +28,7 @@ import pipenb
 from pipenb.engine.checkpoints import FileCheckpointStore, checkpoint_path
 
 from support import REPO_ROOT
+from support.faultkit import ReadOnly
 from support.waiting import wait_until
 
 
@@ -113,6 +116,26 @@ def test_a_checkpoint_removed_or_replaced_meanwhile_is_made_again(tmp_path: Path
     other = tmp_path / "other.json"
     other.write_bytes(orjson.dumps({"version": 1, "position": position(99)}))
     other.replace(path)
+    store.save(position(3))
+    assert FileCheckpointStore(str(path)).load() == position(3)
+    store.close()
+
+
+def test_a_data_dir_made_read_only_stops_the_saves_until_it_is_writable(tmp_path: Path):
+    """As the renames did: the open file is not written through while a new open would fail."""
+    data = tmp_path / "data"
+    path = data / "p.json"
+    store = FileCheckpointStore(str(path))
+    store.save(position(1))
+    ro = ReadOnly(data)
+    if ro.on() is None:
+        pytest.skip(f"cannot make a directory read-only here: {ro.why}")
+    try:
+        with pytest.raises(OSError):
+            store.save(position(2))
+        assert read_back(path)["position"] == position(1)
+    finally:
+        ro.off()
     store.save(position(3))
     assert FileCheckpointStore(str(path)).load() == position(3)
     store.close()
