@@ -1,7 +1,8 @@
 """Writing a file so that a crash leaves the old content or the new, never half of either.
 
-The agent's store (identity, desired pipes), the engine's checkpoints and the kept TLS files all
-write this way: a temporary file beside the target, then a rename over it. One function keeps the
+The agent's store (identity, desired pipes), the kept TLS files and the engine's checkpoints
+write this way: a temporary file beside the target, then a rename over it (a checkpoint's later
+saves in a run rewrite that file in place: ``pipenb/engine/checkpoints.py`` says why). One function keeps the
 clean-up (the temporary file goes if anything fails) and the permissions in one place. Standard
 library only: the agent imports it.
 """
