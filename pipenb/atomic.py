@@ -2,9 +2,9 @@
 
 The agent's store (identity, desired pipes), the kept TLS files and the engine's checkpoints
 write this way: a temporary file beside the target, then a rename over it (a checkpoint's later
-saves in a run rewrite that file in place: ``pipenb/engine/checkpoints.py`` says why). One function keeps the
-clean-up (the temporary file goes if anything fails) and the permissions in one place. Standard
-library only: the agent imports it.
+saves in a run rewrite that file in place: ``pipenb/engine/checkpoints.py`` says why). One
+function keeps the clean-up (the temporary file goes if anything fails) and the permissions in
+one place. Standard library only: the agent imports it.
 """
 
 from __future__ import annotations

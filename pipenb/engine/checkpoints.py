@@ -16,9 +16,13 @@ import orjson
 
 from pipenb.atomic import write_atomic
 
+#: ``os.access`` can ask as the effective user (the one that writes), where the platform lets it
+_EFFECTIVE_IDS = os.access in os.supports_effective_ids
+
 
 class CheckpointStore:
-    """Interface: ``load()`` the last saved position (or None), ``save(position)``."""
+    """Interface: ``load()`` the last saved position (or None), ``save(position)``, ``reset()``,
+    and ``close()`` when a run is over."""
 
     def load(self) -> Any:
         return None
@@ -54,15 +58,14 @@ class FileCheckpointStore(CheckpointStore):
 
     Why in place: the fast path saves after every chunk it writes, and a rename over the old
     file cost the pipe's process 0.2-0.6 ms each time in a run here (ext4), 4-6% of W1's time
-    on one core (bench/README.md, 2026-12-06). So the
-    first save of a run makes the file by a rename, padded to some room, and keeps it open;
-    each later save that fits rewrites it with one ``pwrite`` of that room at offset 0. A write
-    within one page is copied into the page cache whole or not at all (a fatal signal is only
-    acted on between pages), so a process killed during it leaves the old checkpoint or the
-    new, as the rename did. A position that does not fit, or a file removed or replaced
-    meanwhile, takes a rename again, and a path no longer writable (a read-only mount) fails
-    the save as the rename would have. Neither way syncs to disk: after a power loss the file
-    holds what the kernel had written back."""
+    on one core (bench/README.md, 2026-12-06). So the first save of a run makes the file by a
+    rename, padded to some room, and keeps it open; each later save that fits rewrites it with
+    one ``pwrite`` of that room at offset 0. A write within one page is copied into the page
+    cache whole or not at all (a fatal signal is only acted on between pages), so a process
+    killed during it leaves the old checkpoint or the new, as the rename did. A position that
+    does not fit, or a file removed or replaced meanwhile, takes a rename again, and a path no
+    longer writable (a read-only mount) fails the save as the rename would have. Neither way
+    syncs to disk: after a power loss the file holds what the kernel had written back."""
 
     #: the longest checkpoint rewritten in place: one page, at offset 0
     IN_PLACE = min(4096, mmap.PAGESIZE)
@@ -112,7 +115,7 @@ class FileCheckpointStore(CheckpointStore):
         except OSError:
             return False
         return (st.st_dev, st.st_ino) == self._ident and os.access(
-            self.path, os.W_OK, effective_ids=os.access in os.supports_effective_ids
+            self.path, os.W_OK, effective_ids=_EFFECTIVE_IDS
         )
 
     def _replace(self, data: bytes) -> None:

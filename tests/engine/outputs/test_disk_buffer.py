@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -219,12 +220,21 @@ def test_a_finite_run_ends_after_the_send_in_flight(tmp_path, data_dir):
     what is in the buffer, the request in flight included: every event arrives in this run.
     (The wait counted what the drain had read, not what the output took, so the close cut the
     last request short, and its events waited on disk for a next start without a word.)"""
-    import time
+    import threading
 
     import pipenb
 
-    def slow(request: Request) -> tuple[int, bytes]:
-        time.sleep(0.3)  # a receiver's latency: the request is in flight when the input ends
+    engine: Any = None
+    returned = threading.Event()
+
+    def answer_when_the_close_waits(request: Request) -> tuple[int, bytes]:
+        # in flight until the output's close has begun; answered once the close waits for it
+        # (it counts what the output has not taken), or once the run returned without waiting
+        out = engine.parts.output
+        wait_until(
+            lambda: out._drainer is None and (out.backlog() > 0 or returned.is_set()),
+            what="the output's close to wait for this request, or the run to return",
+        )
         return 200, b""
 
     n = 200
@@ -235,9 +245,12 @@ def test_a_finite_run_ends_after_the_send_in_flight(tmp_path, data_dir):
         "input": {"files": {"path": str(src), "format": "json", "follow": False}},
         "output": {"http-post": {"url": "URL", "format": "ndjson", "buffer": "disk"}},
     }
-    with HttpSink(slow) as sink:
+    with HttpSink(answer_when_the_close_waits) as sink:
         doc["output"]["http-post"]["url"] = sink.url
         pipe = pipenb.Pipe.from_yaml(orjson.dumps(doc).decode())
-        snap = pipe.run(data_dir=data_dir)
-        assert snap["state"] == "finished"
-        assert sorted(e["seq"] for e in sink.events()) == list(range(n))
+        engine = pipe.engine(data_dir=data_dir)
+        asyncio.run(asyncio.wait_for(engine.run(), 60))
+        delivered = sorted(e["seq"] for e in sink.events())  # when the run returned
+        returned.set()
+        assert engine.state == "finished"
+        assert delivered == list(range(n))
